@@ -1,0 +1,1 @@
+"""Frame sources: a video file, a webcam, the screen. Each yields timestamped RGB frames."""

@@ -1,0 +1,56 @@
+"""What a model backend must do for a proactive session, whatever runs the model.
+
+A backend owns the model's context (KV cache or remote history). The session tells it, turn by
+turn, "here are k new frames and maybe some text: speak or stay silent" and the backend answers
+with a :class:`BackendStep`. Keeping the interface this narrow is what lets the in-process
+llama.cpp engine, a remote OpenAI-compatible server and the tests' reference path be swapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from app.core.types import StepTimings
+
+
+class BackendError(RuntimeError):
+    """The model could not be loaded or run; the message names the file or setting at fault."""
+
+
+@dataclass
+class BackendStep:
+    text: str  # decoded assistant text ("NO REPLY" when silent); excludes "I must reply.\n"
+    silent: bool
+    timings: StepTimings = field(default_factory=StepTimings)
+    n_tokens: int = 0  # KV cells in use after the step
+    n_ctx: int = 0
+    evicted_turns: int = 0
+    first_token_margin: float | None = None
+
+
+class Backend(Protocol):
+    """A stateful MMDuet2 dialogue: system prompt first, then one call per user turn."""
+
+    name: str
+    device: str  # what actually runs the model, e.g. "CPU (2 threads)" or "CUDA: NVIDIA H100"
+
+    def reset(self, system_prompt: str) -> None:
+        """Forget the dialogue and start again from the system prompt."""
+
+    def step(
+        self,
+        images: Sequence[np.ndarray],
+        text: str = "",
+        *,
+        must_reply: bool = False,
+        talkativeness: float = 0.0,
+        max_new_tokens: int = 128,
+    ) -> BackendStep:
+        """Append one user turn (images first, then text) and produce the assistant turn."""
+
+    def close(self) -> None:
+        """Free the model."""

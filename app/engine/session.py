@@ -1,0 +1,156 @@
+"""ProactiveSession: frames and questions in, MMDuet2 turns out, one decision per turn.
+
+The session is the protocol's bookkeeper (mmduet2.md §1): k frames per user turn, images first then
+the user's queued text, video time = frames fed × interval, "I must reply." forcing. It knows
+nothing about how the model runs; a :class:`~app.engine.backend.Backend` does that.
+
+The whole API is a lazy iterator of :class:`StepResult` (``run``), plus ``ask`` from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from app.capture.base import FrameSource
+from app.capture.resize import fit_frame
+from app.core.protocol import (
+    DEFAULT_FRAMES_PER_TURN,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_TOKENS_PER_FRAME,
+    SYSTEM_PROMPT,
+)
+from app.core.types import Frame, StepResult, StepTimings
+from app.engine.backend import Backend
+
+
+@dataclass
+class SessionConfig:
+    interval: float = DEFAULT_INTERVAL_S  # seconds between frames (1 s at inference, per the paper)
+    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN  # 1 or 2
+    tokens_per_frame: int = DEFAULT_TOKENS_PER_FRAME  # ≤128 as trained
+    talkativeness: float = 0.0  # logit bias on speaking at the first token; 0 = as trained
+    max_new_tokens: int = 128
+    system_prompt: str = SYSTEM_PROMPT
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError(f"interval must be > 0 seconds, got {self.interval}")
+        if self.frames_per_turn not in (1, 2, 3, 4):
+            raise ValueError(f"frames_per_turn must be 1–4 (the model was trained on 2), got {self.frames_per_turn}")
+        if not 4 <= self.tokens_per_frame <= 1024:
+            raise ValueError(f"tokens_per_frame must be within 4–1024, got {self.tokens_per_frame}")
+
+
+@dataclass
+class _Question:
+    text: str
+    at: float | None  # video time at which it is asked; None = next turn
+    must_reply: bool = False
+
+
+class ProactiveSession:
+    """One stream's dialogue. Not thread-safe except for :meth:`ask`, :meth:`force_reply`, :meth:`stop`."""
+
+    def __init__(self, backend: Backend, config: SessionConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or SessionConfig()
+        self._lock = threading.Lock()
+        self._questions: list[_Question] = []
+        self._stop = threading.Event()
+        self.reset()
+
+    # ---- inputs from any thread -------------------------------------------------------------
+    def ask(self, text: str, *, at: float | None = None, must_reply: bool = False) -> None:
+        """Queue user text for the next user turn (or the first turn at/after video time ``at``)."""
+        text = text.strip()
+        if not text:
+            return
+        with self._lock:
+            self._questions.append(_Question(text, at, must_reply))
+
+    def force_reply(self) -> None:
+        """Make the next turn answer ("I must reply.\\n" prefill), e.g. the user pressed "speak now"."""
+        with self._lock:
+            self._force_next = True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ---- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the dialogue, the video time and pending frames (queued timed questions stay)."""
+        self.backend.reset(self.config.system_prompt)
+        self.video_time = 0.0
+        self.turn = 0
+        self._pending: list[Frame] = []
+        self._force_next = False
+        self._stop.clear()
+        self.last_result: StepResult | None = None
+
+    def _take_text(self, video_time_after: float) -> tuple[str | None, bool]:
+        with self._lock:
+            due = [q for q in self._questions if q.at is None or q.at <= video_time_after + 1e-9]
+            self._questions = [q for q in self._questions if q not in due]
+            force = self._force_next or any(q.must_reply for q in due)
+            self._force_next = False
+        text = " ".join(q.text for q in due) if due else None
+        return text, force
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def feed(self, frame: Frame) -> StepResult | None:
+        """Add one sampled frame; once a turn's worth is collected, run the model on it."""
+        self._pending.append(frame)
+        if len(self._pending) < self.config.frames_per_turn:
+            return None
+        frames, self._pending = tuple(self._pending), []
+        return self._step(frames)
+
+    def _step(self, frames: tuple[Frame, ...]) -> StepResult:
+        cfg = self.config
+        video_time = self.video_time + len(frames) * cfg.interval
+        text, force = self._take_text(video_time)
+        images = [fit_frame(f.image, cfg.tokens_per_frame) for f in frames]
+        t0 = time.perf_counter()
+        out = self.backend.step(
+            images,
+            text or "",
+            must_reply=force,
+            talkativeness=cfg.talkativeness,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+        timings = out.timings if out.timings.total_ms else StepTimings(total_ms=(time.perf_counter() - t0) * 1e3)
+        self.video_time = video_time
+        result = StepResult(
+            turn=self.turn,
+            video_time=video_time,
+            text=out.text,
+            silent=out.silent,
+            question=text,
+            forced=force,
+            frames=frames,
+            timings=timings,
+            n_tokens=out.n_tokens,
+            n_ctx=out.n_ctx,
+            evicted_turns=out.evicted_turns,
+            first_token_margin=out.first_token_margin,
+            behind=any(f.dropped for f in frames),
+        )
+        self.turn += 1
+        self.last_result = result
+        return result
+
+    def run(self, source: FrameSource) -> Iterator[StepResult]:
+        """Drive the session from a source until it ends or :meth:`stop` is called.
+
+        The source must already be open. Frames are sampled at ``config.interval`` by the source
+        itself, so live sources skip ahead instead of queueing when the model is slow.
+        """
+        for frame in source.sample(self.config.interval):
+            if self._stop.is_set():
+                break
+            result = self.feed(frame)
+            if result is not None:
+                yield result
