@@ -1,0 +1,261 @@
+"""Owning wrappers over llama-cpp-python's raw llama.cpp and libmtmd bindings.
+
+llama-cpp-python's high-level ``Llama`` keeps its own token bookkeeping, which is wrong after an
+image (M-RoPE positions advance by max(nx, ny), not by the token count) and cannot remove a range
+of the cache. So the engine talks to the C API directly, through these few classes that each own
+one C object and free it exactly once. Measured facts behind the choices: llamacpp-notes.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import mtmd_cpp
+
+log = logging.getLogger("duet.llama")
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:  # pragma: no cover - C callback
+    try:
+        msg = text.decode("utf-8", "replace").rstrip()
+    except Exception:
+        return
+    if msg:
+        (log.warning if level == 3 else log.error if level == 4 else log.debug)(msg)
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once and route its (very chatty) logs into Python logging."""
+    global _initialised
+    with _init_lock:
+        if _initialised:
+            return
+        llama_cpp.llama_backend_init()
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        mtmd_cpp.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
+        _initialised = True
+
+
+def gpu_offload_supported() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def system_info() -> str:
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+class Model:
+    """A loaded text model (``llama_model``) and its vocabulary."""
+
+    def __init__(self, path: Path, n_gpu_layers: int = 0) -> None:
+        init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self.ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self.ptr:
+            raise RuntimeError(f"{path}: llama.cpp could not load this model (see the log for the reason)")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = llama_cpp.llama_model_n_embd(self.ptr)
+
+    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, parse_special)
+        if n < 0:
+            raise RuntimeError("tokenize: buffer too small")  # cannot happen: ≤ 1 token per byte
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+@dataclass
+class ContextSettings:
+    n_ctx: int = 8192
+    n_batch: int = 1024
+    n_threads: int = 0  # 0 = llama.cpp's choice
+    flash_attn: int = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
+    kv_f32: bool = False  # F32 K/V: for parity checks, 2× the memory
+    offload_kqv: bool = True
+
+
+class Context:
+    """A ``llama_context``: the KV cache one dialogue lives in, plus a one-token batch for decoding."""
+
+    def __init__(self, model: Model, s: ContextSettings) -> None:
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = s.n_ctx
+        p.n_batch = s.n_batch
+        p.n_ubatch = s.n_batch
+        if s.n_threads > 0:
+            p.n_threads = s.n_threads
+            p.n_threads_batch = s.n_threads
+        p.flash_attn_type = s.flash_attn
+        p.offload_kqv = s.offload_kqv
+        p.no_perf = True
+        if s.kv_f32:
+            p.type_k = llama_cpp.GGML_TYPE_F32
+            p.type_v = llama_cpp.GGML_TYPE_F32
+        self.model = model
+        self.ptr = llama_cpp.llama_init_from_model(model.ptr, p)
+        if not self.ptr:
+            raise RuntimeError(f"could not create a llama.cpp context of {s.n_ctx} tokens (out of memory?)")
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ptr)
+        self.n_batch = s.n_batch
+        self.mem = llama_cpp.llama_get_memory(self.ptr)
+        self._batch = llama_cpp.llama_batch_init(max(1, s.n_batch), 0, 1)
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.mem, True)
+
+    def remove(self, p0: int, p1: int) -> bool:
+        """Drop every cell of sequence 0 whose position lies in [p0, p1)."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.mem, 0, p0, p1))
+
+    def decode_tokens(self, tokens: list[int], pos: int, logits_last: bool = True) -> None:
+        """Evaluate text tokens at explicit consecutive positions (never ``llama_batch_get_one``)."""
+        b = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            part = tokens[start:start + self.n_batch]
+            b.n_tokens = len(part)
+            for i, t in enumerate(part):
+                b.token[i] = t
+                b.pos[i] = pos + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+                b.logits[i] = 0
+            if logits_last and start + len(part) == len(tokens):
+                b.logits[len(part) - 1] = 1
+            rc = llama_cpp.llama_decode(self.ptr, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}): the context is full or out of memory")
+
+    def last_logits(self, n_vocab: int) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self.ptr, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self.ptr)
+            self.ptr = None
+
+
+class Projector:
+    """A libmtmd context: the vision encoder (mmproj) bound to a text model."""
+
+    def __init__(self, path: Path, model: Model, n_threads: int, use_gpu: bool, flash_attn: int,
+                 min_tokens: int = 0) -> None:
+        p = mtmd_cpp.mtmd_context_params_default()
+        p.use_gpu = use_gpu
+        p.print_timings = False
+        if n_threads > 0:
+            p.n_threads = n_threads
+        p.flash_attn_type = flash_attn
+        p.warmup = False
+        if min_tokens:
+            p.image_min_tokens = min_tokens
+        self.ptr = mtmd_cpp.mtmd_init_from_file(str(path).encode(), model.ptr, p)
+        if not self.ptr:
+            raise RuntimeError(f"{path}: libmtmd could not load this vision projector (see the log)")
+        self.marker = mtmd_cpp.mtmd_default_marker().decode()
+        self.uses_mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(self.ptr))
+
+    def close(self) -> None:
+        if self.ptr:
+            mtmd_cpp.mtmd_free(self.ptr)
+            self.ptr = None
+
+
+@dataclass
+class ChunkInfo:
+    is_image: bool
+    n_tokens: int  # KV cells it takes
+    n_pos: int  # positions it advances
+
+
+class Chunks:
+    """A tokenized prompt (text and image chunks) owning its bitmaps."""
+
+    def __init__(self, proj: Projector, text: str, images: list[np.ndarray]) -> None:
+        self.proj = proj
+        self.ptr = mtmd_cpp.mtmd_input_chunks_init()
+        bitmaps = []
+        try:
+            for img in images:
+                img = np.ascontiguousarray(img, dtype=np.uint8)
+                h, w = img.shape[:2]
+                bm = mtmd_cpp.mtmd_bitmap_init(w, h, img.ctypes.data_as(ctypes.POINTER(ctypes.c_ubyte)))
+                if not bm:
+                    raise RuntimeError(f"could not wrap a {w}×{h} frame for libmtmd")
+                bitmaps.append(bm)
+            arr = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+            data = text.encode("utf-8")  # kept alive until mtmd_tokenize returns
+            inp = mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False, parse_special=True)
+            rc = mtmd_cpp.mtmd_tokenize(proj.ptr, self.ptr, ctypes.byref(inp), arr, len(bitmaps))
+            if rc != 0:
+                raise RuntimeError(f"mtmd_tokenize failed ({rc}): marker/image count mismatch or bad image")
+        finally:
+            for bm in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bm)
+        self.info: list[ChunkInfo] = []
+        for i in range(mtmd_cpp.mtmd_input_chunks_size(self.ptr)):
+            c = mtmd_cpp.mtmd_input_chunks_get(self.ptr, i)
+            is_image = mtmd_cpp.mtmd_input_chunk_get_type(c) != mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT
+            self.info.append(ChunkInfo(is_image, mtmd_cpp.mtmd_input_chunk_get_n_tokens(c),
+                                       mtmd_cpp.mtmd_input_chunk_get_n_pos(c)))
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.info)
+
+    def eval_chunk(self, ctx: Context, i: int, n_past: int, logits_last: bool) -> int:
+        """Evaluate chunk ``i`` at position ``n_past``; returns the new position."""
+        c = mtmd_cpp.mtmd_input_chunks_get(self.ptr, i)
+        new = llama_cpp.llama_pos(n_past)
+        rc = mtmd_cpp.mtmd_helper_eval_chunk_single(self.proj.ptr, ctx.ptr, c, n_past, 0, ctx.n_batch,
+                                                    logits_last, ctypes.byref(new))
+        if rc != 0:
+            raise RuntimeError(f"evaluating prompt chunk {i} failed ({rc}): the context is full or out of memory")
+        # The helper's text path adds to *new_n_past instead of setting it; the chunk's own n_pos is
+        # the reliable advance (max(nx, ny) for a Qwen image, the token count for text).
+        return n_past + self.info[i].n_pos
+
+    def close(self) -> None:
+        if self.ptr:
+            mtmd_cpp.mtmd_input_chunks_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> Chunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

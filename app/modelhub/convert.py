@@ -1,0 +1,427 @@
+"""Hugging Face Qwen2.5-VL (MMDuet2) → GGUF: the text model and its ``mmproj`` vision projector.
+
+Written on the ``gguf`` package (its writer, constants and tensor-name maps) so that it needs no
+torch and no copy of llama.cpp's converter, which also rejects freshly trained tokenizers whose
+pre-tokenizer hash it does not know. What llama.cpp needs and why is in shared/docs/llamacpp-notes.md.
+
+The conversion is planned first (:func:`plan_tensors`: every HF tensor → GGUF name, shape, transform)
+and executed second; the plan alone is what the "real 3B converts" test checks on a meta-device model.
+Outputs are written under a temporary name and renamed, so an interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
+
+SUPPORTED_ARCH = "Qwen2_5_VLForConditionalGeneration"
+OUTTYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+            "bf16": gguf.GGMLQuantizationType.BF16}
+FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+              "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+
+
+class ConversionError(ValueError):
+    """The input cannot be converted; the message names the file and what is wrong."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: transformers 4.x writes text settings at the top level with ``rope_scaling``;
+# 5.x nests them in ``text_config`` with ``rope_parameters``. Read both.
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QwenVLConfig:
+    vocab_size: int
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    kv_heads: int
+    rms_eps: float
+    rope_theta: float
+    mrope_section: tuple[int, ...]
+    max_positions: int
+    tied: bool
+    v_depth: int
+    v_hidden: int
+    v_ffn: int
+    v_heads: int
+    v_out: int
+    v_patch: int
+    v_merge: int
+    v_temporal: int
+    v_window: int
+    v_fullatt: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, cfg: dict, where: str = "config.json") -> QwenVLConfig:
+        archs = cfg.get("architectures") or []
+        if SUPPORTED_ARCH not in archs and cfg.get("model_type") != "qwen2_5_vl":
+            got = ", ".join(archs) or cfg.get("model_type", "unknown")
+            raise ConversionError(
+                f"{where}: this is a {got} checkpoint; Duet converts {SUPPORTED_ARCH} (MMDuet2 / Qwen2.5-VL) only")
+        text = {**cfg, **(cfg.get("text_config") or {})}
+        rope = text.get("rope_parameters") or text.get("rope_scaling") or cfg.get("rope_scaling") or {}
+        v = cfg.get("vision_config")
+        if not v:
+            raise ConversionError(f"{where}: no vision_config; not a vision-language checkpoint")
+        try:
+            section = tuple(rope.get("mrope_section") or ())
+            if not section:
+                raise KeyError("mrope_section")
+            return cls(
+                vocab_size=int(text["vocab_size"]), hidden=int(text["hidden_size"]),
+                ffn=int(text["intermediate_size"]), layers=int(text["num_hidden_layers"]),
+                heads=int(text["num_attention_heads"]), kv_heads=int(text["num_key_value_heads"]),
+                rms_eps=float(text.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(rope.get("rope_theta", text.get("rope_theta", 1e6))),
+                mrope_section=section, max_positions=int(text.get("max_position_embeddings", 32768)),
+                tied=bool(cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+                v_depth=int(v["depth"]), v_hidden=int(v["hidden_size"]), v_ffn=int(v["intermediate_size"]),
+                v_heads=int(v["num_heads"]), v_out=int(v.get("out_hidden_size", text["hidden_size"])),
+                v_patch=int(v.get("patch_size", 14)), v_merge=int(v.get("spatial_merge_size", 2)),
+                v_temporal=int(v.get("temporal_patch_size", 2)), v_window=int(v.get("window_size", 112)),
+                v_fullatt=tuple(v.get("fullatt_block_indexes") or ()),
+            )
+        except KeyError as e:
+            raise ConversionError(f"{where}: missing required setting {e}") from e
+
+    def check(self, where: str) -> None:
+        """Constraints llama.cpp / clip.cpp rely on without checking them itself."""
+        head_dim = self.hidden // self.heads
+        if sum(self.mrope_section) * 2 != head_dim:
+            raise ConversionError(f"{where}: mrope_section {list(self.mrope_section)} must sum to head_dim/2 = {head_dim // 2}")
+        if len(self.mrope_section) > 4:
+            raise ConversionError(f"{where}: mrope_section has more than 4 parts")
+        if not self.v_fullatt:
+            raise ConversionError(f"{where}: vision_config.fullatt_block_indexes is required for Qwen2.5-VL")
+        step = self.v_fullatt[0] + 1
+        if any(b - a != step for a, b in zip(self.v_fullatt, self.v_fullatt[1:])):
+            raise ConversionError(f"{where}: fullatt_block_indexes {list(self.v_fullatt)} are not evenly spaced")
+        if self.v_temporal != 2:
+            raise ConversionError(f"{where}: temporal_patch_size {self.v_temporal} unsupported (llama.cpp needs 2)")
+        if self.v_ffn == self.v_hidden:
+            raise ConversionError(
+                f"{where}: vision intermediate_size equals hidden_size ({self.v_hidden}); clip.cpp would misread "
+                "the MLP orientation")
+        if self.v_out != self.hidden:
+            raise ConversionError(f"{where}: vision out_hidden_size {self.v_out} ≠ text hidden_size {self.hidden}")
+
+    @property
+    def n_wa_pattern(self) -> int:
+        return self.v_fullatt[0] + 1
+
+
+def load_config(hf_dir: Path) -> QwenVLConfig:
+    path = hf_dir / "config.json"
+    if not path.exists():
+        raise ConversionError(f"{path}: missing; is {hf_dir} a Hugging Face model folder?")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: not valid JSON ({e})") from e
+    cfg = QwenVLConfig.from_dict(raw, str(path))
+    cfg.check(str(path))
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# The tensor plan
+# ---------------------------------------------------------------------------------------------
+Transform = Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    gguf_name: str
+    sources: tuple[str, ...]  # HF tensor names read
+    shape: tuple[int, ...]  # numpy shape written (GGUF's ne is the reverse)
+    transform: Transform
+    vision: bool
+
+    @property
+    def ne(self) -> tuple[int, ...]:
+        """The shape as llama.cpp states it (fastest-varying first)."""
+        return tuple(reversed(self.shape))
+
+
+def canonical_name(name: str) -> str:
+    """transformers 5 keeps ``model.language_model.*`` / ``model.visual.*`` in memory; 4.x saved the classic names."""
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model."):]
+    if name.startswith("model.visual."):
+        return name[len("model."):]
+    return name
+
+
+def _take(i: int) -> Transform:
+    return lambda xs: xs[0]
+
+
+def _slice(axis: int, part: int, parts: int) -> Transform:
+    def f(xs: list[np.ndarray]) -> np.ndarray:
+        n = xs[0].shape[axis] // parts
+        return np.take(xs[0], np.arange(part * n, (part + 1) * n), axis=axis)
+    return f
+
+
+def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[TensorPlan]:
+    """Map every HF tensor to its GGUF name and shape; raise on anything left unmapped."""
+    text_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2VL, cfg.layers)
+    vis_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.MMPROJ, cfg.v_depth)
+    plans: list[TensorPlan] = []
+    unmapped: list[str] = []
+    names = {canonical_name(n): n for n in shapes}
+    for name, orig in sorted(names.items()):
+        shape = tuple(shapes[orig])
+        if name == "lm_head.weight" and cfg.tied:
+            continue  # llama.cpp uses token_embd when `output` is absent
+        if name.startswith("visual."):
+            if name == "visual.patch_embed.proj.weight":  # Conv3D [out, in, t=2, kh, kw] → two Conv2D kernels
+                base = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH] + ".weight"
+                s2 = (shape[0], shape[1], shape[3], shape[4])
+                plans.append(TensorPlan(base, (orig,), s2, lambda xs: xs[0][:, :, 0], True))
+                plans.append(TensorPlan(base + ".1", (orig,), s2, lambda xs: xs[0][:, :, 1], True))
+                continue
+            if ".attn.qkv." in name:  # fused [3·d, …] → q, k, v
+                for part, letter in enumerate("qkv"):
+                    split = name.replace(".qkv.", f".{letter}.")
+                    mapped = vis_map.get_name(split, try_suffixes=(".weight", ".bias"))
+                    if mapped is None:
+                        unmapped.append(name)
+                        break
+                    s = (shape[0] // 3, *shape[1:])
+                    plans.append(TensorPlan(mapped, (orig,), s, _slice(0, part, 3), True))
+                continue
+            mapped = vis_map.get_name(name, try_suffixes=(".weight", ".bias"))
+            if mapped is None:
+                unmapped.append(name)
+                continue
+            plans.append(TensorPlan(mapped, (orig,), shape, _take(0), True))
+        else:
+            mapped = text_map.get_name(name, try_suffixes=(".weight", ".bias"))
+            if mapped is None:
+                unmapped.append(name)
+                continue
+            plans.append(TensorPlan(mapped, (orig,), shape, _take(0), False))
+    if unmapped:
+        raise ConversionError(f"{len(unmapped)} tensor(s) have no GGUF name: {', '.join(unmapped[:8])}")
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Vocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    ids: dict[str, int]  # added tokens by text
+    chat_template: str | None
+
+
+def load_vocab(hf_dir: Path, vocab_size: int) -> Vocab:
+    path = hf_dir / "tokenizer.json"
+    if not path.exists():
+        raise ConversionError(f"{path}: missing; the tokenizer is required to build the GGUF vocabulary")
+    try:
+        tj = json.loads(path.read_text(encoding="utf-8"))
+        model = tj["model"]
+        if model.get("type") != "BPE":
+            raise ConversionError(f"{path}: tokenizer model is {model.get('type')}, expected byte-level BPE")
+        vocab: dict[str, int] = dict(model["vocab"])
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+        added = tj.get("added_tokens", [])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConversionError(f"{path}: malformed tokenizer ({e})") from e
+    reverse = {i: t for t, i in vocab.items()}
+    special: dict[int, bool] = {}
+    for a in added:
+        reverse[a["id"]] = a["content"]
+        special[a["id"]] = bool(a.get("special"))
+    if max(reverse) >= vocab_size:
+        raise ConversionError(f"{path}: token id {max(reverse)} ≥ vocab_size {vocab_size} in config.json")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        elif i in special:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.CONTROL if special[i] else gguf.TokenType.USER_DEFINED)
+        else:
+            tokens.append(reverse[i])
+            types.append(gguf.TokenType.NORMAL)
+    template = None
+    tc = hf_dir / "tokenizer_config.json"
+    if tc.exists():
+        template = json.loads(tc.read_text()).get("chat_template")
+    ct = hf_dir / "chat_template.jinja"
+    if template is None and ct.exists():
+        template = ct.read_text()
+    ctj = hf_dir / "chat_template.json"
+    if template is None and ctj.exists():
+        template = json.loads(ctj.read_text()).get("chat_template")
+    ids = {a["content"]: a["id"] for a in added}
+    for need in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>"):
+        if need not in ids:
+            raise ConversionError(f"{path}: Qwen special token {need} is missing")
+    return Vocab(tokens, [int(t) for t in types], merges, ids, template)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConversionResult:
+    model: Path
+    mmproj: Path
+    seconds: float
+    n_tensors: int
+
+
+def _out_type(plan: TensorPlan, outtype: str) -> gguf.GGMLQuantizationType:
+    if outtype == "f32" or len(plan.shape) == 1:
+        return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
+    if plan.vision:
+        return gguf.GGMLQuantizationType.F16  # clip.cpp's conv and matmul paths all take F16
+    return OUTTYPES[outtype]
+
+
+def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return arr
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return arr.astype(np.float16)
+    return gguf.quants.quantize(arr, qtype)
+
+
+def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
+           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> None:
+    """Write one GGUF atomically: a temporary sibling, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        kv(w)
+        for name, data, qtype in tensors:
+            w.add_tensor(name, data, raw_dtype=None if qtype in (gguf.GGMLQuantizationType.F32,
+                                                                   gguf.GGMLQuantizationType.F16) else qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name: str | None = None,
+            overwrite: bool = False) -> ConversionResult:
+    """Convert a Qwen2.5-VL checkpoint folder into ``{name}-{outtype}.gguf`` + ``mmproj-{name}-{outtype}.gguf``."""
+    t0 = time.perf_counter()
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    if not hf_dir.is_dir():
+        raise ConversionError(f"{hf_dir}: not a folder")
+    cfg = load_config(hf_dir)
+    vocab = load_vocab(hf_dir, cfg.vocab_size)
+    try:
+        ckpt = SafetensorsCheckpoint(hf_dir)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from e
+    plans = plan_tensors(cfg, {n: t.shape for n, t in ckpt.tensors.items()})
+    missing = [p for p in ("model.embed_tokens.weight", "model.norm.weight")
+               if p not in {canonical_name(n) for n in ckpt.tensors}]
+    if missing:
+        raise ConversionError(f"{hf_dir}: weights lack {', '.join(missing)}; the checkpoint is incomplete")
+    name = name or hf_dir.resolve().name.lower()
+    model_path = out_dir / f"{name}-{outtype}.gguf"
+    mmproj_path = out_dir / f"mmproj-{name}-{outtype}.gguf"
+    for p in (model_path, mmproj_path):
+        if p.exists() and not overwrite:
+            raise ConversionError(f"{p}: already exists; pass --overwrite to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pre = {}
+    pre_path = hf_dir / "preprocessor_config.json"
+    if pre_path.exists():
+        pre = json.loads(pre_path.read_text())
+
+    def tensors(vision: bool):
+        for p in plans:
+            if p.vision != vision:
+                continue
+            data = p.transform([ckpt.load(s) for s in p.sources])
+            if tuple(data.shape) != p.shape:
+                raise ConversionError(f"{p.gguf_name}: produced shape {data.shape}, planned {p.shape}")
+            qtype = _out_type(p, outtype)
+            yield p.gguf_name, _encode(data, qtype), qtype
+
+    def text_kv(w: gguf.GGUFWriter) -> None:
+        w.add_name(name)
+        w.add_file_type(FILE_TYPES[outtype])
+        w.add_context_length(cfg.max_positions)
+        w.add_embedding_length(cfg.hidden)
+        w.add_block_count(cfg.layers)
+        w.add_feed_forward_length(cfg.ffn)
+        w.add_head_count(cfg.heads)
+        w.add_head_count_kv(cfg.kv_heads)
+        w.add_layer_norm_rms_eps(cfg.rms_eps)
+        w.add_rope_freq_base(cfg.rope_theta)
+        w.add_rope_dimension_sections(list(cfg.mrope_section) + [0] * (4 - len(cfg.mrope_section)))
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
+        w.add_token_list(vocab.tokens)
+        w.add_token_types(vocab.types)
+        w.add_token_merges(vocab.merges)
+        w.add_bos_token_id(vocab.ids["<|endoftext|>"])
+        w.add_eos_token_id(vocab.ids["<|im_end|>"])
+        w.add_pad_token_id(vocab.ids["<|endoftext|>"])
+        w.add_add_bos_token(False)
+        if vocab.chat_template:
+            w.add_chat_template(vocab.chat_template)
+
+    def vision_kv(w: gguf.GGUFWriter) -> None:
+        w.add_type(gguf.GGUFType.MMPROJ)
+        w.add_name(name)
+        w.add_file_type(FILE_TYPES[outtype] if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+        w.add_clip_has_vision_encoder(True)
+        w.add_clip_projector_type(gguf.VisionProjectorType.QWEN25VL)
+        w.add_vision_projection_dim(cfg.hidden)
+        w.add_vision_image_size(560)
+        w.add_vision_patch_size(cfg.v_patch)
+        w.add_vision_embedding_length(cfg.v_hidden)
+        w.add_vision_feed_forward_length(cfg.v_ffn)
+        w.add_vision_block_count(cfg.v_depth)
+        w.add_vision_head_count(cfg.v_heads)
+        w.add_vision_image_mean(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073]))
+        w.add_vision_image_std(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711]))
+        w.add_vision_use_silu(True)
+        w.add_vision_n_wa_pattern(cfg.n_wa_pattern)
+        w.add_vision_attention_layernorm_eps(1e-6)
+        w.add_vision_spatial_merge_size(cfg.v_merge)
+
+    try:
+        _write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False))
+        _write(mmproj_path, "clip", vision_kv, tensors(True))
+    except BaseException:
+        if not overwrite:
+            model_path.unlink(missing_ok=True)  # a pair or nothing
+        raise
+    finally:
+        ckpt.close()
+    return ConversionResult(model_path, mmproj_path, time.perf_counter() - t0, len(plans))
