@@ -1,0 +1,68 @@
+"""Wall-clock pacing shared by the live sources: one tick every ``interval`` seconds, never a backlog.
+
+A live source must not queue frames while the model is busy: when the consumer comes back late it
+gets the *newest* tick and is told how many it missed (``Frame.dropped``), so the session's notion of
+"now" never falls behind the world. Keeping the arithmetic here lets camera, screen and a video
+played in real time agree on what a tick index means (tick k ≈ k·interval seconds after start).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tick:
+    index: int  # 1-based: tick k is due k·interval seconds after the clock started
+    dropped: int  # ticks between the previous delivered tick and this one
+    interval: float
+
+    @property
+    def time(self) -> float:
+        return self.index * self.interval
+
+
+class TickClock:
+    """Hands out wall-clock ticks; a late caller skips straight to the latest due tick."""
+
+    def __init__(self, interval: float, stop: threading.Event,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval}")
+        self.interval = interval
+        self._stop = stop
+        self._clock = clock
+        self._start: float | None = None
+        self._last = 0
+
+    def _due(self, now: float) -> int:
+        assert self._start is not None
+        # The epsilon absorbs float error right at a tick boundary (now == start + k·interval).
+        return math.floor((now - self._start) / self.interval + 1e-9)
+
+    def next(self) -> Tick | None:
+        """Wait for the next tick (or return the latest one at once if it is already late); None when stopped."""
+        if self._start is None:
+            self._start = self._clock()
+        target = self._start + (self._last + 1) * self.interval
+        wait = target - self._clock()
+        if wait > 0 and self._stop.wait(wait):
+            return None
+        if self._stop.is_set():
+            return None
+        index = max(self._last + 1, self._due(self._clock()))
+        tick = Tick(index, index - self._last - 1, self.interval)
+        self._last = index
+        return tick
+
+    def catch_up(self, tick: Tick) -> Tick:
+        """Move an already-claimed tick forward to the newest due one (after waiting on a slow device)."""
+        index = max(tick.index, self._due(self._clock()))
+        if index == tick.index:
+            return tick
+        self._last = index
+        return Tick(index, tick.dropped + index - tick.index, self.interval)
