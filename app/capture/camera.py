@@ -50,8 +50,11 @@ def _missing_camera_message(device: int | str) -> str:
     msg = f"No camera at index {device}: OpenCV could not open it. Check that a webcam is plugged in and not in use by another application"
     if sys.platform.startswith("linux"):
         nodes = sorted(glob.glob("/dev/video*"))
-        found = f"video devices present: {', '.join(nodes)}" if nodes else "no /dev/video* device exists"
-        msg += f" ({found}; your user needs to be in the 'video' group)."
+        if nodes:
+            msg += (f" (video devices present: {', '.join(nodes)}; if one is yours and access is denied, "
+                    "add your user to the 'video' group).")
+        else:
+            msg += " (no /dev/video* device exists: is the webcam connected and its driver loaded?)."
     elif sys.platform == "darwin":
         msg += " (allow camera access in System Settings › Privacy & Security › Camera)."
     elif sys.platform == "win32":
