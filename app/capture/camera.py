@@ -134,6 +134,8 @@ class CameraSource(FrameSource):
                     cap.release()
                     cap = None
                     self.losses += 1
+                    with self._cond:  # the last picture is stale now: never hand it out as current
+                        self._newest = None
                     continue
                 self._status = "live"
                 self._store(image)
@@ -186,7 +188,7 @@ class CameraSource(FrameSource):
     def _newer_than(self, seq: int) -> tuple[np.ndarray, int] | None:
         """Block until a picture newer than ``seq`` exists (the camera may be reconnecting)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._seq > seq or self._stop.is_set())
+            self._cond.wait_for(lambda: (self._newest is not None and self._seq > seq) or self._stop.is_set())
             if self._stop.is_set() or self._newest is None:
                 return None
             return self._newest, self._seq
