@@ -194,6 +194,7 @@ class LlamaBackend:
         self.turns.append(rec)
 
         logits = self.ctx.last_logits(self.model.n_vocab)
+        self.last_logits = logits  # the decision logits, kept for parity checks and diagnostics
         nr = self._no_reply_first
         biased = logits.copy()
         biased[nr] -= talkativeness
@@ -203,10 +204,19 @@ class LlamaBackend:
             text_out, silent = protocol.NO_REPLY, True
             self.pending = protocol.assistant_tail(protocol.NO_REPLY)
         else:
+            reply_start, cells_before = self.n_past, self.n_cells
             tokens = self._decode(biased, max_new_tokens)
-            text_out = self.model.detokenize(tokens).strip()
+            text_out = self.model.detokenize(tokens)  # unstripped: the history holds exactly these bytes
             silent = protocol.is_silence(text_out)
             self.pending = protocol.IM_END + "\n"
+            if self.model.tokenize(text_out, parse_special=False) != tokens:
+                # Greedy decoding can produce a non-canonical tokenization (or split a UTF-8 character).
+                # The model was trained on re-tokenized text, and a re-rendered history (remote backends,
+                # the reference client) would hold the canonical form, so replace the sampled tokens.
+                self.ctx.remove(reply_start, -1)
+                self.turns[-1].cells -= self.n_cells - cells_before
+                self.n_past, self.n_cells = reply_start, cells_before
+                self.pending = protocol.assistant_tail(text_out)
             rec.dialogue = rec.dialogue or not silent
         timings.decode_ms = (time.perf_counter() - t0) * 1e3
         timings.total_ms = (time.perf_counter() - t_start) * 1e3

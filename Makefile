@@ -1,0 +1,56 @@
+# Duet — two commands on a fresh Debian machine:
+#   make run    the main job: narrate a real video offline with the demo model
+#   make test   the whole test suite (lint, import contracts, pytest)
+# Each installs what it needs itself: Debian packages (with sudo when not root) and a project-local
+# virtual environment in .venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.duet-installed
+SYS_STAMP := .cache/.sysdeps-installed
+VIDEO ?= /usr/share/doc/opencv-doc/examples/data/vtest.avi
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Qt's xcb/EGL/font/dbus libraries, speech, audio, the real test videos, Xvfb, and a C++ toolchain
+# for llama-cpp-python (an sdist compiled on install).
+APT_PACKAGES := python3-venv python3-dev build-essential cmake git \
+	libegl1 libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 \
+	libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \
+	espeak-ng libportaudio2 opencv-doc xvfb xauth x11-utils
+
+.PHONY: run test sysdeps venv lint clean
+
+run: $(STAMP)
+	$(VENV)/bin/duet train demo --if-missing
+	$(VENV)/bin/duet run --source $(VIDEO) --model demo --interval 1 --frames-per-turn 2 \
+		--ask "What is happening?" --max-turns 20 --jsonl out/run.jsonl
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check app tests bench
+	$(VENV)/bin/lint-imports
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+sysdeps: $(SYS_STAMP)
+$(SYS_STAMP):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+	@mkdir -p $(dir $@) && touch $@
+
+venv: $(STAMP)
+# The CPU build of torch is pinned and installed first: a bare `torch` requirement would pull the
+# multi-GB CUDA build. llama-cpp-python compiles from source (≈5 min on 2 cores, cached by pip).
+$(STAMP): pyproject.toml $(SYS_STAMP)
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .cache out build dist
