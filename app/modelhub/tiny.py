@@ -78,7 +78,16 @@ def _corpus() -> list[str]:
 
 def build_tokenizer(vocab_size: int):
     """A Qwen2-style byte-level BPE (``tokenizers``), added tokens in Qwen's order after the BPE ids."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE(byte_fallback=False, ignore_merges=False))
     tok.normalizer = normalizers.NFC()
