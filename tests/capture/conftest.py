@@ -3,34 +3,60 @@
 from __future__ import annotations
 
 import os
-import select
+import random
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from app.capture.x11windows import load_xlib
+
 from .xdraw import XDraw
+
+
+def _reachable(display: str) -> bool:
+    lib = load_xlib()
+    dpy = lib.XOpenDisplay(display.encode()) if lib else None
+    if dpy:
+        lib.XCloseDisplay(dpy)
+    return bool(dpy)
 
 
 @pytest.fixture(scope="session")
 def xvfb() -> Iterator[str]:
-    """A fresh X server (640×480, 24-bit); Xvfb picks a free display number itself (-displayfd)."""
+    """A private X server (640×480, 24-bit) on a random high display number nobody else is using.
+
+    ``-noreset``: by default Xvfb resets when its last client leaves, and a connection made during
+    that reset fails, which made tests that connect right after another one disconnects flaky.
+
+    Not ``-displayfd``: it hands out :0, :1 … which other processes on a shared machine (or its
+    network namespace's abstract sockets) may also be starting, so a test could reach the wrong server.
+    """
     binary = shutil.which("Xvfb")
     if binary is None:
         pytest.skip("Xvfb is not installed (apt install xvfb)")
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen([binary, "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
+    rng = random.Random(os.getpid())
+    for _ in range(10):
+        number = rng.randrange(200, 3000)
+        if os.path.exists(f"/tmp/.X{number}-lock") or os.path.exists(f"/tmp/.X11-unix/X{number}"):
+            continue
+        display = f":{number}"
+        proc = subprocess.Popen([binary, display, "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline and not _reachable(display):
+            time.sleep(0.05)
+        if proc.poll() is None and _reachable(display):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        raise RuntimeError("could not start Xvfb on any display number")
     try:
-        ready, _, _ = select.select([read_fd], [], [], 20)
-        number = os.read(read_fd, 32).decode().strip() if ready else ""
-        if not number:
-            raise RuntimeError("Xvfb did not report a display number")
-        yield f":{number}"
+        yield display
     finally:
-        os.close(read_fd)
         proc.terminate()
         proc.wait(timeout=10)
 
