@@ -14,8 +14,8 @@ Implementations:
   lower-casing, stripping punctuation and a short stop-word list) mapped to 2 (F1 ≥ 0.7), 1 (≥ 0.3)
   or 0; repetition = every content word of the new reply already occurs in earlier replies.
 * :class:`ExactMatchJudge`: for templated answers (the synthetic sets): 2 when the normalised
-  prediction equals the gold, 1 when the gold is one of the prediction's sentences (right, but
-  mixed with other claims), else 0; repetition = the new reply equals an earlier one after
+  prediction equals the gold (or only repeats it), 1 when the gold is one of the prediction's
+  sentences (right, but mixed with other claims), else 0; repetition = the new reply equals an earlier one after
   normalisation.
 
 :func:`judge_all` runs a batch of :class:`JudgeRequest` through a judge with a persistent
@@ -169,7 +169,9 @@ class ExactMatchJudge:
         g = normalise(gold)
         if normalise(prediction) == g:
             return 2
-        sentences = {normalise(s) for s in _SENTENCE.split(prediction.strip())}
+        sentences = {normalise(s) for s in _SENTENCE.split(prediction.strip())} - {""}
+        if sentences == {g}:
+            return 2  # the gold said more than once (a cumulative prediction of repeats) adds no error
         return 1 if g in sentences else 0
 
     def is_repetition(self, previous: Sequence[str], new: str) -> bool:
