@@ -1,0 +1,279 @@
+"""Saved sessions: every step on disk as it happens, browsable, exportable, with per-reply feedback.
+
+Layout of one session (``<root>/<id>/``)::
+
+    meta.json        what was watched, with which model and settings (written atomically)
+    events.jsonl     one JSON object per line: step | question | feedback | end
+    thumbs/          a small JPEG of the last frame of each turn that spoke or was asked
+
+Why an append-only JSONL with a flush + fsync per record: the app may be killed at any moment
+(power, OOM, a crash inside a native library). Every record that was written before the kill is
+on disk whole; at worst the very last line is cut short, and :func:`load_session` skips it.
+A thumbnail is written (atomically) *before* the record that names it, so no record ever points at
+a missing picture. Feedback is appended too — never rewritten — so the trainer sees its history.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.core.atomic import write_json_atomic
+from app.core.types import StepResult
+
+log = logging.getLogger("duet.sessions")
+
+# What a user can say about one reply; the trainer maps these to reward signals.
+FEEDBACK_KINDS: dict[str, str] = {
+    "late": "should have spoken earlier",
+    "redundant": "redundant",
+    "wrong": "wrong",
+}
+THUMB_WIDTH = 160
+
+
+def default_sessions_root() -> Path:
+    env = os.environ.get("DUET_DATA_DIR")
+    if env:
+        return Path(env) / "sessions"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("duet")) / "sessions"
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def encode_thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
+    """A small JPEG of an RGB frame (Pillow, so the core stays free of Qt)."""
+    from PIL import Image
+
+    pic = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    height = max(1, round(pic.height * width / max(1, pic.width)))
+    pic = pic.resize((width, height), Image.BILINEAR)
+    buf = io.BytesIO()
+    pic.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+class SessionWriter:
+    """Appends one session's records durably. Not thread-safe: one owner (the UI thread) writes."""
+
+    def __init__(self, directory: Path, meta: dict, *, durable: bool = True) -> None:
+        self.directory = directory
+        self.id = directory.name
+        self.durable = durable
+        (directory / "thumbs").mkdir(parents=True, exist_ok=True)
+        self.meta = {"id": self.id, "started": time.time(), **meta}
+        write_json_atomic(directory / "meta.json", self.meta)
+        self._fh = open(directory / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
+        self.closed = False
+
+    def _append(self, record: dict) -> None:
+        if self.closed:
+            raise ValueError(f"session {self.id} is closed")
+        record.setdefault("wall", round(time.time(), 3))
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        if self.durable:
+            os.fsync(self._fh.fileno())
+
+    def add_step(self, result: StepResult, *, thumbnail: bool | None = None, folded: bool = False) -> dict:
+        """Record a step; a thumbnail is kept for replies and questions (silent steps are the bulk)."""
+        record: dict = {"type": "step", **result.to_json()}
+        if folded:
+            record["folded"] = True  # the overlay folded it into an earlier reply; kept here anyway
+        keep = (not result.silent or bool(result.question)) if thumbnail is None else thumbnail
+        if keep and result.frames:
+            name = f"thumbs/turn-{result.turn:06d}.jpg"
+            _write_bytes_atomic(self.directory / name, encode_thumbnail(result.frames[-1].image))
+            record["thumb"] = name
+        self._append(record)
+        return record
+
+    def add_question(self, text: str, *, spoken: bool = False) -> None:
+        self._append({"type": "question", "text": text, "spoken": spoken})
+
+    def add_feedback(self, turn: int, kind: str, on: bool = True, note: str = "") -> None:
+        if kind not in FEEDBACK_KINDS:
+            raise ValueError(f"unknown feedback {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
+        self._append({"type": "feedback", "turn": turn, "kind": kind, "on": on, "note": note})
+
+    def close(self, reason: str = "stopped") -> None:
+        if self.closed:
+            return
+        self._append({"type": "end", "reason": reason})
+        self._fh.close()
+        self.closed = True
+
+
+def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, note: str = "") -> None:
+    """Feedback on a past session (from the browser): appended to its log like live feedback."""
+    if kind not in FEEDBACK_KINDS:
+        raise ValueError(f"unknown feedback {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
+    with open(directory / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"type": "feedback", "turn": turn, "kind": kind, "on": on, "note": note,
+                             "wall": round(time.time(), 3)}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass
+class SavedSession:
+    """A session read back from disk."""
+
+    directory: Path
+    meta: dict
+    steps: list[dict] = field(default_factory=list)
+    questions: list[dict] = field(default_factory=list)
+    feedback: dict[int, set[str]] = field(default_factory=dict)  # turn → kinds currently on
+    ended: str | None = None  # the end reason; None when the app died mid-session
+    damaged_lines: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.directory.name
+
+    @property
+    def replies(self) -> list[dict]:
+        return [s for s in self.steps if not s.get("silent")]
+
+    @property
+    def title(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.meta.get("started", 0)))
+        return f"{started} · {self.meta.get('source', '?')}"
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "meta": self.meta,
+            "ended": self.ended,
+            "steps": self.steps,
+            "questions": self.questions,
+            "feedback": {str(t): sorted(k) for t, k in sorted(self.feedback.items()) if k},
+        }
+
+
+def load_session(directory: Path | str) -> SavedSession:
+    """Read a session, tolerating a cut-off last line (the app was killed mid-write)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        meta = {"id": directory.name}
+    out = SavedSession(directory, meta)
+    path = directory / "events.jsonl"
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                out.damaged_lines += 1
+                continue
+            kind = rec.get("type")
+            if kind == "step":
+                out.steps.append(rec)
+            elif kind == "question":
+                out.questions.append(rec)
+            elif kind == "feedback":
+                kinds = out.feedback.setdefault(int(rec["turn"]), set())
+                (kinds.add if rec.get("on", True) else kinds.discard)(rec["kind"])
+            elif kind == "end":
+                out.ended = rec.get("reason", "stopped")
+    return out
+
+
+class SessionStore:
+    """All sessions under one root, newest first."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root else default_sessions_root()
+
+    def create(self, meta: dict, *, durable: bool = True) -> SessionWriter:
+        name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        return SessionWriter(self.root / name, meta, durable=durable)
+
+    def list(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        dirs = [p for p in self.root.iterdir() if p.is_dir() and (p / "events.jsonl").exists()]
+        return sorted(dirs, key=lambda p: p.name, reverse=True)
+
+    def sessions(self) -> Iterator[SavedSession]:
+        for p in self.list():
+            yield load_session(p)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def export_markdown(session: SavedSession, *, include_silent: bool = False) -> str:
+    """A readable transcript: questions and replies at their video time, thumbnails linked, feedback noted."""
+    m = session.meta
+    lines = [f"# Duet session {session.id}", ""]
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("started", 0)))
+    lines += [f"- Started: {started}", f"- Source: `{m.get('source', '?')}`", f"- Model: `{m.get('model', '?')}`"]
+    if m.get("device"):
+        lines.append(f"- Device: {m['device']}")
+    lines.append(f"- Ended: {session.ended or 'interrupted (the app stopped without closing the session)'}")
+    lines += [f"- Turns: {len(session.steps)}, replies: {len(session.replies)}", ""]
+    for s in session.steps:
+        if s.get("silent") and not s.get("question") and not include_silent:
+            continue
+        stamp = _clock(float(s.get("time", 0.0)))
+        if s.get("question"):
+            lines.append(f"**[{stamp}] You:** {s['question']}")
+            lines.append("")
+        if not s.get("silent"):
+            tags = sorted(session.feedback.get(int(s["turn"]), set()))
+            note = f" _({', '.join(FEEDBACK_KINDS[t] for t in tags)})_" if tags else ""
+            fold = " _(folded on screen: near-repeat)_" if s.get("folded") else ""
+            lines.append(f"**[{stamp}] Duet:** {s['text'].strip()}{note}{fold}")
+            if s.get("thumb"):
+                lines.append("")
+                lines.append(f"![frame at {stamp}]({s['thumb']})")
+            lines.append("")
+        elif include_silent:
+            lines.append(f"[{stamp}] _(silent)_")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def export_json(session: SavedSession) -> str:
+    return json.dumps(session.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def feedback_examples(store: SessionStore) -> list[dict]:
+    """Every reply that carries feedback, with its context, in the shape the trainer reads."""
+    out = []
+    for s in store.sessions():
+        by_turn = {int(st["turn"]): st for st in s.steps}
+        for turn, kinds in sorted(s.feedback.items()):
+            step = by_turn.get(turn)
+            if step is None or not kinds:
+                continue
+            out.append({"session": s.id, "turn": turn, "time": step.get("time"), "text": step.get("text"),
+                        "question": step.get("question"), "feedback": sorted(kinds),
+                        "model": s.meta.get("model"), "source": s.meta.get("source")})
+    return out

@@ -1,0 +1,177 @@
+"""The user's settings: one flat TOML file in the platform's config directory.
+
+Why flat dataclasses instead of a settings framework: every field has a default that works, so a
+missing, old or hand-edited file can always be read field by field; a value of the wrong type falls
+back to its default instead of stopping the app. A file that is not TOML at all is set aside
+(``settings.corrupt-<time>.toml``) so the user can recover it, and defaults take its place.
+Writes go through :mod:`app.core.atomic`: a crash mid-save never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+try:  # Python ≥ 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from app.core.atomic import write_text_atomic
+from app.core.protocol import DEFAULT_FRAMES_PER_TURN, DEFAULT_INTERVAL_S
+
+log = logging.getLogger("duet.settings")
+FILE_NAME = "settings.toml"
+
+
+@dataclass
+class SessionSettings:
+    source: str = "screen"  # a source spec as app.capture.parse understands it
+    model: str = "tiny"  # a library name, "tiny", "demo" or a GGUF path
+    interval: float = DEFAULT_INTERVAL_S
+    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN
+    talkativeness: float = 0.0
+
+
+@dataclass
+class SpeechSettings:
+    muted: bool = False
+    voice: str = ""  # pyttsx3 voice id; empty = the engine's default
+    rate: int = 180  # words per minute
+    stt_model: str = "base.en"  # whisper.cpp model name (ggml-<name>.bin)
+    input_device: str = ""  # sounddevice device name; empty = system default
+
+
+@dataclass
+class OverlaySettings:
+    visible: bool = True
+    click_through: bool = False
+    opacity: float = 0.85
+    fade_seconds: float = 20.0
+    font_size: int = 15
+    x: int = -1  # -1 = place it at the bottom right of the primary screen
+    y: int = -1
+    width: int = 460
+    height: int = 220
+
+
+@dataclass
+class ShortcutSettings:
+    pause: str = "Ctrl+Shift+P"
+    ask: str = "Ctrl+L"
+    mute: str = "Ctrl+Shift+M"
+    overlay: str = "Ctrl+Shift+O"
+    talk: str = "Ctrl+Shift+Space"  # push-to-talk: press to record, press again to ask
+
+
+@dataclass
+class WindowSettings:
+    x: int = -1
+    y: int = -1
+    width: int = 1280
+    height: int = 800
+
+
+@dataclass
+class Settings:
+    session: SessionSettings = field(default_factory=SessionSettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    overlay: OverlaySettings = field(default_factory=OverlaySettings)
+    shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
+    window: WindowSettings = field(default_factory=WindowSettings)
+
+    def to_dict(self) -> dict[str, dict[str, object]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        """Field by field: unknown keys are ignored, a wrong type keeps that field's default."""
+        out = cls()
+        for section in fields(cls):
+            raw = data.get(section.name)
+            if not isinstance(raw, dict):
+                continue
+            target = getattr(out, section.name)
+            for f in fields(target):
+                if f.name not in raw:
+                    continue
+                value = _coerce(raw[f.name], getattr(target, f.name))
+                if value is None:
+                    log.warning("settings: [%s] %s = %r is not a %s; keeping the default",
+                                section.name, f.name, raw[f.name], type(getattr(target, f.name)).__name__)
+                    continue
+                setattr(target, f.name, value)
+        return out
+
+
+def _coerce(value: object, default: object) -> object | None:
+    """``value`` as the default's type, or None when it cannot honestly be one (bool is not an int here)."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(default, int):
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None  # type: ignore[arg-type]
+    if isinstance(default, str):
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{s}"'
+
+
+def to_toml(settings: Settings) -> str:
+    """TOML for flat sections of str/int/float/bool; enough for this file, no writer dependency."""
+    lines = ["# Duet settings. Edit while Duet is closed; unknown or malformed values fall back to defaults.", ""]
+    for section, values in settings.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(val)}" for key, val in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def default_config_dir() -> Path:
+    env = os.environ.get("DUET_CONFIG_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("duet"))
+
+
+class SettingsStore:
+    """Loads and saves :class:`Settings` at ``directory/settings.toml``."""
+
+    def __init__(self, directory: Path | str | None = None) -> None:
+        self.directory = Path(directory) if directory else default_config_dir()
+        self.path = self.directory / FILE_NAME
+        self.recovered_from: Path | None = None  # where a corrupt file was moved, for the UI to mention
+
+    def load(self) -> Settings:
+        if not self.path.exists():
+            return Settings()
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+            aside = self.path.with_name(f"settings.corrupt-{int(time.time())}.toml")
+            try:
+                os.replace(self.path, aside)
+                self.recovered_from = aside
+            except OSError:
+                log.exception("could not move the corrupt settings file aside")
+            log.warning("settings file %s is unreadable (%s); moved to %s, using defaults", self.path, e, aside)
+            return Settings()
+        return Settings.from_dict(data)
+
+    def save(self, settings: Settings) -> None:
+        write_text_atomic(self.path, to_toml(settings))
