@@ -204,7 +204,8 @@ def run_eval(
         preds = predict_dataset(dataset, backend_factory, preds_path, settings, source_factory, progress)
     else:
         preds = read_predictions(preds_path)
-    preds = {k: v for k, v in preds.items() if any(e.id == k for e in dataset)}
+    ids = {e.id for e in dataset}
+    preds = {k: v for k, v in preds.items() if k in ids}
     cache = JudgeCache(out / "judge_cache.sqlite")
     try:
         scores = score_dataset(dataset, preds, judge, cache, judge_workers, OMEGAS)
