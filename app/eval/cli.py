@@ -158,7 +158,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     s = result.scores.summary
     pct = {w: ("–" if v is None else f"{v * 100:.1f}") for w, v in s.pauc.items()}
     dup = "–" if s.duplicate_proportion is None else f"{s.duplicate_proportion * 100:.1f}%"
-    print(f"PAUC ω=0/0.5/1: {pct[0.0]} / {pct[0.5]} / {pct[1.0]}  ({s.n_turns} gold turns, {s.n_examples} examples)")
+    flag = "  [INCOMPLETE: judge failures]" if s.judge_failures else ""
+    print(f"PAUC ω=0/0.5/1: {pct[0.0]} / {pct[0.5]} / {pct[1.0]}  ({s.n_turns} gold turns, {s.n_examples} examples){flag}")
     print(f"duplicates: {dup}; replies per example: "
           f"{'–' if s.replies_per_example is None else f'{s.replies_per_example:.2f}'}; judge: {judge.id}")
     print(f"report: {result.files['report_md']}")

@@ -122,9 +122,13 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- judge: `{report['judge']['id']}` ({report['judge']['judged']} judged now, "
         f"{report['judge']['cached']} from cache, {report['judge']['failed']} failed)",
         "",
-        "| metric | value |",
-        "|---|---|",
     ]
+    failed = report["judge"]["failed"]
+    if failed:
+        lines += [f"> **Incomplete:** {failed} judge request(s) failed (listed under Problems). Their points are "
+                  "left out, so a turn with no verdict counts as silent and the duplicate share ignores them: "
+                  "these numbers are not final. Rerun to retry; verdicts already obtained are cached.", ""]
+    lines += ["| metric | value |", "|---|---|"]
     for w in OMEGAS:
         tag = " (headline)" if w == HEADLINE_OMEGA else ""
         lines.append(f"| PAUC ω={w:g}{tag} | {_pct(s['pauc'][str(w)])} |")

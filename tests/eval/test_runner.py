@@ -175,3 +175,22 @@ def test_cli_rescoring_and_bad_input(synth: Path, tmp_path: Path, capsys: pytest
     assert main(["run", str(synth), "--score-only", "--judge", "llm"]) == 2  # no --judge-url
     assert "--judge-url" in capsys.readouterr().err
     assert main([str(synth)]) == 2  # no --model
+
+
+def test_a_judge_that_is_down_marks_the_run_incomplete(synth: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    run(synth, tmp_path)
+    argv = [str(synth), "--score-only", "--out", str(tmp_path), "--judge", "llm", "--judge-url",
+            f"http://127.0.0.1:{port}/v1", "--judge-model", "m", "--judge-retries", "0"]
+    assert main(argv) == 3
+    assert "INCOMPLETE" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["judge"]["failed"] == report["summary"]["judge_failures"] > 0
+    assert all("refused" in f.lower() for f in report["judge"]["failures"])
+    assert "**Incomplete:**" in (tmp_path / "report.md").read_text()
