@@ -19,7 +19,7 @@ class Frame:
     because the protocol counts frames × interval.
     """
 
-    image: np.ndarray  # H×W×3 uint8, RGB, C-contiguous
+    image: np.ndarray = field(compare=False)  # H×W×3 uint8, RGB, C-contiguous (may be read-only)
     time: float
     index: int = 0
     source: str = ""
