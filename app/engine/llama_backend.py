@@ -46,6 +46,10 @@ class LlamaSettings:
     flash_attn: str = "auto"  # auto | on | off
     kv_f32: bool = False
     reserve: int = 0  # cells kept free beyond max_new_tokens (0 = automatic)
+    # Reference modes, for tests and benchmarks (both off = the engine as designed):
+    instant_silence: bool = True  # False: decode "NO REPLY" token by token like plain greedy decoding
+    full_reeval: bool = False  # True: clear the cache and re-evaluate the whole history every step,
+    # the way llama-cpp-python's stock chat handler works (every frame re-encoded, no eviction)
 
     def flash_attn_type(self) -> int:
         return {"auto": -1, "on": 1, "off": 0}[self.flash_attn]
@@ -100,6 +104,9 @@ class LlamaBackend:
         self.device = self._describe_device(gpu, n_layers)
         self.n_ctx = self.ctx.n_ctx
         self._no_reply_first = self.model.tokenize(protocol.NO_REPLY)[0]
+        eog = [t for t in self.model.tokenize(protocol.IM_END + protocol.ENDOFTEXT) if self.model.is_eog(t)]
+        self._quiet_ids = np.array([self._no_reply_first, *eog])
+        self._unsayable = self.model.unsayable()
         self.reset(protocol.SYSTEM_PROMPT)
 
     @staticmethod
@@ -118,7 +125,8 @@ class LlamaBackend:
         self.turns: list[_TurnRecord] = []
         self.pending = protocol.system_turn(system_prompt)  # text evaluated at the head of the next step
         self.evicted_turns = 0
-        self._system_end: int | None = None
+        self._transcript = ""  # full_reeval only: the rendered history so far
+        self._all_images: list[np.ndarray] = []
 
     def history_cells(self) -> int:
         return self.n_cells
@@ -155,9 +163,20 @@ class LlamaBackend:
     def step(self, images: Sequence[np.ndarray], text: str = "", *, must_reply: bool = False,
              talkativeness: float = 0.0, max_new_tokens: int = 128) -> BackendStep:
         t_start = time.perf_counter()
-        head = self.pending
+        user = protocol.user_turn(len(images), text, self.proj.marker) + protocol.assistant_prefix(must_reply)
+        if self.settings.full_reeval:
+            # The stock chat-handler way: forget the cache, re-render the history, re-encode every frame.
+            self._transcript += self.pending
+            self._all_images += list(images)
+            self.ctx.clear()
+            self.n_past = self.n_cells = 0
+            self.turns = []
+            head, images = self._transcript, list(self._all_images)
+            self._transcript += user
+        else:
+            head = self.pending
         n_head_tokens = len(self.model.tokenize(head))
-        prompt = head + protocol.user_turn(len(images), text, self.proj.marker) + protocol.assistant_prefix(must_reply)
+        prompt = head + user
         try:
             chunks = Chunks(self.proj, prompt, list(images))
         except RuntimeError as e:
@@ -196,18 +215,20 @@ class LlamaBackend:
         logits = self.ctx.last_logits(self.model.n_vocab)
         self.last_logits = logits  # the decision logits, kept for parity checks and diagnostics
         nr = self._no_reply_first
+        quiet = self._quiet_ids  # first tokens that mean "say nothing": NO (…REPLY) and end-of-turn
         biased = logits.copy()
-        biased[nr] -= talkativeness
-        margin = float(np.max(np.delete(biased, nr)) - biased[nr])
+        biased[self._unsayable] = -np.inf
+        biased[quiet] -= talkativeness
+        margin = float(np.max(np.delete(biased, quiet)) - np.max(biased[quiet]))  # > 0: it speaks
         t0 = time.perf_counter()
-        if not must_reply and int(np.argmax(biased)) == nr:
+        if not must_reply and self.settings.instant_silence and int(np.argmax(biased)) == nr:
             text_out, silent = protocol.NO_REPLY, True
             self.pending = protocol.assistant_tail(protocol.NO_REPLY)
         else:
             reply_start, cells_before = self.n_past, self.n_cells
             tokens = self._decode(biased, max_new_tokens)
             text_out = self.model.detokenize(tokens)  # unstripped: the history holds exactly these bytes
-            silent = protocol.is_silence(text_out)
+            silent = protocol.is_silence(text_out) or not text_out.strip()  # an empty turn says nothing
             self.pending = protocol.IM_END + "\n"
             if self.model.tokenize(text_out, parse_special=False) != tokens:
                 # Greedy decoding can produce a non-canonical tokenization (or split a UTF-8 character).
@@ -218,6 +239,8 @@ class LlamaBackend:
                 self.n_past, self.n_cells = reply_start, cells_before
                 self.pending = protocol.assistant_tail(text_out)
             rec.dialogue = rec.dialogue or not silent
+        if self.settings.full_reeval and self.pending == protocol.IM_END + "\n":
+            self._transcript += text_out  # the reply tokens are in the cache; keep the text in step
         timings.decode_ms = (time.perf_counter() - t0) * 1e3
         timings.total_ms = (time.perf_counter() - t_start) * 1e3
         return BackendStep(text=text_out, silent=silent, timings=timings, n_tokens=self.n_cells, n_ctx=self.n_ctx,
@@ -245,6 +268,7 @@ class LlamaBackend:
             self.n_cells += 1
             self.turns[-1].cells += 1
             logits = self.ctx.last_logits(self.model.n_vocab)
+            logits[self._unsayable] = -np.inf
         # Cut at max_new_tokens: the last sampled token was not evaluated; evaluate it so the cache
         # holds exactly the reply text the history says it holds.
         if out and (len(out) == max_new_tokens or self.n_cells + 1 > self.n_ctx) and self.n_cells < self.n_ctx:

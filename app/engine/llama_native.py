@@ -68,6 +68,16 @@ class Model:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(self.ptr)
 
+    def unsayable(self) -> np.ndarray:
+        """Token ids a reply can never contain: control tokens (except end-of-turn) and unused padding.
+
+        A trained model never samples them; a random or under-trained one does, and they would
+        detokenize to nothing and leave an image placeholder in the history.
+        """
+        bad = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+        return np.array([t for t in range(self.n_vocab)
+                         if llama_cpp.llama_vocab_get_attr(self.vocab, t) & bad and not self.is_eog(t)], dtype=np.int64)
+
     def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
         n_max = len(data) + 16

@@ -1,0 +1,114 @@
+"""The in-process engine on the tiny model and real video: reference modes agree, context stays bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.capture.video import VideoFileSource
+from app.core import protocol
+from app.engine.backend import BackendError
+from app.engine.llama_backend import LlamaBackend, LlamaSettings
+from app.engine.session import ProactiveSession, SessionConfig
+
+
+def run_video(tiny_model, video, settings: LlamaSettings, talk: list[float], turns: int = 12,
+              fpt: int = 2, interval: float = 1.0):
+    """Play ``video`` for ``turns`` turns; talkativeness per turn cycles through ``talk``."""
+    backend = LlamaBackend(tiny_model.model, tiny_model.mmproj, settings)
+    session = ProactiveSession(backend, SessionConfig(interval=interval, frames_per_turn=fpt,
+                                                      tokens_per_frame=64, max_new_tokens=8))
+    session.ask("What is happening on the street?")
+    session.ask("Who is walking?", at=9.0)
+    out = []
+    with VideoFileSource(video, realtime=False) as src:
+        for r in session.run(src):
+            out.append(r)
+            if len(out) == turns:
+                break
+            session.config.talkativeness = talk[len(out) % len(talk)]
+    backend.close()
+    return out
+
+
+TALK = [-30.0, 30.0, -30.0, 0.0]
+
+
+def test_session_protocol_times_and_turns(tiny_model, vtest_avi):
+    res = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0), TALK, turns=8)
+    assert [r.turn for r in res] == list(range(8))
+    assert [r.video_time for r in res] == [2.0 * (i + 1) for i in range(8)]  # 2 frames × 1 s per turn
+    assert [r.frames[-1].time for r in res] == [2.0 * (i + 1) for i in range(8)]
+    assert res[0].question == "What is happening on the street?"
+    assert next(r for r in res if r.question == "Who is walking?").video_time == 10.0  # first turn ending ≥ 9 s
+    assert all(r.silent == (r.text == protocol.NO_REPLY or not r.text.strip()) for r in res)
+    assert any(r.silent for r in res) and any(not r.silent for r in res)
+
+
+def test_incremental_gives_same_transcript_as_full_reevaluation(tiny_model, tree_avi):
+    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True)
+    inc = run_video(tiny_model, tree_avi, LlamaSettings(**base), TALK)
+    full = run_video(tiny_model, tree_avi, LlamaSettings(**base, full_reeval=True), TALK)
+    assert [(r.silent, r.text) for r in inc] == [(r.silent, r.text) for r in full]
+    # …while the full re-evaluation re-encodes every frame each turn.
+    assert full[-1].timings.encode_ms > 3 * inc[-1].timings.encode_ms
+
+
+@pytest.mark.parametrize("talk", [-8.0, -2.0, 0.0, 2.0, 8.0])
+def test_instant_silence_decides_as_full_greedy_decoding(tiny_model, vtest_avi, talk):
+    """Instant silence (first-token logits) vs decoding every token: identical decisions and texts."""
+    inst = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0), [talk], turns=6)
+    greedy = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0, instant_silence=False),
+                       [talk], turns=6)
+    assert [(r.silent, r.text) for r in inst] == [(r.silent, r.text) for r in greedy]
+    assert all(r.timings.decode_ms >= 0 for r in inst)
+
+
+def test_talkativeness_gives_both_outcomes(tiny_model):
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 256, (112, 140, 3), dtype=np.uint8) for _ in range(2)]
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=2048, n_gpu_layers=0)) as b:
+        margin = b.step(imgs, "Anything?", talkativeness=0.0).first_token_margin
+        b.reset(protocol.SYSTEM_PROMPT)
+        quiet = b.step(imgs, "Anything?", talkativeness=-margin - 1.0, max_new_tokens=4)
+        b.reset(protocol.SYSTEM_PROMPT)
+        loud = b.step(imgs, "Anything?", talkativeness=-margin + 1.0, max_new_tokens=4)
+    # margin = best speaking logit − best silent logit; the bias adds to it, so −margin is the tipping point.
+    assert quiet.silent and quiet.text == protocol.NO_REPLY
+    assert not loud.silent and loud.text.strip()
+    assert loud.first_token_margin == pytest.approx(1.0, abs=1e-3)
+
+
+def test_long_stream_stays_in_window_with_dialogue_intact(tiny_model):
+    """A thousand turns in a 512-cell window: frames and silent turns go, questions and replies stay."""
+    rng = np.random.default_rng(5)
+    frame = [rng.integers(0, 256, (56, 84, 3), dtype=np.uint8) for _ in range(2)]
+    questions, talk_turns = {5, 700}, {6, 7, 8, 9, 701, 702, 703, 704}
+    replies, kept = set(), []
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=512, n_gpu_layers=0)) as b:
+        for turn in range(1000):
+            out = b.step(frame, "Where is the dog?" if turn in questions else "",
+                         talkativeness=30.0 if turn in talk_turns else -30.0, max_new_tokens=4)
+            assert out.n_tokens <= b.n_ctx
+            kept.append(out.n_tokens)
+            if not out.silent:
+                replies.add(turn)
+        live = {t.index for t in b.turns if not t.removed}
+        dialogue = {t.index for t in b.turns if t.dialogue}
+        assert replies, "the bias should have produced at least one spoken reply"
+        assert questions | replies == dialogue
+        assert dialogue <= live  # the conversation survives eviction
+        assert len(live) < 100 and out.evicted_turns > 900
+        assert b.n_past > 10 * b.n_ctx  # positions kept growing past n_ctx; no shift was needed
+    assert max(kept[500:]) <= 512 and min(kept[500:]) > 256  # steady state: bounded, not emptied
+
+
+def test_bad_inputs(tiny_model, tmp_path):
+    with pytest.raises(BackendError, match="swap"):
+        LlamaBackend(tiny_model.mmproj, tiny_model.model)
+    with pytest.raises(BackendError, match="not found"):
+        LlamaBackend(tmp_path / "none.gguf", tiny_model.mmproj)
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=256, n_gpu_layers=0)) as b:
+        big = [np.zeros((448, 448, 3), np.uint8)] * 2  # 2 × 256 tokens > 256 cells
+        with pytest.raises(BackendError, match="raise n_ctx"):
+            b.step(big, "")
