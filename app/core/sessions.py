@@ -84,6 +84,11 @@ class SessionWriter:
         self._fh = open(directory / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
         self.closed = False
 
+    def update_meta(self, **values: object) -> None:
+        """Add what is only known once the session runs (the device, the source's real name)."""
+        self.meta.update(values)
+        write_json_atomic(self.directory / "meta.json", self.meta)
+
     def _append(self, record: dict) -> None:
         if self.closed:
             raise ValueError(f"session {self.id} is closed")

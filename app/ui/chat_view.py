@@ -1,0 +1,162 @@
+"""The chat: the user's questions and the model's replies at their video time, with a thumbnail of the
+frame each reply answered and per-reply feedback buttons the trainer learns from.
+
+A plain scroll area of small bubble widgets rather than a model/view list: a session holds hundreds
+of replies, not millions, and real widgets give real buttons for feedback without delegate tricks.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.sessions import FEEDBACK_KINDS
+from app.ui.images import rgb_to_pixmap
+
+THUMB_W = 112
+FEEDBACK_ICONS = {"late": "◷", "redundant": "↺", "wrong": "✗"}
+_LONG_RUN = 28
+
+
+def soft_wrap(text: str) -> str:
+    """Let very long "words" (URLs, an untrained model's babble) break: QLabel wraps only at spaces."""
+    return re.sub(rf"\S{{{_LONG_RUN},}}",
+                  lambda m: "\u200b".join(m.group(0)[i:i + _LONG_RUN] for i in range(0, len(m.group(0)), _LONG_RUN)),
+                  text)
+
+
+def clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+class Bubble(QFrame):
+    """One message. Replies carry a turn number, a thumbnail and feedback toggles."""
+
+    feedback = Signal(int, str, bool)  # turn, kind, on
+
+    def __init__(self, who: str, text: str, stamp: str, *, turn: int | None = None,
+                 thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> None:
+        super().__init__()
+        self.who, self.text, self.turn = who, text, turn
+        self.setObjectName({"duet": "replyBubble", "you": "questionBubble"}.get(who, "systemBubble"))
+        row = QHBoxLayout(self)
+        row.setContentsMargins(10, 8, 10, 8)
+        row.setSpacing(10)
+        if thumb is not None:
+            pic = QLabel()
+            pic.setObjectName("thumb")
+            pic.setPixmap(thumb)
+            pic.setFixedWidth(THUMB_W)
+            pic.setAlignment(Qt.AlignmentFlag.AlignTop)
+            row.addWidget(pic)
+        col = QVBoxLayout()
+        col.setSpacing(3)
+        name = {"duet": "Duet", "you": "You"}.get(who, "")
+        head = QLabel(f"<b>{name}</b>&nbsp;&nbsp;<span style='color:#8a93a6'>{stamp}</span>" if name
+                      else f"<span style='color:#8a93a6'>{stamp}</span>")
+        head.setObjectName("bubbleHead")
+        col.addWidget(head)
+        body = QLabel(soft_wrap(text))
+        body.setObjectName("bubbleText")
+        body.setWordWrap(True)
+        body.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        col.addWidget(body)
+        self.buttons: dict[str, QToolButton] = {}
+        if turn is not None and who == "duet":
+            fb = QHBoxLayout()
+            fb.setSpacing(4)
+            fb.addStretch(1)
+            for kind, label in FEEDBACK_KINDS.items():
+                b = QToolButton()
+                b.setObjectName("feedbackButton")
+                b.setCheckable(True)
+                b.setChecked(kind in (feedback_on or set()))
+                b.setText(f"{FEEDBACK_ICONS[kind]} {label}")
+                b.setToolTip(f"Mark this reply as “{label}” (saved with the session for training)")
+                b.toggled.connect(lambda on, k=kind: self.feedback.emit(self.turn, k, on))
+                fb.addWidget(b)
+                self.buttons[kind] = b
+            col.addLayout(fb)
+        row.addLayout(col, 1)
+
+
+class ChatView(QScrollArea):
+    """Append-only list of bubbles that follows the newest one unless the user scrolled up."""
+
+    feedback = Signal(int, str, bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("chat")
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        inner.setObjectName("chatInner")
+        self._col = QVBoxLayout(inner)
+        self._col.setContentsMargins(10, 10, 10, 10)
+        self._col.setSpacing(8)
+        self._col.addStretch(1)
+        self.setWidget(inner)
+        self.bubbles: list[Bubble] = []
+        self._follow = True
+        self.verticalScrollBar().valueChanged.connect(self._on_scroll)
+        self.verticalScrollBar().rangeChanged.connect(self._on_range)
+
+    def _on_scroll(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 24
+
+    def _on_range(self, _lo: int, hi: int) -> None:
+        if self._follow:
+            self.verticalScrollBar().setValue(hi)
+
+    def _add(self, bubble: Bubble) -> Bubble:
+        self._col.addWidget(bubble)
+        self.bubbles.append(bubble)
+        bubble.feedback.connect(self.feedback)
+        if self._follow:
+            QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+        return bubble
+
+    def add_reply(self, text: str, video_time: float, turn: int, frame: np.ndarray | None = None,
+                  *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:
+        if thumb is None and frame is not None:
+            thumb = rgb_to_pixmap(frame, THUMB_W)
+        return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on))
+
+    def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False) -> Bubble:
+        stamp = "asked aloud" if spoken else "asked"
+        if video_time is not None:
+            stamp = f"{clock(video_time)} · {stamp}"
+        return self._add(Bubble("you", text, stamp))
+
+    def add_notice(self, text: str) -> Bubble:
+        return self._add(Bubble("system", text, "note"))
+
+    def clear(self) -> None:
+        for b in self.bubbles:
+            b.setParent(None)
+            b.deleteLater()
+        self.bubbles.clear()
+        self._follow = True
+
+    def replies(self) -> list[Bubble]:
+        return [b for b in self.bubbles if b.who == "duet"]
+
+    def notices(self) -> list[str]:
+        return [b.text for b in self.bubbles if b.who == "system"]

@@ -1,0 +1,58 @@
+"""``duet gui``: build the QApplication and the main window.
+
+Kept tiny so the CLI can call it and tests can build :class:`MainWindow` directly with their own
+stores and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="duet gui", description="Duet: a desktop assistant that watches with you.")
+    p.add_argument("--source", help="what to watch: FILE, camera[:N], screen[:N], region:X,Y,W,H, window:TITLE")
+    p.add_argument("--model", help="library name, 'tiny', 'demo' or a GGUF path")
+    p.add_argument("--config-dir", type=Path, help="where settings.toml lives (default: the platform's config dir)")
+    p.add_argument("--start", action="store_true", help="start watching at once")
+    p.add_argument("--no-tray", action="store_true", help="no tray icon")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if sys.platform.startswith("linux") and os.environ.get("WAYLAND_DISPLAY") and os.environ.get("DISPLAY") \
+            and "QT_QPA_PLATFORM" not in os.environ:
+        # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (desktop-notes §1.2).
+        os.environ["QT_QPA_PLATFORM"] = "xcb"
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.core.settings import SettingsStore
+    from app.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Duet")
+    app.setQuitOnLastWindowClosed(True)
+    store = SettingsStore(args.config_dir)
+    window = MainWindow(store, tray=not args.no_tray)
+    if args.source:
+        window.set_source(args.source)
+    if args.model:
+        window.settings.session.model = args.model
+        window._refresh_models()
+    window.show()
+    if window.settings.overlay.visible:
+        window.overlay.show()
+    if args.start:
+        window.start()
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The Sessions page: every saved session, its transcript with thumbnails, feedback, export.
+
+Feedback given here is appended to the session's own log (never a rewrite), exactly like feedback
+given live, so the trainer reads one format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.sessions import (
+    SavedSession,
+    SessionStore,
+    add_feedback,
+    export_json,
+    export_markdown,
+    load_session,
+)
+from app.ui.chat_view import THUMB_W, ChatView
+
+
+class SessionsPage(QWidget):
+    def __init__(self, store: SessionStore) -> None:
+        super().__init__()
+        self.store = store
+        self.current: SavedSession | None = None
+        self.list = QListWidget()
+        self.list.currentItemChanged.connect(self._open_item)
+        self.header = QLabel("Pick a session")
+        self.header.setObjectName("sourceName")
+        self.chat = ChatView()
+        self.chat.feedback.connect(self._feedback)
+        self.md_button = QPushButton("Export Markdown…")
+        self.json_button = QPushButton("Export JSON…")
+        self.md_button.clicked.connect(lambda: self._export("md"))
+        self.json_button.clicked.connect(lambda: self._export("json"))
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        title = QLabel("SAVED SESSIONS")
+        title.setObjectName("sectionTitle")
+        ll.addWidget(title)
+        ll.addWidget(self.list, 1)
+        ll.addWidget(refresh)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        top = QHBoxLayout()
+        top.addWidget(self.header, 1)
+        top.addWidget(self.md_button)
+        top.addWidget(self.json_button)
+        rl.addLayout(top)
+        rl.addWidget(self.chat, 1)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([300, 900])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 16, 16, 16)
+        lay.addWidget(split)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.list.clear()
+        for path in self.store.list():
+            s = load_session(path)
+            tail = "" if s.ended else "  · interrupted"
+            item = QListWidgetItem(f"{s.title}\n{len(s.replies)} replies, {len(s.steps)} turns{tail}")
+            item.setData(Qt.ItemDataRole.UserRole, str(path))
+            self.list.addItem(item)
+        self.md_button.setEnabled(False)
+        self.json_button.setEnabled(False)
+
+    def _open_item(self, item: QListWidgetItem | None, _prev: object = None) -> None:
+        if item is not None:
+            self.open(Path(item.data(Qt.ItemDataRole.UserRole)))
+
+    def open(self, path: Path) -> None:
+        s = self.current = load_session(path)
+        self.header.setText(s.title)
+        self.chat.clear()
+        for step in s.steps:
+            if step.get("question"):
+                self.chat.add_question(step["question"], float(step.get("time", 0)))
+            if step.get("silent"):
+                continue
+            thumb = None
+            if step.get("thumb"):
+                pix = QPixmap(str(path / step["thumb"]))
+                thumb = None if pix.isNull() else pix.scaledToWidth(THUMB_W, Qt.TransformationMode.SmoothTransformation)
+            self.chat.add_reply(step.get("text", ""), float(step.get("time", 0)), int(step["turn"]), thumb=thumb,
+                                feedback_on=s.feedback.get(int(step["turn"]), set()))
+        if not s.ended:
+            self.chat.add_notice("This session ended without being closed (the app stopped); "
+                                 "everything up to that moment is here.")
+        self.md_button.setEnabled(True)
+        self.json_button.setEnabled(True)
+
+    def _feedback(self, turn: int, kind: str, on: bool) -> None:
+        if self.current is not None:
+            add_feedback(self.current.directory, turn, kind, on)
+
+    def export_to(self, path: Path, fmt: str) -> Path:
+        """Write the open session; Markdown links thumbnails relative to the session folder."""
+        assert self.current is not None
+        if fmt == "md":
+            text = export_markdown(load_session(self.current.directory))
+            rel = self.current.directory
+            text = text.replace("](thumbs/", f"]({rel.as_posix()}/thumbs/") if path.parent != rel else text
+        else:
+            text = export_json(load_session(self.current.directory))
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def _export(self, fmt: str) -> None:
+        if self.current is None:
+            return
+        suffix = ".md" if fmt == "md" else ".json"
+        default = str(Path.home() / f"duet-{self.current.id}{suffix}")
+        path, _ = QFileDialog.getSaveFileName(self, "Export session", default)
+        if path:
+            self.export_to(Path(path), fmt)

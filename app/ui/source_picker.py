@@ -1,0 +1,366 @@
+"""Choosing what Duet watches: monitors and windows with live thumbnails, a drawn region, a camera, a file.
+
+The dialog only produces a source *spec* string (``screen:1``, ``window:Firefox``, ``region:…``,
+``camera:0``, a path); the session thread opens it. Thumbnails are small mss grabs refreshed every
+1.5 s while the dialog is open — cheap enough for the GUI thread at this size and rate.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QPoint, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QMouseEvent, QPainter, QPaintEvent
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.capture.base import CaptureError
+from app.capture.parse import SourceSpecError, parse_spec
+from app.ui.images import rgb_to_pixmap
+
+THUMB = QSize(220, 124)
+VIDEO_FILTER = "Videos (*.mp4 *.mkv *.avi *.mov *.webm *.m4v *.mpg *.mpeg *.wmv);;All files (*)"
+
+
+def describe(spec: str) -> str:
+    """A friendly name for a spec, for the main window."""
+    try:
+        s = parse_spec(spec)
+    except SourceSpecError:
+        return spec
+    if s.kind == "file":
+        return f"Video file · {Path(s.path).name}"
+    if s.kind == "camera":
+        return f"Camera {s.device}"
+    if s.kind == "screen":
+        return "Whole desktop" if s.monitor == 0 else (f"Screen {s.monitor}" if s.monitor else "Primary screen")
+    if s.kind == "region":
+        x, y, w, h = s.region or (0, 0, 0, 0)
+        return f"Region {w}×{h} at {x},{y}"
+    return f"Window · {s.title}"
+
+
+def camera_devices() -> list[str]:
+    """Camera nodes the OS shows (Linux); elsewhere indices are probed when the session opens."""
+    return sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
+
+
+class RegionSelector(QWidget):
+    """A full-desktop dimmed layer: drag a rectangle, release to choose it, Esc to cancel."""
+
+    chosen = Signal(int, int, int, int)
+    cancelled = Signal()
+
+    def __init__(self) -> None:
+        super().__init__(None, Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint)
+        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        geo = QRect()
+        for screen in QGuiApplication.screens():
+            geo = geo.united(screen.geometry())
+        self.setGeometry(geo)
+        self._a: QPoint | None = None
+        self._b: QPoint | None = None
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor(0, 0, 0, 110))
+        if self._a and self._b:
+            r = QRect(self._a, self._b).normalized()
+            p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
+            p.fillRect(r, Qt.GlobalColor.transparent)
+            p.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceOver)
+            p.setPen(QColor(91, 140, 255))
+            p.drawRect(r)
+            p.drawText(r.bottomLeft() + QPoint(4, 16), f"{r.width()} × {r.height()}")
+        else:
+            p.setPen(QColor(255, 255, 255))
+            p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignCenter), "Drag to select a region · Esc to cancel")
+        p.end()
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        self._a = self._b = e.position().toPoint()
+        self.update()
+
+    def mouseMoveEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        if self._a is not None:
+            self._b = e.position().toPoint()
+            self.update()
+
+    def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        if self._a is None:
+            return
+        r = QRect(self._a, e.position().toPoint()).normalized().translated(self.geometry().topLeft())
+        self.close()
+        if r.width() > 8 and r.height() > 8:
+            self.chosen.emit(r.x(), r.y(), r.width(), r.height())
+        else:
+            self.cancelled.emit()
+
+    def keyPressEvent(self, e: object) -> None:  # noqa: N802
+        self.close()
+        self.cancelled.emit()
+
+
+class SourcePicker(QDialog):
+    """Tabs for each kind of source; ``spec()`` is the choice."""
+
+    def __init__(self, current: str = "screen", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Choose what Duet watches")
+        self.resize(760, 520)
+        self._sct = None
+        self._spec = current
+        self.tabs = QTabWidget()
+        self.monitors = self._icon_list()
+        self.windows = self._icon_list()
+        self.screen_message = QLabel()
+        self.screen_message.setWordWrap(True)
+        self.tabs.addTab(self._wrap(self.monitors, self.screen_message), "Screens")
+        self.window_message = QLabel()
+        self.window_message.setWordWrap(True)
+        self.tabs.addTab(self._wrap(self.windows, self.window_message), "Windows")
+        self.tabs.addTab(self._region_tab(), "Region")
+        self.tabs.addTab(self._camera_tab(), "Camera")
+        self.tabs.addTab(self._file_tab(), "Video file")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        self.error = QLabel()
+        self.error.setObjectName("banner")
+        self.error.hide()
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.tabs)
+        lay.addWidget(self.error)
+        lay.addWidget(buttons)
+        self._timer = QTimer(self)
+        self._timer.setInterval(1500)
+        self._timer.timeout.connect(self.refresh_thumbnails)
+        self.populate()
+        self._select_current(current)
+
+    # ---- building --------------------------------------------------------------------------
+    @staticmethod
+    def _icon_list() -> QListWidget:
+        w = QListWidget()
+        w.setViewMode(QListWidget.ViewMode.IconMode)
+        w.setIconSize(THUMB)
+        w.setResizeMode(QListWidget.ResizeMode.Adjust)
+        w.setMovement(QListWidget.Movement.Static)
+        w.setSpacing(10)
+        w.setWordWrap(True)
+        return w
+
+    @staticmethod
+    def _wrap(widget: QWidget, message: QLabel) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.addWidget(message)
+        lay.addWidget(widget, 1)
+        return page
+
+    def _region_tab(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.addWidget(QLabel("Watch a fixed rectangle of the desktop (X, Y, width, height in pixels)."))
+        row = QHBoxLayout()
+        self.region_edit = QLineEdit()
+        self.region_edit.setPlaceholderText("e.g. 100,100,1280,720")
+        draw = QPushButton("Draw on screen…")
+        draw.clicked.connect(self._draw_region)
+        row.addWidget(self.region_edit, 1)
+        row.addWidget(draw)
+        lay.addLayout(row)
+        lay.addStretch(1)
+        return page
+
+    def _camera_tab(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.addWidget(QLabel("Camera index (0 is usually the built-in webcam)."))
+        self.camera_index = QSpinBox()
+        self.camera_index.setRange(0, 15)
+        lay.addWidget(self.camera_index)
+        nodes = camera_devices()
+        found = ", ".join(nodes) if nodes else "none detected — plug in a webcam, or try an index anyway"
+        self.camera_info = QLabel(f"Video devices: {found}")
+        self.camera_info.setWordWrap(True)
+        lay.addWidget(self.camera_info)
+        lay.addStretch(1)
+        return page
+
+    def _file_tab(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.addWidget(QLabel("Play a video file in Duet; replies are stamped with the video's own time."))
+        row = QHBoxLayout()
+        self.file_edit = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.file_edit, 1)
+        row.addWidget(browse)
+        lay.addLayout(row)
+        lay.addStretch(1)
+        return page
+
+    # ---- content ---------------------------------------------------------------------------
+    def _grabber(self) -> object:
+        if self._sct is None:
+            import mss
+
+            self._sct = (getattr(mss, "MSS", None) or mss.mss)()  # mss ≥10.2 renamed the factory
+        return self._sct
+
+    def _thumb(self, rect: dict[str, int]) -> QIcon:
+        try:
+            shot = np.asarray(self._grabber().grab(rect))  # type: ignore[attr-defined]
+            rgb = shot[..., 2::-1]
+            return QIcon(rgb_to_pixmap(rgb, THUMB.width(), THUMB.height()))
+        except Exception:
+            return QIcon()
+
+    def populate(self) -> None:
+        self.monitors.clear()
+        self.windows.clear()
+        try:
+            from app.capture.screen import list_monitors
+
+            mons = list_monitors()
+        except (CaptureError, Exception) as e:  # no display, Wayland, mss missing
+            self.screen_message.setText(f"Screen capture is not available here: {e}")
+            self.window_message.setText("Window capture is not available here.")
+            return
+        self.screen_message.setText("Pick a monitor. The overlay is hidden from Duet's own captures.")
+        for m in mons:
+            label = "All monitors" if m.index == 0 else f"Screen {m.index}{' (primary)' if m.primary else ''}"
+            item = QListWidgetItem(f"{label}\n{m.width}×{m.height}")
+            item.setData(Qt.ItemDataRole.UserRole, f"screen:{m.index}")
+            item.setData(Qt.ItemDataRole.UserRole + 1, {"left": m.left, "top": m.top, "width": m.width,
+                                                         "height": m.height})
+            self.monitors.addItem(item)
+        try:
+            from app.capture.x11windows import list_windows
+
+            wins = [w for w in list_windows() if w.title.strip() and w.width > 40 and w.height > 40]
+        except Exception:
+            wins = []
+        self.window_message.setText("Pick a window; Duet follows it by title." if wins
+                                    else "No windows found (window capture needs X11).")
+        for w in wins:
+            item = QListWidgetItem(w.title[:40])
+            item.setToolTip(w.title)
+            item.setData(Qt.ItemDataRole.UserRole, f"window:{w.title}")
+            item.setData(Qt.ItemDataRole.UserRole + 1, {"left": w.left, "top": w.top, "width": w.width,
+                                                         "height": w.height})
+            self.windows.addItem(item)
+        self.refresh_thumbnails()
+
+    def refresh_thumbnails(self) -> None:
+        for lst in (self.monitors, self.windows):
+            for i in range(lst.count()):
+                item = lst.item(i)
+                rect = item.data(Qt.ItemDataRole.UserRole + 1)
+                if rect:
+                    item.setIcon(self._thumb(rect))
+
+    def showEvent(self, event: object) -> None:  # noqa: N802
+        super().showEvent(event)  # type: ignore[arg-type]
+        self._timer.start()
+
+    def hideEvent(self, event: object) -> None:  # noqa: N802
+        self._timer.stop()
+        super().hideEvent(event)  # type: ignore[arg-type]
+
+    def _select_current(self, spec: str) -> None:
+        try:
+            s = parse_spec(spec)
+        except SourceSpecError:
+            return
+        index = {"screen": 0, "window": 1, "region": 2, "camera": 3, "file": 4}[s.kind]
+        self.tabs.setCurrentIndex(index)
+        if s.kind == "region" and s.region:
+            self.region_edit.setText(",".join(map(str, s.region)))
+        elif s.kind == "camera" and isinstance(s.device, int):
+            self.camera_index.setValue(s.device)
+        elif s.kind == "file":
+            self.file_edit.setText(s.path)
+        lst = self.monitors if s.kind == "screen" else self.windows if s.kind == "window" else None
+        if lst is not None:
+            for i in range(lst.count()):
+                if lst.item(i).data(Qt.ItemDataRole.UserRole) == spec:
+                    lst.setCurrentRow(i)
+
+    def _draw_region(self) -> None:
+        self.hide()
+        self._selector = RegionSelector()
+        self._selector.chosen.connect(self._region_chosen)
+        self._selector.cancelled.connect(self.show)
+        self._selector.show()
+
+    def _region_chosen(self, x: int, y: int, w: int, h: int) -> None:
+        self.region_edit.setText(f"{x},{y},{w},{h}")
+        self.tabs.setCurrentIndex(2)
+        self.show()
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a video", self.file_edit.text(), VIDEO_FILTER)
+        if path:
+            self.file_edit.setText(path)
+
+    # ---- result ----------------------------------------------------------------------------
+    def current_spec(self) -> str:
+        tab = self.tabs.currentIndex()
+        if tab in (0, 1):
+            lst = self.monitors if tab == 0 else self.windows
+            item = lst.currentItem()
+            if item is None:
+                raise SourceSpecError("pick a screen or a window first")
+            return str(item.data(Qt.ItemDataRole.UserRole))
+        if tab == 2:
+            return f"region:{self.region_edit.text().strip()}"
+        if tab == 3:
+            return f"camera:{self.camera_index.value()}"
+        path = self.file_edit.text().strip()
+        if not path:
+            raise SourceSpecError("choose a video file first")
+        return f"file:{path}"
+
+    def _accept(self) -> None:
+        try:
+            spec = self.current_spec()
+            parse_spec(spec)
+        except SourceSpecError as e:
+            self.error.setText(str(e))
+            self.error.show()
+            return
+        self._spec = spec
+        self.accept()
+
+    def spec(self) -> str:
+        return self._spec
+
+    def done(self, result: int) -> None:
+        self._timer.stop()
+        if self._sct is not None:
+            try:
+                self._sct.close()  # type: ignore[attr-defined]
+            except Exception:
+                pass
+            self._sct = None
+        super().done(result)

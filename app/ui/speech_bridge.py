@@ -1,0 +1,154 @@
+"""Qt faces of the speech package: the speaker's events as signals, and push-to-talk questions.
+
+The speaker calls back on its own thread; emitting a signal from there queues the slot onto the GUI
+thread, so no widget is touched off the GUI thread. Recording runs in PortAudio's thread and the
+transcription in a Python thread that talks to the whisper.cpp child process; the GUI only sees
+``state``/``transcribed``/``problem`` signals.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app.core.settings import SpeechSettings
+from app.speech.recorder import AudioUnavailable, PushToTalkRecorder
+from app.speech.stt import (
+    SpeechModelError,
+    Transcriber,
+    download_model,
+    find_model,
+    model_filename,
+    models_dir,
+)
+from app.speech.tts import Speaker
+
+
+class SpeechBridge(QObject):
+    """Owns the :class:`Speaker`; reports "no speech engine" exactly once."""
+
+    event = Signal(str, str)  # kind, detail
+    unavailable = Signal(str)
+
+    def __init__(self, settings: SpeechSettings, *, output_dir: Path | None = None,
+                 driver: str | None = None) -> None:
+        super().__init__()
+        self._told = False
+        self.speaker = Speaker(driver=driver, output_dir=output_dir, voice=settings.voice, rate=settings.rate,
+                               muted=settings.muted, on_event=self._on_event)
+
+    def _on_event(self, kind: str, detail: str) -> None:  # speaker thread
+        if kind == "unavailable":
+            if self._told:
+                return
+            self._told = True
+            self.unavailable.emit(detail)
+        self.event.emit(kind, detail)
+
+    def say(self, text: str) -> None:
+        self.speaker.say(text)
+
+    def apply(self, settings: SpeechSettings) -> None:
+        self.speaker.voice = settings.voice
+        self.speaker.rate = settings.rate
+        self.speaker.set_muted(settings.muted)
+
+    @property
+    def muted(self) -> bool:
+        return self.speaker.muted
+
+    def set_muted(self, muted: bool) -> None:
+        self.speaker.set_muted(muted)
+
+    def close(self) -> None:
+        self.speaker.close()
+
+
+class VoiceInput(QObject):
+    """Push-to-talk: ``toggle()`` starts recording, the next ``toggle()`` stops and transcribes."""
+
+    state = Signal(str)  # idle | recording | transcribing | downloading
+    transcribed = Signal(str)
+    problem = Signal(str)
+    download_progress = Signal(object, object)  # bytes done, total (may exceed 2**31)
+
+    def __init__(self, settings: SpeechSettings, *, recorder: PushToTalkRecorder | None = None,
+                 model_dir: Path | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.model_dir = model_dir or models_dir()
+        self.recorder = recorder or PushToTalkRecorder(settings.input_device or None)
+        self._transcriber: Transcriber | None = None
+        self._busy = threading.Lock()
+        self.current = "idle"
+
+    def _set(self, state: str) -> None:
+        self.current = state
+        self.state.emit(state)
+
+    def toggle(self) -> None:
+        if self.current == "recording":
+            self.stop()
+        elif self.current == "idle":
+            self.start()
+
+    def start(self) -> None:
+        try:
+            self.recorder.start()
+        except AudioUnavailable as e:
+            self.problem.emit(str(e))
+            self._set("idle")
+            return
+        self._set("recording")
+
+    def stop(self) -> None:
+        audio = self.recorder.stop()
+        self._set("transcribing")
+        threading.Thread(target=self._transcribe, args=(audio,), name="duet-stt", daemon=True).start()
+
+    def model_path(self) -> Path | None:
+        return find_model(self.settings.stt_model, self.model_dir)
+
+    def _transcribe(self, audio: object) -> None:
+        with self._busy:
+            try:
+                if self._transcriber is None:
+                    path = self.model_path()
+                    if path is None:
+                        raise SpeechModelError(
+                            f"The speech model {model_filename(self.settings.stt_model)} is not downloaded yet: "
+                            "Settings › Speech › Download. Until then, type your question.")
+                    self._transcriber = Transcriber(path)
+                text = self._transcriber.transcribe(audio)  # type: ignore[arg-type]
+                if text:
+                    self.transcribed.emit(text)
+                else:
+                    self.problem.emit("Nothing was heard; hold the talk key a little longer and speak up.")
+            except SpeechModelError as e:
+                self.problem.emit(str(e))
+            finally:
+                self._set("idle")
+
+    def download(self) -> None:
+        """Fetch the configured whisper model in the background."""
+        def work() -> None:
+            self._set("downloading")
+            try:
+                download_model(self.settings.stt_model, self.model_dir,
+                               progress=lambda done, total: self.download_progress.emit(done, total))
+            except SpeechModelError as e:
+                self.problem.emit(str(e))
+            finally:
+                self._set("idle")
+
+        threading.Thread(target=work, name="duet-stt-download", daemon=True).start()
+
+    def close(self) -> None:
+        if self.recorder.recording:
+            self.recorder.stop()
+        with self._busy:
+            if self._transcriber is not None:
+                self._transcriber.close()
+                self._transcriber = None

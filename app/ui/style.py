@@ -1,0 +1,46 @@
+"""One stylesheet for the whole app: a calm dark theme where the chat is what the eye lands on."""
+
+STYLE = """
+QMainWindow, QDialog { background: #14161c; }
+QWidget { color: #e6e8ee; font-size: 13px; }
+QTabWidget::pane { border: none; }
+QTabBar::tab { background: transparent; color: #8a93a6; padding: 8px 18px; border: none; font-weight: 600; }
+QTabBar::tab:selected { color: #ffffff; border-bottom: 2px solid #5b8cff; }
+QFrame#sidePanel { background: #1b1e26; border-radius: 12px; }
+QLabel#sectionTitle { color: #8a93a6; font-size: 11px; font-weight: 700; letter-spacing: 1px; }
+QLabel#sourceName { font-size: 15px; font-weight: 600; }
+QLabel#preview { background: #0b0c10; border-radius: 10px; color: #596070; }
+QLabel#banner { background: #3a1d22; color: #ffb4b4; border-radius: 8px; padding: 8px 12px; }
+QLabel#watching { color: #ff5c6c; font-weight: 700; }
+QPushButton { background: #262a35; border: 1px solid #323745; border-radius: 8px; padding: 7px 14px; }
+QPushButton:hover { background: #2e3340; }
+QPushButton:disabled { color: #5b6170; background: #1e2129; }
+QPushButton#primary { background: #3d6df2; border: none; color: white; font-weight: 600; }
+QPushButton#primary:hover { background: #4d7bff; }
+QPushButton#primary:disabled { background: #27314d; color: #7c86a0; }
+QPushButton#danger { background: #4a2028; border: none; color: #ffd0d5; }
+QPushButton#talk:checked { background: #c0303f; color: white; }
+QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QKeySequenceEdit {
+  background: #10121a; border: 1px solid #2c313d; border-radius: 8px; padding: 6px 8px; }
+QLineEdit:focus { border: 1px solid #5b8cff; }
+QScrollArea#chat { background: #111318; border: none; border-radius: 12px; }
+QWidget#chatInner { background: #111318; }
+QFrame#replyBubble { background: #1f2330; border-radius: 12px; }
+QFrame#questionBubble { background: #23345e; border-radius: 12px; margin-left: 80px; }
+QFrame#systemBubble { background: transparent; border: 1px dashed #3a3f4d; border-radius: 10px; }
+QLabel#bubbleText { font-size: 14px; line-height: 130%; }
+QLabel#thumb { border-radius: 6px; }
+QToolButton#feedbackButton { background: transparent; color: #6f7789; border: 1px solid #2f3443;
+  border-radius: 9px; padding: 1px 7px; font-size: 11px; }
+QToolButton#feedbackButton:checked { background: #5a4316; color: #ffd27a; border-color: #8a6a22; }
+QSlider::groove:horizontal { height: 4px; background: #2c313d; border-radius: 2px; }
+QSlider::handle:horizontal { background: #5b8cff; width: 14px; margin: -6px 0; border-radius: 7px; }
+QStatusBar { background: #101218; color: #8a93a6; }
+QStatusBar QLabel { color: #8a93a6; padding: 0 8px; }
+QListWidget, QTableWidget, QTextBrowser { background: #111318; border: none; border-radius: 10px; }
+QListWidget::item { padding: 6px; border-radius: 6px; }
+QListWidget::item:selected, QTableWidget::item:selected { background: #2a3550; }
+QHeaderView::section { background: #1b1e26; color: #8a93a6; border: none; padding: 6px; }
+QGroupBox { border: 1px solid #2a2e3a; border-radius: 10px; margin-top: 14px; padding-top: 8px; }
+QGroupBox::title { subcontrol-origin: margin; left: 12px; color: #8a93a6; }
+"""
