@@ -10,6 +10,9 @@ the engine is created, configured and run on the same thread (desktop-notes §2.
 engine can be created (no espeak-ng, no SAPI), the speaker reports it once through ``on_event``
 and keeps accepting lines silently, so the app works on.
 
+One speaker per process: pyttsx3 caches one engine per driver and espeak-ng has a single
+process-wide synthesis callback, so a second live speaker would steal the first one's audio.
+
 ``output_dir`` makes the engine speak to numbered WAV files instead of the sound card: used by the
 tests (real espeak-ng, no speaker needed) and handy to record a session's voice track.
 """

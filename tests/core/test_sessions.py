@@ -1,0 +1,142 @@
+"""The session store: durable JSONL + thumbnails, feedback, export, and a kill that loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.sessions import (
+    SessionStore,
+    add_feedback,
+    export_json,
+    export_markdown,
+    feedback_examples,
+    load_session,
+)
+from app.core.types import Frame, StepResult
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _result(turn: int, text: str, *, silent: bool = False, question: str | None = None) -> StepResult:
+    img = np.full((48, 64, 3), turn * 20 % 255, np.uint8)
+    return StepResult(turn=turn, video_time=(turn + 1) * 2.0, text=text, silent=silent, question=question,
+                      frames=(Frame(img, time=turn),))
+
+
+def test_steps_questions_feedback_and_export(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    w = store.create({"source": "file:clip.mp4", "model": "tiny"})
+    w.add_question("what is on the table?")
+    w.add_step(_result(0, "NO REPLY", silent=True))
+    w.add_step(_result(1, "A knife and an onion.", question="what is on the table?"))
+    w.add_step(_result(2, "The onion is being chopped."), folded=True)
+    w.add_feedback(1, "late")
+    w.add_feedback(2, "redundant")
+    w.add_feedback(2, "redundant", on=False)  # the user changed their mind
+    w.add_feedback(2, "wrong")
+    w.update_meta(device="CPU")
+    w.close()
+
+    s = load_session(w.directory)
+    assert s.ended == "stopped" and s.damaged_lines == 0
+    assert [st["turn"] for st in s.steps] == [0, 1, 2]
+    assert "thumb" not in s.steps[0]  # silent and unasked: no picture kept
+    assert (w.directory / s.steps[1]["thumb"]).stat().st_size > 0
+    assert s.feedback == {1: {"late"}, 2: {"wrong"}}
+    assert s.meta["device"] == "CPU"
+
+    md = export_markdown(s)
+    assert "**[00:04] You:** what is on the table?" in md
+    assert "A knife and an onion. _(should have spoken earlier)_" in md
+    assert "folded on screen" in md
+    assert "](thumbs/turn-000001.jpg)" in md
+    data = json.loads(export_json(s))
+    assert data["feedback"] == {"1": ["late"], "2": ["wrong"]}
+    assert len(data["steps"]) == 3
+
+    add_feedback(w.directory, 1, "wrong")  # later, from the session browser
+    examples = feedback_examples(store)
+    assert [(e["turn"], e["feedback"]) for e in examples] == [(1, ["late", "wrong"]), (2, ["wrong"])]
+    assert examples[0]["question"] == "what is on the table?"
+
+
+def test_unknown_feedback_kind_is_rejected(tmp_path: Path) -> None:
+    w = SessionStore(tmp_path).create({})
+    with pytest.raises(ValueError, match="unknown feedback"):
+        w.add_feedback(0, "boring")
+
+
+def test_cut_off_last_line_is_skipped(tmp_path: Path) -> None:
+    w = SessionStore(tmp_path).create({"source": "screen"})
+    w.add_step(_result(0, "hello"))
+    w._fh.write('{"type": "step", "turn": 1, "te')  # the kill landed mid-write
+    w._fh.flush()
+    s = load_session(w.directory)
+    assert len(s.steps) == 1 and s.damaged_lines == 1 and s.ended is None
+    assert "interrupted" in export_markdown(s)
+
+
+def test_list_newest_first(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    a = store.create({"source": "a"})
+    b = store.create({"source": "b"})
+    (tmp_path / "stray-folder").mkdir()
+    assert set(store.list()) == {a.directory, b.directory}
+    names = [p.name for p in store.list()]
+    assert names == sorted(names, reverse=True)
+    assert {s.meta["source"] for s in store.sessions()} == {"a", "b"}
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from app.capture.video import VideoFileSource
+    from app.core.sessions import SessionStore
+    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+    from app.engine.session import ProactiveSession, SessionConfig
+    model, mmproj, video, root = sys.argv[1:5]
+    backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=4096))
+    session = ProactiveSession(backend, SessionConfig(interval=0.5, frames_per_turn=1, talkativeness=50,
+                                                      max_new_tokens=16))
+    writer = SessionStore(root).create({"source": video, "model": model})
+    with VideoFileSource(video, realtime=False) as src:
+        for r in session.run(src):
+            writer.add_step(r)
+            print("wrote", r.turn, flush=True)
+""")
+
+
+def test_killed_session_keeps_every_written_step(tmp_path: Path, tiny_model, vtest_avi: Path) -> None:
+    """A real session in a child process, SIGKILLed mid-run: every step it reported is on disk, whole."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_model.model), str(tiny_model.mmproj),
+                             str(vtest_avi), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, text=True)
+    reported = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith("wrote"):
+                reported.append(int(line.split()[1]))
+            if len(reported) >= 6:
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert len(reported) >= 6, "the child never got going"
+    [directory] = SessionStore(tmp_path).list()
+    s = load_session(directory)
+    turns = [st["turn"] for st in s.steps]
+    assert turns[: len(reported)] == reported  # nothing reported is missing (it may have written one more)
+    assert s.ended is None  # killed: no end record
+    for st in s.steps:
+        assert not st["silent"]
+        assert (directory / st["thumb"]).stat().st_size > 0
