@@ -29,7 +29,7 @@ run: $(STAMP)
 		--ask "What is happening?" --max-turns 20 --jsonl out/run.jsonl
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check app tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=15
 

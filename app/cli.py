@@ -87,7 +87,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     from app.capture.parse import open_source
     from app.engine.session import ProactiveSession, SessionConfig
 
-    backend = make_backend(a)
+    source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
+    try:
+        backend = make_backend(a)
+    except BaseException:
+        source.close()
+        raise
     session = ProactiveSession(backend, SessionConfig(
         interval=a.interval, frames_per_turn=a.frames_per_turn, tokens_per_frame=a.tokens_per_frame,
         talkativeness=a.talkativeness, max_new_tokens=a.max_new_tokens))
@@ -96,7 +101,6 @@ def cmd_run(a: argparse.Namespace) -> int:
     for t, q in a.ask_at:
         session.ask(q, at=t)
     out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None
-    source = open_source(a.source, realtime=not a.fast)
     print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
     n_replies = 0
@@ -107,7 +111,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                     print(f"[{_fmt_time(r.video_time)}] (you) {r.question}")
                 if not r.silent:
                     n_replies += 1
-                    print(f"[{_fmt_time(r.video_time)}] {r.text}", flush=True)
+                    print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
                 elif a.verbose:
                     print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms)", flush=True)
                 if out:
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.main import main as gui_main
 
         return gui_main([])
+    from app.capture.base import CaptureError
     from app.engine.backend import BackendError
     from app.modelhub.convert import ConversionError
     from app.modelhub.quantize import QuantizeError
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return a.func(a)
-    except (BackendError, ConversionError, QuantizeError, ModelFileError, FileNotFoundError, ValueError) as e:
+    except (BackendError, CaptureError, ConversionError, QuantizeError, ModelFileError, FileNotFoundError,
+            ValueError) as e:
         print(f"duet: error: {e}", file=sys.stderr)
         return 2
 

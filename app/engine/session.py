@@ -9,6 +9,7 @@ The whole API is a lazy iterator of :class:`StepResult` (``run``), plus ``ask`` 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from app.core.protocol import (
 from app.core.types import Frame, StepResult, StepTimings
 from app.engine.backend import Backend
 
+log = logging.getLogger("duet.session")
 
 @dataclass
 class SessionConfig:
@@ -86,6 +88,7 @@ class ProactiveSession:
         self.video_time = 0.0
         self.turn = 0
         self._pending: list[Frame] = []
+        self.bad_frames = 0
         self._force_next = False
         self._stop.clear()
         self.last_result: StepResult | None = None
@@ -101,7 +104,18 @@ class ProactiveSession:
 
     # ---- the loop ---------------------------------------------------------------------------
     def feed(self, frame: Frame) -> StepResult | None:
-        """Add one sampled frame; once a turn's worth is collected, run the model on it."""
+        """Add one sampled frame; once a turn's worth is collected, run the model on it.
+
+        A frame that cannot be a picture (zero size, wrong shape) is dropped and counted in
+        ``bad_frames`` rather than ending the stream: one glitch from a capture device must not
+        stop the commentary.
+        """
+        img = frame.image
+        if img is None or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+            self.bad_frames += 1
+            log.warning("dropped an unusable frame at %.2f s (shape %s)", frame.time,
+                        getattr(img, "shape", None))
+            return None
         self._pending.append(frame)
         if len(self._pending) < self.config.frames_per_turn:
             return None

@@ -1,0 +1,54 @@
+"""`duet run` end to end on a real video with the tiny model, and the session's tolerance of bad frames."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from app.cli import main as duet
+from app.core.types import Frame
+from app.engine.llama_backend import LlamaBackend, LlamaSettings
+from app.engine.session import ProactiveSession, SessionConfig
+
+
+def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
+    out = tmp_path / "run.jsonl"
+    rc = duet(["run", "--source", str(tree_avi), "--model", str(tiny_model.model), "--fast", "--n-ctx", "4096",
+               "--interval", "0.5", "--frames-per-turn", "1", "--tokens-per-frame", "64", "--talkativeness", "2",
+               "--max-new-tokens", "8", "--ask", "What is moving?", "--ask-at", "3:And now?", "--max-turns", "12",
+               "--jsonl", str(out)])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["turn"] for r in rows] == list(range(12))
+    assert [r["time"] for r in rows] == [0.5 * (i + 1) for i in range(12)]  # 1 frame × 0.5 s per turn
+    assert [r["frame_times"] for r in rows] == [[0.5 * (i + 1)] for i in range(12)]
+    assert rows[0]["question"] == "What is moving?" and rows[5]["question"] == "And now?"
+    assert all(r["n_tokens"] > 0 and r["timings_ms"]["total"] > 0 for r in rows)
+    printed = capsys.readouterr().out
+    assert "[00:00] (you) What is moving?" in printed  # 0.5 s rounds to 00:00
+    for r in rows:
+        if not r["silent"]:
+            assert r["text"].strip() in printed
+
+
+def test_duet_run_bad_inputs(tiny_model, tmp_path, capsys):
+    assert duet(["run", "--source", str(tmp_path / "missing.mp4"), "--model", str(tiny_model.model)]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"\x00" * 4096)
+    assert duet(["run", "--source", str(junk), "--model", str(tiny_model.model)]) == 2
+    assert "junk.avi" in capsys.readouterr().err
+    assert duet(["run", "--source", "scren:1", "--model", str(tiny_model.model)]) == 2
+    assert duet(["run", "--source", str(junk), "--model", str(tmp_path / "none.gguf")]) == 2
+    assert "none.gguf" in capsys.readouterr().err
+
+
+def test_session_drops_zero_size_frames_and_keeps_going(tiny_model):
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=2048, n_gpu_layers=0)) as b:
+        s = ProactiveSession(b, SessionConfig(frames_per_turn=2, tokens_per_frame=32))
+        good = np.full((100, 120, 3), 128, np.uint8)
+        frames = [Frame(good, 1.0), Frame(np.zeros((0, 120, 3), np.uint8), 2.0), Frame(good, 3.0)]
+        results = [r for f in frames if (r := s.feed(f)) is not None]
+        assert s.bad_frames == 1 and len(results) == 1
+        assert results[0].video_time == 2.0  # two usable frames = one turn
