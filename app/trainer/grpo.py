@@ -1,0 +1,182 @@
+"""Multi-turn GRPO with the PAUC reward (mmduet2.md §2.4–§2.6).
+
+One step: ``clips_per_step`` clips, ``group`` rollouts each, played turn by turn by the current
+policy with the paper's sampling (T = 1.2, top-k 10). Each rollout's reward is
+:func:`app.trainer.reward.pauc_reward`; the advantage is the group-normalised reward
+``(r − mean) / (std + ε)`` applied to every sampled assistant token (user/frame tokens masked);
+the loss is PPO's clipped surrogate (ε = 0.2), token-mean over the step, no KL and no entropy term
+(as the run scripts). With ``ppo_epochs = 1`` and one mini-batch (the paper's setting) the ratio is
+exactly 1 and the clipped loss reduces to the policy gradient; more epochs exercise the clip.
+
+Rollout seeds derive from (seed, step, clip, member), so a resumed run replays the same rollouts.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from app.trainer.config import TrainConfig
+from app.trainer.jobs import (
+    Cancelled,
+    Eta,
+    JobError,
+    Reporter,
+    StopFlag,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_threads,
+)
+
+ADV_EPS = 1e-6
+
+
+def group_advantages(rewards: list[float]) -> list[float]:
+    """GRPO: (r − mean) / (std + ε) within a group (population std; all-equal rewards → zeros)."""
+    m = statistics.fmean(rewards)
+    sd = statistics.pstdev(rewards)
+    return [(r - m) / (sd + ADV_EPS) for r in rewards]
+
+
+def clipped_loss_sum(logp: Any, old_logp: Any, adv: float, clip: float) -> Any:
+    """Σ over tokens of −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A), ρ = exp(logp − old)."""
+    import torch
+
+    ratio = torch.exp(logp - old_logp)
+    return -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv).sum()
+
+
+def token_logps(model: Any, enc: Any, e: Any, device: Any) -> Any:
+    """Log-probabilities of the labelled (sampled assistant) tokens, in sequence order."""
+    import torch
+
+    out = model(**e.model_inputs(enc.image_pad, device))
+    logits = out.logits[0, :-1].float()
+    labels = e.labels[1:].to(logits.device)
+    mask = labels != -100
+    lp = torch.log_softmax(logits[mask], dim=-1)
+    return lp.gather(1, labels[mask].unsqueeze(1)).squeeze(1)
+
+
+def rollout_seed(seed: int, step: int, clip: int, member: int) -> int:
+    return (seed * 1_000_003 + step * 10_007 + clip * 101 + member) % (2**31 - 1)
+
+
+def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) -> Path:
+    import torch
+
+    from app.trainer.data import Encoder, load_sources
+    from app.trainer.modeling import load_policy, load_trainable, pick_device, save_hf, trainable_state
+    from app.trainer.reward import EvalJudgeReward, Weights, gold_spans, pauc_reward
+    from app.trainer.rollout import heldout_pauc, play, stream_dialogue
+    from app.trainer.sft import _heldout, batch_indices, make_judge, recipe_hash
+
+    stop = stop or StopFlag()
+    g = cfg.grpo
+    out = cfg.out / "grpo"
+    start = cfg.out / "sft" / "final"
+    if not (start / "config.json").is_file():
+        raise JobError("missing", f"no SFT model at {start}", "run `duet train sft` with the same recipe first", code=2)
+    set_threads(cfg.threads)
+    device, warning = pick_device(cfg.device)
+    if warning:
+        reporter.emit("warning", stage="grpo", message=warning)
+    enc = Encoder(start)
+    src = load_sources(cfg, cfg.out / "data")
+    clips = src.train
+    if not clips:
+        raise JobError("data", "GRPO needs videos with timed answers (data.train_synthetic or data.train_files)",
+                       code=2)
+    held = _heldout(cfg, g.eval_limit, src)
+    model = load_policy(start, dtype=cfg.model.dtype, device=device, freeze_vision=g.freeze_vision, lora=g.lora,
+                        lora_r=g.lora_r, lora_alpha=g.lora_alpha)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=g.lr, weight_decay=g.weight_decay)
+    h = recipe_hash(cfg, "grpo")
+    state: dict[str, Any] = {"step": 0, "recipe": h, "rewards": [], "evals": []}
+    ck = latest_checkpoint(out / "ckpt")
+    if ck is not None:
+        tensors, opt_state, st = load_checkpoint(ck)
+        if st.get("recipe") != h:
+            raise JobError("config", f"{ck} was made with a different recipe", f"delete {out} to start over", code=2)
+        load_trainable(model, tensors)
+        opt.load_state_dict(opt_state)
+        state = st
+        reporter.emit("resume", stage="grpo", step=state["step"], path=str(ck))
+    eval_judge = make_judge(g.judge, g.judge_url, g.judge_model)
+    judge = EvalJudgeReward(eval_judge)
+    weights = Weights(g.w_pauc, g.w_rep, g.w_in_span, g.w_pfx)
+    reporter.emit("start", stage="grpo", steps=g.steps, device=device, clips=len(clips), group=g.group,
+                  clips_per_step=g.clips_per_step, judge=judge.id)
+
+    def evaluate(step: int) -> None:
+        r = heldout_pauc(model, enc, held, src.frames, eval_judge, g.max_new_tokens, device)
+        r.pop("predictions")
+        state["evals"].append({"step": step, **r})
+        reporter.emit("eval", stage="grpo", step=step, **r)
+
+    if state["step"] == 0 and len(held):
+        evaluate(0)
+    eta = Eta(state["step"], g.steps)
+    step = state["step"]
+    while step < g.steps:
+        step += 1
+        batch: list[tuple[Any, float]] = []  # (encoded rollout, advantage)
+        parts_all = []
+        for ci, idx in enumerate(batch_indices(step, g.clips_per_step, len(clips), cfg.seed + 1)):
+            ex = clips[idx]
+            dlg = stream_dialogue(ex, src.frames[ex.id])
+            gold = gold_spans(ex)
+            group = []
+            for m in range(g.group):
+                r = play(model, enc, dlg, sample=True, temperature=g.temperature, top_k=g.top_k,
+                         max_new_tokens=g.max_new_tokens, seed=rollout_seed(cfg.seed, step, ci, m), device=device)
+                parts = pauc_reward(r.times, r.texts, gold, judge, weights=weights, prefix_chars=g.prefix_chars)
+                group.append((r, parts))
+                parts_all.append(parts)
+            advs = group_advantages([p.total for _, p in group])
+            for (r, _), a in zip(group, advs, strict=True):
+                if abs(a) > 1e-8:
+                    batch.append((enc.encode(dlg, targets=r.reply_ids), a))
+        n_tokens = sum(e.n_target_tokens for e, _ in batch)
+        loss_total = 0.0
+        if n_tokens:
+            olds: list[Any] = []
+            for epoch in range(g.ppo_epochs):
+                for k, (e, a) in enumerate(batch):
+                    lp = token_logps(model, enc, e, device)
+                    if epoch == 0:
+                        olds.append(lp.detach())
+                    loss = clipped_loss_sum(lp, olds[k], a, g.clip) / n_tokens
+                    loss.backward()
+                    loss_total += float(loss.detach())
+                torch.nn.utils.clip_grad_norm_(params, g.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        mean = {k: statistics.fmean(getattr(p, k) for p in parts_all) for k in ("total", "pauc", "rep", "in_span", "pfx")}
+        replies = statistics.fmean(p.n_replies for p in parts_all)
+        rec = {"step": step, "reward": mean["total"], "pauc": mean["pauc"], "rep": mean["rep"],
+               "in_span": mean["in_span"], "pfx": mean["pfx"], "replies_per_rollout": replies,
+               "trained_rollouts": len(batch), "loss": loss_total}
+        state["rewards"].append(rec)
+        state["step"] = step
+        reporter.emit("step", stage="grpo", steps=g.steps, eta_s=round(eta(step), 1),
+                      **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()})
+        if g.eval_every and step % g.eval_every == 0 and step < g.steps and len(held):
+            evaluate(step)
+        if step % g.ckpt_every == 0 or step == g.steps or bool(stop):
+            path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
+            reporter.emit("checkpoint", stage="grpo", step=step, path=str(path))
+        if stop and step < g.steps:
+            raise Cancelled()
+    if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
+        evaluate(step)
+    final = save_hf(model, start, out / "final")
+    (out / "summary.json").write_text(json.dumps(state, indent=1))
+    reporter.emit("done", stage="grpo", step=step, path=str(final),
+                  rewards=[round(r["reward"], 4) for r in state["rewards"]],
+                  evals=[{k: e[k] for k in ("step", "pauc", "replies")} for e in state["evals"]])
+    return final

@@ -1,0 +1,180 @@
+"""Supervised fine-tuning on proactive dialogues (mmduet2.md §2.2).
+
+Loss: token cross-entropy on assistant turns only (answers *and* ``NO REPLY``, each with its
+``<|im_end|>``), one dialogue per forward, ``sft.batch`` dialogues per optimizer step. Vision tower
+frozen by default (as MMDuet2's SFT). Full fine-tuning or LoRA (peft, language model only).
+
+Determinism: the data order of epoch e is ``permutation(rng(seed, e))`` and the learning rate is a
+function of the step, so the state needed to resume is the weights, the optimizer tensors and the
+step; a resumed run equals an uninterrupted one (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.trainer.config import TrainConfig
+from app.trainer.jobs import (
+    Cancelled,
+    Eta,
+    JobError,
+    Reporter,
+    StopFlag,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_threads,
+)
+
+
+def recipe_hash(cfg: TrainConfig, stage: str) -> str:
+    """What a checkpoint's validity depends on (step counts and logging cadence excluded)."""
+    skip = {"steps", "ckpt_every", "eval_every", "eval_limit"}
+    d = {"seed": cfg.seed, "model": asdict(cfg.model), "data": asdict(cfg.data),
+         stage: {k: v for k, v in asdict(getattr(cfg, stage)).items() if k not in skip}}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to ``min_ratio·base`` (step is 1-based)."""
+    if warmup and step <= warmup:
+        return base * step / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> list[int]:
+    """Dialogue indices of a 1-based step: consecutive slices of per-epoch permutations."""
+    out = []
+    for pos in range((step - 1) * batch, step * batch):
+        epoch, i = divmod(pos, n)
+        out.append(int(np.random.default_rng([seed, 7, epoch]).permutation(n)[i]))
+    return out
+
+
+def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
+    """Mean cross-entropy over the dialogue's trained (assistant) tokens."""
+    import torch.nn.functional as F
+
+    out = model(**e.model_inputs(enc.image_pad, device))
+    logits = out.logits[0, :-1].float()
+    labels = e.labels[1:].to(logits.device)
+    return F.cross_entropy(logits, labels, ignore_index=-100)
+
+
+def make_judge(name: str, url: str = "", model: str = "") -> Any:
+    from app.eval.judges import ExactMatchJudge, LLMJudge, OverlapJudge
+
+    if name == "exact":
+        return ExactMatchJudge()
+    if name == "overlap":
+        return OverlapJudge()
+    if not url or not model:
+        raise JobError("config", "grpo.judge = 'llm' needs grpo.judge_url and grpo.judge_model")
+    return LLMJudge(url, model)  # type: ignore[call-arg]
+
+
+def _heldout(cfg: TrainConfig, limit: int, src: Any) -> Any:
+    from app.eval.dataset import Dataset
+
+    exs = list(src.heldout)
+    return Dataset(exs[:limit] if limit else exs)
+
+
+def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) -> Path:
+    """Train; returns the final HF checkpoint folder (``<out>/sft/final``). Resumes when possible."""
+    import torch
+
+    from app.trainer.data import Encoder, load_sources, training_dialogues
+    from app.trainer.modeling import base_checkpoint, load_policy, load_trainable, pick_device, save_hf, trainable_state
+    from app.trainer.rollout import heldout_pauc
+
+    stop = stop or StopFlag()
+    s = cfg.sft
+    out = cfg.out / "sft"
+    final = out / "final"
+    set_threads(cfg.threads)
+    device, warning = pick_device(cfg.device)
+    if warning:
+        reporter.emit("warning", stage="sft", message=warning)
+    torch.manual_seed(cfg.seed)
+    base = base_checkpoint(cfg)
+    enc = Encoder(base)
+    src = load_sources(cfg, cfg.out / "data")
+    dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed)
+    encoded = [enc.encode(d) for d in dialogues]
+    held = _heldout(cfg, s.eval_limit, src)
+    model = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision, lora=s.lora,
+                        lora_r=s.lora_r, lora_alpha=s.lora_alpha, train_embeddings=s.train_embeddings,
+                        gradient_checkpointing=s.gradient_checkpointing)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.95))
+    h = recipe_hash(cfg, "sft")
+    state: dict[str, Any] = {"step": 0, "recipe": h, "losses": [], "evals": []}
+    ck = latest_checkpoint(out / "ckpt")
+    if ck is not None:
+        tensors, opt_state, st = load_checkpoint(ck)
+        if st.get("recipe") != h:
+            raise JobError("config", f"{ck} was made with a different recipe (model/data/sft settings changed)",
+                           f"delete {out} to start over, or restore the recipe", code=2)
+        load_trainable(model, tensors)
+        opt.load_state_dict(opt_state)
+        state = st
+        reporter.emit("resume", stage="sft", step=state["step"], path=str(ck))
+    judge = make_judge("exact")
+    n_trained = sum(p.numel() for p in params)
+    reporter.emit("start", stage="sft", steps=s.steps, device=device, dialogues=len(encoded),
+                  heldout=len(held), trainable_params=n_trained,
+                  target_tokens=sum(e.n_target_tokens for e in encoded),
+                  replies=sum(d.n_replies for d in dialogues), lora=s.lora)
+
+    def evaluate(step: int) -> None:
+        r = heldout_pauc(model, enc, held, src.frames, judge, device=device)
+        r.pop("predictions")
+        state["evals"].append({"step": step, **r})
+        reporter.emit("eval", stage="sft", step=step, **r)
+
+    if state["step"] == 0 and len(held):
+        evaluate(0)
+    eta = Eta(state["step"], s.steps)
+    step = state["step"]
+    while step < s.steps:
+        step += 1
+        lr = lr_at(step, s.lr, s.warmup, s.steps, s.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for i in batch_indices(step, s.batch, len(encoded), cfg.seed):
+            loss = dialogue_loss(model, enc, encoded[i], device) / s.batch
+            loss.backward()
+            total += float(loss.detach())
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, s.grad_clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] = step
+        state["losses"].append(round(total, 6))
+        reporter.emit("step", stage="sft", step=step, steps=s.steps, loss=round(total, 5), lr=lr,
+                      grad_norm=round(gnorm, 4), eta_s=round(eta(step), 1))
+        if s.eval_every and step % s.eval_every == 0 and step < s.steps and len(held):
+            evaluate(step)
+        want_ckpt = step % s.ckpt_every == 0 or step == s.steps or bool(stop)
+        if want_ckpt:
+            path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
+            reporter.emit("checkpoint", stage="sft", step=step, path=str(path))
+        if stop and step < s.steps:
+            raise Cancelled()
+    if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
+        evaluate(step)
+    save_hf(model, base, final)
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in state.items()}, indent=1))
+    reporter.emit("done", stage="sft", step=step, path=str(final), loss_first=state["losses"][:1],
+                  loss_last=state["losses"][-1:], evals=[{k: e[k] for k in ("step", "pauc", "replies")}
+                                                         for e in state["evals"]])
+    return final

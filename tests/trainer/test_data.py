@@ -1,0 +1,149 @@
+"""Training dialogues: inference-identical frames and strings, END placement, loss mask, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.core import protocol
+from app.eval.dataset import Example, GoldAnswer, UserText
+from app.eval.synthetic import make_video
+from app.trainer.data import (
+    DataError,
+    Dialogue,
+    DialogueTurn,
+    Encoder,
+    TurnFrames,
+    answer_turn,
+    dialogue_from_example,
+    load_examples,
+    load_feedback,
+    read_turn_frames,
+)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    v = make_video("appear", "easy", 0, seed=3)
+    p = tmp_path_factory.mktemp("vid") / "v.avi"
+    v.write(p)
+    return v, p
+
+
+def test_frames_are_the_sessions_frames(video):
+    _, path = video
+    turns = read_turn_frames(path, 1.0, 2, 16)
+    assert [t.time for t in turns] == [2.0, 4.0, 6.0, 8.0]  # video time = last frame's time
+    assert all(im.shape == (112, 112, 3) for t in turns for im in t.images)  # fit_frame at 16 tokens
+
+    from app.capture.resize import fit_frame
+    from app.engine.session import ProactiveSession, SessionConfig
+    from app.eval.runner import video_source
+
+    seen = []
+
+    class Spy:
+        name, device = "spy", "cpu"
+
+        def reset(self, system_prompt):
+            pass
+
+        def step(self, images, text="", **kw):
+            from app.engine.backend import BackendStep
+
+            seen.append(images)
+            return BackendStep(protocol.NO_REPLY, True)
+
+        def close(self):
+            pass
+
+    s = ProactiveSession(Spy(), SessionConfig(interval=1.0, frames_per_turn=2, tokens_per_frame=16))
+    with video_source(path) as src:
+        list(s.run(src))
+    assert len(seen) == len(turns)
+    for a, b in zip(seen, turns, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b.images, strict=True))
+    assert fit_frame is not None
+
+
+def test_answer_at_end_of_span_and_questions_where_session_puts_them():
+    times = [2.0, 4.0, 6.0, 8.0]
+    assert answer_turn(times, (3.5, 6.5)) == 2  # turns 4 and 6 are in the span: the last one
+    assert answer_turn(times, (2.5, 5.5)) == 1
+    assert answer_turn(times, (4.2, 5.8)) == 2  # no turn inside: first turn after the start
+    frames = [TurnFrames(t, []) for t in times]
+    ex = Example("e", "v", (UserText(3.0, "Q1"), UserText(0.0, "Q0")),
+                 (GoldAnswer("a1", (2.5, 5.5), question=0), GoldAnswer("a0", (6.5, 9.0), question=1)))
+    d = dialogue_from_example(ex, frames)
+    assert [t.user_text for t in d.turns] == ["Q0", "Q1", "", ""]
+    # a1 belongs to Q1 (asked at turn 4): its answer sits at 4; a0 at 8
+    assert [t.target for t in d.turns] == [protocol.NO_REPLY, "a1", protocol.NO_REPLY, "a0"]
+
+
+def test_nqna_folds_earlier_answers_into_the_immediate_answer():
+    frames = [TurnFrames(t, []) for t in (2.0, 4.0, 6.0, 8.0)]
+    ex = Example("e", "v", (UserText(0.0, "Q"),), (GoldAnswer("a", (1.5, 4.5)), GoldAnswer("b", (3.5, 6.5))))
+
+    class Late:
+        def integers(self, lo, hi):
+            return 2  # the question moves to turn 6
+
+    d = dialogue_from_example(ex, frames, nqna=True, rng=Late())  # type: ignore[arg-type]
+    assert [t.user_text for t in d.turns] == ["", "", "Q", ""]
+    assert d.turns[2].target == "a b"  # both earlier answers, at the question's turn
+    assert d.turns[0].target == d.turns[1].target == protocol.NO_REPLY
+
+
+def test_encoding_masks_everything_but_assistant_turns(tiny_model):
+    enc = Encoder(tiny_model.hf_dir)
+    img = np.zeros((56, 56, 3), np.uint8)
+    d = Dialogue("x", [DialogueTurn(2.0, [img, img], "What?"), DialogueTurn(4.0, [img, img], "", "A red circle.")])
+    e = enc.encode(d)
+    text = (protocol.system_turn() + protocol.user_turn(2, "What?", protocol.hf_image_placeholder(4))
+            + protocol.assistant_prefix() + protocol.assistant_tail(protocol.NO_REPLY)
+            + protocol.user_turn(2, "", protocol.hf_image_placeholder(4)) + protocol.assistant_prefix()
+            + protocol.assistant_tail("A red circle."))
+    whole = enc.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert e.input_ids.tolist() == whole  # piecewise == whole-string tokenization
+    trained = enc.tokenizer.decode([t for t, lab in zip(e.input_ids.tolist(), e.labels.tolist(), strict=True)
+                                    if lab != -100])
+    assert trained == "NO REPLY<|im_end|>A red circle.<|im_end|>"
+    assert e.pixel_values.shape[0] == 4 * 16 and e.image_grid_thw.shape == (4, 3)
+    p = enc.prompt(d, 1, [enc.text_ids(protocol.NO_REPLY) + [enc.im_end]])
+    assert enc.tokenizer.decode(p.input_ids.tolist()).endswith("<|im_start|>assistant\n")
+
+
+def test_malformed_dataset_names_record_and_field(tmp_path):
+    bad = tmp_path / "d.jsonl"
+    bad.write_text(json.dumps({"id": "r1", "video": "v.avi", "questions": [{"time": "x", "text": "Q"}],
+                               "answers": []}) + "\n")
+    with pytest.raises(DataError, match=r"r1.*questions\[0\]\.time"):
+        load_examples(bad)
+
+
+def test_unreadable_video_is_named(tmp_path):
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(DataError, match="junk.avi"):
+        read_turn_frames(junk, 1.0, 2, 16, "record 'r': ")
+    with pytest.raises(DataError, match="file not found"):
+        read_turn_frames(tmp_path / "missing.avi", 1.0, 2, 16)
+
+
+def test_feedback_sessions(video, tmp_path):
+    _, path = video
+    f = tmp_path / "fb.jsonl"
+    f.write_text(json.dumps({"id": "s1", "video": str(path), "turns": [
+        {"time": 2.0, "question": "Q", "text": "NO REPLY"},
+        {"time": 4.0, "text": "NO REPLY", "feedback": "should_speak", "correction": "A thing appeared."},
+        {"time": 6.0, "text": "A thing appeared.", "feedback": "redundant"}]}) + "\n")
+    (d,) = load_feedback(f, 1.0, 2, 16)
+    assert [t.target for t in d.turns] == ["NO REPLY", "A thing appeared.", "NO REPLY"]
+    f.write_text(json.dumps({"id": "s2", "video": str(path), "turns": [{"time": 4.0, "feedback": "should_speak"}]}))
+    with pytest.raises(DataError, match=r"s2.*turns\[0\]\.correction"):
+        load_feedback(f, 1.0, 2, 16)
+    f.write_text("{not json\n")
+    with pytest.raises(DataError, match=r"fb.jsonl:1"):
+        load_feedback(f, 1.0, 2, 16)
