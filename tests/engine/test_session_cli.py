@@ -32,7 +32,7 @@ def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
             assert r["text"].strip() in printed
 
 
-def test_duet_run_bad_inputs(tiny_model, tmp_path, capsys):
+def test_duet_run_bad_inputs(tiny_model, tree_avi, tmp_path, capsys):
     assert duet(["run", "--source", str(tmp_path / "missing.mp4"), "--model", str(tiny_model.model)]) == 2
     assert "missing.mp4" in capsys.readouterr().err
     junk = tmp_path / "junk.avi"
@@ -40,7 +40,8 @@ def test_duet_run_bad_inputs(tiny_model, tmp_path, capsys):
     assert duet(["run", "--source", str(junk), "--model", str(tiny_model.model)]) == 2
     assert "junk.avi" in capsys.readouterr().err
     assert duet(["run", "--source", "scren:1", "--model", str(tiny_model.model)]) == 2
-    assert duet(["run", "--source", str(junk), "--model", str(tmp_path / "none.gguf")]) == 2
+    assert "unknown source kind" in capsys.readouterr().err
+    assert duet(["run", "--source", str(tree_avi), "--model", str(tmp_path / "none.gguf")]) == 2
     assert "none.gguf" in capsys.readouterr().err
 
 
