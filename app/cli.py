@@ -129,6 +129,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.engine.serve import create_server_app
+    from app.modelhub.library import resolve_model
+
+    model, mmproj = resolve_model(a.model, a.mmproj)
+    app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias)
+    print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{a.port}/v1", file=sys.stderr)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+    return 0
+
+
 def make_backend(a: argparse.Namespace):
     """The backend a command's flags ask for: in-process llama.cpp, or a remote server."""
     if getattr(a, "remote", None):
@@ -179,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")
     r.add_argument("--verbose", action="store_true", help="also print silent steps")
     r.set_defaults(func=cmd_run)
+
+    sv = sub.add_parser("serve", help="serve a model to other machines (OpenAI-compatible, for --remote)")
+    sv.add_argument("--model", default="demo")
+    sv.add_argument("--mmproj")
+    sv.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to accept other machines")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--alias", default="mmduet2")
+    sv.add_argument("--n-ctx", type=int, default=8192)
+    sv.add_argument("--gpu-layers", type=int, default=-1)
+    sv.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="convert, quantize, list and import models").add_subparsers(dest="action",
                                                                                                   required=True)
