@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         window.set_source(args.source)
     if args.model:
-        window.settings.session.model = args.model
-        window._refresh_models()
+        window.set_model(args.model)
     window.show()
     if window.settings.overlay.visible:
         window.overlay.show()

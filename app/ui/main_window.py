@@ -270,7 +270,7 @@ class MainWindow(QMainWindow):
         return page
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentData() or self.settings.session.model
+        current = self.model_combo.currentData() or self.settings.session.model or "tiny"
         self.model_combo.clear()
         for name in self.model_page.model_names() if hasattr(self, "model_page") else ["tiny"]:
             label = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}.get(name, name)
@@ -461,6 +461,12 @@ class MainWindow(QMainWindow):
         picker = SourcePicker(self.settings.session.source, self)
         if picker.exec():
             self.set_source(picker.spec())
+
+    def set_model(self, spec: str) -> None:
+        """Select a model by reference (library name, "tiny", "demo" or a GGUF path)."""
+        self.settings.session.model = spec
+        self.model_combo.setCurrentIndex(-1)
+        self._refresh_models()
 
     def set_source(self, spec: str) -> None:
         self.settings.session.source = spec

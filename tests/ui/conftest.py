@@ -1,0 +1,71 @@
+"""A real main window, offscreen, with the real tiny model, real videos and real espeak-ng (to files).
+
+Only the microphone is fake (no sound card here). Every store lives in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.core.sessions import SessionStore
+from app.core.settings import SettingsStore
+from app.modelhub.library import ModelLibrary
+from app.speech.recorder import PushToTalkRecorder
+from app.ui.main_window import MainWindow
+from app.ui.speech_bridge import SpeechBridge, VoiceInput
+
+from ..speech.fake_sounddevice import FakeSoundDevice
+
+
+@pytest.fixture
+def step_threads(monkeypatch: pytest.MonkeyPatch) -> set[int]:
+    """Idents of every thread that called the real LlamaBackend.step during the test."""
+    from app.engine.llama_backend import LlamaBackend
+
+    seen: set[int] = set()
+    real = LlamaBackend.step
+
+    def recording_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.add(threading.get_ident())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaBackend, "step", recording_step)
+    return seen
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[Callable[..., MainWindow]]:
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
+    windows: list[MainWindow] = []
+
+    def make(*, sd: FakeSoundDevice | None = None, source: str | None = None, **kwargs: object) -> MainWindow:
+        store = SettingsStore(tmp_path / "config")
+        settings = store.load()
+        speech = SpeechBridge(settings.speech, output_dir=tmp_path / "voice")
+        voice = VoiceInput(settings.speech, recorder=PushToTalkRecorder(sd=sd or FakeSoundDevice()),
+                           model_dir=tmp_path / "speech-models")
+        w = MainWindow(store, session_store=SessionStore(tmp_path / "sessions"),
+                       library=ModelLibrary(tmp_path / "models"), speech=speech, voice_input=voice,
+                       tray=False, **kwargs)  # type: ignore[arg-type]
+        qtbot.addWidget(w)
+        if source:
+            w.set_source(source)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        if w.isVisible() or w.runner.thread.isRunning():
+            w.close()
+
+
+def configure(w: MainWindow, *, interval: float = 0.5, frames: int = 1, talk: int = 50) -> None:
+    w.model_combo.setCurrentIndex(w.model_combo.findData("tiny"))
+    w.interval_spin.setValue(interval)
+    w.frames_spin.setValue(frames)
+    w.talk_slider.setValue(talk)

@@ -1,0 +1,134 @@
+"""The main flow, end to end: a real video through the real tiny model into the chat, overlay and voice."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from app.core.sessions import load_session
+from app.core.types import StepResult
+
+from .conftest import configure
+
+LONG = 30_000
+
+
+def test_session_on_a_real_video_fills_chat_overlay_voice_and_transcript(
+        qtbot, make_window, vtest_avi: Path, step_threads: set[int]) -> None:
+    w = make_window(source=str(vtest_avi))
+    configure(w, talk=50)  # +50: the untrained model must speak every turn
+    w.show()
+    w.overlay.show()
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "running", timeout=LONG)
+    assert w.overlay.capturing, "the overlay shows that capture is on"
+    qtbot.waitUntil(lambda: len(w.chat.replies()) >= 4, timeout=LONG)
+
+    # Inference ran, and never on the GUI thread.
+    assert step_threads and threading.main_thread().ident not in step_threads
+    # The chat has time-stamped replies with thumbnails of the frame they answered.
+    bubble = w.chat.replies()[0]
+    assert bubble.turn == 0
+    assert bubble.findChild(type(w.preview), "thumb") is not None
+    assert not w.preview.pixmap().isNull(), "the preview shows the video"
+    # The overlay shows replies; near-repeats of the untrained model's babble may have been folded.
+    assert w.overlay.cards
+    # Status line: latency, real-time factor, context fill, device.
+    assert w.latency_label.text().endswith("ms")
+    assert w.rtf_label.text().startswith("RTF ")
+    assert "%" in w.context_label.text()
+    assert "CPU" in w.device_label.text()
+    # Spoken through real espeak-ng into WAV files.
+    qtbot.waitUntil(lambda: len(w.speech.speaker.files) >= 1, timeout=LONG)
+
+    session_dir = w.writer.directory
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    assert not w.overlay.capturing
+    saved = load_session(session_dir)
+    assert saved.ended == "stopped"
+    assert len(saved.replies) >= 4
+    assert saved.meta["device"] == "CPU"
+    assert all((session_dir / s["thumb"]).exists() for s in saved.replies)
+    folded = [s for s in saved.steps if s.get("folded")]
+    assert len(saved.replies) == len(w.chat.replies())  # the transcript keeps even folded replies
+    assert len(w.overlay.cards) + len(folded) <= len(saved.replies)
+
+
+def test_a_typed_question_reaches_the_model(qtbot, make_window, vtest_avi: Path) -> None:
+    w = make_window(source=str(vtest_avi))
+    configure(w, talk=-50)  # silent model: the question must still ride in a user turn
+    got: list[StepResult] = []
+    w.worker.step.connect(got.append)
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "running" and len(got) >= 1, timeout=LONG)
+    w.question.setText("What is the man in the blue coat doing?")
+    qtbot.keyClick(w.question, "\r")
+    assert w.question.text() == ""
+    qtbot.waitUntil(lambda: any(r.question for r in got), timeout=LONG)
+    asked = next(r for r in got if r.question)
+    assert asked.question == "What is the man in the blue coat doing?"
+    assert asked.silent  # talkativeness −50
+    assert [b.who for b in w.chat.bubbles] == ["you"]
+    session_dir = w.writer.directory
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    saved = load_session(session_dir)
+    assert saved.questions[0]["text"] == asked.question
+    assert any(s.get("question") == asked.question for s in saved.steps)
+
+
+def test_pause_holds_the_model_and_stop_ends_the_session(qtbot, make_window, vtest_avi: Path) -> None:
+    w = make_window(source=str(vtest_avi))
+    configure(w, interval=0.3, talk=-50)
+    got: list[StepResult] = []
+    w.worker.step.connect(got.append)
+    w.start()
+    qtbot.waitUntil(lambda: len(got) >= 2, timeout=LONG)
+    w.toggle_pause()
+    qtbot.waitUntil(lambda: w.state == "paused", timeout=LONG)
+    assert w.pause_button.text().endswith("Resume")
+    assert not w.overlay.capturing, "the watching sign goes off while paused"
+    qtbot.wait(600)  # a step already inside the model may still finish
+    held = len(got)
+    qtbot.wait(1500)  # five intervals
+    assert len(got) == held, "no step may run while paused"
+    w.toggle_pause()
+    qtbot.waitUntil(lambda: len(got) > held, timeout=LONG)
+    assert w.state == "running"
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    after = len(got)
+    qtbot.wait(800)
+    assert len(got) == after
+    assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
+    assert w.worker.source is None and w.runner.thread.isRunning()  # ready for the next session
+    # A second session reuses the loaded model on the same thread.
+    w.start()
+    qtbot.waitUntil(lambda: len(got) > after, timeout=LONG)
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+
+
+def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vtest_avi: Path) -> None:
+    """Timers on the GUI thread keep firing during a session (the figure itself is in bench/)."""
+    from PySide6.QtCore import QTimer
+
+    w = make_window(source=str(vtest_avi))
+    configure(w, interval=0.3, talk=50)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    got: list[StepResult] = []
+    w.worker.step.connect(got.append)
+    w.start()
+    qtbot.waitUntil(lambda: len(got) >= 4, timeout=LONG)
+    ticks.clear()
+    start = len(got)
+    qtbot.waitUntil(lambda: len(got) >= start + 3, timeout=LONG)
+    timer.stop()
+    assert len(ticks) >= 10, "the event loop kept turning while steps ran"
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
