@@ -18,10 +18,11 @@ Layout (every table optional; see ``models/recipes/demo.toml``)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 class ConfigError(ValueError):

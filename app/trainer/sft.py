@@ -93,7 +93,14 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     import torch
 
     from app.trainer.data import Encoder, load_sources, training_dialogues
-    from app.trainer.modeling import base_checkpoint, load_policy, load_trainable, pick_device, save_hf, trainable_state
+    from app.trainer.modeling import (
+        base_checkpoint,
+        load_policy,
+        load_trainable,
+        pick_device,
+        save_hf,
+        trainable_state,
+    )
     from app.trainer.rollout import heldout_pauc
 
     stop = stop or StopFlag()
