@@ -30,6 +30,11 @@ log = logging.getLogger("duet.speech")
 
 EventCallback = Callable[[str, str], None]  # (kind, detail); called on the speaker's thread
 
+# Engines are kept alive for the life of the process: when a pyttsx3 espeak engine is garbage
+# collected its driver resets espeak-ng's *process-wide* synthesis callback to NULL, silencing
+# whichever engine was created after it. A strong reference here means that never happens.
+_KEEP_ALIVE: dict[str | None, object] = {}
+
 
 @dataclass
 class _Line:
@@ -130,7 +135,10 @@ class Speaker:
         try:
             import pyttsx3
 
-            engine = pyttsx3.init(self.driver) if self.driver else pyttsx3.init()
+            engine = _KEEP_ALIVE.get(self.driver)
+            if engine is None:
+                engine = pyttsx3.init(self.driver) if self.driver else pyttsx3.init()
+                _KEEP_ALIVE[self.driver] = engine
             self.voices = [(v.id, v.name) for v in engine.getProperty("voices") or []]
         except Exception as e:  # ImportError, RuntimeError("could not initialize espeak"), OSError …
             self.available = False
@@ -142,11 +150,26 @@ class Speaker:
         self._emit("ready", "")
         return engine
 
+    @staticmethod
+    def _set(engine: object, name: str, value: object) -> None:
+        """Set a property so that it holds for the *next* utterance.
+
+        pyttsx3 queues ``setProperty`` behind the driver's busy flag, and the espeak driver clears that
+        flag from its synthesis callback, sometimes after ``runAndWait`` has returned; a setting made
+        in between is then dropped with the queue. So check, and set it on the driver when it did not take.
+        """
+        engine.setProperty(name, value)  # type: ignore[attr-defined]
+        now = engine.getProperty(name)  # type: ignore[attr-defined]
+        if str(now).lower() != str(value).lower():
+            driver = getattr(getattr(engine, "proxy", None), "_driver", None)
+            if driver is not None:
+                driver.setProperty(name, value)
+
     def _configure(self, engine: object) -> None:
         try:
-            engine.setProperty("rate", int(self.rate))  # type: ignore[attr-defined]
+            self._set(engine, "rate", int(self.rate))
             if self.voice:
-                engine.setProperty("voice", self.voice)  # type: ignore[attr-defined]
+                self._set(engine, "voice", self.voice)
         except Exception as e:  # an unknown voice id must not stop the speech
             self._emit("error", f"voice settings not applied: {e}")
 

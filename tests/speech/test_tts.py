@@ -66,7 +66,8 @@ def test_stale_and_muted_lines_are_not_spoken(tmp_path: Path) -> None:
 
 
 def test_rate_and_voice_are_applied(tmp_path: Path) -> None:
-    speaker = Speaker(output_dir=tmp_path, rate=90)
+    events: list[tuple[str, str]] = []
+    speaker = Speaker(output_dir=tmp_path, rate=90, on_event=lambda k, d: events.append((k, d)))
     try:
         text = "The water is boiling, add the pasta now."
         speaker.say(text)
@@ -74,6 +75,7 @@ def test_rate_and_voice_are_applied(tmp_path: Path) -> None:
         speaker.rate = 380
         speaker.say(text)
         assert speaker.wait_idle(60)
+        assert len(speaker.files) == 2, events
         slow, fast = speaker.files
         assert _frames(slow) > 1.5 * _frames(fast)
         assert speaker.voices, "espeak-ng lists its voices"
