@@ -233,14 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--link", action="store_true", help="record the paths instead of copying the files")
     im.set_defaults(func=cmd_models_import)
 
-    for mod in ("app.eval.cli", "app.trainer.cli"):
-        try:
-            module = __import__(mod, fromlist=["add_commands"])
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("app."):
-                continue  # that part of Duet is not installed in this build
-            raise
-        module.add_commands(sub)
+    from app.eval.cli import add_commands as add_eval
+    from app.trainer.cli import add_commands as add_train
+
+    add_eval(sub)
+    add_train(sub)
     return ap
 
 
