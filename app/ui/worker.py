@@ -11,6 +11,7 @@ from the GUI thread could deadlock: its grab waits for the GUI to hide the overl
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,10 @@ def default_backend(request: RunRequest) -> Backend:
     from app.modelhub.library import resolve_model
 
     model, mmproj = resolve_model(request.model, request.mmproj)
-    return LlamaBackend(model, mmproj, LlamaSettings(n_ctx=request.n_ctx))
+    # Leave one core to the GUI (and the voice): with every core decoding, the event loop
+    # waits for the scheduler and the window stutters (bench/gui_responsiveness.py).
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    return LlamaBackend(model, mmproj, LlamaSettings(n_ctx=request.n_ctx, n_threads=threads))
 
 
 class _TappedSource(FrameSource):
