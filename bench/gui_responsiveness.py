@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--frames", type=int, default=1)
     p.add_argument("--video", type=Path, default=VIDEO)
+    p.add_argument("--mute", action="store_true", help="no speech synthesis (isolates its share of the CPU)")
     p.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "gui_responsiveness.json")
     args = p.parse_args(argv)
 
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     w.interval_spin.setValue(args.interval)
     w.frames_spin.setValue(args.frames)
     w.talk_slider.setValue(50)
+    w.set_muted(args.mute)
     w.show()
     w.overlay.show()
     idle = _gaps(app, 3.0)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "device": w.device,
-        "interval_s": args.interval, "frames_per_turn": args.frames,
+        "interval_s": args.interval, "frames_per_turn": args.frames, "speech": not args.mute,
         "steps": len(steps), "replies": replies,
         "step_ms_median": round(statistics.median(step_ms), 1) if step_ms else None,
         "step_ms_max": round(max(step_ms), 1) if step_ms else None,

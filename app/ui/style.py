@@ -41,6 +41,9 @@ QListWidget, QTableWidget, QTextBrowser { background: #111318; border: none; bor
 QListWidget::item { padding: 6px; border-radius: 6px; }
 QListWidget::item:selected, QTableWidget::item:selected { background: #2a3550; }
 QHeaderView::section { background: #1b1e26; color: #8a93a6; border: none; padding: 6px; }
-QGroupBox { border: 1px solid #2a2e3a; border-radius: 10px; margin-top: 14px; padding-top: 8px; }
-QGroupBox::title { subcontrol-origin: margin; left: 12px; color: #8a93a6; }
+QGroupBox { border: 1px solid #2a2e3a; border-radius: 10px; margin-top: 20px; padding: 14px 8px 8px 8px;
+  font-weight: 600; }
+QGroupBox::title { subcontrol-origin: margin; subcontrol-position: top left; left: 12px; padding: 0 6px;
+  color: #8a93a6; }
+QTableWidget::item { padding: 4px 8px; }
 """
