@@ -1,0 +1,64 @@
+"""Run under a real X server (xcb): does a screen grab from the session thread include the overlay?
+
+Prints two numbers: how many pixels of the overlay's rectangle differ from the plain background
+in a grab *without* exclusion, and *with* it. Used by test_capture_exclusion_real_pixels.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+from PySide6.QtWidgets import QApplication
+
+from app.capture.screen import ScreenSource
+from app.ui.overlay import CaptureExclusion, Overlay
+
+
+def main() -> int:
+    app = QApplication(sys.argv[:1])
+    ov = Overlay(fade_seconds=600, opacity=1.0)
+    ov.setGeometry(100, 100, 400, 200)
+    ov.add_reply("A reply the model must never read back from the screen.", "00:01")
+    ov.show()
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+    region = (100, 100, 400, 200)
+    results: dict[str, np.ndarray] = {}
+
+    def grab(name: str, exclude: object) -> None:
+        src = ScreenSource(region=region, exclude=exclude)
+        src.open()
+        results[name] = src.grab()
+        src.close()
+
+    for name, exclude in (("plain", None), ("excluded", CaptureExclusion([ov]))):
+        t = threading.Thread(target=grab, args=(name, exclude))
+        t.start()
+        while t.is_alive():
+            app.processEvents()
+            time.sleep(0.005)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.01)
+    ov.hide()
+    app.processEvents()
+    time.sleep(0.3)
+    app.processEvents()
+    src = ScreenSource(region=region)
+    src.open()
+    background = src.grab()
+    src.close()
+    for name in ("plain", "excluded"):
+        diff = np.abs(results[name].astype(int) - background.astype(int)).sum(axis=2) > 30
+        print(name, int(diff.sum()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
