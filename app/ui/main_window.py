@@ -10,9 +10,10 @@ blocks the event loop, and never a crash.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.capture.parse import SourceSpecError, parse_spec
 from app.core.sessions import SessionStore, SessionWriter
 from app.core.settings import Settings, SettingsStore
 from app.core.types import Frame, StepResult
@@ -47,6 +49,7 @@ from app.ui.source_picker import SourcePicker, describe
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.tray import app_icon, make_tray
+from app.ui.video_preview import PlayerPreview
 from app.ui.worker import (
     BackendFactory,
     RunRequest,
@@ -106,6 +109,10 @@ class MainWindow(QMainWindow):
         self.voice.transcribed.connect(self._on_transcribed)
         self.voice.problem.connect(self.show_problem)
         self.voice.state.connect(self._on_voice_state)
+
+        self.player = PlayerPreview()
+        self.player.image.connect(self._on_player_image)
+        self.player.failed.connect(self._on_player_failed)
 
         self._build()
         self._apply_settings_to_controls()
@@ -520,11 +527,36 @@ class MainWindow(QMainWindow):
             self.writer.update_meta(device=device, source_name=source_name)
         if self.state == "loading":
             self._set_state("running")
+        path = self._file_of(self.settings.session.source)
+        if path is not None and self.player.available:
+            self.player.play(path)
+
+    @staticmethod
+    def _file_of(spec: str) -> Path | None:
+        try:
+            parsed = parse_spec(spec)
+        except SourceSpecError:
+            return None
+        return Path(parsed.path) if parsed.kind == "file" else None
 
     @Slot(object)
     def _on_frame(self, frame: Frame) -> None:
+        if self.player.active:  # the player draws the film; keep it on the model's moment
+            self.player.sync(frame.time)
+            return
         size = self.preview.size()
         self.preview.setPixmap(rgb_to_pixmap(frame.image, size.width() - 4, size.height() - 4))
+
+    @Slot(QImage)
+    def _on_player_image(self, image: QImage) -> None:
+        size = self.preview.size()
+        self.preview.setPixmap(QPixmap.fromImage(image).scaled(
+            size.width() - 4, size.height() - 4, Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.FastTransformation))
+
+    @Slot(str)
+    def _on_player_failed(self, message: str) -> None:
+        self.statusBar().showMessage(f"In-app playback unavailable ({message}); showing the sampled frames", 8000)
 
     @Slot(object)
     def _on_step(self, r: StepResult) -> None:
@@ -560,6 +592,7 @@ class MainWindow(QMainWindow):
             self.writer = None
         if reason == "ended":
             self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
+        self.player.stop()
         self._set_state("idle")
         self.source_status.setText("")
         self.sessions_page.refresh()
@@ -618,6 +651,7 @@ class MainWindow(QMainWindow):
             self.writer = None
         self.voice.close()
         self.speech.close()
+        self.player.stop()
         self.overlay.close()
         if self.tray is not None:
             self.tray.hide()

@@ -132,3 +132,38 @@ def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vt
     assert len(ticks) >= 10, "the event loop kept turning while steps ran"
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+
+
+def test_a_video_file_plays_in_the_app_in_step_with_the_model(qtbot, make_window, vtest_avi: Path) -> None:
+    """QtMultimedia shows the film; the session's own decoder feeds the model; the two stay together."""
+    w = make_window(source=str(vtest_avi))
+    if not w.player.available:
+        import pytest
+
+        pytest.skip("QtMultimedia is not available in this Qt build")
+    configure(w, interval=0.5, talk=-50)
+    frames = []
+    w.worker.frame.connect(frames.append)
+    w.start()
+    qtbot.waitUntil(lambda: w.state == "running" and w.player.active, timeout=LONG)
+    qtbot.waitUntil(lambda: len(frames) >= 6 and w.player.frames_shown >= 10, timeout=LONG)
+    assert not w.preview.pixmap().isNull()
+    assert abs(w.player.position - frames[-1].time) < 2.0  # within a sampling interval plus the drift limit
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    assert not w.player.active
+
+
+def test_without_in_app_playback_the_preview_shows_the_sampled_frames(qtbot, make_window, vtest_avi: Path) -> None:
+    w = make_window(source=str(vtest_avi))
+    w.player.available = False  # as on a Qt build without QtMultimedia
+    configure(w, talk=-50)
+    frames = []
+    w.worker.frame.connect(frames.append)
+    w.start()
+    qtbot.waitUntil(lambda: len(frames) >= 2, timeout=LONG)
+    assert not w.player.active
+    assert not w.preview.pixmap().isNull()
+    assert w.preview.pixmap().width() <= w.preview.width()
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
