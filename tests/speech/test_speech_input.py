@@ -118,3 +118,39 @@ def test_transcribes_a_spoken_question(spoken_question: np.ndarray) -> None:
     finally:
         t.close()
     assert "pan" in text.lower()
+
+
+DOWNLOAD_CHILD = """
+import sys
+from pathlib import Path
+from app.speech.stt import download_model, check_model_file
+seen = []
+path = download_model("tiny.en", Path(sys.argv[1]), progress=lambda d, t: seen.append((d, t)))
+check_model_file(path)
+print(path)
+print(seen[-1][0], seen[-1][1])
+"""
+
+
+def test_download_path_against_a_loopback_hub(tmp_path: Path) -> None:
+    """The real huggingface_hub download (HEAD, GET, progress, local_dir) against a local server."""
+    import subprocess
+    import sys
+
+    from .hf_mock_server import serve
+
+    payload = GGML_MAGIC + bytes(range(256)) * 400
+    server, endpoint = serve({"ggerganov/whisper.cpp/resolve/main/ggml-tiny.en.bin": payload})
+    try:
+        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf-home"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        out = subprocess.run([sys.executable, "-c", DOWNLOAD_CHILD, str(tmp_path / "speech")], env=env,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr[-3000:]
+    path_line, progress_line = out.stdout.strip().splitlines()[-2:]
+    assert Path(path_line) == tmp_path / "speech" / "ggml-tiny.en.bin"
+    assert Path(path_line).read_bytes() == payload
+    assert progress_line == f"{len(payload)} {len(payload)}"
+    assert find_model("tiny.en", tmp_path / "speech") == Path(path_line)
