@@ -33,7 +33,8 @@ def summarise(cfg: TrainConfig, parity: dict[str, Any] | None = None) -> dict[st
             s = json.loads(p.read_text())
             out[stage] = {k: s[k] for k in ("losses", "rewards") if k in s}
             out[stage]["evals"] = [{k: e.get(k) for k in ("step", "pauc", "pauc_w0", "pauc_w1", "replies",
-                                                          "out_of_span_replies", "turns_without_reply")}
+                                                          "out_of_span_replies", "turns_without_reply", "tf", "tf_shuffled")
+                                                          if k in e}
                                    for e in s.get("evals", [])]
     if parity is not None:
         out["parity"] = parity

@@ -93,6 +93,7 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     import torch
 
     from app.trainer.data import Encoder, load_sources, training_dialogues
+    from app.trainer.eval_tf import heldout_dialogues, shuffled_frames, teacher_forced
     from app.trainer.modeling import (
         base_checkpoint,
         load_policy,
@@ -142,9 +143,18 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
                   target_tokens=sum(e.n_target_tokens for e in encoded),
                   replies=sum(d.n_replies for d in dialogues), lora=s.lora)
 
+    held_dlg = heldout_dialogues(src, held, cfg.seed)
+    held_tf = [enc.encode(d) for d in held_dlg]
+    shuf_dlg = shuffled_frames(held_dlg)
+    shuf_tf = [enc.encode(d) for d in shuf_dlg]
+
     def evaluate(step: int) -> None:
         r = heldout_pauc(model, enc, held, src.frames, judge, device=device)
         r.pop("predictions")
+        # Per-turn teacher-forced accuracy, and the same with frames swapped between clips of a task:
+        # if accuracy holds with the wrong frames, the model is not looking.
+        r["tf"] = teacher_forced(model, enc, held_tf, held_dlg, device)
+        r["tf_shuffled"] = teacher_forced(model, enc, shuf_tf, shuf_dlg, device)
         state["evals"].append({"step": step, **r})
         reporter.emit("eval", stage="sft", step=step, **r)
 
