@@ -1,0 +1,236 @@
+"""Per-step latency of a model of the real Qwen2.5-VL-3B shape (random weights) on this CPU.
+
+Speed does not depend on weight values, so the model is the real 3B architecture (REAL_3B from
+tests/modelhub/test_real_3b_plan.py) with seeded random weights generated tensor by tensor while
+converting (nothing is written as safetensors), the tiny model's tokenizer padded to 151,936 ids,
+F16 GGUF → Q4_K_M text model, F16 mmproj. Then LlamaBackend steps at 128 and 64 tokens per frame,
+2 frames per turn, and one forced reply to time decoding per token.
+
+    .venv/bin/python bench/model_3b.py [--quick] [--keep]
+
+``--quick`` builds a small model of the same layout (2 layers, 4 vision blocks, width 256, 1,024 ids): a
+smoke test of the pipeline whose timings say nothing about the 3B. The multi-GB files are deleted at the end unless
+``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from app.core import protocol  # noqa: E402
+from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
+from app.modelhub.convert import convert  # noqa: E402
+from app.modelhub.quantize import quantize  # noqa: E402
+from app.modelhub.tiny import build_tiny, write_processor_files  # noqa: E402
+from bench._common import (  # noqa: E402
+    REPO,
+    load_frames,
+    machine_info,
+    med,
+    print_table,
+    rss_mib,
+    timings_dict,
+    tokens_of,
+    write_results,
+)
+from tests.modelhub.test_real_3b_plan import REAL_3B  # noqa: E402
+
+WORK = REPO / ".cache" / "bench-3b"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+class RandomCheckpoint:
+    """The ``SafetensorsCheckpoint`` interface over seeded random tensors (float32, N(0, std²); norms = 1)."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], seed: int = 0, std: float = 0.02) -> None:
+        self.tensors = {n: SimpleNamespace(shape=tuple(s)) for n, s in shapes.items()}
+        self.seed, self.std = seed, std
+
+    def load(self, name: str) -> np.ndarray:
+        shape = self.tensors[name].shape
+        if name.endswith(".weight") and ("norm" in name or "ln_q" in name):
+            return np.ones(shape, np.float32)
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+        a = rng.standard_normal(shape, dtype=np.float32)
+        a *= self.std
+        return a
+
+    def close(self) -> None:
+        pass
+
+
+def config_for(quick: bool) -> dict:
+    cfg = json.loads(json.dumps(REAL_3B))
+    if quick:  # same layout, small: a smoke test of build → quantize → step, nothing more
+        cfg |= {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 2,
+                "vocab_size": 1024}
+        cfg["vision_config"] |= {"depth": 4, "fullatt_block_indexes": [1, 3], "hidden_size": 256,
+                                 "intermediate_size": 512, "num_heads": 4, "out_hidden_size": 256}
+    return cfg
+
+
+def hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of the HF model, from a meta-device instance (no memory)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**cfg))
+    return {n: tuple(t.shape) for n, t in model.state_dict().items()}
+
+
+def build(quick: bool, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    hf = work / "hf"
+    hf.mkdir(exist_ok=True)
+    cfg = config_for(quick)
+    (hf / "config.json").write_text(json.dumps(cfg, indent=2))
+    tiny = build_tiny()
+    for f in TOKENIZER_FILES:
+        if (tiny.hf_dir / f).exists():
+            shutil.copy(tiny.hf_dir / f, hf / f)
+    write_processor_files(hf, max_pixels=128 * 28 * 28)
+    shapes = hf_shapes(cfg)
+    n_params = sum(int(np.prod(s)) for n, s in shapes.items() if n != "lm_head.weight")
+    name = "rand3b" if not quick else "rand3b-quick"
+    t0 = time.perf_counter()
+    res = convert(hf, work, outtype="f16", name=name, overwrite=True, checkpoint=RandomCheckpoint(shapes))
+    t_conv = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    q = quantize(res.model, "Q4_K_M", overwrite=True)
+    t_quant = time.perf_counter() - t0
+    return {"config": cfg, "n_params": n_params, "f16": res.model, "mmproj": res.mmproj, "q4": q.path,
+            "convert_s": t_conv, "quantize_s": t_quant, "q4_fallbacks": len(q.fallbacks),
+            "sizes_mib": {"text_f16": res.model.stat().st_size / 2**20, "text_q4_k_m": q.path.stat().st_size / 2**20,
+                          "mmproj_f16": res.mmproj.stat().st_size / 2**20}}
+
+
+def vision_only_ms(b: LlamaBackend, images) -> list[float]:
+    """Time libmtmd's vision encoder alone on each frame (``mtmd_encode_chunk``), without the LLM prefill
+    of the image embeddings that StepTimings.encode_ms also contains."""
+    from llama_cpp import mtmd_cpp
+
+    from app.engine.llama_native import Chunks
+
+    out = []
+    with Chunks(b.proj, protocol.user_turn(len(images), "", b.proj.marker), list(images)) as ch:
+        for i, ci in enumerate(ch.info):
+            if ci.is_image:
+                c = mtmd_cpp.mtmd_input_chunks_get(ch.ptr, i)
+                t0 = time.perf_counter()
+                rc = mtmd_cpp.mtmd_encode_chunk(b.proj.ptr, c)
+                out.append((time.perf_counter() - t0) * 1e3)
+                if rc != 0:
+                    raise RuntimeError(f"mtmd_encode_chunk failed ({rc})")
+    return out
+
+
+def one_step(b: LlamaBackend, imgs, label: str) -> dict:
+    cells0 = b.n_cells
+    t0 = time.perf_counter()
+    r = b.step(imgs, "", talkativeness=-30.0, max_new_tokens=8)
+    wall = (time.perf_counter() - t0) * 1e3
+    print(f"    {label}: {wall / 1e3:.1f} s (image chunks {r.timings.encode_ms / 1e3:.1f}, text prefill "
+          f"{r.timings.prefill_ms / 1e3:.2f}, decode {r.timings.decode_ms / 1e3:.2f}) {r.text!r}", flush=True)
+    return {"wall_ms": wall, **timings_dict(r.timings), "silent": r.silent, "text": r.text,
+            "new_cells": r.n_tokens - cells0}
+
+
+def run_interleaved(b: LlamaBackend, frames: dict[int, list], n_steps: int) -> dict:
+    """A warm-up step (system prompt + first turn; pages the weights in), then ``n_steps`` rounds of one
+    silent step per frame size, alternating sizes so that both see the same machine load. Last, the
+    vision encoder alone on each size's frames, also alternating."""
+    b.reset(protocol.SYSTEM_PROMPT)
+    sizes = list(frames)
+    warm = one_step(b, frames[sizes[0]][:2], "warm-up")
+    steps: dict[int, list[dict]] = {k: [] for k in sizes}
+    for rep in range(n_steps):
+        for k in sizes:
+            steps[k].append(one_step(b, frames[k][2 * rep + 2:2 * rep + 4], f"{k} tokens/frame, step {rep + 1}"))
+    out = {"warmup": warm}
+    for k in sizes:
+        out[k] = {"steps": steps[k], "frame_px": list(frames[k][0].shape[:2]), "tokens_per_frame": tokens_of(frames[k][0]),
+                  "median": {m: med([s[m] for s in steps[k]]) for m in ("wall_ms", "encode_ms", "prefill_ms", "decode_ms")}}
+    for k in sizes:
+        out[k]["vision_only_ms_per_frame"] = vision_only_ms(b, frames[k][:2])
+    return out
+
+
+def forced_reply(b: LlamaBackend, frames, n_tokens: int) -> dict:
+    """One must-reply step: decode ms per token (every sampled token but the last evaluated once)."""
+    cells0 = b.n_cells
+    r = b.step(frames[:2], "", must_reply=True, max_new_tokens=n_tokens)
+    # Tokens evaluated: the sampled ones (≤ n_tokens). Their re-tokenized text can be longer (a random model
+    # samples non-canonical splits, which the engine then replaces), so cap the count at n_tokens.
+    n = min(len(b.model.tokenize(r.text, parse_special=False)), n_tokens)
+    return {"text": r.text, "tokens": n, **timings_dict(r.timings), "new_cells": b.n_cells - cells0,
+            "decode_ms_per_token": r.timings.decode_ms / max(1, n)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small-model smoke test of the pipeline (< 1 min)")
+    ap.add_argument("--keep", action="store_true", help="keep the GGUF files under .cache/bench-3b[-quick]")
+    ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
+    args = ap.parse_args()
+    info = machine_info()
+    q = args.quick
+    n_steps = 1 if q else args.steps
+    t_all = time.perf_counter()
+    work = WORK.with_name(WORK.name + "-quick") if q else WORK
+    try:
+        print("building the random model…", flush=True)
+        built = build(q, work)
+        print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s, quantize "
+              f"{built['quantize_s']:.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
+        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=0))
+        frames = {tpf: load_frames(2 * (n_steps + 1), tpf) for tpf in (128, 64)}
+        for tpf, fr_ in frames.items():
+            print(f"  {tpf} tokens/frame budget → {fr_[0].shape[1]}×{fr_[0].shape[0]} px = {tokens_of(fr_[0])} tokens")
+        res = run_interleaved(b, frames, n_steps)
+        per_tpf = {k: res[k] for k in frames}
+        fr = forced_reply(b, load_frames(2, 128), 4 if q else 8)
+        print(f"  forced reply: {fr['tokens']} tokens, {fr['decode_ms_per_token']:.0f} ms/token", flush=True)
+        cur, peak = rss_mib()
+        b.close()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    for tpf, r in per_tpf.items():
+        m = r["median"]
+        vis = med(r["vision_only_ms_per_frame"]) * 2
+        rows.append([f"{tpf} ({r['tokens_per_frame']})", m["wall_ms"] / 1e3, m["encode_ms"] / 1e3, vis / 1e3,
+                     (m["encode_ms"] - vis) / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3,
+                     m["wall_ms"] / 1e3 / 2.0])
+    print_table(f"per-step latency, {'QUICK small model' if q else 'Qwen2.5-VL-3B shape'}, Q4_K_M text + F16 "
+                f"mmproj, 2 frames/turn, median of {n_steps} silent steps (seconds)",
+                ["tokens/frame", "step", "image chunks", "  of which ViT", "  of which LLM", "text prefill",
+                 "decode", "step / 2 s video"], rows)
+    print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token ({fr['tokens']} tokens); "
+          f"NO REPLY decoded token by token would add ≈ {2 * fr['decode_ms_per_token']:.0f} ms to a silent step")
+    print(f"sizes MiB: {built['sizes_mib']}; RSS {cur:.0f} MiB (peak {peak:.0f})")
+    built_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items()}
+    write_results("model_3b" + ("_quick" if q else ""),
+                  {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
+                   "warmup_step": res["warmup"],
+                   "settings": "LlamaSettings(n_ctx=4096, n_gpu_layers=0), other defaults (n_threads=0 → llama.cpp "
+                               "default 4, flash_attn auto); talkativeness -30",
+                   "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
+                   "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
+
+
+if __name__ == "__main__":
+    main()
