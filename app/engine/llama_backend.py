@@ -13,6 +13,7 @@ The context is bounded by evicting, oldest first, (1) frames, (2) whole turns th
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class LlamaBackend:
 
     def __init__(self, model_path: Path | str, mmproj_path: Path | str, settings: LlamaSettings | None = None) -> None:
         self.settings = s = settings or LlamaSettings()
+        if s.n_threads <= 0:  # llama.cpp's own default can exceed the cores this process may use
+            s.n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         try:
             self.info = check_pair(model_path, mmproj_path)
         except ModelFileError as e:

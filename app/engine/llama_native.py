@@ -31,7 +31,8 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None: 
     except Exception:
         return
     if msg:
-        (log.warning if level == 3 else log.error if level == 4 else log.debug)(msg)
+        # llama.cpp's warnings are mostly load-time notes about the model; keep them out of the user's way.
+        (log.info if level == 3 else log.warning if level == 4 else log.debug)(msg)
 
 
 def init_backend() -> None:
