@@ -40,3 +40,22 @@ def vtest_avi() -> Path:
 @pytest.fixture(scope="session")
 def tree_avi() -> Path:
     return _video("tree.avi")
+
+
+@pytest.fixture(scope="session")
+def demo_model(tiny_model):
+    """The offline demo model trained by `duet train demo` (cached in .cache/train/demo): (model, mmproj)."""
+    import io
+
+    from app.modelhub.library import ModelLibrary
+    from app.trainer.cli import run_action
+
+    data_dir = REPO / ".cache" / "test-data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DUET_DATA_DIR", str(data_dir))  # never the user's library
+        log = io.StringIO()
+        rc = run_action("demo", None, {"out_dir": str(REPO / ".cache" / "train" / "demo")}, stream=log)
+        assert rc == 0, log.getvalue()[-2000:]
+        entry = ModelLibrary(data_dir / "models").get("demo")
+    assert entry is not None
+    return entry.model, entry.mmproj

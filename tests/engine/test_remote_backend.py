@@ -94,3 +94,46 @@ def test_remote_errors_are_clear():
         assert len(garbage.messages) == 1  # a failed step leaves the dialogue as it was
     finally:
         srv.shutdown()
+
+
+def test_remote_transcript_equals_in_process(demo_model, tmp_path):
+    """The same trained model, in process and behind llama-cpp-python's server: the same transcript."""
+    uvicorn = pytest.importorskip("uvicorn")
+    from app.capture.video import VideoFileSource
+    from app.cli import main as duet
+    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+    from app.engine.serve import create_server_app
+    from app.engine.session import ProactiveSession, SessionConfig
+
+    assert duet(["eval", "make-synthetic", str(tmp_path / "v"), "--families", "appear,colour",
+                 "--difficulty", "easy", "--per-family", "2", "--seed", "7"]) == 0
+    videos = sorted((tmp_path / "v").rglob("*.avi"))
+    assert len(videos) == 4
+    model, mmproj = demo_model
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_server_app(model, mmproj, n_ctx=4096, n_gpu_layers=0),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def play(backend, video):
+        s = ProactiveSession(backend, SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
+        s.ask("Tell me when a new shape appears.")
+        with VideoFileSource(video, realtime=False) as src:
+            out = [(r.video_time, r.silent, "" if r.silent else r.text.strip()) for r in s.run(src)]
+        backend.close()
+        return out
+
+    try:
+        spoken = 0
+        for v in videos:
+            local = play(LlamaBackend(model, mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0)), v)
+            remote = play(RemoteBackend(f"http://127.0.0.1:{port}/v1", timeout=60), v)
+            assert remote == local, v.name
+            spoken += sum(not silent for _, silent, _ in local)
+        assert spoken > 0  # the comparison covers replies, not only silence
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
