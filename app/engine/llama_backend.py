@@ -125,7 +125,8 @@ class LlamaBackend:
         self.ctx.clear()
         self.n_past = 0  # next position (a position counter, not a token count)
         self.n_cells = 0  # KV cells in use
-        self.turns: list[_TurnRecord] = []
+        self.turns: list[_TurnRecord] = []  # turns still (partly) in the cache, oldest first
+        self.turns_seen = 0
         self.pending = protocol.system_turn(system_prompt)  # text evaluated at the head of the next step
         self.evicted_turns = 0
         self._transcript = ""  # full_reeval only: the rendered history so far
@@ -138,6 +139,7 @@ class LlamaBackend:
     def _evict(self, need: int) -> None:
         """Free cells until ``need`` more fit, oldest first; the current turn is never touched."""
         free = lambda: self.n_ctx - self.n_cells  # noqa: E731
+        self.turns = [t for t in self.turns if not t.removed]  # a day-long stream must not grow this list
         closed = [t for t in self.turns if t.end is not None and not t.removed]
         for t in closed:  # 1. frames of old turns
             if free() >= need:
@@ -194,7 +196,7 @@ class LlamaBackend:
                 prev = self.turns[-1]
                 prev.end = turn_start
                 prev.cells += n_head_tokens
-            rec = _TurnRecord(index=len(self.turns), start=turn_start, dialogue=bool(text.strip()))
+            rec = _TurnRecord(index=self.turns_seen, start=turn_start, dialogue=bool(text.strip()))
             pos = self.n_past
             last = len(chunks.info) - 1
             for i, ci in enumerate(chunks.info):
@@ -214,6 +216,7 @@ class LlamaBackend:
             self.n_cells += chunks.n_tokens
             self.n_past = pos
         self.turns.append(rec)
+        self.turns_seen += 1
 
         logits = self.ctx.last_logits(self.model.n_vocab)
         self.last_logits = logits  # the decision logits, kept for parity checks and diagnostics
