@@ -132,9 +132,6 @@ class LlamaBackend:
         self._transcript = ""  # full_reeval only: the rendered history so far
         self._all_images: list[np.ndarray] = []
 
-    def history_cells(self) -> int:
-        return self.n_cells
-
     # ---- eviction -----------------------------------------------------------------------------
     def _evict(self, need: int) -> None:
         """Free cells until ``need`` more fit, oldest first; the current turn is never touched."""

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app.core.protocol import CHAT_TEMPLATE, QWEN_ADDED_TOKENS, QWEN_NON_SPECIAL, SYSTEM_PROMPT
@@ -50,11 +50,9 @@ class TinySpec:
     fullatt_blocks: tuple[int, ...] = (1, 3)
     init_std: float = 0.1
     max_positions: int = 32768
-    extra: dict = field(default_factory=dict, hash=False, compare=False)  # free-form notes
 
     def key(self) -> str:
         d = asdict(self)
-        d.pop("extra")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

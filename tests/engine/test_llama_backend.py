@@ -61,7 +61,6 @@ def test_instant_silence_decides_as_full_greedy_decoding(tiny_model, vtest_avi, 
     greedy = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0, instant_silence=False),
                        [talk], turns=6)
     assert [(r.silent, r.text) for r in inst] == [(r.silent, r.text) for r in greedy]
-    assert all(r.timings.decode_ms >= 0 for r in inst)
 
 
 def test_talkativeness_gives_both_outcomes(tiny_model):
