@@ -200,6 +200,7 @@ class Speaker:
                     path = self.output_dir / f"reply-{n:04d}.wav"
                     engine.save_to_file(line.text, str(path))  # type: ignore[attr-defined]
                     engine.runAndWait()  # type: ignore[attr-defined]
+                    _wait_written(path)
                     self.files.append(path)
                     detail = str(path)
                 else:
@@ -214,3 +215,19 @@ class Speaker:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+
+def _wait_written(path: Path, timeout: float = 10.0) -> None:
+    """Return once ``path`` has stopped growing.
+
+    pyttsx3's espeak driver can finish writing the file from its synthesis callback after
+    ``runAndWait`` has returned (see ``_set``), so "finished" would otherwise name a file still being written.
+    """
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else -1
+        if size > 44 and size == last:  # more than a WAV header, and stable over one poll
+            return
+        last = size
+        time.sleep(0.05)
