@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Iterator
 
+from app.core.errors import ResourceError
 from app.core.types import Frame
 
 
-class CaptureError(RuntimeError):
+class CaptureError(ResourceError):
     """A source could not be opened or read; the message says what to do about it."""
+
+
+class SourceHealth(str, enum.Enum):
+    """What a source is doing, as a type the controller and GUI can branch on (never a substring)."""
+
+    OK = "ok"  # delivering frames (or ready to)
+    LOST = "lost"  # the device went away; the source retries on its own
+    HIDDEN = "hidden"  # a followed window is minimised or closed; ticks count as dropped
+    ENDED = "ended"  # a file reached its end
+    CLOSED = "closed"
 
 
 class FrameSource(abc.ABC):
@@ -40,6 +52,23 @@ class FrameSource(abc.ABC):
     def status(self) -> str:
         """A short human-readable state ("playing", "camera lost, retrying…")."""
         return "ok"
+
+    @property
+    def health(self) -> SourceHealth:
+        """The state as a type; ``status`` is the words for it."""
+        return SourceHealth.OK
+
+    def pause(self) -> bool:
+        """Hold the source's own clock while the consumer pauses; True when it can.
+
+        A source whose time is its own (a video file) returns True and resumes from the same
+        moment. A live source (camera, screen) cannot stop the world and returns False: the
+        consumer must then treat the pause as a gap in the stream.
+        """
+        return not self.live
+
+    def resume(self) -> None:  # noqa: B027 - deliberately empty: a live source has no clock to restart
+        """Restart the clock held by :meth:`pause` (nothing to do for live sources)."""
 
     def __enter__(self) -> FrameSource:
         self.open()

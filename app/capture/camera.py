@@ -18,7 +18,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from app.capture.base import CaptureError, FrameSource
+from app.capture.base import CaptureError, FrameSource, SourceHealth
 from app.capture.color import to_rgb
 from app.capture.pacing import TickClock
 from app.core.types import Frame
@@ -184,6 +184,12 @@ class CameraSource(FrameSource):
     @property
     def status(self) -> str:
         return self._status
+
+    @property
+    def health(self) -> SourceHealth:
+        if self._status == "closed":
+            return SourceHealth.CLOSED
+        return SourceHealth.LOST if self._status == LOST else SourceHealth.OK
 
     def _newer_than(self, seq: int) -> tuple[np.ndarray, int] | None:
         """Block until a picture newer than ``seq`` exists (the camera may be reconnecting)."""

@@ -27,7 +27,12 @@ class Tick:
 
 
 class TickClock:
-    """Hands out wall-clock ticks; a late caller skips straight to the latest due tick."""
+    """Hands out wall-clock ticks; a late caller skips straight to the latest due tick.
+
+    ``pause()``/``resume()`` stop and restart the clock itself: a source whose time is its own (a
+    video file played in real time) holds still while the user pauses, so resuming continues from
+    the same moment instead of jumping ahead by the length of the pause.
+    """
 
     def __init__(self, interval: float, stop: threading.Event,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -38,7 +43,36 @@ class TickClock:
         self._clock = clock
         self._start: float | None = None
         self._last = 0
+        self._lock = threading.Lock()
+        self._paused_at: float | None = None  # wall time the clock stopped at; None = running
+        self._resumed = threading.Event()
+        self._resumed.set()
 
+    # ---- pausing (any thread) -----------------------------------------------------------------
+    def pause(self) -> None:
+        with self._lock:
+            if self._paused_at is None:
+                self._paused_at = self._clock()
+                self._resumed.clear()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._paused_at is not None:
+                if self._start is not None:
+                    self._start += self._clock() - self._paused_at
+                self._paused_at = None
+                self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def _now(self) -> float:
+        """The clock's reading: it stands still while paused."""
+        with self._lock:
+            return self._paused_at if self._paused_at is not None else self._clock()
+
+    # ---- ticks (the consumer's thread) --------------------------------------------------------
     def _due(self, now: float) -> int:
         assert self._start is not None
         # The epsilon absorbs float error right at a tick boundary (now == start + k·interval).
@@ -47,21 +81,27 @@ class TickClock:
     def next(self) -> Tick | None:
         """Wait for the next tick (or return the latest one at once if it is already late); None when stopped."""
         if self._start is None:
-            self._start = self._clock()
-        target = self._start + (self._last + 1) * self.interval
-        wait = target - self._clock()
-        if wait > 0 and self._stop.wait(wait):
-            return None
-        if self._stop.is_set():
-            return None
-        index = max(self._last + 1, self._due(self._clock()))
+            self._start = self._now()
+        while True:
+            if self._stop.is_set():
+                return None
+            if self.paused:  # wake now and then to notice stop()
+                self._resumed.wait(0.1)
+                continue
+            wait = self._start + (self._last + 1) * self.interval - self._now()
+            if wait <= 0:
+                break
+            # Short naps so a pause that starts meanwhile is honoured before the tick is handed out.
+            if self._stop.wait(min(wait, 0.05)):
+                return None
+        index = max(self._last + 1, self._due(self._now()))
         tick = Tick(index, index - self._last - 1, self.interval)
         self._last = index
         return tick
 
     def catch_up(self, tick: Tick) -> Tick:
         """Move an already-claimed tick forward to the newest due one (after waiting on a slow device)."""
-        index = max(tick.index, self._due(self._clock()))
+        index = max(tick.index, self._due(self._now()))
         if index == tick.index:
             return tick
         self._last = index

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from app.capture.base import CaptureError, FrameSource
+from app.core.errors import InputError
 
 Kind = Literal["file", "camera", "screen", "region", "window"]
 USAGE = "expected FILE, camera, camera:N, screen, screen:N, region:X,Y,W,H or window:TITLE"
 
 
-class SourceSpecError(CaptureError, ValueError):
+class SourceSpecError(CaptureError, InputError):
     """The source string itself is malformed (as opposed to naming something that cannot be opened)."""
 
 

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import mss
 import numpy as np
 
-from app.capture.base import CaptureError, FrameSource
+from app.capture.base import CaptureError, FrameSource, SourceHealth
 from app.capture.color import to_rgb
 from app.capture.pacing import TickClock
 from app.capture.x11windows import WindowInfo, find_window, list_windows
@@ -243,6 +243,12 @@ class ScreenSource(FrameSource):
     def status(self) -> str:
         return self._status
 
+    @property
+    def health(self) -> SourceHealth:
+        if self._status == "closed":
+            return SourceHealth.CLOSED
+        return SourceHealth.HIDDEN if getattr(self, "_window_hidden", False) else SourceHealth.OK
+
     def sample(self, interval: float) -> Iterator[Frame]:
         if not self._opened:
             raise CaptureError(f"{self.name}: call open() before sample()")
@@ -254,9 +260,11 @@ class ScreenSource(FrameSource):
                 if self._stop.is_set():
                     return
                 self._status = f"window {self.window!r} not visible, waiting…"
+                self._window_hidden = True
                 missed += 1 + tick.dropped
                 continue
             self._status = "live"
+            self._window_hidden = False
             yield Frame(image=image, time=tick.time, index=tick.index, source=self.name,
                         dropped=tick.dropped + missed)
             missed = 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.capture.base import CaptureError, FrameSource
+from app.capture.base import CaptureError, FrameSource, SourceHealth
 from app.capture.color import to_rgb
 from app.capture.pacing import TickClock
 from app.core.types import Frame
@@ -129,6 +129,8 @@ class VideoFileSource(FrameSource):
         self._decoder: _SequentialDecoder | None = None
         self._cap: cv2.VideoCapture | None = None
         self._ended = False
+        self._clock: TickClock | None = None  # the real-time pass's clock, held by pause()
+        self._hold = False  # pause() came before the pass's clock existed
         # The consumer iterates on a worker thread while the UI may call close(): releasing the
         # capture in the middle of a grab() would crash inside FFmpeg, so decoding and release share a lock.
         self._io = threading.Lock()
@@ -172,6 +174,24 @@ class VideoFileSource(FrameSource):
             state += f", {dec.failed} undecodable frame{'s' if dec.failed != 1 else ''} skipped"
         return state
 
+    @property
+    def health(self) -> SourceHealth:
+        if self._closed:
+            return SourceHealth.CLOSED
+        return SourceHealth.ENDED if self._ended else SourceHealth.OK
+
+    def pause(self) -> bool:
+        """Stop the video's clock: after :meth:`resume` playback continues from the same video time."""
+        self._hold = True
+        if self._clock is not None:
+            self._clock.pause()
+        return True
+
+    def resume(self) -> None:
+        self._hold = False
+        if self._clock is not None:
+            self._clock.resume()
+
     def sample(self, interval: float) -> Iterator[Frame]:
         if not interval > 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval}")
@@ -201,7 +221,9 @@ class VideoFileSource(FrameSource):
             k += 1
 
     def _paced(self, dec: _SequentialDecoder, interval: float) -> Iterator[Frame]:
-        clock = TickClock(interval, self._stop)
+        self._clock = clock = TickClock(interval, self._stop)
+        if self._hold:
+            clock.pause()
         while (tick := clock.next()) is not None:
             image = self._decode(dec, tick.time)
             if image is None:

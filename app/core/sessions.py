@@ -149,6 +149,10 @@ class SessionWriter:
         self._append(record)
         return record
 
+    def add_record(self, record: dict) -> None:
+        """Any other record: ``gap`` (a live stream was paused), ``fold`` (a reply folded on screen)."""
+        self._append(dict(record))
+
     def add_question(self, text: str, *, spoken: bool = False) -> None:
         self._append({"type": "question", "text": text, "spoken": spoken})
 
@@ -187,6 +191,7 @@ class SavedSession:
     steps: list[dict] = field(default_factory=list)
     questions: list[dict] = field(default_factory=list)
     feedback: dict[int, set[str]] = field(default_factory=dict)  # turn → kinds currently on
+    gaps: list[dict] = field(default_factory=list)  # pauses of a live source: time, seconds, frames_dropped
     ended: str | None = None  # the end reason; None when the app died mid-session
     damaged_lines: int = 0
 
@@ -239,6 +244,13 @@ def load_session(directory: Path | str) -> SavedSession:
                 out.steps.append(rec)
             elif kind == "question":
                 out.questions.append(rec)
+            elif kind == "gap":
+                out.gaps.append(rec)
+            elif kind == "fold":
+                for step in reversed(out.steps):
+                    if step.get("turn") == rec.get("turn"):
+                        step["folded"] = True
+                        break
             elif kind == "feedback":
                 kinds = out.feedback.setdefault(int(rec["turn"]), set())
                 (kinds.add if rec.get("on", True) else kinds.discard)(rec["kind"])

@@ -14,10 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
+from app.core.errors import ResourceError
 from app.core.types import StepTimings
 
 
-class BackendError(RuntimeError):
+class BackendError(ResourceError):
     """The model could not be loaded or run; the message names the file or setting at fault."""
 
 

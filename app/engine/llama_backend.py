@@ -12,8 +12,8 @@ The context is bounded by evicting, oldest first, (1) frames, (2) whole turns th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core import protocol
+from app.core.config import resolve_threads
 from app.core.types import StepTimings
 from app.engine.backend import BackendError, BackendStep
 from app.engine.llama_native import (
@@ -83,9 +84,10 @@ class LlamaBackend:
     name = "llama.cpp"
 
     def __init__(self, model_path: Path | str, mmproj_path: Path | str, settings: LlamaSettings | None = None) -> None:
-        self.settings = s = settings or LlamaSettings()
-        if s.n_threads <= 0:  # llama.cpp's own default can exceed the cores this process may use
-            s.n_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        # A copy: the caller's settings object is never changed (threads are resolved here, in ours).
+        s = dataclasses.replace(settings) if settings is not None else LlamaSettings()
+        s.n_threads = resolve_threads(s.n_threads)  # llama.cpp's own default can exceed our cores
+        self.settings = s
         try:
             self.info = check_pair(model_path, mmproj_path)
         except ModelFileError as e:

@@ -1,10 +1,11 @@
 """ProactiveSession: frames and questions in, MMDuet2 turns out, one decision per turn.
 
-The session is the protocol's bookkeeper (mmduet2.md §1): k frames per user turn, images first then
-the user's queued text, video time = frames fed × interval, "I must reply." forcing. It knows
+The session is the protocol's bookkeeper (docs/protocol.md): k frames per user turn, images first
+then the user's queued text, video time = frames fed × interval, "I must reply." forcing. It knows
 nothing about how the model runs; a :class:`~app.engine.backend.Backend` does that.
 
 The whole API is a lazy iterator of :class:`StepResult` (``run``), plus ``ask`` from any thread.
+Its settings are :class:`~app.core.config.SessionConfig` (re-exported here for callers).
 """
 
 from __future__ import annotations
@@ -17,34 +18,12 @@ from dataclasses import dataclass
 
 from app.capture.base import FrameSource
 from app.capture.resize import fit_frame
-from app.core.protocol import (
-    DEFAULT_FRAMES_PER_TURN,
-    DEFAULT_INTERVAL_S,
-    DEFAULT_TOKENS_PER_FRAME,
-    SYSTEM_PROMPT,
-)
+from app.core.config import SessionConfig
 from app.core.types import Frame, StepResult, StepTimings
 from app.engine.backend import Backend
 
 log = logging.getLogger("duet.session")
-
-@dataclass
-class SessionConfig:
-    interval: float = DEFAULT_INTERVAL_S  # seconds between frames (1 s at inference, per the paper)
-    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN  # 1 or 2
-    tokens_per_frame: int = DEFAULT_TOKENS_PER_FRAME  # ≤128 as trained
-    talkativeness: float = 0.0  # logit bias on speaking at the first token; 0 = as trained
-    max_new_tokens: int = 128
-    system_prompt: str = SYSTEM_PROMPT
-
-    def __post_init__(self) -> None:
-        if self.interval <= 0:
-            raise ValueError(f"interval must be > 0 seconds, got {self.interval}")
-        if self.frames_per_turn not in (1, 2, 3, 4):
-            raise ValueError(f"frames_per_turn must be 1–4 (the model was trained on 2), got {self.frames_per_turn}")
-        if not 4 <= self.tokens_per_frame <= 1024:
-            raise ValueError(f"tokens_per_frame must be within 4–1024, got {self.tokens_per_frame}")
-
+__all__ = ["ProactiveSession", "SessionConfig"]
 
 @dataclass
 class _Question:
@@ -54,7 +33,7 @@ class _Question:
 
 
 class ProactiveSession:
-    """One stream's dialogue. Not thread-safe except for :meth:`ask`, :meth:`force_reply`, :meth:`stop`."""
+    """One stream's dialogue. Not thread-safe except for :meth:`ask` and :meth:`stop`."""
 
     def __init__(self, backend: Backend, config: SessionConfig | None = None) -> None:
         self.backend = backend
@@ -73,11 +52,6 @@ class ProactiveSession:
         with self._lock:
             self._questions.append(_Question(text, at, must_reply))
 
-    def force_reply(self) -> None:
-        """Make the next turn answer ("I must reply.\\n" prefill), e.g. the user pressed "speak now"."""
-        with self._lock:
-            self._force_next = True
-
     def stop(self) -> None:
         self._stop.set()
 
@@ -89,16 +63,22 @@ class ProactiveSession:
         self.turn = 0
         self._pending: list[Frame] = []
         self.bad_frames = 0
-        self._force_next = False
         self._stop.clear()
-        self.last_result: StepResult | None = None
+
+    def break_turn(self) -> int:
+        """Drop the frames collected for the turn in progress; returns how many.
+
+        Called when the stream had a gap (a live source paused): a turn must never hold frames
+        from two different moments, so the next turn starts from fresh frames only.
+        """
+        dropped, self._pending = len(self._pending), []
+        return dropped
 
     def _take_text(self, video_time_after: float) -> tuple[str | None, bool]:
         with self._lock:
             due = [q for q in self._questions if q.at is None or q.at <= video_time_after + 1e-9]
             self._questions = [q for q in self._questions if q not in due]
-            force = self._force_next or any(q.must_reply for q in due)
-            self._force_next = False
+            force = any(q.must_reply for q in due)
         text = " ".join(q.text for q in due) if due else None
         return text, force
 
@@ -153,11 +133,10 @@ class ProactiveSession:
             behind=any(f.dropped for f in frames),
         )
         self.turn += 1
-        self.last_result = result
         return result
 
     def run(self, source: FrameSource) -> Iterator[StepResult]:
-        """Drive the session from a source until it ends or :meth:`stop` is called.
+        """Drive the session from a source until it ends, :meth:`stop` is called or ``max_turns`` is reached.
 
         The source must already be open. Frames are sampled at ``config.interval`` by the source
         itself, so live sources skip ahead instead of queueing when the model is slow.
@@ -168,3 +147,5 @@ class ProactiveSession:
             result = self.feed(frame)
             if result is not None:
                 yield result
+                if self.config.max_turns and self.turn >= self.config.max_turns:
+                    break

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import InputError
+
 MAX_REPORTED_ERRORS = 20
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file or record is unusable; each line of the message names the record and field."""
 
 

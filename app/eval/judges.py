@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from app.core.errors import ResourceError
+
 # The ProactiveVideoQA 3-point rubric, as reproduced identically by two ports (docs §3.2).
 SCORE_PROMPT = (
     "You are an evaluator for a video question answering system. Your task is to rate whether the "
@@ -66,7 +68,7 @@ REPETITION_PROMPT = (
 Kind = Literal["score", "repetition"]
 
 
-class JudgeError(RuntimeError):
+class JudgeError(ResourceError):
     """A judge could not produce a verdict (endpoint down, garbage output) after its retries."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from app.capture.base import CaptureError, FrameSource
 from app.core.atomic import write_json_atomic
+from app.core.errors import InputError
 from app.core.protocol import DEFAULT_TOKENS_PER_FRAME
 from app.engine.backend import Backend, BackendError
 from app.engine.session import ProactiveSession, SessionConfig
@@ -41,7 +42,7 @@ SourceFactory = Callable[[Path], FrameSource]
 Progress = Callable[[str], None]
 
 
-class RunMismatch(ValueError):
+class RunMismatch(InputError):
     """The output folder holds a run made with other settings; resuming would mix two runs."""
 
 

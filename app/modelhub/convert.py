@@ -21,6 +21,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.core.errors import InputError
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 
 SUPPORTED_ARCH = "Qwen2_5_VLForConditionalGeneration"
@@ -30,7 +31,7 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """The input cannot be converted; the message names the file and what is wrong."""
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import gguf
 
+from app.core.errors import InputError
+
 # Names users type → llama_ftype values (llama.h). Kept explicit: a typo must fail loudly.
 FTYPES = {
     "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10,
@@ -24,7 +26,7 @@ K_QUANTS = {n for n in FTYPES if "_K" in n}
 QK_K = 256
 
 
-class QuantizeError(ValueError):
+class QuantizeError(InputError):
     """Quantization is impossible as asked; the message names the file."""
 
 

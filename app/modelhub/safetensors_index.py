@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.errors import InputError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(InputError):
     """A checkpoint file is missing, truncated or malformed; the message names it."""
 
 

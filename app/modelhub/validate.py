@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.core.errors import InputError
+
 GGUF_MAGIC = b"GGUF"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A model file is missing, corrupt, of the wrong kind, or does not match its partner."""
 
 

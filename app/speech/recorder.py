@@ -13,11 +13,13 @@ from types import ModuleType
 
 import numpy as np
 
+from app.core.errors import ResourceError
+
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 60.0
 
 
-class AudioUnavailable(RuntimeError):
+class AudioUnavailable(ResourceError):
     """No way to record: PortAudio missing, no input device, or the device refused to open."""
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.errors import ResourceError
+
 WHISPER_REPO = "ggerganov/whisper.cpp"
 MODEL_SIZES_MB = {"tiny.en": 75, "base.en": 142, "small.en": 466, "tiny": 75, "base": 142, "small": 466}
 GGML_MAGIC = b"lmgg"  # 0x67676d6c little-endian, the first four bytes of every whisper.cpp model
 
 
-class SpeechModelError(RuntimeError):
+class SpeechModelError(ResourceError):
     """The speech model is missing, damaged, cannot be downloaded, or its process died."""
 
 

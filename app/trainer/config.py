@@ -24,8 +24,10 @@ from typing import Any
 
 import tomllib
 
+from app.core.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """The recipe is unusable; the message names the file, table and key."""
 
 

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from app.core import protocol
+from app.core.errors import InputError
 from app.eval.dataset import DatasetError, Example, load_dataset
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Training data is unusable; the message names the file, record and field (or the video)."""
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.core.errors import ResourceError
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -43,7 +45,7 @@ OOM_ADVICE = (
 )
 
 
-class JobError(RuntimeError):
+class JobError(ResourceError):
     """A failure the user can act on; ``kind`` and ``advice`` go into the error event."""
 
     def __init__(self, kind: str, message: str, advice: str = "", code: int = EXIT_FAILED) -> None:

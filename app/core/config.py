@@ -1,0 +1,181 @@
+"""Every stream and engine setting, its default and its valid range, in one place.
+
+:class:`SessionConfig` is what one watching session runs with (pace, frames, reply length, how
+talkative, how long); :class:`BackendSettings` is how the in-process engine is started (context
+size, threads, GPU layers). The CLIs, the eval runner, the GUI worker and the settings dialog all
+take their defaults, ranges and help text from here (:func:`limit`, :func:`cli_type`), so a value
+accepted in one place is accepted everywhere and a bad one is refused at entry with the range in
+the message (``--n-ctx 16`` is an error here, not a llama.cpp abort later).
+
+Why these ranges:
+
+- ``interval`` 0.1–60 s: the paper samples at 1 s; below 0.1 s no CPU keeps up, above a minute it
+  is no longer commentary.
+- ``frames_per_turn`` 1–4: the model was trained on 2 frames a turn; 1 answers faster, 3–4 are
+  tolerated by the protocol (docs/protocol.md §Turns).
+- ``tokens_per_frame`` 4–1024: 128 as trained; the resize keeps the aspect ratio within the budget.
+- ``talkativeness`` −50…50: a logit bias on speaking at the first token; ±50 already decides every step.
+- ``max_new_tokens`` 1–1024: replies are a sentence or two; 0 would mean "never say anything".
+- ``max_turns`` 0–10⁹: 0 means explicitly "until the source ends".
+- ``n_ctx`` 1024–131072: below 1024 the system prompt and one turn of frames do not fit
+  (docs/llamacpp.md §Context); Qwen2.5-VL's trained window is 128 Ki.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from app.core.errors import SettingError
+from app.core.protocol import (
+    DEFAULT_FRAMES_PER_TURN,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_TOKENS_PER_FRAME,
+    SYSTEM_PROMPT,
+)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A setting's valid closed range, its unit and a one-line help text."""
+
+    low: float
+    high: float
+    help: str
+    unit: str = ""
+
+    def check(self, name: str, value: Any, *, flag: str | None = None) -> None:
+        """Raise :class:`SettingError` unless ``value`` is a finite number within the range."""
+        label = flag or name
+        is_int = isinstance(self.low, int) and isinstance(self.high, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingError(f"{label} must be a number ({self.describe()}), got {value!r}")
+        if is_int and not float(value).is_integer():
+            raise SettingError(f"{label} must be a whole number ({self.describe()}), got {value!r}")
+        if not math.isfinite(value) or not self.low <= value <= self.high:
+            raise SettingError(f"{label} must be within {self.describe()}, got {value!r}")
+
+    def describe(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_num(self.low)} to {_num(self.high)}{unit}"
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _setting(default: Any, low: float, high: float, help: str, unit: str = "") -> Any:  # noqa: A002
+    return field(default=default, metadata={"limit": Limit(low, high, help, unit)})
+
+
+def _validate(obj: object) -> None:
+    for f in fields(obj):  # type: ignore[arg-type]
+        lim = f.metadata.get("limit")
+        if lim is not None:
+            lim.check(f.name, getattr(obj, f.name))
+
+
+@dataclass
+class SessionConfig:
+    """How one session watches and talks. Validated on creation: a bad value never reaches the model."""
+
+    interval: float = _setting(DEFAULT_INTERVAL_S, 0.1, 60.0, "seconds between frames (paper: 1 s)", "s")
+    frames_per_turn: int = _setting(DEFAULT_FRAMES_PER_TURN, 1, 4,
+                                    "frames the model sees before each decision (trained on 2)")
+    tokens_per_frame: int = _setting(DEFAULT_TOKENS_PER_FRAME, 4, 1024,
+                                     "visual tokens per frame (trained on 128)", "tokens")
+    talkativeness: float = _setting(0.0, -50.0, 50.0, "bias towards speaking (0 = as trained)")
+    max_new_tokens: int = _setting(128, 1, 1024, "longest reply", "tokens")
+    max_turns: int = _setting(0, 0, 10**9, "stop after N turns (0 = until the source ends)", "turns")
+    system_prompt: str = SYSTEM_PROMPT
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def seconds_per_turn(self) -> float:
+        """How often the model decides whether to speak."""
+        return self.interval * self.frames_per_turn
+
+
+FLASH_ATTN = ("auto", "on", "off")
+
+
+@dataclass
+class BackendSettings:
+    """How the in-process engine starts. ``n_threads`` 0 means the one policy in :func:`resolve_threads`."""
+
+    n_ctx: int = _setting(8192, 1024, 131072, "context window", "tokens")
+    n_threads: int = _setting(0, 0, 1024, "CPU threads (0 = automatic)")
+    n_gpu_layers: int = _setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
+    flash_attn: str = "auto"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if self.flash_attn not in FLASH_ATTN:
+            raise SettingError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
+
+
+def limit(cls: type, name: str) -> Limit:
+    """The :class:`Limit` of ``cls.name`` (``limit(SessionConfig, "interval")``)."""
+    for f in fields(cls):
+        if f.name == name and "limit" in f.metadata:
+            return f.metadata["limit"]
+    raise KeyError(f"{cls.__name__}.{name} has no limit")
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of ``cls.name`` as declared above."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"{cls.__name__} has no field {name}")
+
+
+def cli_type(cls: type, name: str, flag: str) -> Any:
+    """An argparse ``type=`` that parses and range-checks ``flag`` against ``cls.name``'s limit."""
+    import argparse
+
+    lim = limit(cls, name)
+    is_int = isinstance(lim.low, int) and isinstance(lim.high, int)
+
+    def parse(text: str) -> int | float:
+        try:
+            value: int | float = int(text) if is_int else float(text)
+        except ValueError:
+            kind = "a whole number" if is_int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind} ({lim.describe()})") from None
+        try:
+            lim.check(name, value, flag=flag)
+        except SettingError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = flag  # argparse names the type in its message
+    return parse
+
+
+def cli_help(cls: type, name: str) -> str:
+    lim = limit(cls, name)
+    return f"{lim.help}; {lim.describe()}, default {default(cls, name)!s}"
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity and cgroup-pinned containers included)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int, *, leave_one_for_ui: bool = False) -> int:
+    """The one thread policy: an explicit count wins; 0 means every usable core, less one for a GUI.
+
+    A GUI leaves one core free because with every core decoding the event loop waits for the
+    scheduler and the window stutters (bench/gui_responsiveness.py); a headless run takes them all.
+    """
+    if requested > 0:
+        return requested
+    cores = usable_cores()
+    return max(1, cores - 1) if leave_one_for_ui else cores

@@ -1,0 +1,523 @@
+"""The session controller: one watching session's state, settings, transcript and source health.
+
+It is Qt-free so the GUI, ``duet run`` and the tests drive a session the same way:
+
+- :meth:`SessionController.run` runs a whole session on the calling thread (the GUI's worker
+  thread, the CLI's main thread, a test) and returns why it ended;
+- control comes from any thread: :meth:`ask`, :meth:`pause`, :meth:`resume`, :meth:`stop`,
+  :meth:`set_talkativeness`, :meth:`add_feedback`;
+- everything that happens is reported as a typed event (:data:`Event`) to one listener, on the
+  thread where it happened (the GUI's worker turns them into queued signals).
+
+States: ``idle → loading → running ⇄ paused → stopping → idle`` (:class:`State`).
+
+Pause keeps time. A source that owns its clock (a video file) holds it: after resume the video
+continues from the same moment and the frames of a turn stay contiguous. A live source (camera,
+screen) cannot stop the world: the pause becomes an explicit gap — a :class:`Gap` event and a
+``gap`` record in the transcript — and the frames collected before it are dropped, so a turn never
+holds frames from two different moments.
+
+The backend stays loaded between sessions (loading is the slow part) and is only freed when no
+step can be using it (:meth:`release_backend`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from app.capture.base import CaptureError, FrameSource, SourceHealth
+from app.core.config import BackendSettings, SessionConfig
+from app.core.errors import DuetError
+from app.core.sessions import SessionStore, SessionWriter
+from app.core.types import Frame, StepResult
+from app.engine.backend import Backend, BackendError
+from app.engine.factory import make_backend
+from app.engine.session import ProactiveSession
+
+log = logging.getLogger("duet.controller")
+
+
+class State(str, enum.Enum):
+    """Where a session is. A ``str`` enum, so ``state == "idle"`` reads naturally in tests and logs."""
+
+    IDLE = "idle"
+    LOADING = "loading"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+
+
+# ---- events (each a small frozen dataclass; the listener branches on the type) -----------------
+@dataclass(frozen=True)
+class StateChanged:
+    state: State
+
+
+@dataclass(frozen=True)
+class Loading:
+    what: str  # "Loading model demo…", "Opening file:vtest.avi…"
+
+
+@dataclass(frozen=True)
+class Started:
+    device: str
+    source_name: str
+
+
+@dataclass(frozen=True)
+class FrameSampled:
+    frame: Frame  # for a preview; every sampled frame, before the model sees it
+
+
+@dataclass(frozen=True)
+class StepDone:
+    result: StepResult
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A live source was paused: ``seconds`` of the world were not watched before ``video_time``."""
+
+    video_time: float
+    seconds: float
+    frames_dropped: int  # frames of the unfinished turn thrown away
+
+
+@dataclass(frozen=True)
+class HealthChanged:
+    health: SourceHealth
+    detail: str  # the source's own words ("camera lost, retrying…")
+    source_name: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something went wrong that does not end the session (the transcript could not be written)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The session ends because of this; the message is written for the user."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "ended" | "stopped" | "error" | "max turns"
+
+
+Event = StateChanged | Loading | Started | FrameSampled | StepDone | Gap | HealthChanged | Problem | Failed | Finished
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class RunRequest:
+    """Everything one session starts from; settings validated by their dataclasses."""
+
+    source: str  # a source spec (app.capture.parse)
+    model: str  # a model reference (app.modelhub.library.resolve_model)
+    config: SessionConfig = field(default_factory=SessionConfig)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    mmproj: str | None = None
+    questions: list[tuple[str, float | None]] = field(default_factory=list)  # (text, video time or None)
+    realtime: bool = True  # video files: follow the wall clock (False = every frame, as fast as possible)
+    interactive: bool = False  # a GUI is running: the thread policy leaves it a core
+
+
+BackendFactory = Callable[[RunRequest], Backend]
+SourceFactory = Callable[[RunRequest], FrameSource]
+
+
+def default_backend(request: RunRequest) -> Backend:
+    return make_backend(request.model, request.mmproj, request.backend, interactive=request.interactive)
+
+
+class SessionController:
+    """See the module docstring. One controller runs one session at a time, and can run many in turn."""
+
+    def __init__(self, backend_factory: BackendFactory = default_backend, source_factory: SourceFactory | None = None,
+                 *, store: SessionStore | None = None, listener: Listener | None = None,
+                 exclude: object = None) -> None:
+        self.backend_factory = backend_factory
+        self.source_factory = source_factory
+        self.store = store
+        self.listener = listener
+        self.exclude = exclude  # windows a screen source hides while grabbing (the overlay)
+        self.backend: Backend | None = None
+        self._backend_key: tuple[object, ...] | None = None
+        self.session: ProactiveSession | None = None
+        self.source: FrameSource | None = None
+        self.writer: SessionWriter | None = None
+        self.last_result: StepResult | None = None  # the newest step, for the time stamp of a question
+        self.replies: dict[int, dict] = {}  # turn → its transcript record, so feedback attaches to a reply
+        self._state = State.IDLE
+        self._lock = threading.RLock()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._paused_at: float | None = None  # when the latest pause began
+        self._resumed_at: float | None = None  # when it ended
+        self._pauses = 0  # pauses so far; the loop compares with the ones it has handled
+        self._pauses_seen = 0
+        self._held = False  # the source held its own clock for the current pause
+        self._stopping = False
+        self._in_run = False
+        self._free_after_run = False
+        self._health = SourceHealth.OK
+
+    # ---- state --------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _emit(self, event: Event) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(event)
+            except Exception:  # a broken listener must not kill the session
+                log.exception("session listener failed on %s", type(event).__name__)
+
+    def _set_state(self, state: State) -> None:
+        with self._lock:
+            if self._state == state:
+                return
+            self._state = state
+        self._emit(StateChanged(state))
+
+    # ---- control from any thread --------------------------------------------------------------
+    def ask(self, text: str, *, spoken: bool = False, at: float | None = None) -> bool:
+        """Queue a question for the next turn; False when no session is running to take it."""
+        text = text.strip()
+        session = self.session
+        if not text or session is None or self._state not in (State.RUNNING, State.PAUSED):
+            return False
+        session.ask(text, at=at)
+        self._write(lambda w: w.add_question(text, spoken=spoken))
+        return True
+
+    @property
+    def video_time(self) -> float:
+        """The session's clock: video time after the newest turn (0 before the first)."""
+        session = self.session
+        return session.video_time if session is not None else 0.0
+
+    def pause(self) -> bool:
+        """Hold the stream; the step inside the model (if any) still finishes. False if not running."""
+        with self._lock:
+            if self._state != State.RUNNING:
+                return False
+            self._resume.clear()
+            self._paused_at = time.monotonic()
+            self._resumed_at = None
+            self._pauses += 1
+            source = self.source
+            self._held = bool(source.pause()) if source is not None else False
+        self._set_state(State.PAUSED)
+        return True
+
+    def resume(self) -> bool:
+        with self._lock:
+            if self._state != State.PAUSED:
+                return False
+            source = self.source
+            if source is not None and self._held:
+                source.resume()
+            self._resumed_at = time.monotonic()
+        self._set_state(State.RUNNING)
+        self._resume.set()
+        return True
+
+    def toggle_pause(self) -> bool:
+        return self.resume() if self._state == State.PAUSED else self.pause()
+
+    def stop(self) -> None:
+        """Ask the session to end soon; returns at once (the source is closed from a helper thread,
+        because closing a screen source from the GUI thread could deadlock with its overlay hiding)."""
+        with self._lock:
+            if self._state not in (State.LOADING, State.RUNNING, State.PAUSED):
+                return
+            self._stopping = True
+            session, source = self.session, self.source
+        self._set_state(State.STOPPING)
+        self._resume.set()
+        if session is not None:
+            session.stop()
+        if source is not None:
+            threading.Thread(target=_close_quietly, args=(source,), name="duet-close-source", daemon=True).start()
+
+    def set_talkativeness(self, value: float) -> None:
+        """Change how talkative the running session is, from its next step (range-checked)."""
+        session = self.session
+        if session is not None:
+            SessionConfig(talkativeness=value)  # validates, with the range in the message
+            session.config.talkativeness = float(value)
+
+    def add_feedback(self, turn: int, kind: str, on: bool = True, note: str = "") -> bool:
+        """Attach the user's feedback to a reply of the running session's transcript."""
+        if turn not in self.replies:
+            return False
+        return self._write(lambda w: w.add_feedback(turn, kind, on, note))
+
+    def mark_folded(self, turn: int) -> None:
+        """The GUI folded this reply into an earlier one on screen; the transcript keeps it, marked."""
+        if turn in self.replies:
+            self.replies[turn]["folded"] = True
+            self._write(lambda w: w.add_record({"type": "fold", "turn": turn}))
+
+    def release_backend(self) -> None:
+        """Free the model now if no session uses it, else as soon as the running one ends."""
+        with self._lock:
+            if self._in_run:
+                self._free_after_run = True
+                return
+            backend, self.backend, self._backend_key = self.backend, None, None
+        if backend is not None:
+            backend.close()
+
+    # ---- source health ------------------------------------------------------------------------
+    def check_health(self) -> SourceHealth:
+        """Read the source's health; a change is reported once as :class:`HealthChanged`."""
+        source = self.source
+        if source is None:
+            return self._health
+        try:
+            health, detail = source.health, source.status
+        except Exception:  # a source being closed on another thread
+            return self._health
+        if health != self._health:
+            self._health = health
+            self._emit(HealthChanged(health, detail, source.name))
+        return health
+
+    # ---- the session (caller's thread) --------------------------------------------------------
+    def run(self, request: RunRequest) -> str:
+        """Run one session to its end and return why it ended ("ended", "stopped", "error", "max turns")."""
+        with self._lock:
+            if self._in_run:
+                raise RuntimeError("a session is already running on this controller")
+            self._in_run = True
+            self._stopping = False
+            self._resume.set()
+            self._health = SourceHealth.OK
+            self._pauses_seen = self._pauses
+            self.replies = {}
+            self.last_result = None
+        self._set_state(State.LOADING)
+        reason = "ended"
+        try:
+            reason = self._run(request)
+        except DuetError as e:
+            reason = "error"
+            self._emit(Failed(self._describe(e)))
+        except Exception as e:  # never die silently: the user gets the message, the log the traceback
+            log.exception("session crashed")
+            reason = "error"
+            self._emit(Failed(f"Unexpected error: {type(e).__name__}: {e}"))
+        finally:
+            self._finish(reason)
+        return reason
+
+    def _run(self, request: RunRequest) -> str:
+        try:
+            backend = self._ensure_backend(request)
+        except (DuetError, OSError) as e:
+            raise _StartError(f"The model could not be loaded: {e}") from e
+        source = self._open_source(request)
+        with self._lock:
+            self.source = source
+            if self._stopping:  # stop was pressed while the model or source was loading
+                return "stopped"
+            self.session = session = ProactiveSession(backend, request.config)
+        for text, at in request.questions:
+            session.ask(text, at=at)
+        device = getattr(backend, "device", "?")
+        self._open_transcript(request, device, source.name)
+        with self._lock:
+            go = not self._stopping
+            if go:
+                self._state = State.RUNNING
+        if go:
+            self._emit(StateChanged(State.RUNNING))
+        self._emit(Started(device, source.name))
+        for result in session.run(_Tap(source, self)):
+            self.last_result = result
+            self._record(result)
+            self._emit(StepDone(result))
+            if self._stopping:
+                break
+        if self._stopping:
+            return "stopped"
+        cap = request.config.max_turns
+        return "max turns" if cap and session.turn >= cap else "ended"
+
+    def _ensure_backend(self, request: RunRequest) -> Backend:
+        key = (request.model, request.mmproj, request.backend)
+        if self.backend is None or self._backend_key != key:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
+            self._emit(Loading(f"Loading model {request.model}…"))
+            self.backend = self.backend_factory(request)
+            self._backend_key = key
+        return self.backend
+
+    def _open_source(self, request: RunRequest) -> FrameSource:
+        if self.source_factory is not None:
+            source = self.source_factory(request)
+        else:
+            from app.capture.parse import build_source
+
+            source = build_source(request.source, realtime=request.realtime, exclude=self.exclude)
+        self._emit(Loading(f"Opening {source.name}…"))
+        try:
+            source.open()
+        except BaseException:
+            _close_quietly(source)
+            raise
+        return source
+
+    def _finish(self, reason: str) -> None:
+        with self._lock:
+            source, self.source = self.source, None
+            self.session = None
+            self._resume.set()
+            self._paused_at = None
+            self._pauses_seen = self._pauses
+        if source is not None:
+            _close_quietly(source)
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close(reason)
+            except (OSError, ValueError) as e:
+                self._emit(Problem(f"The transcript could not be closed ({e})."))
+        with self._lock:
+            self._in_run = False
+            free = self._free_after_run
+            self._free_after_run = False
+        if free:
+            self.release_backend()
+        self._set_state(State.IDLE)
+        self._emit(Finished(reason))
+
+    @staticmethod
+    def _describe(e: DuetError) -> str:
+        if isinstance(e, _StartError):
+            return str(e)
+        if isinstance(e, CaptureError):
+            return f"The source stopped working: {e}"
+        if isinstance(e, BackendError):
+            return f"The model failed: {e}"
+        return str(e)
+
+    # ---- pauses (loop thread, called by _Tap) -------------------------------------------------
+    def _hold_while_paused(self) -> bool:
+        """Block while paused. True when the frame in hand must be dropped (a live source's gap).
+
+        Pauses are counted, so even a pause shorter than one interval that began and ended
+        between two frames is seen as a gap in a live stream.
+        """
+        self._resume.wait()
+        with self._lock:
+            if self._pauses == self._pauses_seen:
+                return False
+            self._pauses_seen = self._pauses
+            held, paused_at, resumed_at = self._held, self._paused_at, self._resumed_at
+        if held or self._stopping or paused_at is None:
+            return False  # the source held its clock: the frame in hand is the very next moment
+        seconds = max(0.0, (resumed_at or time.monotonic()) - paused_at)
+        session = self.session
+        dropped = session.break_turn() if session is not None else 0
+        at = session.video_time if session is not None else 0.0
+        self._write(lambda w: w.add_record({"type": "gap", "time": round(at, 3), "seconds": round(seconds, 3),
+                                            "frames_dropped": dropped}))
+        self._emit(Gap(at, seconds, dropped))
+        return True
+
+    # ---- transcript ---------------------------------------------------------------------------
+    def _open_transcript(self, request: RunRequest, device: str, source_name: str) -> None:
+        if self.store is None:
+            return
+        c = request.config
+        meta = {"source": request.source, "model": request.model, "interval": c.interval,
+                "frames_per_turn": c.frames_per_turn, "talkativeness": c.talkativeness,
+                "max_new_tokens": c.max_new_tokens, "device": device, "source_name": source_name}
+        try:
+            self.writer = self.store.create(meta)
+        except OSError as e:
+            self._emit(Problem(f"This session cannot be saved ({e}); it will run without a transcript."))
+
+    def _record(self, result: StepResult) -> None:
+        record: dict | None = None
+
+        def add(w: SessionWriter) -> None:
+            nonlocal record
+            record = w.add_step(result)
+
+        if not self._write(add) and record is None:
+            record = {"type": "step", **result.to_json()}
+        if not result.silent and record is not None:
+            self.replies[result.turn] = record
+
+    def _write(self, action: Callable[[SessionWriter], object]) -> bool:
+        """Apply one write to the transcript; on a failure say so once and go on unsaved."""
+        with self._lock:
+            writer = self.writer
+            if writer is None:
+                return False
+            try:
+                action(writer)
+                return True
+            except OSError as e:
+                self.writer = None
+                message = f"The transcript could not be written ({e}); the session goes on unsaved."
+        self._emit(Problem(message))
+        return False
+
+
+class _StartError(DuetError):
+    """A failure to start whose message is already written for the user."""
+
+
+def _close_quietly(source: FrameSource) -> None:
+    try:
+        source.close()
+    except Exception:
+        log.exception("closing the source failed")
+
+
+class _Tap(FrameSource):
+    """Wraps the real source: reports each frame and its health, holds the loop while paused."""
+
+    def __init__(self, inner: FrameSource, controller: SessionController) -> None:
+        self.inner = inner
+        self.controller = controller
+        self.name = inner.name
+        self.live = inner.live
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def sample(self, interval: float) -> Iterator[Frame]:
+        c = self.controller
+        for frame in self.inner.sample(interval):
+            if c._stopping:
+                return
+            if c._hold_while_paused():
+                continue  # a live source's frame from before the pause: stale
+            if c._stopping:
+                return
+            c.check_health()
+            c._emit(FrameSampled(frame))
+            yield frame
+        c.check_health()

@@ -1,0 +1,45 @@
+"""``make_backend``: the one place a backend is built, for the GUI, ``duet run``, ``duet eval`` and tests.
+
+Settings come from :class:`~app.core.config.BackendSettings` (validated there, with ranges), the
+thread count from the one policy in :func:`~app.core.config.resolve_threads`. A caller picks either
+a model reference (library name, ``demo``, ``tiny`` or a GGUF path) for the in-process llama.cpp
+engine, or ``remote=URL`` for an OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.core.config import BackendSettings, resolve_threads
+from app.engine.backend import Backend
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """An OpenAI-compatible server to use instead of the in-process engine."""
+
+    url: str
+    model: str = "mmduet2"
+    api_key_env: str = "DUET_API_KEY"
+
+
+def make_backend(model: str, mmproj: str | None = None, settings: BackendSettings | None = None, *,
+                 remote: RemoteSpec | None = None, interactive: bool = False) -> Backend:
+    """Load the backend a caller asks for.
+
+    ``interactive`` is True for the GUI: the thread policy then leaves one core to the window.
+    Raises :class:`~app.engine.backend.BackendError` (a :class:`~app.core.errors.DuetError`) with
+    the file or setting at fault.
+    """
+    if remote is not None:
+        from app.engine.remote_backend import RemoteBackend
+
+        return RemoteBackend(remote.url, model=remote.model, api_key_env=remote.api_key_env)
+    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+    from app.modelhub.library import resolve_model
+
+    s = settings or BackendSettings()
+    model_path, mmproj_path = resolve_model(model, mmproj)
+    threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive)
+    return LlamaBackend(model_path, mmproj_path, LlamaSettings(
+        n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn))
