@@ -12,11 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+from app.core.timefmt import clock as _fmt_time
 
 
 def _timed_question(value: str) -> tuple[float, str]:
@@ -84,49 +80,61 @@ def cmd_models_import(a: argparse.Namespace) -> int:
 
 # ---- run -------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
+    """Headless session: the same controller the GUI drives, with replies printed as they come."""
     from app.capture.parse import open_source
-    from app.engine.session import ProactiveSession, SessionConfig
+    from app.core.config import SessionConfig
+    from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
 
+    config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
+                           tokens_per_frame=a.tokens_per_frame, talkativeness=a.talkativeness,
+                           max_new_tokens=a.max_new_tokens, max_turns=a.max_turns)
     source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
     try:
         backend = make_backend(a)
     except BaseException:
         source.close()
         raise
-    session = ProactiveSession(backend, SessionConfig(
-        interval=a.interval, frames_per_turn=a.frames_per_turn, tokens_per_frame=a.tokens_per_frame,
-        talkativeness=a.talkativeness, max_new_tokens=a.max_new_tokens))
-    for q in a.ask:
-        session.ask(q)
-    for t, q in a.ask_at:
-        session.ask(q, at=t)
-    out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None
+    out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None  # noqa: SIM115 - closed below
+    failures: list[str] = []
+    n_replies = 0
+
+    def show(event: object) -> None:
+        nonlocal n_replies
+        if isinstance(event, (Failed, Problem)):
+            failures.append(event.message)
+            print(f"duet: {event.message}", file=sys.stderr)
+        if not isinstance(event, StepDone):
+            return
+        r = event.result
+        if r.question:
+            print(f"[{_fmt_time(r.video_time)}] (you) {r.question}")
+        if not r.silent:
+            n_replies += 1
+            print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
+        elif a.verbose:
+            print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms)", flush=True)
+        if out:
+            out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+            out.flush()
+
+    controller = SessionController(lambda _r: backend, lambda _r: source, listener=show)
+    request = RunRequest(source=a.source, model=a.model, config=config,
+                         questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
     print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
-    n_replies = 0
+    reason = "ended"
     try:
-        with source:
-            for r in session.run(source):
-                if r.question:
-                    print(f"[{_fmt_time(r.video_time)}] (you) {r.question}")
-                if not r.silent:
-                    n_replies += 1
-                    print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
-                elif a.verbose:
-                    print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms)", flush=True)
-                if out:
-                    out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-                    out.flush()
-                if a.max_turns and r.turn + 1 >= a.max_turns:
-                    break
+        reason = controller.run(request)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
         if out:
             out.close()
-        backend.close()
-    print(f"{session.turn} turns, {n_replies} replies, {_fmt_time(session.video_time)} of video", file=sys.stderr)
-    return 0
+        controller.release_backend()
+    last = controller.last_result
+    turns, video = (last.turn + 1, last.video_time) if last else (0, 0.0)
+    print(f"{turns} turns, {n_replies} replies, {_fmt_time(video)} of video", file=sys.stderr)
+    return 1 if reason == "error" and failures else 0
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -142,33 +150,37 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def backend_settings(a: argparse.Namespace):
+    """The :class:`~app.core.config.BackendSettings` a command's flags ask for (validated)."""
+    from app.core.config import BackendSettings
+
+    return BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers, flash_attn=a.flash_attn)
+
+
 def make_backend(a: argparse.Namespace):
     """The backend a command's flags ask for: in-process llama.cpp, or a remote server."""
-    if getattr(a, "remote", None):
-        from app.engine.remote_backend import RemoteBackend
+    from app.engine.factory import RemoteSpec
+    from app.engine.factory import make_backend as build
 
-        return RemoteBackend(a.remote, model=a.remote_model, api_key_env=a.api_key_env)
-    from app.engine.llama_backend import LlamaBackend, LlamaSettings
-    from app.modelhub.library import resolve_model
-
-    model, mmproj = resolve_model(a.model, a.mmproj)
-    return LlamaBackend(model, mmproj, LlamaSettings(
-        n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers, flash_attn=a.flash_attn))
+    remote = RemoteSpec(a.remote, a.remote_model, a.api_key_env) if getattr(a, "remote", None) else None
+    return build(a.model, a.mmproj, backend_settings(a), remote=remote)
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
+    from app.core.config import BACKEND_FLAGS, FLASH_ATTN, BackendSettings, add_arguments
+
     p.add_argument("--model", default="demo", help="library name, 'demo', 'tiny', or a text GGUF path")
     p.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
-    p.add_argument("--n-ctx", type=int, default=8192, help="context window in tokens")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
-    p.add_argument("--gpu-layers", type=int, default=-1, help="layers on the GPU (-1 = all, 0 = CPU only)")
-    p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
+    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="mmduet2", help="model name to send to the remote server")
     p.add_argument("--api-key-env", default="DUET_API_KEY", help="environment variable holding the API key")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments
+
     ap = argparse.ArgumentParser(prog="duet", description="Duet: an assistant that watches with you.")
     ap.add_argument("-v", "--log-level", default="WARNING", help="DEBUG, INFO, WARNING …")
     sub = ap.add_subparsers(dest="command")
@@ -181,12 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ask", action="append", default=[], help="a question asked at the start")
     r.add_argument("--ask-at", action="append", default=[], type=_timed_question, metavar="SECONDS:QUESTION",
                    help="a question asked at a video time")
-    r.add_argument("--interval", type=float, default=1.0, help="seconds between frames (paper: 1 s)")
-    r.add_argument("--frames-per-turn", type=int, default=2, choices=[1, 2])
-    r.add_argument("--tokens-per-frame", type=int, default=128)
-    r.add_argument("--talkativeness", type=float, default=0.0, help="bias towards speaking (0 = as trained)")
-    r.add_argument("--max-new-tokens", type=int, default=128)
-    r.add_argument("--max-turns", type=int, default=0, help="stop after N turns (0 = until the source ends)")
+    add_arguments(r, SessionConfig, ("interval", "frames_per_turn", "tokens_per_frame", "talkativeness",
+                                     "max_new_tokens", "max_turns"))
     r.add_argument("--fast", action="store_true",
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")
@@ -199,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to accept other machines")
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--alias", default="mmduet2")
-    sv.add_argument("--n-ctx", type=int, default=8192)
-    sv.add_argument("--gpu-layers", type=int, default=-1)
+    add_arguments(sv, BackendSettings, ("n_ctx", "n_gpu_layers"), BACKEND_FLAGS)
     sv.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="convert, quantize, list and import models").add_subparsers(dest="action",
@@ -249,16 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.main import main as gui_main
 
         return gui_main([])
-    from app.capture.base import CaptureError
-    from app.engine.backend import BackendError
-    from app.modelhub.convert import ConversionError
-    from app.modelhub.quantize import QuantizeError
-    from app.modelhub.validate import ModelFileError
+    from app.core.errors import DuetError
 
     try:
         return a.func(a)
-    except (BackendError, CaptureError, ConversionError, QuantizeError, ModelFileError, FileNotFoundError,
-            ValueError) as e:
+    except (DuetError, OSError) as e:  # written for the user (or by the OS); anything else is a bug
         print(f"duet: error: {e}", file=sys.stderr)
         return 2
 

@@ -162,6 +162,18 @@ def cli_help(cls: type, name: str) -> str:
     return f"{lim.help}; {lim.describe()}, default {default(cls, name)!s}"
 
 
+BACKEND_FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers"}
+
+
+def add_arguments(parser: Any, cls: type, names: tuple[str, ...], flags: dict[str, str] | None = None) -> None:
+    """Add ``--flag`` options for ``cls`` fields to an argparse parser or group, each with the
+    field's default, range-checked type and help; ``flags`` renames (``n_ctx`` → ``--n-ctx``)."""
+    for name in names:
+        flag = (flags or {}).get(name) or "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=cli_type(cls, name, flag), default=default(cls, name),
+                            help=cli_help(cls, name))
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (affinity and cgroup-pinned containers included)."""
     if hasattr(os, "sched_getaffinity"):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.atomic import write_json_atomic
+from app.core.timefmt import clock
 from app.core.types import StepResult
 
 log = logging.getLogger("duet.sessions")
@@ -280,11 +281,6 @@ class SessionStore:
             yield load_session(p)
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
-
-
 def export_markdown(session: SavedSession, *, include_silent: bool = False) -> str:
     """A readable transcript: questions and replies at their video time, thumbnails linked, feedback noted."""
     m = session.meta
@@ -298,7 +294,7 @@ def export_markdown(session: SavedSession, *, include_silent: bool = False) -> s
     for s in session.steps:
         if s.get("silent") and not s.get("question") and not include_silent:
             continue
-        stamp = _clock(float(s.get("time", 0.0)))
+        stamp = clock(float(s.get("time", 0.0)))
         if s.get("question"):
             lines.append(f"**[{stamp}] You:** {s['question']}")
             lines.append("")

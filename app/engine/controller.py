@@ -169,6 +169,7 @@ class SessionController:
         self._held = False  # the source held its own clock for the current pause
         self._stopping = False
         self._in_run = False
+        self._reserved = False
         self._free_after_run = False
         self._health = SourceHealth.OK
 
@@ -297,12 +298,17 @@ class SessionController:
         return health
 
     # ---- the session (caller's thread) --------------------------------------------------------
-    def run(self, request: RunRequest) -> str:
-        """Run one session to its end and return why it ended ("ended", "stopped", "error", "max turns")."""
+    def reserve(self) -> bool:
+        """Claim the controller for a session about to start (idle → loading); False if one is on.
+
+        A GUI calls this on its own thread when Start is pressed, then hands :meth:`run` to its
+        worker thread: a second click can then never queue a second session.
+        """
         with self._lock:
             if self._in_run:
-                raise RuntimeError("a session is already running on this controller")
+                return False
             self._in_run = True
+            self._reserved = True
             self._stopping = False
             self._resume.set()
             self._health = SourceHealth.OK
@@ -310,6 +316,16 @@ class SessionController:
             self.replies = {}
             self.last_result = None
         self._set_state(State.LOADING)
+        return True
+
+    def run(self, request: RunRequest) -> str:
+        """Run one session to its end and return why it ended ("ended", "stopped", "error", "max turns")."""
+        with self._lock:
+            reserved, self._reserved = self._reserved, False
+        if not reserved and not self.reserve():
+            raise RuntimeError("a session is already running on this controller")
+        with self._lock:
+            self._reserved = False
         reason = "ended"
         try:
             reason = self._run(request)

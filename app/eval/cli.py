@@ -20,6 +20,9 @@ import os
 import sys
 from pathlib import Path
 
+from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments
+from app.core.errors import DuetError, InputError
+
 ACTIONS = ("run", "make-synthetic")
 EXIT_INCOMPLETE = 3
 
@@ -28,14 +31,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (as for `duet run`)")
     g.add_argument("--model", help="library name, 'tiny', or a text GGUF path")
     g.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
-    g.add_argument("--n-ctx", type=int, default=8192)
-    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic)")
-    g.add_argument("--gpu-layers", type=int, default=-1)
+    add_arguments(g, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
     s = p.add_argument_group("stream")
-    s.add_argument("--interval", type=float, default=1.0, help="seconds between frames (paper: 1 s)")
-    s.add_argument("--frames-per-turn", type=int, default=2, choices=[1, 2])
-    s.add_argument("--tokens-per-frame", type=int, default=128)
-    s.add_argument("--max-new-tokens", type=int, default=64)
+    add_arguments(s, SessionConfig, ("interval", "frames_per_turn", "tokens_per_frame", "max_new_tokens"))
     j = p.add_argument_group("judge")
     j.add_argument("--judge", choices=["auto", "exact", "overlap", "llm"], default="auto",
                    help="auto: exact for templated (synthetic) sets, else overlap; llm needs --judge-url/-model")
@@ -116,20 +114,20 @@ def make_judge(a: argparse.Namespace, templated: bool):
     if kind == "overlap":
         return OverlapJudge()
     if not a.judge_url or not a.judge_model:
-        raise ValueError("--judge llm needs --judge-url and --judge-model")
+        raise InputError("--judge llm needs --judge-url and --judge-model")
     key = os.environ.get(a.judge_key_env) or os.environ.get("OPENAI_API_KEY")
     return LLMJudge(a.judge_url, a.judge_model, api_key=key, timeout=a.judge_timeout, retries=a.judge_retries)
 
 
 def _backend_factory(a: argparse.Namespace):
-    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+    from app.engine.factory import make_backend
     from app.modelhub.library import resolve_model
 
     model, mmproj = resolve_model(a.model, a.mmproj)
+    settings = BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers)
 
     def factory():
-        return LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_threads=a.threads,
-                                                         n_gpu_layers=a.gpu_layers))
+        return make_backend(str(model), str(mmproj), settings)
 
     return factory, f"{model.name} + {mmproj.name}"
 
@@ -139,14 +137,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     from app.eval.runner import RunSettings, run_eval
 
     if not a.target:
-        raise ValueError("give a DATASET (file or folder); see `duet eval -h`")
+        raise InputError("give a DATASET (file or folder); see `duet eval -h`")
     dataset = load_dataset(a.target, a.video_root)  # validate before anything loads
     templated = all(e.meta.get("templated") for e in dataset)
     judge = make_judge(a, templated)
     factory, model_desc = None, ""
     if not a.score_only:
         if not a.model:
-            raise ValueError("--model is required (or --score-only to rescore saved predictions)")
+            raise InputError("--model is required (or --score-only to rescore saved predictions)")
         factory, model_desc = _backend_factory(a)
     stem = Path(dataset.path).parent.name if dataset.path and dataset.path.stem == "dataset" else Path(a.target).stem
     out = Path(a.out) if a.out else Path("eval-runs") / f"{stem}-{Path(a.model or 'scored').stem}"
@@ -194,12 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.engine.backend import BackendError
-    from app.modelhub.validate import ModelFileError
-
     a = build_parser().parse_args(argv)
     try:
         return a.func(a)
-    except (BackendError, ModelFileError, ValueError, FileNotFoundError) as e:  # DatasetError, RunMismatch too
+    except (DuetError, OSError) as e:  # DatasetError, RunMismatch, ModelFileError, BackendError …
         print(f"duet eval: error: {e}", file=sys.stderr)
         return 2

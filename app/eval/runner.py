@@ -25,10 +25,10 @@ from typing import Any
 
 from app.capture.base import CaptureError, FrameSource
 from app.core.atomic import write_json_atomic
+from app.core.config import SessionConfig, default
 from app.core.errors import InputError
-from app.core.protocol import DEFAULT_TOKENS_PER_FRAME
 from app.engine.backend import Backend, BackendError
-from app.engine.session import ProactiveSession, SessionConfig
+from app.engine.session import ProactiveSession
 from app.eval.dataset import Dataset, Example, load_dataset
 from app.eval.judges import Judge, JudgeCache
 from app.eval.pauc import OMEGAS
@@ -50,10 +50,10 @@ class RunMismatch(InputError):
 class RunSettings:
     """What determines the predictions (besides the model), recorded in ``run.json``."""
 
-    interval: float = 1.0  # the paper's inference interval
-    frames_per_turn: int = 2
-    tokens_per_frame: int = DEFAULT_TOKENS_PER_FRAME
-    max_new_tokens: int = 64
+    interval: float = default(SessionConfig, "interval")  # defaults and ranges: app.core.config
+    frames_per_turn: int = default(SessionConfig, "frames_per_turn")
+    tokens_per_frame: int = default(SessionConfig, "tokens_per_frame")
+    max_new_tokens: int = default(SessionConfig, "max_new_tokens")
     model: str = ""  # a description of the model (file names), for the record and the resume check
 
     def session_config(self) -> SessionConfig:

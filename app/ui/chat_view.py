@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.sessions import FEEDBACK_KINDS
+from app.core.timefmt import clock
 from app.ui.images import rgb_to_pixmap
 
 THUMB_W = 112
@@ -36,11 +37,6 @@ def soft_wrap(text: str) -> str:
     return re.sub(rf"\S{{{_LONG_RUN},}}",
                   lambda m: "\u200b".join(m.group(0)[i:i + _LONG_RUN] for i in range(0, len(m.group(0)), _LONG_RUN)),
                   text)
-
-
-def clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
 class Bubble(QFrame):

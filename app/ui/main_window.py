@@ -1,8 +1,9 @@
-"""The main window: pick a source and a model, start / pause / stop, watch the chat fill.
+"""The main window: layout and signal wiring around the Qt-free session controller.
 
-It is a thin shell. The model loop runs in :class:`~app.ui.worker.SessionWorker` on its own thread;
-this window only reacts to its signals: draws the preview, appends bubbles, feeds the overlay and
-the speaker, and writes each step to the session store as it arrives (so a kill loses nothing).
+The session itself (states, pause, transcript, source health) is
+:class:`~app.engine.controller.SessionController`, run on its own thread by
+:class:`~app.ui.worker.SessionWorker`; the Watch tab's widgets are :class:`~app.ui.watch_panel.WatchPanel`.
+This window connects the two: draws the preview, appends bubbles, feeds the overlay and the speaker.
 Every failure arrives as a message (a red banner and a note in the chat), never a dialog that
 blocks the event loop, and never a crash.
 """
@@ -14,32 +15,18 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFrame,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMainWindow,
-    QPushButton,
-    QSizePolicy,
-    QSlider,
-    QSpinBox,
-    QSplitter,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
+from app.capture.base import SourceHealth
 from app.capture.parse import SourceSpecError, parse_spec
-from app.core.sessions import SessionStore, SessionWriter
+from app.core.config import SessionConfig
+from app.core.errors import SettingError
+from app.core.sessions import SessionStore
 from app.core.settings import Settings, SettingsStore
+from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
-from app.engine.session import SessionConfig
+from app.engine.controller import Gap, HealthChanged, State
 from app.modelhub.library import ModelLibrary
-from app.ui.chat_view import ChatView, clock
 from app.ui.images import rgb_to_pixmap
 from app.ui.model_page import ModelPage
 from app.ui.overlay import CaptureExclusion, Overlay
@@ -50,6 +37,7 @@ from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
+from app.ui.watch_panel import WatchPanel
 from app.ui.worker import (
     BackendFactory,
     RunRequest,
@@ -60,12 +48,6 @@ from app.ui.worker import (
 )
 
 log = logging.getLogger("duet.ui")
-
-
-def _section(text: str) -> QLabel:
-    label = QLabel(text.upper())
-    label.setObjectName("sectionTitle")
-    return label
 
 
 class MainWindow(QMainWindow):
@@ -80,10 +62,8 @@ class MainWindow(QMainWindow):
         self.settings: Settings = settings_store.load()
         self.sessions = session_store or SessionStore()
         self.library = library or ModelLibrary()
-        self.state = "idle"
-        self.writer: SessionWriter | None = None
+        self.state = State.IDLE  # mirrors the controller's state, updated as its signal arrives
         self.last_error = ""
-        self.last_result: StepResult | None = None
         self.device = ""
         self.tray = None
         self.setWindowTitle("Duet")
@@ -93,15 +73,19 @@ class MainWindow(QMainWindow):
         o = self.settings.overlay
         self.overlay = Overlay(fade_seconds=o.fade_seconds, font_size=o.font_size, opacity=o.opacity)
         self.exclusion = CaptureExclusion([self.overlay])
-        self.worker = SessionWorker(backend_factory, source_factory, exclude=self.exclusion)
+        self.worker = SessionWorker(backend_factory, source_factory, exclude=self.exclusion, store=self.sessions)
+        self.controller = self.worker.controller
         self.runner = SessionThread(self.worker)
+        self.worker.state_changed.connect(self._on_state)
         self.worker.loading.connect(self._on_loading)
         self.worker.started.connect(self._on_started)
         self.worker.frame.connect(self._on_frame)
         self.worker.step.connect(self._on_step)
+        self.worker.gap.connect(self._on_gap)
+        self.worker.health.connect(self._on_health)
+        self.worker.problem.connect(self.show_problem)
         self.worker.error.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
-        self.worker.paused_changed.connect(self._on_paused)
 
         self.speech = speech or SpeechBridge(self.settings.speech)
         self.speech.unavailable.connect(self._speech_unavailable)
@@ -125,12 +109,31 @@ class MainWindow(QMainWindow):
         if settings_store.recovered_from is not None:
             self.show_problem(f"The settings file was damaged; it was set aside as "
                               f"{settings_store.recovered_from.name} and defaults were restored.")
-        self._set_state("idle")
+        self._show_state(State.IDLE)
 
     # ---- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
+        self.watch = w = WatchPanel()
+        # The widgets tests and shortcuts reach through the window.
+        for name in ("banner", "source_label", "source_button", "preview", "start_button", "pause_button",
+                     "stop_button", "model_combo", "interval_spin", "frames_spin", "talk_slider", "talk_value",
+                     "mute_button", "overlay_button", "chat", "question", "ask_button", "talk_button"):
+            setattr(self, name, getattr(w, name))
+        w.source_button.clicked.connect(self.choose_source)
+        w.start_button.clicked.connect(self.start)
+        w.pause_button.clicked.connect(self.toggle_pause)
+        w.stop_button.clicked.connect(self.stop)
+        w.talk_slider.valueChanged.connect(self._on_talkativeness)
+        w.mute_button.toggled.connect(self.set_muted)
+        w.overlay_button.toggled.connect(self.set_overlay_visible)
+        w.settings_button.clicked.connect(self.open_settings)
+        w.chat.feedback.connect(self._on_feedback)
+        w.question.returnPressed.connect(self.ask_from_box)
+        w.ask_button.clicked.connect(self.ask_from_box)
+        w.talk_button.clicked.connect(self.push_to_talk)
+
         self.tabs = QTabWidget()
-        self.tabs.addTab(self._watch_tab(), "Watch")
+        self.tabs.addTab(w, "Watch")
         self.sessions_page = SessionsPage(self.sessions)
         self.tabs.addTab(self.sessions_page, "Sessions")
         self.model_page = ModelPage(self.library)
@@ -138,6 +141,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.model_page, "Models")
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setCentralWidget(self.tabs)
+        self._refresh_models()
 
         bar = self.statusBar()
         self.watching_label = QLabel()
@@ -147,153 +151,24 @@ class MainWindow(QMainWindow):
         self.context_label = QLabel("context —")
         self.device_label = QLabel("device —")
         self.source_status = QLabel("")
-        for w in (self.watching_label, self.source_status):
-            bar.addWidget(w)
-        for w in (self.latency_label, self.rtf_label, self.context_label, self.device_label):
-            bar.addPermanentWidget(w)
+        for label in (self.watching_label, self.source_status):
+            bar.addWidget(label)
+        for label in (self.latency_label, self.rtf_label, self.context_label, self.device_label):
+            bar.addPermanentWidget(label)
         s = self.settings.window
         self.resize(s.width, s.height)
         if s.x >= 0 and s.y >= 0:
             self.move(s.x, s.y)
 
-    def _watch_tab(self) -> QWidget:
-        page = QWidget()
-        outer = QVBoxLayout(page)
-        outer.setContentsMargins(14, 12, 14, 8)
-        self.banner = QLabel()
-        self.banner.setObjectName("banner")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
-        outer.addWidget(self.banner)
-
-        side = QFrame()
-        side.setObjectName("sidePanel")
-        side.setMinimumWidth(380)
-        col = QVBoxLayout(side)
-        col.setContentsMargins(16, 14, 16, 14)
-        col.setSpacing(8)
-        col.addWidget(_section("Watching"))
-        src_row = QHBoxLayout()
-        self.source_label = QLabel()
-        self.source_label.setObjectName("sourceName")
-        self.source_button = QPushButton("Choose…")
-        self.source_button.clicked.connect(self.choose_source)
-        src_row.addWidget(self.source_label, 1)
-        src_row.addWidget(self.source_button)
-        col.addLayout(src_row)
-        self.preview = QLabel("Preview appears here once Duet is watching")
-        self.preview.setObjectName("preview")
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(340, 200)
-        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        col.addWidget(self.preview, 1)
-
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton("▶  Start")
-        self.start_button.setObjectName("primary")
-        self.start_button.clicked.connect(self.start)
-        self.pause_button = QPushButton("❚❚  Pause")
-        self.pause_button.clicked.connect(self.toggle_pause)
-        self.stop_button = QPushButton("■  Stop")
-        self.stop_button.setObjectName("danger")
-        self.stop_button.clicked.connect(self.stop)
-        for b in (self.start_button, self.pause_button, self.stop_button):
-            buttons.addWidget(b)
-        col.addLayout(buttons)
-
-        col.addWidget(_section("Model"))
-        self.model_combo = QComboBox()
-        col.addWidget(self.model_combo)
-        self._refresh_models()
-
-        col.addWidget(_section("Pace"))
-        grid = QGridLayout()
-        self.interval_spin = QDoubleSpinBox()
-        self.interval_spin.setRange(0.2, 10.0)
-        self.interval_spin.setSingleStep(0.25)
-        self.interval_spin.setSuffix(" s")
-        self.frames_spin = QSpinBox()
-        self.frames_spin.setRange(1, 4)
-        self.talk_slider = QSlider(Qt.Orientation.Horizontal)
-        self.talk_slider.setRange(-50, 50)
-        self.talk_value = QLabel()
-        self.talk_slider.valueChanged.connect(self._on_talkativeness)
-        grid.addWidget(QLabel("Every"), 0, 0)
-        grid.addWidget(self.interval_spin, 0, 1)
-        grid.addWidget(QLabel("Frames per turn"), 1, 0)
-        grid.addWidget(self.frames_spin, 1, 1)
-        quiet, chatty = QLabel("Quiet"), QLabel("Chatty")
-        talk_row = QHBoxLayout()
-        talk_row.addWidget(quiet)
-        talk_row.addWidget(self.talk_slider, 1)
-        talk_row.addWidget(chatty)
-        talk_row.addWidget(self.talk_value)
-        grid.addLayout(talk_row, 2, 0, 1, 2)
-        col.addLayout(grid)
-
-        tools = QHBoxLayout()
-        self.mute_button = QPushButton("Voice on")
-        self.mute_button.setCheckable(True)
-        self.mute_button.toggled.connect(self.set_muted)
-        self.overlay_button = QPushButton("Overlay")
-        self.overlay_button.setCheckable(True)
-        self.overlay_button.toggled.connect(self.set_overlay_visible)
-        settings = QPushButton("Settings…")
-        settings.clicked.connect(self.open_settings)
-        for b in (self.mute_button, self.overlay_button, settings):
-            tools.addWidget(b)
-        col.addLayout(tools)
-
-        right = QWidget()
-        rcol = QVBoxLayout(right)
-        rcol.setContentsMargins(8, 0, 0, 0)
-        rcol.addWidget(_section("Conversation"))
-        self.chat = ChatView()
-        self.chat.feedback.connect(self._on_feedback)
-        rcol.addWidget(self.chat, 1)
-        ask_row = QHBoxLayout()
-        self.question = QLineEdit()
-        self.question.setPlaceholderText("Ask about what Duet sees…")
-        self.question.returnPressed.connect(self.ask_from_box)
-        self.ask_button = QPushButton("Ask")
-        self.ask_button.setObjectName("primary")
-        self.ask_button.clicked.connect(self.ask_from_box)
-        self.talk_button = QPushButton("●  Talk")
-        self.talk_button.setObjectName("talk")
-        self.talk_button.setCheckable(True)
-        self.talk_button.clicked.connect(self.push_to_talk)
-        ask_row.addWidget(self.question, 1)
-        ask_row.addWidget(self.ask_button)
-        ask_row.addWidget(self.talk_button)
-        rcol.addLayout(ask_row)
-
-        split = QSplitter()
-        split.addWidget(side)
-        split.addWidget(right)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([480, 760])
-        outer.addWidget(split, 1)
-        return page
-
     def _refresh_models(self) -> None:
         current = self.model_combo.currentData() or self.settings.session.model or "tiny"
-        self.model_combo.clear()
-        for name in self.model_page.model_names() if hasattr(self, "model_page") else ["tiny"]:
-            label = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}.get(name, name)
-            self.model_combo.addItem(label, name)
-        if self.model_combo.findData(current) < 0:  # a path or a model removed since
-            self.model_combo.addItem(current, current)
-        self.model_combo.setCurrentIndex(self.model_combo.findData(current))
+        self.watch.set_models(self.model_page.model_names(), current)
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
         self.source_label.setText(describe(s.session.source))
         self._refresh_models()
-        self.interval_spin.setValue(s.session.interval)
-        self.frames_spin.setValue(s.session.frames_per_turn)
-        self.talk_slider.setValue(round(s.session.talkativeness))
-        self._on_talkativeness(self.talk_slider.value())
+        self.watch.show_session_settings(s.session)
         self.mute_button.setChecked(s.speech.muted)
         self._label_mute(s.speech.muted)
         self.overlay_button.setChecked(s.overlay.visible)
@@ -327,31 +202,29 @@ class MainWindow(QMainWindow):
         self.question.setPlaceholderText(f"Ask about what Duet sees…  ({k.ask}, or {k.talk} to speak)")
 
     # ---- state ---------------------------------------------------------------------------------
-    def _set_state(self, state: str) -> None:
+    def _show_state(self, state: State) -> None:
         self.state = state
-        active = state in ("loading", "running", "paused")
-        self.start_button.setEnabled(state == "idle")
-        self.pause_button.setEnabled(state in ("running", "paused"))
-        self.stop_button.setEnabled(active)
-        self.source_button.setEnabled(state == "idle")
-        self.model_combo.setEnabled(state == "idle")
-        self.interval_spin.setEnabled(state == "idle")
-        self.frames_spin.setEnabled(state == "idle")
-        self.pause_button.setText("▶  Resume" if state == "paused" else "❚❚  Pause")
-        watching = state == "running"
+        self.watch.show_state(state)
+        watching = state == State.RUNNING
         self.overlay.set_capturing(watching, self.source_label.text() if watching else "")
-        self.watching_label.setText({"running": "● Watching", "paused": "❚❚ Paused", "loading": "… Starting",
-                                     "stopping": "… Stopping"}.get(state, "○ Idle"))
+        self.watching_label.setText({State.RUNNING: "● Watching", State.PAUSED: "❚❚ Paused",
+                                     State.LOADING: "… Starting", State.STOPPING: "… Stopping"}.get(state, "○ Idle"))
         if self.tray is not None:
             self.tray.setIcon(app_icon(recording=watching))
             self.tray.setToolTip(f"Duet — {self.watching_label.text()}")
 
+    @Slot(object)
+    def _on_state(self, _state: State) -> None:
+        """Show the controller's state *now* (signals from two threads may arrive out of order)."""
+        state, before = self.controller.state, self.state
+        if state == State.PAUSED and before != State.PAUSED:
+            self.player.pause()
+        elif state == State.RUNNING and before == State.PAUSED:
+            self.player.resume()
+        self._show_state(state)
+
     def _collect_settings(self) -> None:
-        s = self.settings.session
-        s.model = self.model_combo.currentData() or s.model
-        s.interval = round(self.interval_spin.value(), 3)
-        s.frames_per_turn = self.frames_spin.value()
-        s.talkativeness = float(self.talk_slider.value())
+        self.watch.read_session_settings(self.settings.session)
 
     def save_settings(self) -> None:
         self._collect_settings()
@@ -367,7 +240,7 @@ class MainWindow(QMainWindow):
     # ---- actions -------------------------------------------------------------------------------
     @Slot()
     def start(self) -> None:
-        if self.state != "idle":
+        if self.state != State.IDLE:
             return
         self.hide_problem()
         self._collect_settings()
@@ -375,45 +248,31 @@ class MainWindow(QMainWindow):
         s = self.settings.session
         try:
             config = SessionConfig(interval=s.interval, frames_per_turn=s.frames_per_turn,
-                                   talkativeness=s.talkativeness, max_new_tokens=48)
-        except ValueError as e:
+                                   talkativeness=s.talkativeness)
+        except SettingError as e:
             self.show_problem(str(e))
             return
         self.chat.clear()
         self.overlay.clear()
-        self.last_result = None
-        try:
-            self.writer = self.sessions.create({"source": s.source, "model": s.model, "interval": s.interval,
-                                                "frames_per_turn": s.frames_per_turn,
-                                                "talkativeness": s.talkativeness})
-        except OSError as e:
-            self.writer = None
-            self.show_problem(f"This session cannot be saved ({e}); it will run without a transcript.")
-        self._set_state("loading")
-        self.runner.start(RunRequest(source=s.source, model=s.model, config=config))
+        self.runner.start(RunRequest(source=s.source, model=s.model, config=config, interactive=True))
 
     @Slot()
     def stop(self) -> None:
-        if self.state in ("loading", "running", "paused"):
-            self._set_state("stopping")
-            self.worker.request_stop()
+        self.controller.stop()
 
     @Slot()
     def toggle_pause(self) -> None:
-        if self.state in ("running", "paused"):
-            self.worker.set_paused(self.state == "running")
+        self.controller.toggle_pause()
 
     def ask(self, text: str, *, spoken: bool = False) -> bool:
         text = text.strip()
         if not text:
             return False
-        if self.state not in ("running", "paused", "loading") or not self.worker.ask(text):
+        at = self.controller.video_time
+        if not self.controller.ask(text, spoken=spoken):
             self.show_problem("Start watching first, then ask: the question rides with the next frames.")
             return False
-        at = self.last_result.video_time if self.last_result else 0.0
         self.chat.add_question(text, at, spoken=spoken)
-        if self.writer is not None:
-            self.writer.add_question(text, spoken=spoken)
         return True
 
     @Slot()
@@ -502,12 +361,11 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def show_problem(self, text: str) -> None:
         self.last_error = text
-        self.banner.setText(text)
-        self.banner.show()
+        self.watch.show_problem(text)
         self.statusBar().showMessage(text, 8000)
 
     def hide_problem(self) -> None:
-        self.banner.hide()
+        self.watch.hide_problem()
 
     @Slot(str)
     def _speech_unavailable(self, text: str) -> None:
@@ -523,10 +381,6 @@ class MainWindow(QMainWindow):
         self.device = device
         self.device_label.setText(f"device {device}")
         self.statusBar().clearMessage()
-        if self.writer is not None:
-            self.writer.update_meta(device=device, source_name=source_name)
-        if self.state == "loading":
-            self._set_state("running")
         path = self._file_of(self.settings.session.source)
         if path is not None and self.player.available:
             self.player.play(path)
@@ -560,25 +414,31 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_step(self, r: StepResult) -> None:
-        self.last_result = r
-        shown = False
         if not r.silent:
             shown = self.overlay.add_reply(r.text, clock(r.video_time))
             self.chat.add_reply(r.text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
             if shown:
                 self.speech.say(r.text)
-        if self.writer is not None:
-            try:
-                self.writer.add_step(r, folded=not r.silent and not shown)
-            except OSError as e:
-                self.show_problem(f"The transcript could not be written ({e}); the session goes on unsaved.")
-                self.writer = None
+            else:
+                self.controller.mark_folded(r.turn)  # a near-repeat on screen; the transcript keeps it
         video_s = max(1e-6, len(r.frames) * (self.interval_spin.value() or 1.0))
         rtf = r.timings.total_ms / 1000 / video_s
         self.latency_label.setText(f"step {r.timings.total_ms:.0f} ms")
         self.rtf_label.setText(f"RTF {rtf:.2f}")
         fill = 100 * r.n_tokens / r.n_ctx if r.n_ctx else 0
         self.context_label.setText(f"context {r.n_tokens}/{r.n_ctx} ({fill:.0f}%)")
+
+    @Slot(object)
+    def _on_gap(self, gap: Gap) -> None:
+        self.chat.add_notice(f"Paused for {gap.seconds:.0f} s: Duet did not watch meanwhile, and starts the next "
+                             f"turn from fresh frames.")
+
+    @Slot(object)
+    def _on_health(self, event: HealthChanged) -> None:
+        if event.health in (SourceHealth.LOST, SourceHealth.HIDDEN):
+            self.show_problem(f"{event.source_name}: {event.detail}")
+        elif self.watch.banner.isVisible() and self.watch.banner.text().startswith(f"{event.source_name}:"):
+            self.hide_problem()
 
     @Slot(str)
     def _on_error(self, msg: str) -> None:
@@ -587,20 +447,12 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_finished(self, reason: str) -> None:
-        if self.writer is not None:
-            self.writer.close(reason)
-            self.writer = None
         if reason == "ended":
             self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
         self.player.stop()
-        self._set_state("idle")
+        self._on_state(self.controller.state)
         self.source_status.setText("")
         self.sessions_page.refresh()
-
-    @Slot(bool)
-    def _on_paused(self, paused: bool) -> None:
-        if self.state in ("running", "paused"):
-            self._set_state("paused" if paused else "running")
 
     @Slot(str)
     def _on_transcribed(self, text: str) -> None:
@@ -615,27 +467,21 @@ class MainWindow(QMainWindow):
 
     @Slot(int, str, bool)
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
-        if self.writer is not None:
-            self.writer.add_feedback(turn, kind, on)
+        self.controller.add_feedback(turn, kind, on)
 
     def _on_talkativeness(self, value: int) -> None:
-        self.talk_value.setText(f"{value:+d}")
-        self.worker.set_talkativeness(float(value))
+        self.controller.set_talkativeness(float(value))
 
     @Slot()
     def _poll_source(self) -> None:
-        src = self.worker.source
-        if src is None or self.state not in ("running", "paused"):
+        src = self.controller.source
+        if src is None or self.state not in (State.RUNNING, State.PAUSED):
             return
         try:
-            status = src.status
-        except Exception:
+            self.source_status.setText(src.status)
+        except Exception:  # the source is being closed on the worker thread
             return
-        self.source_status.setText(status)
-        if "lost" in status or "not visible" in status:
-            self.show_problem(f"{src.name}: {status}")
-        elif self.banner.isVisible() and self.banner.text().startswith(f"{src.name}:"):
-            self.hide_problem()
+        self.controller.check_health()  # a change arrives as a typed event (_on_health)
 
     def _tab_changed(self, index: int) -> None:
         if self.tabs.widget(index) is self.sessions_page:
@@ -645,10 +491,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.save_settings()
         self._poll.stop()
-        self.runner.close()
-        if self.writer is not None:
-            self.writer.close("app closed")
-            self.writer = None
+        self.runner.close()  # stops the session; its transcript is closed by the controller
         self.voice.close()
         self.speech.close()
         self.player.stop()

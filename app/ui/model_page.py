@@ -7,10 +7,9 @@ Downloading from Hugging Face has its own issue; the page keeps a place for it.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.modelhub.library import ModelLibrary
 from app.modelhub.validate import ModelFileError, check_pair
+from app.ui.background import BackgroundOp, describe_error
 
 
 def _size(path: Path) -> str:
@@ -35,11 +35,6 @@ def _size(path: Path) -> str:
         return f"{path.stat().st_size / 2**20:,.0f} MB"
     except OSError:
         return "missing"
-
-
-class _Importer(QObject):
-    done = Signal(str)
-    failed = Signal(str)
 
 
 class ModelPage(QWidget):
@@ -50,9 +45,6 @@ class ModelPage(QWidget):
     def __init__(self, library: ModelLibrary) -> None:
         super().__init__()
         self.library = library
-        self._importer = _Importer()
-        self._importer.done.connect(self._imported)
-        self._importer.failed.connect(self._import_failed)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 16, 16, 16)
         title = QLabel("INSTALLED MODELS")
@@ -156,15 +148,9 @@ class ModelPage(QWidget):
         self.message.setText("✓ The pair is valid. Copying into the library…")
         self.import_button.setEnabled(False)
 
-        def work() -> None:
-            try:
-                self.library.add(name, model, mmproj, source="imported")
-            except (ModelFileError, OSError) as e:
-                self._importer.failed.emit(str(e))
-                return
-            self._importer.done.emit(name)
-
-        threading.Thread(target=work, name="duet-import", daemon=True).start()
+        BackgroundOp(self, lambda: self.library.add(name, model, mmproj, source="imported"),
+                     success=lambda _entry: self._imported(name),
+                     failure=lambda e: self._import_failed(describe_error(e)), name="duet-import").run()
 
     def _imported(self, name: str) -> None:
         self.import_button.setEnabled(True)

@@ -8,6 +8,7 @@ transcription in a Python thread that talks to the whisper.cpp child process; th
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from app.speech.stt import (
     models_dir,
 )
 from app.speech.tts import Speaker
+from app.ui.background import BackgroundOp, describe_error
+
+log = logging.getLogger("duet.ui.speech")
 
 
 class SpeechBridge(QObject):
@@ -106,44 +110,40 @@ class VoiceInput(QObject):
     def stop(self) -> None:
         audio = self.recorder.stop()
         self._set("transcribing")
-        threading.Thread(target=self._transcribe, args=(audio,), name="duet-stt", daemon=True).start()
+        BackgroundOp(self, lambda: self._transcribe(audio), failure=self._failed,
+                     finally_=lambda: self._set("idle"), name="duet-stt").run()
 
     def model_path(self) -> Path | None:
         return find_model(self.settings.stt_model, self.model_dir)
 
     def _transcribe(self, audio: object) -> None:
+        """Worker thread: one recording to text; failures reach :meth:`_failed` on the GUI thread."""
         with self._busy:
-            try:
-                if self._transcriber is None:
-                    path = self.model_path()
-                    if path is None:
-                        raise SpeechModelError(
-                            f"The speech model {model_filename(self.settings.stt_model)} is not downloaded yet: "
-                            "Settings › Speech › Download. Until then, type your question.")
-                    self._transcriber = Transcriber(path)
-                text = self._transcriber.transcribe(audio)  # type: ignore[arg-type]
-                if text:
-                    self.transcribed.emit(text)
-                else:
-                    self.problem.emit("Nothing was heard; hold the talk key a little longer and speak up.")
-            except SpeechModelError as e:
-                self.problem.emit(str(e))
-            finally:
-                self._set("idle")
+            if self._transcriber is None:
+                path = self.model_path()
+                if path is None:
+                    raise SpeechModelError(
+                        f"The speech model {model_filename(self.settings.stt_model)} is not downloaded yet: "
+                        "Settings › Speech › Download. Until then, type your question.")
+                self._transcriber = Transcriber(path)
+            text = self._transcriber.transcribe(audio)  # type: ignore[arg-type]
+        if text:
+            self.transcribed.emit(text)
+        else:
+            self.problem.emit("Nothing was heard; hold the talk key a little longer and speak up.")
+
+    def _failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, SpeechModelError):
+            log.error("speech input failed", exc_info=(type(exc), exc, exc.__traceback__))
+        self.problem.emit(describe_error(exc))
 
     def download(self) -> None:
         """Fetch the configured whisper model in the background."""
-        def work() -> None:
-            self._set("downloading")
-            try:
-                download_model(self.settings.stt_model, self.model_dir,
-                               progress=lambda done, total: self.download_progress.emit(done, total))
-            except SpeechModelError as e:
-                self.problem.emit(str(e))
-            finally:
-                self._set("idle")
-
-        threading.Thread(target=work, name="duet-stt-download", daemon=True).start()
+        self._set("downloading")
+        BackgroundOp(self, lambda: download_model(
+            self.settings.stt_model, self.model_dir,
+            progress=lambda done, total: self.download_progress.emit(done, total)),
+            failure=self._failed, finally_=lambda: self._set("idle"), name="duet-stt-download").run()
 
     def close(self) -> None:
         if self.recorder.recording:

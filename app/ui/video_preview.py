@@ -65,6 +65,15 @@ class PlayerPreview(QObject):
             self.player.stop()
         self.active = False
 
+    def pause(self) -> None:
+        """Hold the picture with the session (the model's clock stops too)."""
+        if self.available and self.active:
+            self.player.pause()
+
+    def resume(self) -> None:
+        if self.available and self.active:
+            self.player.play()
+
     def set_muted(self, muted: bool) -> None:
         if self.available and self.audio is not None:
             self.audio.setMuted(muted)

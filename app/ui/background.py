@@ -1,0 +1,111 @@
+"""One way to run slow work off the GUI thread: :class:`BackgroundOp` (in the spirit of Anki's ``QueryOp``).
+
+``BackgroundOp(parent, op, success=…).run()`` runs ``op()`` on a daemon thread; ``success(result)``
+then runs on the GUI thread, and so does ``failure(exc)``. Every exception reaches a handler, so a
+button disabled while the work runs is always re-enabled: the default handler shows a
+:class:`~app.core.errors.DuetError`'s (or an ``OSError``'s) message as it is, and anything else as an unexpected error
+(logged with its traceback). ``finally_`` runs on the GUI thread after either.
+
+Long-lived loops (the model session) have their own QThread (:mod:`app.ui.worker`); this is for
+one-shot jobs: importing a model, transcribing a recording, downloading a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtWidgets import QWidget
+
+from app.core.errors import DuetError
+
+log = logging.getLogger("duet.ui.background")
+T = TypeVar("T")
+_alive: set[BackgroundOp[Any]] = set()  # an op lives until its handlers have run
+
+
+def describe_error(exc: BaseException) -> str:
+    """The words a person sees for a failure: a DuetError's (or the OS's) own message, else what it was."""
+    if isinstance(exc, (DuetError, OSError)):
+        return str(exc)
+    return f"Unexpected error: {type(exc).__name__}: {exc}"
+
+
+def report_failure(parent: QObject | None, exc: BaseException) -> None:
+    """The default failure handler: into the window's problem banner when it has one, else the log."""
+    if not isinstance(exc, (DuetError, OSError)):
+        log.error("background work failed", exc_info=(type(exc), exc, exc.__traceback__))
+    window = parent.window() if isinstance(parent, QWidget) else parent
+    show = getattr(window, "show_problem", None)
+    if callable(show):
+        show(describe_error(exc))
+    else:
+        log.warning("%s", describe_error(exc))
+
+
+class _Relay(QObject):
+    """Lives on the GUI thread; its signals carry the outcome back there (queued)."""
+
+    succeeded = Signal(object)
+    failed = Signal(object)
+
+
+class BackgroundOp(Generic[T]):
+    """See the module docstring. Create and ``run()`` on the GUI thread."""
+
+    def __init__(self, parent: QObject | None, op: Callable[[], T], *,
+                 success: Callable[[T], None] | None = None,
+                 failure: Callable[[BaseException], None] | None = None,
+                 finally_: Callable[[], None] | None = None, name: str = "duet-background") -> None:
+        self.parent = parent
+        self.op = op
+        self.success = success
+        self.failure = failure or (lambda exc: report_failure(parent, exc))
+        self.finally_ = finally_
+        self.name = name
+        self._relay = _Relay()
+        self._relay.succeeded.connect(self._on_success)
+        self._relay.failed.connect(self._on_failure)
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> BackgroundOp[T]:
+        _alive.add(self)
+        self.thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+        self.thread.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            result = self.op()
+        except BaseException as e:  # noqa: BLE001 - every failure must reach a handler on the GUI thread
+            self._relay.failed.emit(e)
+            return
+        self._relay.succeeded.emit(result)
+
+    @Slot(object)
+    def _on_success(self, result: T) -> None:
+        try:
+            if self.success is not None:
+                self.success(result)
+        except Exception as e:  # a failing success handler is still a failure to report
+            self._on_failure(e)
+            return
+        self._done()
+
+    @Slot(object)
+    def _on_failure(self, exc: BaseException) -> None:
+        try:
+            self.failure(exc)
+        except Exception:
+            log.exception("the failure handler of %s failed", self.name)
+        self._done()
+
+    def _done(self) -> None:
+        try:
+            if self.finally_ is not None:
+                self.finally_()
+        finally:
+            _alive.discard(self)

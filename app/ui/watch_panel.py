@@ -1,0 +1,208 @@
+"""The Watch tab: source, preview, start / pause / stop, model, pace, the conversation and the ask box.
+
+Layout and presentation only. What the buttons do is wired by :class:`~app.ui.main_window.MainWindow`
+to the session controller; the ranges of the pace controls come from
+:class:`~app.core.config.SessionConfig`, so the GUI accepts exactly what a session accepts.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.config import SessionConfig, limit
+from app.core.settings import SessionSettings
+from app.engine.controller import State
+from app.ui.chat_view import ChatView
+
+MODEL_LABELS = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}
+
+
+def section(text: str) -> QLabel:
+    label = QLabel(text.upper())
+    label.setObjectName("sectionTitle")
+    return label
+
+
+class WatchPanel(QWidget):
+    """See the module docstring. Widgets are public attributes; the window connects them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(14, 12, 14, 8)
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        outer.addWidget(self.banner)
+        split = QSplitter()
+        split.addWidget(self._side())
+        split.addWidget(self._conversation())
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([480, 760])
+        outer.addWidget(split, 1)
+
+    # ---- layout --------------------------------------------------------------------------------
+    def _side(self) -> QWidget:
+        side = QFrame()
+        side.setObjectName("sidePanel")
+        side.setMinimumWidth(380)
+        col = QVBoxLayout(side)
+        col.setContentsMargins(16, 14, 16, 14)
+        col.setSpacing(8)
+        col.addWidget(section("Watching"))
+        src_row = QHBoxLayout()
+        self.source_label = QLabel()
+        self.source_label.setObjectName("sourceName")
+        self.source_button = QPushButton("Choose…")
+        src_row.addWidget(self.source_label, 1)
+        src_row.addWidget(self.source_button)
+        col.addLayout(src_row)
+        self.preview = QLabel("Preview appears here once Duet is watching")
+        self.preview.setObjectName("preview")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(340, 200)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        col.addWidget(self.preview, 1)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("▶  Start")
+        self.start_button.setObjectName("primary")
+        self.pause_button = QPushButton("❚❚  Pause")
+        self.stop_button = QPushButton("■  Stop")
+        self.stop_button.setObjectName("danger")
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        col.addLayout(buttons)
+
+        col.addWidget(section("Model"))
+        self.model_combo = QComboBox()
+        col.addWidget(self.model_combo)
+        col.addWidget(section("Pace"))
+        col.addLayout(self._pace())
+
+        tools = QHBoxLayout()
+        self.mute_button = QPushButton("Voice on")
+        self.mute_button.setCheckable(True)
+        self.overlay_button = QPushButton("Overlay")
+        self.overlay_button.setCheckable(True)
+        self.settings_button = QPushButton("Settings…")
+        for b in (self.mute_button, self.overlay_button, self.settings_button):
+            tools.addWidget(b)
+        col.addLayout(tools)
+        return side
+
+    def _pace(self) -> QGridLayout:
+        grid = QGridLayout()
+        lim = limit(SessionConfig, "interval")
+        self.interval_spin = QDoubleSpinBox()
+        self.interval_spin.setRange(max(lim.low, 0.2), min(lim.high, 10.0))  # the useful part for a desktop
+        self.interval_spin.setSingleStep(0.25)
+        self.interval_spin.setSuffix(" s")
+        self.interval_spin.setToolTip(lim.help)
+        lim = limit(SessionConfig, "frames_per_turn")
+        self.frames_spin = QSpinBox()
+        self.frames_spin.setRange(int(lim.low), int(lim.high))
+        self.frames_spin.setToolTip(lim.help)
+        lim = limit(SessionConfig, "talkativeness")
+        self.talk_slider = QSlider(Qt.Orientation.Horizontal)
+        self.talk_slider.setRange(int(lim.low), int(lim.high))
+        self.talk_slider.setToolTip(lim.help)
+        self.talk_value = QLabel()
+        self.talk_slider.valueChanged.connect(lambda v: self.talk_value.setText(f"{v:+d}"))
+        self.cadence = QLabel()
+        self.cadence.setObjectName("hint")
+        self.interval_spin.valueChanged.connect(self._update_cadence)
+        self.frames_spin.valueChanged.connect(self._update_cadence)
+        grid.addWidget(QLabel("Every"), 0, 0)
+        grid.addWidget(self.interval_spin, 0, 1)
+        grid.addWidget(QLabel("Frames per turn"), 1, 0)
+        grid.addWidget(self.frames_spin, 1, 1)
+        grid.addWidget(self.cadence, 2, 0, 1, 2)
+        talk_row = QHBoxLayout()
+        talk_row.addWidget(QLabel("Quiet"))
+        talk_row.addWidget(self.talk_slider, 1)
+        talk_row.addWidget(QLabel("Chatty"))
+        talk_row.addWidget(self.talk_value)
+        grid.addLayout(talk_row, 3, 0, 1, 2)
+        return grid
+
+    def _conversation(self) -> QWidget:
+        right = QWidget()
+        rcol = QVBoxLayout(right)
+        rcol.setContentsMargins(8, 0, 0, 0)
+        rcol.addWidget(section("Conversation"))
+        self.chat = ChatView()
+        rcol.addWidget(self.chat, 1)
+        ask_row = QHBoxLayout()
+        self.question = QLineEdit()
+        self.question.setPlaceholderText("Ask about what Duet sees…")
+        self.ask_button = QPushButton("Ask")
+        self.ask_button.setObjectName("primary")
+        self.talk_button = QPushButton("●  Talk")
+        self.talk_button.setObjectName("talk")
+        self.talk_button.setCheckable(True)
+        ask_row.addWidget(self.question, 1)
+        ask_row.addWidget(self.ask_button)
+        ask_row.addWidget(self.talk_button)
+        rcol.addLayout(ask_row)
+        return right
+
+    # ---- presentation --------------------------------------------------------------------------
+    def _update_cadence(self) -> None:
+        seconds = self.interval_spin.value() * self.frames_spin.value()
+        self.cadence.setText(f"Duet decides whether to speak every {seconds:g} s")
+
+    def set_models(self, names: list[str], current: str) -> None:
+        self.model_combo.clear()
+        for name in names:
+            self.model_combo.addItem(MODEL_LABELS.get(name, name), name)
+        if self.model_combo.findData(current) < 0:  # a path or a model removed since
+            self.model_combo.addItem(current, current)
+        self.model_combo.setCurrentIndex(self.model_combo.findData(current))
+
+    def show_session_settings(self, s: SessionSettings) -> None:
+        self.interval_spin.setValue(s.interval)
+        self.frames_spin.setValue(s.frames_per_turn)
+        self.talk_slider.setValue(round(s.talkativeness))
+        self.talk_value.setText(f"{self.talk_slider.value():+d}")
+        self._update_cadence()
+
+    def read_session_settings(self, s: SessionSettings) -> None:
+        s.model = self.model_combo.currentData() or s.model
+        s.interval = round(self.interval_spin.value(), 3)
+        s.frames_per_turn = self.frames_spin.value()
+        s.talkativeness = float(self.talk_slider.value())
+
+    def show_state(self, state: State) -> None:
+        idle = state == State.IDLE
+        self.start_button.setEnabled(idle)
+        self.pause_button.setEnabled(state in (State.RUNNING, State.PAUSED))
+        self.stop_button.setEnabled(state in (State.LOADING, State.RUNNING, State.PAUSED))
+        for w in (self.source_button, self.model_combo, self.interval_spin, self.frames_spin):
+            w.setEnabled(idle)
+        self.pause_button.setText("▶  Resume" if state == State.PAUSED else "❚❚  Pause")
+
+    def show_problem(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.show()
+
+    def hide_problem(self) -> None:
+        self.banner.hide()
