@@ -9,24 +9,32 @@ import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write to a temporary sibling, fsync, then rename over ``path`` (atomic on POSIX and Windows).
+def write_bytes_atomic(path: Path | str, data: bytes, *, fsync: bool = True) -> None:
+    """Write to a temporary sibling, then rename over ``path`` (atomic on POSIX and Windows).
 
+    The file is whole or absent even if the process dies mid-write. ``fsync=False`` skips the
+    flush to disk (durability against power loss) for callers that sync on their own schedule.
     On failure (e.g. ``ENOSPC``) the old file is untouched and the temporary one is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """UTF-8 text through :func:`write_bytes_atomic`, synced to disk."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path | str, data: object) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.atomic import write_json_atomic
+from app.core.atomic import write_bytes_atomic, write_json_atomic
 from app.core.timefmt import clock
 from app.core.types import StepResult
 
@@ -51,14 +51,6 @@ def default_sessions_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("duet")) / "sessions"
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Whole or absent, even if the process dies mid-write (durability against power loss: see _Syncer)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 class _Syncer:
@@ -145,7 +137,7 @@ class SessionWriter:
         keep = (not result.silent or bool(result.question)) if thumbnail is None else thumbnail
         if keep and result.frames:
             name = f"thumbs/turn-{result.turn:06d}.jpg"
-            _write_bytes_atomic(self.directory / name, encode_thumbnail(result.frames[-1].image))
+            write_bytes_atomic(self.directory / name, encode_thumbnail(result.frames[-1].image), fsync=False)
             record["thumb"] = name
         self._append(record)
         return record

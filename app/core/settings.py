@@ -98,7 +98,7 @@ class Settings:
             for f in fields(target):
                 if f.name not in raw:
                     continue
-                value = _coerce(raw[f.name], getattr(target, f.name))
+                value = coerce_like(raw[f.name], getattr(target, f.name))
                 if value is None:
                     log.warning("settings: [%s] %s = %r is not a %s; keeping the default",
                                 section.name, f.name, raw[f.name], type(getattr(target, f.name)).__name__)
@@ -107,8 +107,11 @@ class Settings:
         return out
 
 
-def _coerce(value: object, default: object) -> object | None:
-    """``value`` as the default's type, or None when it cannot honestly be one (bool is not an int here)."""
+def coerce_like(value: object, default: object) -> object | None:
+    """``value`` as the default's type, or None when it cannot honestly be one (bool is not an int here).
+
+    Shared by the settings file and the trainer's recipes: both read hand-edited TOML.
+    """
     if isinstance(default, bool):
         return value if isinstance(value, bool) else None
     if isinstance(default, int):
@@ -118,7 +121,12 @@ def _coerce(value: object, default: object) -> object | None:
         return float(value) if ok else None  # type: ignore[arg-type]
     if isinstance(default, str):
         return value if isinstance(value, str) else None
-    return None
+    if isinstance(default, list):
+        return value if isinstance(value, list) else None
+    return value if default is None else None
+
+
+KIND_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}
 
 
 def _toml_value(v: object) -> str:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
-
-Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True)
@@ -32,17 +29,6 @@ class Frame:
     @property
     def height(self) -> int:
         return int(self.image.shape[0])
-
-
-@dataclass
-class Turn:
-    """One chat turn as the model sees it (images first, then text, inside a user turn)."""
-
-    role: Role
-    text: str = ""
-    frames: tuple[Frame, ...] = ()
-    time: float = 0.0  # video time after this turn's frames (protocol §1.5)
-    must_reply: bool = False
 
 
 @dataclass
@@ -72,10 +58,6 @@ class StepResult:
     evicted_turns: int = 0  # user turns whose frames were dropped so far
     first_token_margin: float | None = None  # logit(reply) − logit(NO REPLY) at the decision
     behind: bool = False  # a live source skipped frames because inference is slower than real time
-
-    @property
-    def reply(self) -> str | None:
-        return None if self.silent else self.text
 
     def to_json(self) -> dict:
         """A JSON-ready record (frames left out: they are pictures)."""

@@ -102,21 +102,16 @@ def cmd_make_synthetic(argv: list[str]) -> int:
     return 0
 
 
-def make_judge(a: argparse.Namespace, templated: bool):
+def judge_from_flags(a: argparse.Namespace, templated: bool):
     """The judge the flags ask for (``auto``: exact match only where answers are templated)."""
-    from app.eval.judges import ExactMatchJudge, LLMJudge, OverlapJudge
+    from app.eval.judges import make_judge
 
     kind = a.judge
     if kind == "auto":
         kind = "exact" if templated else "overlap"
-    if kind == "exact":
-        return ExactMatchJudge()
-    if kind == "overlap":
-        return OverlapJudge()
-    if not a.judge_url or not a.judge_model:
-        raise InputError("--judge llm needs --judge-url and --judge-model")
-    key = os.environ.get(a.judge_key_env) or os.environ.get("OPENAI_API_KEY")
-    return LLMJudge(a.judge_url, a.judge_model, api_key=key, timeout=a.judge_timeout, retries=a.judge_retries)
+    key = os.environ.get(a.judge_key_env) or os.environ.get("OPENAI_API_KEY") if kind == "llm" else None
+    return make_judge(kind, a.judge_url or "", a.judge_model or "", api_key=key, timeout=a.judge_timeout,
+                      retries=a.judge_retries)
 
 
 def _backend_factory(a: argparse.Namespace):
@@ -140,7 +135,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise InputError("give a DATASET (file or folder); see `duet eval -h`")
     dataset = load_dataset(a.target, a.video_root)  # validate before anything loads
     templated = all(e.meta.get("templated") for e in dataset)
-    judge = make_judge(a, templated)
+    judge = judge_from_flags(a, templated)
     factory, model_desc = None, ""
     if not a.score_only:
         if not a.model:

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from app.core.errors import ResourceError
+from app.core.errors import InputError, ResourceError
+from app.core.text import normalise, words
 
 # The ProactiveVideoQA 3-point rubric, as reproduced identically by two ports (docs §3.2).
 SCORE_PROMPT = (
@@ -107,18 +108,10 @@ _STOP = frozenset(
     "a an the is are was were be been being of to in on at for and or it its this that there these those "
     "with as by from has have had i you he she they we".split()
 )
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def normalise(text: str) -> str:
-    """Lower-case, punctuation to spaces, whitespace collapsed."""
-    return " ".join(_WORD.findall(text.lower()))
-
-
 def content_words(text: str) -> list[str]:
-    words = _WORD.findall(text.lower())
-    kept = [w for w in words if w not in _STOP]
-    return kept or words  # an answer made only of stop words still has content ("yes", "it is")
+    all_words = words(text)
+    kept = [w for w in all_words if w not in _STOP]
+    return kept or all_words  # an answer made only of stop words still has content ("yes", "it is")
 
 
 def token_f1(prediction: str, gold: str) -> float:
@@ -393,3 +386,19 @@ def judge_all(
             if on_item is not None:
                 on_item(done, len(todo))
     return out
+
+
+def make_judge(kind: str, url: str = "", model: str = "", *, api_key: str | None = None,
+               timeout: float = 60.0, retries: int = 2) -> ExactMatchJudge | OverlapJudge | LLMJudge:
+    """The one judge factory (``duet eval`` flags and the trainer's recipe both come here)."""
+    if kind == "exact":
+        return ExactMatchJudge()
+    if kind == "overlap":
+        return OverlapJudge()
+    if kind != "llm":
+        raise InputError(f"unknown judge {kind!r}; expected exact, overlap or llm")
+    if not url or not model:
+        raise InputError("an LLM judge needs a server URL and a model name (--judge-url and --judge-model, "
+                         "or grpo.judge_url and grpo.judge_model in a recipe)")
+    return LLMJudge(url, model, api_key=api_key, timeout=timeout, retries=retries)
+

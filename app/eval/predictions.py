@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +70,3 @@ def append_prediction(path: str | os.PathLike[str], pred: Prediction) -> None:
         f.write(json.dumps(pred.to_json(), ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def write_predictions(path: str | os.PathLike[str], preds: Iterable[Prediction]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("".join(json.dumps(x.to_json(), ensure_ascii=False) + "\n" for x in preds), encoding="utf-8")
-    os.replace(tmp, p)

@@ -22,7 +22,7 @@ from app.eval.predictions import Prediction
 from app.eval.scoring import TurnScore
 
 if TYPE_CHECKING:
-    from app.eval.runner import EvalResult, RunSettings
+    from app.eval.results import EvalResult, RunSettings
 
 SCORE_COLOURS = {0: (214, 48, 49), 1: (240, 150, 30), 2: (46, 160, 67)}
 OUTSIDE = (150, 150, 150)

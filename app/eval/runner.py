@@ -19,13 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from app.capture.base import CaptureError, FrameSource
 from app.core.atomic import write_json_atomic
-from app.core.config import SessionConfig, default
 from app.core.errors import InputError
 from app.engine.backend import Backend, BackendError
 from app.engine.session import ProactiveSession
@@ -33,7 +32,8 @@ from app.eval.dataset import Dataset, Example, load_dataset
 from app.eval.judges import Judge, JudgeCache
 from app.eval.pauc import OMEGAS
 from app.eval.predictions import Prediction, append_prediction, read_predictions
-from app.eval.scoring import ScoreResult, score_dataset
+from app.eval.results import EvalResult, RunSettings
+from app.eval.scoring import score_dataset
 
 log = logging.getLogger("duet.eval")
 
@@ -44,22 +44,6 @@ Progress = Callable[[str], None]
 
 class RunMismatch(InputError):
     """The output folder holds a run made with other settings; resuming would mix two runs."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What determines the predictions (besides the model), recorded in ``run.json``."""
-
-    interval: float = default(SessionConfig, "interval")  # defaults and ranges: app.core.config
-    frames_per_turn: int = default(SessionConfig, "frames_per_turn")
-    tokens_per_frame: int = default(SessionConfig, "tokens_per_frame")
-    max_new_tokens: int = default(SessionConfig, "max_new_tokens")
-    model: str = ""  # a description of the model (file names), for the record and the resume check
-
-    def session_config(self) -> SessionConfig:
-        return SessionConfig(interval=self.interval, frames_per_turn=self.frames_per_turn,
-                             tokens_per_frame=self.tokens_per_frame, talkativeness=0.0,
-                             max_new_tokens=self.max_new_tokens)
 
 
 def video_source(path: Path) -> FrameSource:
@@ -135,16 +119,6 @@ def predict_dataset(
     finally:
         backend.close()
     return done
-
-
-@dataclass
-class EvalResult:
-    out_dir: Path
-    dataset: Dataset
-    predictions: dict[str, Prediction]
-    scores: ScoreResult
-    skipped: dict[str, str] = field(default_factory=dict)  # example id → why (missing video)
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def _check_run_record(path: Path, record: dict[str, Any], restart: bool) -> None:

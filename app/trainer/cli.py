@@ -17,7 +17,6 @@ Exit status: 0 done, 2 bad input (recipe, data, missing stage), 3 out of memory 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -135,7 +134,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _dump(obj: Any) -> str:  # pragma: no cover - debugging helper
-    return json.dumps(obj, indent=1, default=str)

@@ -25,6 +25,7 @@ from typing import Any
 import tomllib
 
 from app.core.errors import InputError
+from app.core.settings import KIND_NAMES, coerce_like
 
 
 class ConfigError(InputError):
@@ -188,26 +189,11 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return value
+    if isinstance(default, (bool, int, float, str, list)):
+        out = coerce_like(value, default)
+        if out is None:
+            raise ConfigError(f"{where}: expected {KIND_NAMES[type(default)]}, got {value!r}")
+        return out
     return value
 
 

@@ -70,15 +70,14 @@ def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
 
 
 def make_judge(name: str, url: str = "", model: str = "") -> Any:
-    from app.eval.judges import ExactMatchJudge, LLMJudge, OverlapJudge
+    """The recipe's judge, from the one factory in :mod:`app.eval.judges`; a bad recipe is a config error."""
+    from app.core.errors import InputError
+    from app.eval.judges import make_judge as build
 
-    if name == "exact":
-        return ExactMatchJudge()
-    if name == "overlap":
-        return OverlapJudge()
-    if not url or not model:
-        raise JobError("config", "grpo.judge = 'llm' needs grpo.judge_url and grpo.judge_model")
-    return LLMJudge(url, model)  # type: ignore[call-arg]
+    try:
+        return build(name, url, model)
+    except InputError as e:
+        raise JobError("config", str(e)) from e
 
 
 def _heldout(cfg: TrainConfig, limit: int, src: Any) -> Any:

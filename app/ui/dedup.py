@@ -8,14 +8,9 @@ every reply regardless; folding is presentation only.
 
 from __future__ import annotations
 
-import re
 from difflib import SequenceMatcher
 
-_WORD = re.compile(r"[\w']+", re.UNICODE)
-
-
-def normalise(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+from app.core.text import normalise
 
 
 def similarity(a: str, b: str) -> float:

@@ -167,3 +167,33 @@ def test_without_in_app_playback_the_preview_shows_the_sampled_frames(qtbot, mak
     assert w.preview.pixmap().width() <= w.preview.width()
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+
+
+def test_pausing_a_video_in_the_window_stops_the_film_and_the_session_clock(qtbot, make_window, vtest_avi: Path) -> None:
+    """Issue 13.1 in the GUI: pause for 3 s, resume: the next frames continue from the same video time."""
+    import time
+
+    w = make_window(source=str(vtest_avi))
+    configure(w, interval=0.4, frames=2, talk=-50)
+    frames: list[tuple[float, object]] = []
+    w.worker.frame.connect(lambda f: frames.append((time.monotonic(), f)))
+    got: list[StepResult] = []
+    w.worker.step.connect(got.append)
+    w.start()
+    qtbot.waitUntil(lambda: len(frames) >= 3, timeout=LONG)
+    w.toggle_pause()
+    assert w.state == "paused" and w.pause_button.text().endswith("Resume")
+    film_at_pause = w.player.position if w.player.active else None
+    qtbot.wait(3000)
+    if film_at_pause is not None:
+        assert abs(w.player.position - film_at_pause) < 0.5, "the film stands still while paused"
+    w.toggle_pause()
+    assert w.state == "running"
+    qtbot.waitUntil(lambda: len(got) >= 4, timeout=LONG)
+    w.stop()
+    qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    (w0, f0), (w1, f1) = frames[0], frames[-1]
+    assert f1.time - f0.time <= (w1 - w0) - 3.0 + 0.1, [f.time for _, f in frames]
+    for r in got:  # every turn's two frames are neighbours in video time (a slow step may skip a tick)
+        a, b = r.frames
+        assert b.index == a.index + 1 + b.dropped and (b.time - a.time) < 3.0
