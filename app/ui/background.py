@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -73,17 +74,24 @@ class BackgroundOp(Generic[T]):
 
     def run(self) -> BackgroundOp[T]:
         _alive.add(self)
-        self.thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+        # The thread holds only the work and a weak reference to the relay: the relay (a QObject)
+        # must be freed on the GUI thread, by _done, never by the worker thread dropping the last reference.
+        op, relay = self.op, weakref.ref(self._relay)
+
+        def work() -> None:
+            try:
+                result = op()
+            except BaseException as e:  # noqa: BLE001 - every failure must reach a handler on the GUI thread
+                outcome: tuple[str, object] = ("failed", e)
+            else:
+                outcome = ("succeeded", result)
+            target = relay()
+            if target is not None:
+                getattr(target, outcome[0]).emit(outcome[1])
+
+        self.thread = threading.Thread(target=work, name=self.name, daemon=True)
         self.thread.start()
         return self
-
-    def _work(self) -> None:
-        try:
-            result = self.op()
-        except BaseException as e:  # noqa: BLE001 - every failure must reach a handler on the GUI thread
-            self._relay.failed.emit(e)
-            return
-        self._relay.succeeded.emit(result)
 
     @Slot(object)
     def _on_success(self, result: T) -> None:

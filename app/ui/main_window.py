@@ -213,8 +213,8 @@ class MainWindow(QMainWindow):
             self.tray.setIcon(app_icon(recording=watching))
             self.tray.setToolTip(f"Duet — {self.watching_label.text()}")
 
-    @Slot(object)
-    def _on_state(self, _state: State) -> None:
+    @Slot(str)
+    def _on_state(self, _state: str) -> None:
         """Show the controller's state *now* (signals from two threads may arrive out of order)."""
         state, before = self.controller.state, self.state
         if state == State.PAUSED and before != State.PAUSED:

@@ -13,6 +13,7 @@ session ends (on the worker thread, even if the wait for it timed out).
 from __future__ import annotations
 
 import logging
+import weakref
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -47,7 +48,7 @@ class SessionWorker(QObject):
     """Runs sessions on its thread. Create it, ``moveToThread``, then emit ``start_requested``."""
 
     start_requested = Signal(object)  # RunRequest, queued onto the worker thread
-    state_changed = Signal(object)  # State
+    state_changed = Signal(str)  # a State value
     loading = Signal(str)  # what is being loaded
     started = Signal(str, str)  # device, source name
     frame = Signal(object)  # Frame, for the preview
@@ -62,7 +63,16 @@ class SessionWorker(QObject):
                  source_factory: SourceFactory | None = None, exclude: object = None,
                  store: SessionStore | None = None) -> None:
         super().__init__()
-        self.controller = SessionController(backend_factory, source_factory, store=store, listener=self._relay,
+        # The controller holds only a weak reference back: a worker ↔ controller cycle would be freed
+        # by Python's cyclic GC on whatever thread it happens to run, deleting this QObject off its thread.
+        relay = weakref.WeakMethod(self._relay)
+
+        def listener(event: Event) -> None:
+            method = relay()
+            if method is not None:
+                method(event)
+
+        self.controller = SessionController(backend_factory, source_factory, store=store, listener=listener,
                                             exclude=exclude)
         self.start_requested.connect(self.run_session)
 
@@ -81,7 +91,7 @@ class SessionWorker(QObject):
         elif isinstance(event, FrameSampled):
             self.frame.emit(event.frame)
         elif isinstance(event, StateChanged):
-            self.state_changed.emit(event.state)
+            self.state_changed.emit(event.state.value)
         elif isinstance(event, Loading):
             self.loading.emit(event.what)
         elif isinstance(event, Started):
