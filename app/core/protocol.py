@@ -1,4 +1,4 @@
-"""The MMDuet2 dialogue protocol, exactly as the model was trained (docs: shared/docs/mmduet2.md §1).
+"""The MMDuet2 dialogue protocol, exactly as the model was trained (docs/protocol.md §1).
 
 Every string here is load-bearing: the model learned these bytes. Change none of them.
 """
@@ -53,7 +53,7 @@ QWEN_NON_SPECIAL = frozenset(
      "<|repo_name|>", "<|file_sep|>"}
 )
 
-# Training and inference settings from the paper (§1.5, §1.6).
+# Training and inference settings from the paper (docs/protocol.md §1.5, §1.6).
 PATCH_PX = 28  # one merged visual token covers 28×28 pixels
 DEFAULT_TOKENS_PER_FRAME = 128
 DEFAULT_INTERVAL_S = 1.0  # the paper recommends 1 s at inference, 2 s for training
@@ -83,7 +83,7 @@ def user_turn(n_images: int, text: str = "", image_marker: str = "<image>") -> s
 
 
 def assistant_prefix(must_reply: bool = False) -> str:
-    """The generation prompt; "I must reply.\\n" prefills the reply when forced (§1.4)."""
+    """The generation prompt; "I must reply.\\n" prefills the reply when forced (docs/protocol.md §1.4)."""
     return f"{IM_START}assistant\n" + (MUST_REPLY_PREFIX if must_reply else "")
 
 

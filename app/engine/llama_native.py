@@ -3,7 +3,7 @@
 llama-cpp-python's high-level ``Llama`` keeps its own token bookkeeping, which is wrong after an
 image (M-RoPE positions advance by max(nx, ny), not by the token count) and cannot remove a range
 of the cache. So the engine talks to the C API directly, through these few classes that each own
-one C object and free it exactly once. Measured facts behind the choices: llamacpp-notes.md.
+one C object and free it exactly once. Measured facts behind the choices: docs/llamacpp.md.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class RemoteBackend:
             content.append({"type": "text", "text": text})
         user = {"role": "user", "content": content}
         messages = self.messages + [user]
-        if must_reply:  # prefill the assistant turn, as §1.4: continue_final_message semantics
+        if must_reply:  # prefill the assistant turn, as docs/protocol.md §1.4: continue_final_message semantics
             messages = messages + [{"role": "assistant", "content": protocol.MUST_REPLY_PREFIX}]
         # Greedy with no repetition penalty, as the paper decodes; llama.cpp-based servers otherwise
         # default to repeat_penalty 1.1, which penalises the many "NO REPLY"s already in the context.

@@ -1,4 +1,4 @@
-"""PAUC, the ProactiveVideoQA metric, as pure arithmetic (docs: shared/docs/mmduet2.md §3.2).
+"""PAUC, the ProactiveVideoQA metric, as pure arithmetic (docs/protocol.md §3.2).
 
 Nothing here calls a judge: a gold answer turn arrives with its judged points ``(time, score)`` and
 leaves with its PAUC. Keeping the arithmetic apart from judging is what lets the tests check the

@@ -2,7 +2,7 @@
 
 Written on the ``gguf`` package (its writer, constants and tensor-name maps) so that it needs no
 torch and no copy of llama.cpp's converter, which also rejects freshly trained tokenizers whose
-pre-tokenizer hash it does not know. What llama.cpp needs and why is in shared/docs/llamacpp-notes.md.
+pre-tokenizer hash it does not know. What llama.cpp needs and why is in docs/llamacpp.md.
 
 The conversion is planned first (:func:`plan_tensors`: every HF tensor → GGUF name, shape, transform)
 and executed second; the plan alone is what the "real 3B converts" test checks on a meta-device model.

@@ -6,7 +6,7 @@ from a seed in a few seconds on CPU: a byte-level BPE tokenizer with Qwen's spli
 added tokens (so llama.cpp's ``qwen2`` pre-tokenizer matches it byte for byte), random weights,
 processor files, then converts it to GGUF with :mod:`app.modelhub.convert` and caches the result.
 
-Shape rules learned the hard way (shared/docs/llamacpp-notes.md): every dimension a multiple of 32,
+Shape rules learned the hard way (docs/llamacpp.md): every dimension a multiple of 32,
 vision intermediate ≠ vision hidden (clip.cpp guesses ffn orientation from shapes), vision head dim
 divisible by 4, ``mrope_section`` summing to head_dim/2, and weights re-randomised with a larger std
 so the logits are not all equal.

@@ -2,7 +2,7 @@
 
 sounddevice is imported lazily and every PortAudio failure becomes :class:`AudioUnavailable` with a
 sentence a user can act on: without libportaudio ``import sounddevice`` itself raises OSError, and on
-a machine with no microphone opening the stream raises PortAudioError (desktop-notes §2.2).
+a machine with no microphone opening the stream raises PortAudioError (docs/desktop.md §2.2).
 Audio is captured as 16 kHz mono float32, what whisper.cpp expects, so nothing is resampled later.
 """
 

@@ -1,8 +1,7 @@
 """Spoken questions to text with whisper.cpp (pywhispercpp), in a child process.
 
 Why a child process: the pywhispercpp wheel carries its own ggml, a different version from the one
-inside llama-cpp-python; two ggml copies in one process is untested territory (desktop-notes,
-"Checked on a machine like yours"), and whisper.cpp aborts the whole process on a damaged model
+inside llama-cpp-python; two ggml copies in one process is untested territory (docs/desktop.md §2.3), and whisper.cpp aborts the whole process on a damaged model
 file. In a child, a crash costs one transcription and a message, never the session.
 
 Models are ``ggml-<name>.bin`` files from the ``ggerganov/whisper.cpp`` Hugging Face repository,

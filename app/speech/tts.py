@@ -6,7 +6,7 @@ something new while the previous line is still being spoken, the *waiting* line 
 The line being spoken is finished (cutting a voice mid-word is worse than a short delay).
 
 Why a thread that owns the engine: pyttsx3 engines are not thread-safe and ``runAndWait`` blocks;
-the engine is created, configured and run on the same thread (desktop-notes §2.1). If no speech
+the engine is created, configured and run on the same thread (docs/desktop.md §2.1). If no speech
 engine can be created (no espeak-ng, no SAPI), the speaker reports it once through ``on_event``
 and keeps accepting lines silently, so the app works on.
 

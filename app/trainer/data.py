@@ -1,6 +1,6 @@
 """Proactive training dialogues: videos with timed answers → MMDuet2 chats → token ids and labels.
 
-The one rule that matters (mmduet2.md §1, §2.2): a training dialogue must be *byte for byte* what
+The one rule that matters (docs/protocol.md §1, §2.2): a training dialogue must be *byte for byte* what
 the model sees at inference. So frames come from the same reader the evaluation uses
 (``VideoFileSource(realtime=False)``: frames at t = interval, 2·interval, …), are resized with
 ``fit_frame`` at the inference token budget, grouped ``frames_per_turn`` to a user turn whose video

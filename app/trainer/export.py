@@ -61,15 +61,19 @@ def register(name: str, model: Path, mmproj: Path, source: str, notes: str = "",
 
 def engine_predictions(model: Path, mmproj: Path, dataset: Any, cfg: TrainConfig, max_new_tokens: int = 24) -> dict:
     """Run the GGUF pair through the real engine + session on ``dataset`` (greedy, eval mode)."""
-    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+    from app.core.config import BackendSettings
+    from app.engine.factory import make_backend
     from app.eval.runner import RunSettings, predict_example
 
     settings = RunSettings(interval=cfg.data.interval, frames_per_turn=cfg.data.frames_per_turn,
                            tokens_per_frame=cfg.data.tokens_per_frame, max_new_tokens=max_new_tokens)
     out = {}
-    with LlamaBackend(model, mmproj, LlamaSettings(n_ctx=4096, n_threads=cfg.threads, n_gpu_layers=0)) as be:
+    be = make_backend(str(model), str(mmproj), BackendSettings(n_ctx=4096, n_threads=cfg.threads, n_gpu_layers=0))
+    try:
         for ex in dataset:
             out[ex.id] = predict_example(ex, be, settings)
+    finally:
+        be.close()
     return out
 
 

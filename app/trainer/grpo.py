@@ -1,4 +1,4 @@
-"""Multi-turn GRPO with the PAUC reward (mmduet2.md §2.4–§2.6).
+"""Multi-turn GRPO with the PAUC reward (docs/protocol.md §2.4–§2.6).
 
 One step: ``clips_per_step`` clips, ``group`` rollouts each, played turn by turn by the current
 policy with the paper's sampling (T = 1.2, top-k 10). Each rollout's reward is

@@ -1,4 +1,4 @@
-"""MMDuet2's GRPO reward, ``pauc_reward_function``, reproduced quirk for quirk (mmduet2.md §2.5, §4.3).
+"""MMDuet2's GRPO reward, ``pauc_reward_function``, reproduced quirk for quirk (docs/protocol.md §2.5, §4.3).
 
     r = 3·r_PAUC + 2·r_rep + 0.5·r_in_span + 2·r_pfx        (range about [−4.5, 3])
 

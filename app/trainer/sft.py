@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on proactive dialogues (mmduet2.md §2.2).
+"""Supervised fine-tuning on proactive dialogues (docs/protocol.md §2.2).
 
 Loss: token cross-entropy on assistant turns only (answers *and* ``NO REPLY``, each with its
 ``<|im_end|>``), one dialogue per forward, ``sft.batch`` dialogues per optimizer step. Vision tower

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if sys.platform.startswith("linux") and os.environ.get("WAYLAND_DISPLAY") and os.environ.get("DISPLAY") \
             and "QT_QPA_PLATFORM" not in os.environ:
-        # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (desktop-notes §1.2).
+        # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (docs/desktop.md §1.2).
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
     from PySide6.QtWidgets import QApplication
