@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from app.core.atomic import write_text_atomic
-from app.core.protocol import DEFAULT_FRAMES_PER_TURN, DEFAULT_INTERVAL_S
+from app.core.config import SessionConfig, default
 
 log = logging.getLogger("duet.settings")
 FILE_NAME = "settings.toml"
@@ -31,9 +31,9 @@ FILE_NAME = "settings.toml"
 class SessionSettings:
     source: str = "screen"  # a source spec as app.capture.parse understands it
     model: str = "tiny"  # a library name, "tiny", "demo" or a GGUF path
-    interval: float = DEFAULT_INTERVAL_S
-    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN
-    talkativeness: float = 0.0
+    interval: float = default(SessionConfig, "interval")  # defaults and ranges: app.core.config
+    frames_per_turn: int = default(SessionConfig, "frames_per_turn")
+    talkativeness: float = default(SessionConfig, "talkativeness")
 
 
 @dataclass
