@@ -41,7 +41,7 @@ def test_session_on_a_real_video_fills_chat_overlay_voice_and_transcript(
     # Spoken through real espeak-ng into WAV files.
     qtbot.waitUntil(lambda: len(w.speech.speaker.files) >= 1, timeout=LONG)
 
-    session_dir = w.writer.directory
+    session_dir = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
     assert not w.overlay.capturing
@@ -70,7 +70,7 @@ def test_a_typed_question_reaches_the_model(qtbot, make_window, vtest_avi: Path)
     assert asked.question == "What is the man in the blue coat doing?"
     assert asked.silent  # talkativeness −50
     assert [b.who for b in w.chat.bubbles] == ["you"]
-    session_dir = w.writer.directory
+    session_dir = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
     saved = load_session(session_dir)

@@ -135,7 +135,7 @@ def test_live_feedback_lands_in_the_running_session(qtbot, make_window, vtest_av
     w.start()
     qtbot.waitUntil(lambda: len(w.chat.replies()) >= 1, timeout=30_000)
     w.chat.replies()[0].buttons["redundant"].click()
-    directory = w.writer.directory
+    directory = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=30_000)
     assert load_session(directory).feedback[w.chat.replies()[0].turn] == {"redundant"}
