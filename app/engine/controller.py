@@ -23,121 +23,39 @@ step can be using it (:meth:`release_backend`).
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from app.capture.base import CaptureError, FrameSource, SourceHealth
-from app.core.config import BackendSettings, SessionConfig
+from app.core.config import SessionConfig
 from app.core.errors import DuetError
 from app.core.sessions import SessionStore, SessionWriter
 from app.core.types import Frame, StepResult
 from app.engine.backend import Backend, BackendError
-from app.engine.factory import make_backend
+from app.engine.events import (
+    Event,
+    Failed,
+    Finished,
+    FrameSampled,
+    Gap,
+    HealthChanged,
+    Listener,
+    Loading,
+    Problem,
+    Started,
+    State,
+    StateChanged,
+    StepDone,
+)
+from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
 from app.engine.session import ProactiveSession
 
+__all__ = ["Event", "Failed", "Finished", "FrameSampled", "Gap", "HealthChanged", "Listener", "Loading", "Problem",
+           "RunRequest", "SessionController", "BackendFactory", "SourceFactory", "Started", "State", "StateChanged", "StepDone", "default_backend"]
+
 log = logging.getLogger("duet.controller")
-
-
-class State(str, enum.Enum):
-    """Where a session is. A ``str`` enum, so ``state == "idle"`` reads naturally in tests and logs."""
-
-    IDLE = "idle"
-    LOADING = "loading"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-
-
-# ---- events (each a small frozen dataclass; the listener branches on the type) -----------------
-@dataclass(frozen=True)
-class StateChanged:
-    state: State
-
-
-@dataclass(frozen=True)
-class Loading:
-    what: str  # "Loading model demo…", "Opening file:vtest.avi…"
-
-
-@dataclass(frozen=True)
-class Started:
-    device: str
-    source_name: str
-
-
-@dataclass(frozen=True)
-class FrameSampled:
-    frame: Frame  # for a preview; every sampled frame, before the model sees it
-
-
-@dataclass(frozen=True)
-class StepDone:
-    result: StepResult
-
-
-@dataclass(frozen=True)
-class Gap:
-    """A live source was paused: ``seconds`` of the world were not watched before ``video_time``."""
-
-    video_time: float
-    seconds: float
-    frames_dropped: int  # frames of the unfinished turn thrown away
-
-
-@dataclass(frozen=True)
-class HealthChanged:
-    health: SourceHealth
-    detail: str  # the source's own words ("camera lost, retrying…")
-    source_name: str
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something went wrong that does not end the session (the transcript could not be written)."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The session ends because of this; the message is written for the user."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: str  # "ended" | "stopped" | "error" | "max turns"
-
-
-Event = StateChanged | Loading | Started | FrameSampled | StepDone | Gap | HealthChanged | Problem | Failed | Finished
-Listener = Callable[[Event], None]
-
-
-@dataclass
-class RunRequest:
-    """Everything one session starts from; settings validated by their dataclasses."""
-
-    source: str  # a source spec (app.capture.parse)
-    model: str  # a model reference (app.modelhub.library.resolve_model)
-    config: SessionConfig = field(default_factory=SessionConfig)
-    backend: BackendSettings = field(default_factory=BackendSettings)
-    mmproj: str | None = None
-    questions: list[tuple[str, float | None]] = field(default_factory=list)  # (text, video time or None)
-    realtime: bool = True  # video files: follow the wall clock (False = every frame, as fast as possible)
-    interactive: bool = False  # a GUI is running: the thread policy leaves it a core
-
-
-BackendFactory = Callable[[RunRequest], Backend]
-SourceFactory = Callable[[RunRequest], FrameSource]
-
-
-def default_backend(request: RunRequest) -> Backend:
-    return make_backend(request.model, request.mmproj, request.backend, interactive=request.interactive)
 
 
 class SessionController:

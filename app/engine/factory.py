@@ -3,14 +3,17 @@
 Settings come from :class:`~app.core.config.BackendSettings` (validated there, with ranges), the
 thread count from the one policy in :func:`~app.core.config.resolve_threads`. A caller picks either
 a model reference (library name, ``demo``, ``tiny`` or a GGUF path) for the in-process llama.cpp
-engine, or ``remote=URL`` for an OpenAI-compatible server.
+engine, or ``remote=URL`` for an OpenAI-compatible server. :class:`RunRequest` is everything one
+session starts from (source, model, validated settings).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from app.core.config import BackendSettings, resolve_threads
+from app.capture.base import FrameSource
+from app.core.config import BackendSettings, SessionConfig, resolve_threads
 from app.engine.backend import Backend
 
 
@@ -43,3 +46,25 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
     threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive)
     return LlamaBackend(model_path, mmproj_path, LlamaSettings(
         n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn))
+
+
+@dataclass
+class RunRequest:
+    """Everything one session starts from; settings validated by their dataclasses."""
+
+    source: str  # a source spec (app.capture.parse)
+    model: str  # a model reference (app.modelhub.library.resolve_model)
+    config: SessionConfig = field(default_factory=SessionConfig)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    mmproj: str | None = None
+    questions: list[tuple[str, float | None]] = field(default_factory=list)  # (text, video time or None)
+    realtime: bool = True  # video files: follow the wall clock (False = every frame, as fast as possible)
+    interactive: bool = False  # a GUI is running: the thread policy leaves it a core
+
+
+BackendFactory = Callable[[RunRequest], Backend]
+SourceFactory = Callable[[RunRequest], FrameSource]
+
+
+def default_backend(request: RunRequest) -> Backend:
+    return make_backend(request.model, request.mmproj, request.backend, interactive=request.interactive)

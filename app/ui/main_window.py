@@ -11,14 +11,12 @@ blocks the event loop, and never a crash.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import QMainWindow, QTabWidget
 
 from app.capture.base import SourceHealth
-from app.capture.parse import SourceSpecError, parse_spec
 from app.core.config import SessionConfig
 from app.core.errors import SettingError
 from app.core.sessions import SessionStore
@@ -27,7 +25,6 @@ from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
 from app.engine.controller import Gap, HealthChanged, State
 from app.modelhub.library import ModelLibrary
-from app.ui.images import rgb_to_pixmap
 from app.ui.model_page import ModelPage
 from app.ui.overlay import CaptureExclusion, Overlay
 from app.ui.sessions_page import SessionsPage
@@ -37,7 +34,7 @@ from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
-from app.ui.watch_panel import WatchPanel
+from app.ui.watch_panel import SessionStatus, WatchPanel, video_file_of
 from app.ui.worker import (
     BackendFactory,
     RunRequest,
@@ -95,7 +92,7 @@ class MainWindow(QMainWindow):
         self.voice.state.connect(self._on_voice_state)
 
         self.player = PlayerPreview()
-        self.player.image.connect(self._on_player_image)
+        self.player.image.connect(self.watch.show_picture)
         self.player.failed.connect(self._on_player_failed)
 
         self._build()
@@ -143,18 +140,9 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self._refresh_models()
 
-        bar = self.statusBar()
-        self.watching_label = QLabel()
-        self.watching_label.setObjectName("watching")
-        self.latency_label = QLabel("step —")
-        self.rtf_label = QLabel("RTF —")
-        self.context_label = QLabel("context —")
-        self.device_label = QLabel("device —")
-        self.source_status = QLabel("")
-        for label in (self.watching_label, self.source_status):
-            bar.addWidget(label)
-        for label in (self.latency_label, self.rtf_label, self.context_label, self.device_label):
-            bar.addPermanentWidget(label)
+        self.status = SessionStatus(self.statusBar())
+        for name in ("watching_label", "latency_label", "rtf_label", "context_label", "device_label", "source_status"):
+            setattr(self, name, getattr(self.status, name))
         s = self.settings.window
         self.resize(s.width, s.height)
         if s.x >= 0 and s.y >= 0:
@@ -207,8 +195,7 @@ class MainWindow(QMainWindow):
         self.watch.show_state(state)
         watching = state == State.RUNNING
         self.overlay.set_capturing(watching, self.source_label.text() if watching else "")
-        self.watching_label.setText({State.RUNNING: "● Watching", State.PAUSED: "❚❚ Paused",
-                                     State.LOADING: "… Starting", State.STOPPING: "… Stopping"}.get(state, "○ Idle"))
+        self.status.show_state(state)
         if self.tray is not None:
             self.tray.setIcon(app_icon(recording=watching))
             self.tray.setToolTip(f"Duet — {self.watching_label.text()}")
@@ -381,32 +368,16 @@ class MainWindow(QMainWindow):
         self.device = device
         self.device_label.setText(f"device {device}")
         self.statusBar().clearMessage()
-        path = self._file_of(self.settings.session.source)
+        path = video_file_of(self.settings.session.source)
         if path is not None and self.player.available:
             self.player.play(path)
-
-    @staticmethod
-    def _file_of(spec: str) -> Path | None:
-        try:
-            parsed = parse_spec(spec)
-        except SourceSpecError:
-            return None
-        return Path(parsed.path) if parsed.kind == "file" else None
 
     @Slot(object)
     def _on_frame(self, frame: Frame) -> None:
         if self.player.active:  # the player draws the film; keep it on the model's moment
             self.player.sync(frame.time)
-            return
-        size = self.preview.size()
-        self.preview.setPixmap(rgb_to_pixmap(frame.image, size.width() - 4, size.height() - 4))
-
-    @Slot(QImage)
-    def _on_player_image(self, image: QImage) -> None:
-        size = self.preview.size()
-        self.preview.setPixmap(QPixmap.fromImage(image).scaled(
-            size.width() - 4, size.height() - 4, Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.FastTransformation))
+        else:
+            self.watch.show_frame(frame)
 
     @Slot(str)
     def _on_player_failed(self, message: str) -> None:
@@ -421,12 +392,7 @@ class MainWindow(QMainWindow):
                 self.speech.say(r.text)
             else:
                 self.controller.mark_folded(r.turn)  # a near-repeat on screen; the transcript keeps it
-        video_s = max(1e-6, len(r.frames) * (self.interval_spin.value() or 1.0))
-        rtf = r.timings.total_ms / 1000 / video_s
-        self.latency_label.setText(f"step {r.timings.total_ms:.0f} ms")
-        self.rtf_label.setText(f"RTF {rtf:.2f}")
-        fill = 100 * r.n_tokens / r.n_ctx if r.n_ctx else 0
-        self.context_label.setText(f"context {r.n_tokens}/{r.n_ctx} ({fill:.0f}%)")
+        self.status.show_step(r, self.interval_spin.value())
 
     @Slot(object)
     def _on_gap(self, gap: Gap) -> None:

@@ -7,7 +7,10 @@ to the session controller; the ranges of the pace controls come from
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -21,16 +24,29 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QSplitter,
+    QStatusBar,
     QVBoxLayout,
     QWidget,
 )
 
+from app.capture.parse import SourceSpecError, parse_spec
 from app.core.config import SessionConfig, limit
 from app.core.settings import SessionSettings
+from app.core.types import Frame, StepResult
 from app.engine.controller import State
 from app.ui.chat_view import ChatView
+from app.ui.images import rgb_to_pixmap
 
 MODEL_LABELS = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}
+
+
+def video_file_of(spec: str) -> Path | None:
+    """The file a source spec names, when it is a video file (the in-app player can then show it)."""
+    try:
+        parsed = parse_spec(spec)
+    except SourceSpecError:
+        return None
+    return Path(parsed.path) if parsed.kind == "file" else None
 
 
 def section(text: str) -> QLabel:
@@ -200,9 +216,50 @@ class WatchPanel(QWidget):
             w.setEnabled(idle)
         self.pause_button.setText("▶  Resume" if state == State.PAUSED else "❚❚  Pause")
 
+    def show_frame(self, frame: Frame) -> None:
+        """A sampled frame in the preview (when no in-app player shows the film)."""
+        size = self.preview.size()
+        self.preview.setPixmap(rgb_to_pixmap(frame.image, size.width() - 4, size.height() - 4))
+
+    @Slot(QImage)
+    def show_picture(self, image: QImage) -> None:
+        size = self.preview.size()
+        self.preview.setPixmap(QPixmap.fromImage(image).scaled(
+            size.width() - 4, size.height() - 4, Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.FastTransformation))
+
     def show_problem(self, text: str) -> None:
         self.banner.setText(text)
         self.banner.show()
 
     def hide_problem(self) -> None:
         self.banner.hide()
+
+
+class SessionStatus:
+    """The status bar's session figures: state, step time, real-time factor, context fill, device."""
+
+    def __init__(self, bar: QStatusBar) -> None:
+        self.watching_label = QLabel()
+        self.watching_label.setObjectName("watching")
+        self.latency_label = QLabel("step —")
+        self.rtf_label = QLabel("RTF —")
+        self.context_label = QLabel("context —")
+        self.device_label = QLabel("device —")
+        self.source_status = QLabel("")
+        for label in (self.watching_label, self.source_status):
+            bar.addWidget(label)
+        for label in (self.latency_label, self.rtf_label, self.context_label, self.device_label):
+            bar.addPermanentWidget(label)
+
+    def show_state(self, state: State) -> None:
+        self.watching_label.setText({State.RUNNING: "● Watching", State.PAUSED: "❚❚ Paused",
+                                     State.LOADING: "… Starting", State.STOPPING: "… Stopping"}.get(state, "○ Idle"))
+
+    def show_step(self, r: StepResult, interval: float) -> None:
+        video_s = max(1e-6, len(r.frames) * (interval or 1.0))
+        self.latency_label.setText(f"step {r.timings.total_ms:.0f} ms")
+        self.rtf_label.setText(f"RTF {r.timings.total_ms / 1000 / video_s:.2f}")
+        fill = 100 * r.n_tokens / r.n_ctx if r.n_ctx else 0
+        self.context_label.setText(f"context {r.n_tokens}/{r.n_ctx} ({fill:.0f}%)")
+
