@@ -12,7 +12,7 @@ Why these ranges:
 - ``interval`` 0.1–60 s: the paper samples at 1 s; below 0.1 s no CPU keeps up, above a minute it
   is no longer commentary.
 - ``frames_per_turn`` 1–4: the model was trained on 2 frames a turn; 1 answers faster, 3–4 are
-  tolerated by the protocol (docs/protocol.md §Turns).
+  tolerated by the protocol (docs/protocol.md §1.3).
 - ``tokens_per_frame`` 4–1024: 128 as trained; the resize keeps the aspect ratio within the budget.
 - ``talkativeness`` −50…50: a logit bias on speaking at the first token; ±50 already decides every step.
 - ``max_new_tokens`` 1–1024: replies are a sentence or two; 0 would mean "never say anything".

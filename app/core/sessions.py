@@ -102,7 +102,7 @@ def encode_thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
 
 
 class SessionWriter:
-    """Appends one session's records durably. Not thread-safe: one owner (the UI thread) writes."""
+    """Appends one session's records durably. Not thread-safe: its owner (the session controller) serialises writes."""
 
     def __init__(self, directory: Path, meta: dict, *, durable: bool = True) -> None:
         self.directory = directory
