@@ -92,10 +92,10 @@ class MainWindow(QMainWindow):
         self.voice.state.connect(self._on_voice_state)
 
         self.player = PlayerPreview()
-        self.player.image.connect(self.watch.show_picture)
         self.player.failed.connect(self._on_player_failed)
 
         self._build()
+        self.player.image.connect(self.watch.show_picture)
         self._apply_settings_to_controls()
         self._install_shortcuts()
         self.tray = make_tray(self) if tray else None
