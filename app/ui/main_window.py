@@ -208,6 +208,9 @@ class MainWindow(QMainWindow):
             self.player.pause()
         elif state == State.RUNNING and before == State.PAUSED:
             self.player.resume()
+        elif state == State.IDLE:
+            self.player.stop()
+            self.source_status.setText("")
         self._show_state(state)
 
     def _collect_settings(self) -> None:
@@ -415,9 +418,7 @@ class MainWindow(QMainWindow):
     def _on_finished(self, reason: str) -> None:
         if reason == "ended":
             self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
-        self.player.stop()
         self._on_state(self.controller.state)
-        self.source_status.setText("")
         self.sessions_page.refresh()
 
     @Slot(str)
