@@ -276,3 +276,23 @@ def describe(hw: Hardware) -> list[str]:
     if not hw.gpus and not hw.gpus_unused:
         lines.append("GPU: none found")
     return lines
+
+
+def select_gpu(index: int | None) -> bool:
+    """Make llama.cpp use only GPU ``index`` (numbered as ``nvidia-smi`` / ``duet models recommend`` list them).
+
+    Done with the drivers' own visibility variables (CUDA, Vulkan, ROCm) so that the text model and
+    the vision projector land on the same device. They are read when llama.cpp initialises its
+    backends, so this must run before llama_cpp is imported; returns False (and changes nothing)
+    when it is too late, so the caller can say that a restart is needed.
+    """
+    import sys
+
+    if index is None or index < 0:
+        return True
+    if "llama_cpp" in sys.modules:
+        return False
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order nvidia-smi uses
+    for var in ("CUDA_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+        os.environ[var] = str(index)
+    return True

@@ -10,8 +10,8 @@ What huggingface_hub does not do and this module adds:
 * **One error per cause.** 401, 403/gated, 404, 429, 5xx, no answer within the timeout, no
   connection and offline mode each become a :class:`HubError` whose message says what to do.
 
-Resuming is huggingface_hub's own: ``hf_hub_download(local_dir=…)`` keeps a ``.incomplete`` file
-under ``local_dir/.cache/huggingface/download`` and continues it with an HTTP Range request.
+Resuming across processes is done here (see :func:`download`): huggingface_hub ≥ 2 resumes only
+inside the process that started a download.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
+CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 20.0  # seconds without a byte from the server before giving up (not the whole download)
 
 
@@ -185,10 +187,23 @@ def verify(path: Path, remote: RemoteFile, progress: Callable[[int], None] | Non
                                     f"({endpoint()}) altered it: run the command again, or use another HF_ENDPOINT.")
 
 
+def _part_path(local_dir: Path, name: str) -> Path:
+    return local_dir / ".partial" / f"{name}.part"
+
+
 def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
              on_bytes: Callable[[int], None] | None = None) -> Path:
-    """Fetch one file into ``local_dir`` (resuming a partial one) and verify it; returns its path."""
-    from huggingface_hub import hf_hub_download
+    """Fetch one file into ``local_dir``, continuing a partial one, verify it, and move it into place.
+
+    huggingface_hub's own ``hf_hub_download`` resumes only within one process (it downloads to a
+    process-unique temporary file), so a pull killed by SIGKILL or a closed laptop would start each
+    file again. Here the bytes go to ``.partial/<name>.part`` and the next run continues it with a
+    Range request through huggingface_hub's ``http_get``; the hub's metadata lookup, headers (token,
+    user agent) and redirects are huggingface_hub's.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url, http_get
+    from huggingface_hub.utils import build_hf_headers
     from tqdm.auto import tqdm
 
     class _Bytes(tqdm):  # huggingface_hub reports progress through a tqdm class; we only want the counts
@@ -201,23 +216,42 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
                 on_bytes(int(n))
             return None
 
+    final = local_dir / remote.name
+    if final.is_file():  # complete from an earlier run that stopped before recording it
+        verify(final, remote)
+        return final
     if offline():
         raise explain(OSError("offline"), repo)
+    # huggingface_hub reads the body in 10 MB pieces and writes each whole: at 1 MB the progress bar
+    # moves smoothly and an interrupted download keeps all but the last MB.
+    constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, CHUNK)
+    part = _part_path(local_dir, remote.name)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    url = hf_hub_url(repo, remote.name, revision=commit, endpoint=endpoint())
     try:
-        path = Path(hf_hub_download(repo, remote.name, revision=commit, local_dir=local_dir, endpoint=endpoint(),
-                                    etag_timeout=_timeout(), tqdm_class=_Bytes))
+        meta = get_hf_file_metadata(url, timeout=_timeout(), endpoint=endpoint())
+        headers = build_hf_headers()
+        location = meta.location or url
+        if urlparse(location).netloc != urlparse(url).netloc:
+            headers.pop("authorization", None)  # a signed CDN address: never send the token elsewhere
+        have = part.stat().st_size if part.exists() else 0
+        if have > remote.size:
+            part.unlink()
+            have = 0
+        with open(part, "ab") as fh:
+            http_get(location, fh, resume_size=have, headers=headers, expected_size=remote.size,
+                     displayed_filename=remote.name, tqdm_class=_Bytes)
+    except HubError:
+        raise
     except Exception as e:
         raise explain(e, repo) from e
-    verify(path, remote)
-    return path
+    verify(part, remote)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, final)
+    return final
 
 
 def partial_bytes(local_dir: Path, name: str) -> int:
-    """Bytes of ``name`` already on disk from an interrupted download (huggingface_hub's ``.incomplete``)."""
-    folder = local_dir / ".cache" / "huggingface" / "download" / Path(name).parent
-    stem = Path(name).name
-    total = 0
-    if folder.is_dir():
-        for p in folder.glob(f"{stem}.*.incomplete"):
-            total = max(total, p.stat().st_size)
-    return total
+    """Bytes of ``name`` already on disk from an interrupted download."""
+    part = _part_path(local_dir, name)
+    return part.stat().st_size if part.exists() else 0

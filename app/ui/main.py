@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (desktop-notes §1.2).
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
+    from app.core.settings import SettingsStore
+    from app.modelhub.hardware import select_gpu
+
+    select_gpu(SettingsStore(args.config_dir).load().session.gpu)  # before llama.cpp initialises its devices
+
     from PySide6.QtWidgets import QApplication
 
-    from app.core.settings import SettingsStore
     from app.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -70,7 +70,8 @@ class StandInHub:
 
             def _fault(self, head: bool) -> bool:
                 f = hub.faults
-                f.requests.append(f"{self.command} {self.path}")
+                rng = self.headers.get("Range")
+                f.requests.append(f"{self.command} {self.path}" + (f" Range: {rng}" if rng else ""))
                 if f.hang:
                     ev = threading.Event()
                     hub._hung.append(ev)
