@@ -173,6 +173,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         session.ask(q)
     for t, q in a.ask_at:
         session.ask(q, at=t)
+    if getattr(backend, "device", "") == "CPU" and not a.remote:
+        from app.modelhub.hardware import detect, switch_hint
+
+        hint = switch_hint(detect())  # a GPU is here but this llama.cpp build cannot use it
+        if hint:
+            print(f"Duet: {hint}", file=sys.stderr)
     out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None
     print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)

@@ -6,14 +6,17 @@ called through ctypes on the ggml library that llama-cpp-python ships, so the li
 devices this build can use. A CPU-only build sees no GPU there; ``nvidia-smi`` then tells whether an
 NVIDIA GPU is present anyway, which is when the user is told how to rebuild (``make gpu``).
 
-The recommendation is arithmetic on measured shapes (docs/models.md): MMDuet2 is Qwen2.5-VL-3B
+The recommendation is arithmetic on measured figures (docs/models.md): MMDuet2 is Qwen2.5-VL-3B
 (36 layers); the weights of each quantization and a fixed KV/vision allowance must fit the free
-memory of the device that runs them, and on a CPU the step time grows with the tokens per frame.
+memory of the device that runs them, and on a CPU the interval must cover the measured compute per
+frame, scaled by the cores. GPU step times were not measured here (no GPU): on a GPU the protocol's
+defaults (1 s, 128 tokens a frame) are recommended.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import subprocess
@@ -23,13 +26,14 @@ from pathlib import Path
 GIB = 1024**3
 
 # Sizes of MMDuet2 (Qwen2.5-VL-3B) files per quantization, in bytes: text model + F16 mmproj.
-# Text sizes follow from the parameter count (3.09 B) and llama.cpp's bits per weight for each type;
-# see docs/models.md for how they were obtained.
-MMPROJ_BYTES = int(1.34 * GIB)
+# F16, Q4_K_M and the mmproj were measured on the real 3B shape (docs/benchmarks.md §2); Q5_K_M and
+# Q8_0 follow from llama.cpp's bits per weight (5.7, 8.5) for 3.09 B text parameters (docs/models.md).
+MMPROJ_BYTES = int(1.25 * GIB)
 TEXT_BYTES = {"Q4_K_M": int(1.80 * GIB), "Q5_K_M": int(2.07 * GIB), "Q8_0": int(3.06 * GIB),
               "F16": int(5.75 * GIB)}
 RUNTIME_BYTES = int(1.0 * GIB)  # KV cache at 8k context, vision activations, compute buffers
 N_LAYERS = 36
+CPU_SECONDS_PER_FRAME_2_CORES = {128: 15.6, 64: 8.6}
 QUANT_ORDER = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")  # best quality first
 
 
@@ -243,7 +247,7 @@ def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:
             if need <= free:
                 reasons.append(f"{q} needs {need / GIB:.1f} GiB; GPU {gpu.index} ({gpu.description or gpu.name}) "
                                f"has {free / GIB:.1f} GiB free")
-                return Recommendation(q, f"GPU {gpu.index} ({gpu.description or gpu.name})", gpu.index, -1, 256,
+                return Recommendation(q, f"GPU {gpu.index} ({gpu.description or gpu.name})", gpu.index, -1, 128,
                                       1.0, True, tuple(reasons))
         # Partial offload: as many of the 36 layers as fit beside the projector and runtime.
         per_layer = TEXT_BYTES["Q4_K_M"] / N_LAYERS
@@ -259,9 +263,14 @@ def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:
     hint = switch_hint(hw)
     if hint:
         reasons.append(hint)
-    # CPU: a step costs roughly (frames × tokens + reply) token evaluations; with few cores fewer
-    # vision tokens and a longer interval keep a step inside the interval (docs/models.md).
-    tokens, interval = (64, 4.0) if hw.cores <= 4 else (128, 2.0) if hw.cores <= 8 else (128, 1.0)
+    # CPU: seconds of compute per frame measured for the 3B shape on 2 cores (docs/benchmarks.md §2:
+    # 31.3 s / 17.2 s a step of 2 frames at 128 / 64 tokens a frame), scaled by the core count. The
+    # interval must cover one frame's share of a step, so the model keeps up with what it watches.
+    per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in CPU_SECONDS_PER_FRAME_2_CORES.items()}
+    tokens = 128 if per_frame[128] <= 2.0 else 64
+    interval = max(1.0, math.ceil(per_frame[tokens] * 2) / 2)
+    reasons.append(f"on {hw.cores} CPU cores a frame of {tokens} tokens costs about {per_frame[tokens]:.1f} s: "
+                   f"one frame every {interval:g} s keeps up")
     return Recommendation("Q4_K_M", "CPU", -1, 0, tokens, interval, fits, tuple(reasons))
 
 
