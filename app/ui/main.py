@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("Duet")
     app.setQuitOnLastWindowClosed(True)
     store = SettingsStore(args.config_dir)
+    from app.ui.first_run import FirstRunWizard, should_show
+
+    if should_show(store):  # a fresh config: once, before the window reads the settings it writes
+        FirstRunWizard(store).exec()
     window = MainWindow(store, tray=not args.no_tray)
     if args.source:
         window.set_source(args.source)
@@ -54,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         window.overlay.show()
     if args.start:
         window.start()
-    return int(app.exec())
+    rc = int(app.exec())
+    from app.modelhub.jobs import manager
+
+    manager().shutdown()  # running pulls pause; the next start resumes them from their state files
+    return rc
 
 
 if __name__ == "__main__":
