@@ -80,7 +80,8 @@ class FirstRunWizard(QWizard):
                           f"<b>Recommended</b>: {self.rec.quant} on {self.rec.device} — "
                           f"{catalog.fits(self.hw, self.rec.quant) != 'no' and 'fits' or 'does not fit'}; "
                           f"{_gb(item.download_bytes)} to download, {_gb(item.size(self.rec.quant))} on disk "
-                          f"afterwards." + (f"<br><br>{hint}" if hint else ""))
+                          f"afterwards.<br>" + "<br>".join(f"· {r}" for r in self.rec.reasons if r != hint)
+                          + (f"<br><br>{hint}" if hint else ""))
         self.get_mmduet2 = QCheckBox(f"Download MMDuet2 ({self.rec.quant}) now — progress in the Models tab; "
                                      "you can pause it there")
         self.get_mmduet2.setChecked(False)

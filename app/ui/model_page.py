@@ -34,19 +34,20 @@ from PySide6.QtWidgets import (
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import JobStatus, PullManager, manager
 from app.modelhub.library import ModelLibrary
-from app.modelhub.pull import QUANTS
+from app.modelhub.pull import QUANTS, default_name
 from app.modelhub.validate import ModelFileError, check_pair
 
 
 def _size(path: Path) -> str:
     try:
-        return f"{path.stat().st_size / 2**20:,.0f} MB"
+        return _gb(path.stat().st_size)
     except OSError:
         return "missing"
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+    """Bytes for people: GB from 1 GB up, MB below (a tiny model is not "0.0 GB")."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def describe_status(st: JobStatus) -> str:
@@ -259,12 +260,20 @@ class ModelPage(QWidget):
             job = self.jobs.get(repo)
             start, pause, cancel = row["start"], row["pause"], row["cancel"]
             bar, status = row["bar"], row["status"]
-            if job is None:
-                start.setText("Download")  # type: ignore[attr-defined]
-                start.setEnabled(True)
+            installed = self.library.get(default_name(repo, row["quant"].currentData())) is not None  # type: ignore
+            if job is None or (job.status.state in ("done", "cancelled") and installed):
+                start.setText("Installed" if installed else "Download")  # type: ignore[attr-defined]
+                start.setEnabled(not installed)
                 pause.setEnabled(False)
                 cancel.setEnabled(False)
                 bar.setVisible(False)
+                if job is not None:
+                    status.setText(describe_status(job.status))  # type: ignore[attr-defined]
+                    row["quant"].setEnabled(True)
+                if job is not None and job.status.state == "done" and self._last_state.get(repo) != "done":
+                    self._last_state[repo] = "done"
+                    self.refresh()
+                    self.changed.emit()
                 continue
             st = job.status
             running = st.state == "running"
