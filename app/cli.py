@@ -95,12 +95,19 @@ def cmd_models_pull(a: argparse.Namespace) -> int:
     from app.modelhub.pull import PullEvent, PullJob
 
     tty = sys.stderr.isatty()
+    last_line = [0.0]
 
     def show(ev: PullEvent) -> None:
+        import time
+
         if a.json:
             print(json.dumps(ev.to_json()), flush=True)
             return
-        if ev.stage in ("download", "verify") and ev.total:
+        if ev.stage == "download" and ev.total:
+            now = time.monotonic()  # a log (not a terminal) gets a line every 5 s, not every update
+            if not tty and now - last_line[0] < 5 and ev.done < ev.total:
+                return
+            last_line[0] = now
             pct = 100 * ev.done / ev.total
             eta = _fmt_time(ev.eta) if ev.eta is not None else "--:--"
             line = (f"{ev.stage:9s} {pct:5.1f}%  {_human_bytes(ev.done)} / {_human_bytes(ev.total)}  "

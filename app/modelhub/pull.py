@@ -80,6 +80,10 @@ class PullPlan:
     ram_available: int
 
 
+def human(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def work_key(repo: str, revision: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]", "_", f"{repo.replace('/', '--')}@{revision}")
 
@@ -273,8 +277,8 @@ class PullJob:
         r = convert(self.hf_dir, out, outtype="f16", name=base, overwrite=True)
         self.state["converted"] = {"model": str(r.model), "mmproj": str(r.mmproj)}
         self._save()
-        self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: "
-                              f"{r.model.stat().st_size / 1e9:.2f} GB + {r.mmproj.stat().st_size / 1e9:.2f} GB")
+        self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: model {human(r.model.stat().st_size)} + "
+                              f"mmproj {human(r.mmproj.stat().st_size)}")
         return r.model, r.mmproj
 
     def quantize(self, f16: Path) -> Path:
@@ -291,8 +295,8 @@ class PullJob:
         r = quantize(f16, self.quant, out / f"{self.name}.gguf", overwrite=True, threads=self.threads)
         self.state["quantized"][self.quant] = str(r.path)
         self._save()
-        self._emit("quantize", f"Quantized in {time.monotonic() - t0:.1f} s: {r.size_in / 1e9:.2f} GB → "
-                               f"{r.size_out / 1e9:.2f} GB")
+        self._emit("quantize", f"Quantized in {time.monotonic() - t0:.1f} s: {human(r.size_in)} → "
+                               f"{human(r.size_out)}")
         return r.path
 
     def import_pair(self, model: Path, mmproj: Path) -> ModelEntry:
@@ -331,7 +335,8 @@ class PullJob:
         self.resolve()
         plan = self.plan()
         self.check(plan)
-        self._emit("check", f"Disk: {plan.disk_needed / 1e9:.2f} GB needed, {plan.disk_free / 1e9:.2f} GB free")
+        ram = f"; RAM: {human(plan.ram_needed)} needed, {human(plan.ram_available)} available" if plan.ram_needed else ""
+        self._emit("check", f"Disk: {human(plan.disk_needed)} needed, {human(plan.disk_free)} free{ram}")
         self.download(plan)
         self._check_stop()
         if plan.kind == "gguf":
