@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.modelhub.library import ModelLibrary
-from app.modelhub.pull import PullEvent, PullJob
+from app.modelhub.pull import PullError, PullEvent, PullJob, pending_pulls
 
 
 @dataclass
@@ -142,6 +142,21 @@ class PullManager:
 
     def get(self, repo: str) -> PullProcess | None:
         return self.jobs.get(repo)
+
+    def adopt_pending(self, library: ModelLibrary) -> list[PullProcess]:
+        """Pulls left unfinished by an earlier run of the app (or a killed CLI), shown as paused."""
+        out = []
+        for p in pending_pulls(library):
+            if p["repo"] in self.jobs:
+                continue
+            try:
+                job = PullProcess(p["repo"], p["quant"], p["name"], revision=p["revision"], library=library)
+            except PullError:
+                continue
+            job.status.state = "paused"
+            self.jobs[p["repo"]] = job
+            out.append(job)
+        return out
 
     def shutdown(self) -> None:
         """On quit: pause every running pull (it resumes on the next start)."""

@@ -322,7 +322,29 @@ class PullJob:
 
     # ---- the whole job ------------------------------------------------------------------------
     def run(self) -> ModelEntry:
+        """The whole pull, holding a lock on its work folder: two pulls of one repository never interleave."""
+        from filelock import FileLock, Timeout
+
+        self.work.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self._lock_path()))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as e:
+            raise PullError(f"{self.repo} is already being pulled (from the app or another terminal); "
+                            "wait for it, or pause it there", "busy") from e
+        try:
+            return self._run()
+        finally:
+            lock.release()
+            if not self.work.exists():  # finished (or cancelled): leave no trace in .pulls
+                self._lock_path().unlink(missing_ok=True)
+
+    def _lock_path(self) -> Path:
+        return self.work.parent / f"{self.work.name}.lock"
+
+    def _run(self) -> ModelEntry:
         self._load_state()
+        self.state["request"] = {"quant": self.quant, "name": self.name}
         existing = self.library.get(self.name)
         if existing is not None and existing.notes.startswith(f"{self.repo}@") and existing.model.exists():
             self._emit("done", f"{self.name} is already in the library (from {existing.notes})")
@@ -357,6 +379,7 @@ class PullJob:
     def cancel_cleanup(self) -> None:
         """Forget a pull: its work folder (downloads, intermediates) goes; the library is untouched."""
         shutil.rmtree(self.work, ignore_errors=True)
+        self._lock_path().unlink(missing_ok=True)
 
 
 def _remove_partials(folder: Path) -> None:
@@ -375,8 +398,10 @@ def pending_pulls(library: ModelLibrary | None = None) -> list[dict]:
             s = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, OSError, UnicodeDecodeError):
             continue
-        if not s.get("imported"):
-            out.append({"repo": s.get("repo"), "revision": s.get("revision"), "work": str(p.parent)})
+        if not s.get("imported") and s.get("repo"):
+            req = s.get("request") or {}
+            out.append({"repo": s["repo"], "revision": s.get("revision", "main"), "quant": req.get("quant", "Q4_K_M"),
+                        "name": req.get("name"), "work": str(p.parent)})
     return out
 
 

@@ -143,6 +143,8 @@ class ModelPage(QWidget):
         self.pull_rows: dict[str, dict[str, QWidget]] = {}
         for item in catalog.CATALOG:
             self._add_pull_row(hub_lay, item.repo, item.title, item.about)
+        self.jobs.adopt_pending(library)  # pulls an earlier run left unfinished: shown paused, ready to resume
+        self._other_rows: list[str] = [r for r in self.jobs.jobs if r not in self.pull_rows]
         other = QHBoxLayout()
         self.repo_edit = QLineEdit()
         self.repo_edit.setPlaceholderText("Another repository: owner/name (a Qwen2.5-VL checkpoint or a GGUF + mmproj)")
@@ -152,6 +154,8 @@ class ModelPage(QWidget):
         other.addWidget(other_button)
         hub_lay.addLayout(other)
         self.other_box = hub_lay
+        for repo in self._other_rows:
+            self._add_pull_row(hub_lay, repo, repo.split("/")[-1], "")
         lay.addWidget(hub)
 
         box = QGroupBox("Import a GGUF model + its mmproj")

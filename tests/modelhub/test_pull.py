@@ -277,3 +277,15 @@ def test_name_clash_and_bad_arguments(hub, lib, tiny_model):
         PullJob("justaname", library=lib)
     with pytest.raises(PullError, match="Q4_K_M"):
         PullJob(NAME, quant="Q3", library=lib)
+
+
+def test_one_pull_per_repository_at_a_time(hub, lib):
+    from filelock import FileLock
+
+    job = PullJob(NAME, quant="Q8_0", library=lib)
+    job.work.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(job.work.parent / f"{job.work.name}.lock")):  # as another process's pull holds it
+        with pytest.raises(PullError) as e:
+            PullJob(NAME, quant="Q8_0", library=lib).run()
+    assert e.value.kind == "busy" and "already being pulled" in str(e.value)
+    assert job.run().name == "tiny-vl-q8_0"  # free again

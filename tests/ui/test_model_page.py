@@ -99,3 +99,23 @@ def test_failed_pull_says_why_and_cancel_cleans_up(qtbot, hub, tmp_path: Path) -
     assert "Cancelled" in row["status"].text()
     assert not (library.root / ".pulls").exists() or not any((library.root / ".pulls").iterdir())
     assert library.entries() == []
+
+
+def test_a_pull_left_unfinished_by_an_earlier_run_is_offered_for_resuming(qtbot, hub, tmp_path: Path) -> None:
+    import threading
+
+    from app.modelhub.pull import PullJob, PullStopped
+
+    library = ModelLibrary(tmp_path / "data" / "models")
+    stop = threading.Event()
+    job = PullJob(REPO_ID, quant="Q5_K_M", library=library, stop=stop,
+                  progress=lambda ev: stop.set() if ev.stage == "verify" else None)
+    with pytest.raises(PullStopped):
+        job.run()  # an earlier session that quit mid-download
+    page = ModelPage(library, jobs=PullManager())
+    qtbot.addWidget(page)
+    row = page.pull_rows[REPO_ID]
+    assert row["start"].text() == "Resume" and "Paused" in row["status"].text()
+    assert row["quant"].currentData() == "Q5_K_M"
+    row["start"].click()
+    qtbot.waitUntil(lambda: library.get("mmduet2-q5_k_m") is not None, timeout=120_000)
