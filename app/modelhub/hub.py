@@ -201,7 +201,9 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
     Range request through huggingface_hub's ``http_get``; the hub's metadata lookup, headers (token,
     user agent) and redirects are huggingface_hub's.
     """
+    import httpx2
     from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url, http_get
     from huggingface_hub.utils import build_hf_headers
     from tqdm.auto import tqdm
@@ -243,7 +245,7 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
                      displayed_filename=remote.name, tqdm_class=_Bytes)
     except HubError:
         raise
-    except Exception as e:
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:  # not a pause raised by on_bytes
         raise explain(e, repo) from e
     verify(part, remote)
     final.parent.mkdir(parents=True, exist_ok=True)

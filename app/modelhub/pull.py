@@ -188,12 +188,18 @@ class PullJob:
 
     def plan(self) -> PullPlan:
         files = tuple(RemoteFile.from_json(d) for d in self.state["listing"])
-        pair = _gguf_pair(files, self.quant)
+        names = {f.name for f in files}
+        has_checkpoint = "config.json" in names and any(n.endswith(".safetensors") for n in names)
+        try:
+            pair = _gguf_pair(files, self.quant)
+        except PullError:
+            if not has_checkpoint:
+                raise
+            pair = None  # GGUFs, but not of this quantization: convert the checkpoint beside them instead
         if pair is not None:
             kind, chosen = "gguf", pair
         else:
-            names = {f.name for f in files}
-            if "config.json" not in names or not any(n.endswith(".safetensors") for n in names):
+            if not has_checkpoint:
                 raise PullError(f"{self.repo}: neither a GGUF + mmproj pair nor a safetensors checkpoint "
                                 f"(files: {', '.join(sorted(names)[:8])}); Duet pulls MMDuet2 / Qwen2.5-VL "
                                 "checkpoints and repositories of ready GGUF pairs", "bad_repo")
@@ -213,7 +219,7 @@ class PullJob:
             if self.quant != "F16" and self.quant not in self.state["quantized"]:
                 need += int(weights * QUANT_RATIO[self.quant])
         need += MARGIN
-        total_ram, avail_ram = hardware.ram()
+        _, avail_ram = hardware.ram()
         return PullPlan(kind, tuple(chosen), download, need, hardware.free_disk(self.library.root), ram_needed,
                         avail_ram)
 
@@ -254,9 +260,9 @@ class PullJob:
 
         for f in todo:
             self._check_stop()
-            start = counter[0]
+            before = counter[0] - hub.partial_bytes(self.hf_dir, f.name)  # `done` counted the partial file
             hub.download(self.repo, self.state["commit"], f, self.hf_dir, on_bytes)
-            counter[0] = start + f.size - hub.partial_bytes(self.hf_dir, f.name)  # exact after a resumed file
+            counter[0] = before + f.size
             self.state["verified"] = sorted({*self.state["verified"], f.name})
             self._save()
             self._emit("verify", f"{f.name}: sha256 verified" if f.sha256 else f"{f.name}: git hash verified",

@@ -289,3 +289,21 @@ def test_one_pull_per_repository_at_a_time(hub, lib):
             PullJob(NAME, quant="Q8_0", library=lib).run()
     assert e.value.kind == "busy" and "already being pulled" in str(e.value)
     assert job.run().name == "tiny-vl-q8_0"  # free again
+
+
+def test_pause_mid_file_then_resume(hub, lib):
+    """The stop event (the API's pause) stops inside a file; the next run continues that file."""
+    hub.faults.rate = 400_000
+    stop = threading.Event()
+    job = PullJob(NAME, quant="Q8_0", library=lib, stop=stop,
+                  progress=lambda ev: stop.set() if ev.stage == "download" and ev.done > 1_500_000 else None)
+    with pytest.raises(PullStopped):
+        job.run()
+    part = next(lib.root.rglob("model.safetensors.part"))
+    assert 0 < part.stat().st_size < len(hub.repos[NAME]["model.safetensors"])
+    hub.faults.rate = 0
+    events = []
+    entry = PullJob(NAME, quant="Q8_0", library=lib, progress=events.append).run()
+    assert entry.name == "tiny-vl-q8_0"
+    downloads = [e for e in events if e.stage == "download" and e.total]
+    assert downloads[-1].done == downloads[-1].total  # the count includes the resumed part exactly once
