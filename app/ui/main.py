@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", type=Path, help="where settings.toml lives (default: the platform's config dir)")
     p.add_argument("--start", action="store_true", help="start watching at once")
     p.add_argument("--no-tray", action="store_true", help="no tray icon")
+    p.add_argument("--no-first-run", action="store_true",
+                   help="skip the first-run wizard (it is also skipped with --start)")
     return p
 
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     store = SettingsStore(args.config_dir)
     from app.ui.first_run import FirstRunWizard, should_show
 
-    if should_show(store):  # a fresh config: once, before the window reads the settings it writes
+    if should_show(store) and not (args.start or args.no_first_run):  # once, before the window reads settings
         FirstRunWizard(store).exec()
     window = MainWindow(store, tray=not args.no_tray)
     if args.source:
