@@ -21,9 +21,12 @@ REPO_ID = "wangyueqian/MMDuet2"
 
 @pytest.fixture
 def hub(tiny_model, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
     with StandInHub({REPO_ID: repo_from_folder(tiny_model.hf_dir)}) as h:
         monkeypatch.setenv("HF_ENDPOINT", h.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # for pulls run in this process
         monkeypatch.setenv("DUET_HUB_TIMEOUT", "5")
         monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
         yield h
