@@ -20,7 +20,7 @@ APT_PACKAGES := python3-venv python3-dev build-essential cmake git \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \
 	espeak-ng libportaudio2 opencv-doc xvfb xauth x11-utils
 
-.PHONY: run test sysdeps venv lint clean
+.PHONY: run test sysdeps venv lint clean gpu
 
 # The demo model was trained (by `duet train demo`, on first use) on synthetic proactive videos, so
 # the main job narrates a held-out synthetic video it has never seen.
@@ -56,6 +56,28 @@ $(STAMP): pyproject.toml $(SYS_STAMP)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,test]'
 	touch $@
+
+# GPU build of llama.cpp: `make gpu` (or GPU=cuda|vulkan|metal make gpu) recompiles llama-cpp-python
+# in .venv for the GPU; `duet models recommend` then lists the GPU as llama.cpp sees it.
+GPU ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo cuda; \
+	elif [ "$$(uname)" = Darwin ]; then echo metal; \
+	elif command -v vulkaninfo >/dev/null 2>&1 && vulkaninfo --summary 2>/dev/null | grep -q PHYSICAL_DEVICE_TYPE_DISCRETE_GPU; then echo vulkan; \
+	else echo none; fi)
+
+gpu: $(STAMP)
+	@case "$(GPU)" in \
+	cuda) command -v nvcc >/dev/null || { echo "make gpu: the CUDA compiler (nvcc) is missing: install the CUDA toolkit (Debian/Ubuntu: sudo apt-get install nvidia-cuda-toolkit), then run make gpu again"; exit 1; }; \
+	      args="-DGGML_CUDA=on";; \
+	vulkan) command -v glslc >/dev/null || { echo "make gpu: the Vulkan shader compiler is missing: sudo apt-get install libvulkan-dev glslc, then run make gpu again"; exit 1; }; \
+	      args="-DGGML_VULKAN=on";; \
+	metal) args="-DGGML_METAL=on";; \
+	*) echo "make gpu: no NVIDIA (nvidia-smi), Vulkan or Apple GPU found. Name one: GPU=cuda|vulkan|metal make gpu"; exit 1;; \
+	esac; \
+	ver=$$($(PY) -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))"); \
+	echo "Rebuilding llama-cpp-python $$ver with $$args (several minutes)"; \
+	CMAKE_ARGS="$$args" FORCE_CMAKE=1 $(PY) -m pip install -q --force-reinstall --no-deps --no-cache-dir \
+		"llama-cpp-python==$$ver"
+	$(VENV)/bin/duet models recommend
 
 clean:
 	rm -rf $(VENV) .cache out build dist

@@ -78,6 +78,86 @@ def cmd_models_import(a: argparse.Namespace) -> int:
     return 0
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def cmd_models_pull(a: argparse.Namespace) -> int:
+    from app.modelhub import hardware
+    from app.modelhub.pull import PullEvent, PullJob
+
+    tty = sys.stderr.isatty()
+    last_line = [0.0]
+
+    def show(ev: PullEvent) -> None:
+        import time
+
+        if a.json:
+            print(json.dumps(ev.to_json()), flush=True)
+            return
+        if ev.stage == "download" and ev.total:
+            now = time.monotonic()  # a log (not a terminal) gets a line every 5 s, not every update
+            if not tty and now - last_line[0] < 5 and ev.done < ev.total:
+                return
+            last_line[0] = now
+            pct = 100 * ev.done / ev.total
+            eta = _fmt_time(ev.eta) if ev.eta is not None else "--:--"
+            line = (f"{ev.stage:9s} {pct:5.1f}%  {_human_bytes(ev.done)} / {_human_bytes(ev.total)}  "
+                    f"{_human_bytes(ev.rate)}/s  ETA {eta}")
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            if ev.done >= ev.total and tty:
+                print(file=sys.stderr)
+            return
+        print(f"{ev.stage:9s} {ev.message}", file=sys.stderr, flush=True)
+
+    if not a.json:
+        hw = hardware.detect()
+        rec = hardware.recommend(hw)
+        print(f"this machine: {'; '.join(hardware.describe(hw))}", file=sys.stderr)
+        print(f"recommended:  {rec.quant} on {rec.device}" + ("" if a.quant else f" (pulling {rec.quant})"),
+              file=sys.stderr)
+    quant = a.quant or hardware.recommend(hardware.detect()).quant
+    job = PullJob(a.repo, revision=a.revision, quant=quant, name=a.name, keep_intermediate=a.keep_intermediate,
+                  progress=show, threads=a.threads)
+    entry = job.run()
+    print(f"added {entry.name}: {entry.model}")
+    return 0
+
+
+def cmd_models_recommend(a: argparse.Namespace) -> int:
+    from app.modelhub import hardware
+
+    hw = hardware.detect()
+    rec = hardware.recommend(hw, main_gpu=a.gpu)
+    if a.json:
+        print(json.dumps({"hardware": hw.to_json(), "recommendation": rec.to_json()}, indent=2))
+        return 0
+    for line in hardware.describe(hw):
+        print(line)
+    print(f"\nMMDuet2 on this machine: {rec.quant} on {rec.device}"
+          + ("" if rec.fits else " (does NOT fit; see below)"))
+    flags = f"--gpu-layers {rec.gpu_layers} --tokens-per-frame {rec.tokens_per_frame} --interval {rec.interval:g}"
+    if rec.main_gpu >= 0:
+        flags += f" --gpu {rec.main_gpu}"
+    print(f"  duet models pull wangyueqian/MMDuet2 --quant {rec.quant}")
+    print(f"  duet run --model mmduet2-{rec.quant.lower()} {flags} --source …")
+    for r in rec.reasons:
+        print(f"  · {r}")
+    return 0
+
+
+def cmd_models_remove(a: argparse.Namespace) -> int:
+    from app.modelhub.library import ModelLibrary
+
+    ModelLibrary().remove(a.name, delete_files=not a.keep_files)
+    print(f"removed {a.name}")
+    return 0
+
+
 # ---- run -------------------------------------------------------------------------------------
 def cmd_run(a: argparse.Namespace) -> int:
     """Headless session: the same controller the GUI drives, with replies printed as they come."""
@@ -120,6 +200,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     controller = SessionController(lambda _r: backend, lambda _r: source, listener=show)
     request = RunRequest(source=a.source, model=a.model, config=config,
                          questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
+    if getattr(backend, "device", "") == "CPU" and not a.remote:
+        from app.modelhub.hardware import detect, switch_hint
+
+        hint = switch_hint(detect())  # a GPU is here but this llama.cpp build cannot use it
+        if hint:
+            print(f"Duet: {hint}", file=sys.stderr)
     print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
     reason = "ended"
@@ -173,6 +259,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
     add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
     p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto")
+    p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="mmduet2", help="model name to send to the remote server")
     p.add_argument("--api-key-env", default="DUET_API_KEY", help="environment variable holding the API key")
@@ -210,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sv, BackendSettings, ("n_ctx", "n_gpu_layers"), BACKEND_FLAGS)
     sv.set_defaults(func=cmd_serve)
 
-    m = sub.add_parser("models", help="convert, quantize, list and import models").add_subparsers(dest="action",
+    m = sub.add_parser("models", help="pull, convert, quantize, list, import and remove models").add_subparsers(dest="action",
                                                                                                   required=True)
     c = m.add_parser("convert", help="Hugging Face Qwen2.5-VL checkpoint → GGUF + mmproj")
     c.add_argument("hf_dir")
@@ -239,6 +326,25 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("mmproj")
     im.add_argument("--link", action="store_true", help="record the paths instead of copying the files")
     im.set_defaults(func=cmd_models_import)
+    pl = m.add_parser("pull", help="download a model from Hugging Face, verify, convert, quantize and add it")
+    pl.add_argument("repo", help="owner/name, e.g. wangyueqian/MMDuet2 (or a repository of GGUF + mmproj files)")
+    pl.add_argument("--revision", default="main", help="branch, tag or commit")
+    pl.add_argument("--quant", type=str.upper, choices=["Q4_K_M", "Q5_K_M", "Q8_0", "F16"],
+                    help="quantization (default: the one recommended for this machine)")
+    pl.add_argument("--name", help="library name (default: <repo name>-<quant>)")
+    pl.add_argument("--keep-intermediate", action="store_true",
+                    help="keep the downloaded checkpoint and the F16 GGUF (default: delete them once imported)")
+    pl.add_argument("--threads", type=int, default=0, help="quantizer threads (0 = automatic)")
+    pl.add_argument("--json", action="store_true", help="progress as one JSON object a line (for programs)")
+    pl.set_defaults(func=cmd_models_pull)
+    rc = m.add_parser("recommend", help="this machine's GPUs, RAM and cores, and the settings for MMDuet2")
+    rc.add_argument("--gpu", type=int, help="consider only this GPU")
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(func=cmd_models_recommend)
+    rm = m.add_parser("remove", help="remove a model from the library (and its files)")
+    rm.add_argument("name")
+    rm.add_argument("--keep-files", action="store_true")
+    rm.set_defaults(func=cmd_models_remove)
 
     from app.eval.cli import add_commands as add_eval
     from app.trainer.cli import add_commands as add_train
@@ -252,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if getattr(a, "gpu", None) is not None and a.command != "models":
+        from app.modelhub.hardware import select_gpu
+
+        select_gpu(a.gpu)  # before llama.cpp starts: it reads the device visibility once
     if a.command in (None, "gui"):
         from app.ui.main import main as gui_main
 

@@ -34,6 +34,7 @@ class SessionSettings:
     interval: float = default(SessionConfig, "interval")  # defaults and ranges: app.core.config
     frames_per_turn: int = default(SessionConfig, "frames_per_turn")
     talkativeness: float = default(SessionConfig, "talkativeness")
+    gpu: int = -1  # the GPU llama.cpp runs on (its number in `duet models recommend`); -1 = llama.cpp's choice
 
 
 @dataclass
@@ -76,12 +77,18 @@ class WindowSettings:
 
 
 @dataclass
+class SetupSettings:
+    first_run_done: bool = False  # the first-run wizard was shown (app/ui/first_run.py)
+
+
+@dataclass
 class Settings:
     session: SessionSettings = field(default_factory=SessionSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     overlay: OverlaySettings = field(default_factory=OverlaySettings)
     shortcuts: ShortcutSettings = field(default_factory=ShortcutSettings)
     window: WindowSettings = field(default_factory=WindowSettings)
+    setup: SetupSettings = field(default_factory=SetupSettings)
 
     def to_dict(self) -> dict[str, dict[str, object]]:
         return asdict(self)

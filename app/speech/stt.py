@@ -5,7 +5,7 @@ inside llama-cpp-python; two ggml copies in one process is untested territory (d
 file. In a child, a crash costs one transcription and a message, never the session.
 
 Models are ``ggml-<name>.bin`` files from the ``ggerganov/whisper.cpp`` Hugging Face repository,
-downloaded with huggingface_hub like every other model, into ``<data>/speech/``.
+downloaded like every other model (verified, resumable: app/modelhub/hub.py), into ``<data>/speech/``.
 """
 
 from __future__ import annotations
@@ -56,35 +56,36 @@ def check_model_file(path: Path) -> None:
 
 def download_model(name: str, directory: Path | None = None,
                    progress: Callable[[int, int], None] | None = None) -> Path:
-    """Fetch ``ggml-<name>.bin`` with huggingface_hub (resumable); ``progress(done, total)`` in bytes."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-    from tqdm.auto import tqdm
+    """Fetch ``ggml-<name>.bin`` through the model manager's hub client; ``progress(done, total)`` in bytes.
+
+    Same path as ``duet models pull`` (app/modelhub/hub.py): the file's sha256 is checked against the
+    hub's listing, an interrupted download continues where it stopped, and each failure says what to do.
+    """
+    from app.modelhub import hub
 
     directory = directory or models_dir()
     directory.mkdir(parents=True, exist_ok=True)
-
-    class _Progress(tqdm):  # huggingface_hub calls it from download threads; never touch widgets here
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            self.n += n or 0
-            if progress is not None and self.total:
-                progress(int(self.n), int(self.total))
-            return None
-
+    fname = model_filename(name)
     try:
-        path = hf_hub_download(WHISPER_REPO, model_filename(name), local_dir=directory, tqdm_class=_Progress)
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as e:
-        raise SpeechModelError(f"Cannot download the speech model {name!r}: offline ({e}). "
-                               f"Put {model_filename(name)} into {directory} by hand, or go online.") from e
-    except HfHubHTTPError as e:
+        listing = hub.list_repo(WHISPER_REPO)
+        remote = next((f for f in listing.files if f.name == fname), None)
+        if remote is None:
+            raise SpeechModelError(f"{WHISPER_REPO} has no {fname}; choose another speech model in Settings › Speech")
+        done = [hub.partial_bytes(directory, fname)]
+
+        def on_bytes(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress(done[0], remote.size)
+
+        return hub.download(WHISPER_REPO, listing.commit, remote, directory, on_bytes)
+    except hub.HubError as e:
+        if e.kind == "offline":
+            raise SpeechModelError(f"Cannot download the speech model {name!r}: offline ({e}). "
+                                   f"Put {fname} into {directory} by hand, or go online.") from e
         raise SpeechModelError(f"Downloading the speech model {name!r} failed: {e}") from e
     except OSError as e:
         raise SpeechModelError(f"Downloading the speech model {name!r} failed: {e}") from e
-    return Path(path)
 
 
 def _serve(conn: object, model_path: str, n_threads: int) -> None:

@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", type=Path, help="where settings.toml lives (default: the platform's config dir)")
     p.add_argument("--start", action="store_true", help="start watching at once")
     p.add_argument("--no-tray", action="store_true", help="no tray icon")
+    p.add_argument("--no-first-run", action="store_true",
+                   help="skip the first-run wizard (it is also skipped with --start)")
     return p
 
 
@@ -31,15 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (docs/desktop.md §1.2).
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
+    from app.core.settings import SettingsStore
+    from app.modelhub.hardware import select_gpu
+
+    select_gpu(SettingsStore(args.config_dir).load().session.gpu)  # before llama.cpp initialises its devices
+
     from PySide6.QtWidgets import QApplication
 
-    from app.core.settings import SettingsStore
     from app.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Duet")
     app.setQuitOnLastWindowClosed(True)
     store = SettingsStore(args.config_dir)
+    from app.ui.first_run import FirstRunWizard, should_show
+
+    if should_show(store) and not (args.start or args.no_first_run):  # once, before the window reads settings
+        FirstRunWizard(store).exec()
     window = MainWindow(store, tray=not args.no_tray)
     if args.source:
         window.set_source(args.source)
@@ -50,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         window.overlay.show()
     if args.start:
         window.start()
-    return int(app.exec())
+    rc = int(app.exec())
+    from app.modelhub.jobs import manager
+
+    manager().shutdown()  # running pulls pause; the next start resumes them from their state files
+    return rc
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.sessions_page, "Sessions")
         self.model_page = ModelPage(self.library)
         self.model_page.changed.connect(self._refresh_models)
+        self.model_page.default_chosen.connect(lambda name: (self.set_model(name), self.save_settings()))
         self.tabs.addTab(self.model_page, "Models")
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setCentralWidget(self.tabs)

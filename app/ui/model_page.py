@@ -1,23 +1,28 @@
-"""The Models page: what is installed, the built-in models, and importing a GGUF + mmproj pair.
+"""The Models page: this machine, installed models, models to download, and importing a GGUF pair.
 
-Importing validates the pair's metadata first (``check_pair``: llama.cpp would abort the process
-on some mismatches) and copies the files in a background thread — GGUF files are gigabytes.
-Downloading from Hugging Face has its own issue; the page keeps a place for it.
+Downloads are :class:`app.modelhub.jobs.PullProcess` children owned by the app-wide manager, not by
+this page: the page polls their status, so closing or rebuilding it loses nothing and a pull keeps
+going (or stays paused) until the app quits. Pause stops the child; resume starts a new one that
+continues from the pull's state file. Importing validates the pair's metadata first (``check_pair``:
+llama.cpp would abort the process on some mismatches) and copies the files in a background thread.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
+    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -25,28 +30,76 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.modelhub import catalog, hardware
+from app.modelhub.jobs import JobStatus, PullManager, manager
 from app.modelhub.library import ModelLibrary
+from app.modelhub.pull import QUANTS, default_name
 from app.modelhub.validate import ModelFileError, check_pair
 from app.ui.background import BackgroundOp, describe_error
 
 
 def _size(path: Path) -> str:
     try:
-        return f"{path.stat().st_size / 2**20:,.0f} MB"
+        return _gb(path.stat().st_size)
     except OSError:
         return "missing"
 
 
+def _gb(n: float) -> str:
+    """Bytes for people: GB from 1 GB up, MB below (a tiny model is not "0.0 GB")."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def describe_status(st: JobStatus) -> str:
+    """One line for a pull: stage, bytes, speed and ETA while downloading; the message otherwise."""
+    ev = st.last
+    if st.state == "failed":
+        return f"✗ {st.error}"
+    if st.state == "paused":
+        return "❚❚ Paused — Resume continues where it stopped"
+    if st.state == "cancelled":
+        return "Cancelled; the partial download was deleted"
+    if ev is None:
+        return "Starting…"
+    if st.state == "done":
+        return f"✓ {st.name} is installed"
+    if ev.stage in ("download", "verify") and ev.total:
+        eta = f", {int(ev.eta) // 60}:{int(ev.eta) % 60:02d} left" if ev.eta is not None else ""
+        return f"Downloading {_gb(ev.done)} of {_gb(ev.total)} · {ev.rate / 1e6:.1f} MB/s{eta}"
+    return ev.message
+
+
 class ModelPage(QWidget):
-    """Lists models; ``changed`` fires after an import so the main window refreshes its picker."""
+    """``changed`` fires when the library changes; ``default_chosen(name)`` when the user sets a default."""
 
     changed = Signal()
+    default_chosen = Signal(str)
 
-    def __init__(self, library: ModelLibrary) -> None:
+    def __init__(self, library: ModelLibrary, jobs: PullManager | None = None,
+                 hw: hardware.Hardware | None = None) -> None:
         super().__init__()
         self.library = library
+        self.jobs = jobs or manager()
+        self.hw = hw or hardware.detect()
+        self.rec = hardware.recommend(self.hw)
+        self._last_state: dict[str, str] = {}
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 16, 16, 16)
+
+        title = QLabel("THIS MACHINE")
+        title.setObjectName("sectionTitle")
+        lay.addWidget(title)
+        lines = hardware.describe(self.hw)
+        lines.append(f"Recommended for MMDuet2: {self.rec.quant} on {self.rec.device}, "
+                     f"{self.rec.tokens_per_frame} tokens a frame, a frame every {self.rec.interval:g} s")
+        hint = hardware.switch_hint(self.hw)
+        if hint:
+            lines.append(hint)
+        self.machine = QLabel("\n".join(lines))
+        self.machine.setWordWrap(True)
+        self.machine.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.machine)
+
         title = QLabel("INSTALLED MODELS")
         title.setObjectName("sectionTitle")
         lay.addWidget(title)
@@ -60,7 +113,42 @@ class ModelPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         lay.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        self.default_button = QPushButton("Use by default")
+        self.default_button.setToolTip("The model the Watch tab starts with")
+        self.default_button.clicked.connect(self.set_default)
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setToolTip("Remove the model from the library and delete its files")
+        self.delete_button.clicked.connect(self.delete_selected)
+        row.addWidget(self.default_button)
+        row.addWidget(self.delete_button)
+        row.addStretch(1)
+        self.library_message = QLabel()
+        row.addWidget(self.library_message)
+        lay.addLayout(row)
+
+        hub = QGroupBox("Download from Hugging Face")
+        hub_lay = QVBoxLayout(hub)
+        self.hub_box = hub
+        self.pull_rows: dict[str, dict[str, QWidget]] = {}
+        for item in catalog.CATALOG:
+            self._add_pull_row(hub_lay, item.repo, item.title, item.about)
+        self.jobs.adopt_pending(library)  # pulls an earlier run left unfinished: shown paused, ready to resume
+        self._other_rows: list[str] = [r for r in self.jobs.jobs if r not in self.pull_rows]
+        other = QHBoxLayout()
+        self.repo_edit = QLineEdit()
+        self.repo_edit.setPlaceholderText("Another repository: owner/name (a Qwen2.5-VL checkpoint or a GGUF + mmproj)")
+        other.addWidget(self.repo_edit, 1)
+        other_button = QPushButton("Download")
+        other_button.clicked.connect(self._pull_other)
+        other.addWidget(other_button)
+        hub_lay.addLayout(other)
+        self.other_box = hub_lay
+        for repo in self._other_rows:
+            self._add_pull_row(hub_lay, repo, repo.split("/")[-1], "")
+        lay.addWidget(hub)
 
         box = QGroupBox("Import a GGUF model + its mmproj")
         form = QVBoxLayout(box)
@@ -71,39 +159,143 @@ class ModelPage(QWidget):
         self.mmproj_edit = QLineEdit()
         self.mmproj_edit.setPlaceholderText("Vision projector (mmproj-*.gguf)")
         for edit, caption in ((self.model_edit, "Model…"), (self.mmproj_edit, "mmproj…")):
-            row = QHBoxLayout()
-            row.addWidget(edit, 1)
+            r = QHBoxLayout()
+            r.addWidget(edit, 1)
             b = QPushButton(caption)
             b.clicked.connect(lambda _=False, e=edit: self._browse(e))
-            row.addWidget(b)
-            form.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(self.name_edit, 1)
+            r.addWidget(b)
+            form.addLayout(r)
+        r = QHBoxLayout()
+        r.addWidget(self.name_edit, 1)
         self.import_button = QPushButton("Validate and import")
         self.import_button.setObjectName("primary")
         self.import_button.clicked.connect(self.start_import)
-        row.addWidget(self.import_button)
-        form.addLayout(row)
+        r.addWidget(self.import_button)
+        form.addLayout(r)
         self.message = QLabel()
         self.message.setWordWrap(True)
         form.addWidget(self.message)
         lay.addWidget(box)
 
-        hub = QGroupBox("Download from Hugging Face")
-        hub_lay = QVBoxLayout(hub)
-        hub_note = QLabel("Coming soon: browse MMDuet2 GGUF builds and download them here. Until then, "
-                          "download a GGUF + mmproj pair yourself and import it above.")
-        hub_note.setWordWrap(True)
-        hub_lay.addWidget(hub_note)
-        hub.setEnabled(False)
-        self.hub_box = hub
-        lay.addWidget(hub)
+        self._timer = QTimer(self)
+        self._timer.setInterval(300)
+        self._timer.timeout.connect(self._poll_jobs)
+        self._timer.start()
         self.refresh()
+        self._poll_jobs()
 
+    # ---- downloads ----------------------------------------------------------------------------
+    def _add_pull_row(self, parent: QVBoxLayout, repo: str, title: str, about: str) -> None:
+        head = QHBoxLayout()
+        label = QLabel(f"<b>{title}</b> — {repo}<br>{about}")
+        label.setWordWrap(True)
+        head.addWidget(label, 1)
+        quant = QComboBox()
+        for q in QUANTS:
+            item = next((c for c in catalog.CATALOG if c.repo == repo), None)
+            size = f" · {_gb(item.size(q))}" if item else ""
+            where = catalog.fits(self.hw, q)
+            fit = {"GPU": "fits your GPU", "CPU": "fits your RAM (CPU)", "no": "does not fit"}[where]
+            rec = " · recommended" if q == self.rec.quant else ""
+            quant.addItem(f"{q}{size} · {fit}{rec}", q)
+        quant.setCurrentIndex(max(0, quant.findData(self.rec.quant)))
+        head.addWidget(quant)
+        start = QPushButton("Download")
+        start.setObjectName("primary")
+        pause = QPushButton("Pause")
+        cancel = QPushButton("Cancel")
+        for b in (start, pause, cancel):
+            head.addWidget(b)
+        parent.addLayout(head)
+        bar = QProgressBar()
+        bar.setRange(0, 1000)
+        bar.setTextVisible(False)
+        status = QLabel("")
+        status.setWordWrap(True)
+        parent.addWidget(bar)
+        parent.addWidget(status)
+        widgets = {"quant": quant, "start": start, "pause": pause, "cancel": cancel, "bar": bar, "status": status}
+        self.pull_rows[repo] = widgets
+        start.clicked.connect(lambda _=False, r=repo: self.start_pull(r))
+        pause.clicked.connect(lambda _=False, r=repo: self.pause_pull(r))
+        cancel.clicked.connect(lambda _=False, r=repo: self.cancel_pull(r))
+
+    def start_pull(self, repo: str) -> None:
+        row = self.pull_rows[repo]
+        quant = row["quant"].currentData()  # type: ignore[attr-defined]
+        try:
+            self.jobs.start(repo, quant, library=self.library)
+        except Exception as e:  # a bad name or quantization: say so on the row
+            row["status"].setText(f"✗ {e}")  # type: ignore[attr-defined]
+            return
+        self._poll_jobs()
+
+    def pause_pull(self, repo: str) -> None:
+        job = self.jobs.get(repo)
+        if job is not None:
+            job.pause()
+        self._poll_jobs()
+
+    def cancel_pull(self, repo: str) -> None:
+        job = self.jobs.get(repo)
+        if job is not None:
+            job.cancel()
+        self._poll_jobs()
+
+    def _pull_other(self) -> None:
+        repo = self.repo_edit.text().strip()
+        if repo.count("/") != 1:
+            self.library_message.setText("✗ A repository is owner/name")
+            return
+        if repo not in self.pull_rows:
+            self._add_pull_row(self.other_box, repo, repo.split("/")[-1], "")
+        self.start_pull(repo)
+
+    def _poll_jobs(self) -> None:
+        for repo, row in self.pull_rows.items():
+            job = self.jobs.get(repo)
+            start, pause, cancel = row["start"], row["pause"], row["cancel"]
+            bar, status = row["bar"], row["status"]
+            installed = self.library.get(default_name(repo, row["quant"].currentData())) is not None  # type: ignore
+            if job is None or (job.status.state in ("done", "cancelled") and installed):
+                start.setText("Installed" if installed else "Download")  # type: ignore[attr-defined]
+                start.setEnabled(not installed)
+                pause.setEnabled(False)
+                cancel.setEnabled(False)
+                bar.setVisible(False)
+                if job is not None:
+                    status.setText(describe_status(job.status))  # type: ignore[attr-defined]
+                    row["quant"].setEnabled(True)
+                if job is not None and job.status.state == "done" and self._last_state.get(repo) != "done":
+                    self._last_state[repo] = "done"
+                    self.refresh()
+                    self.changed.emit()
+                continue
+            st = job.status
+            running = st.state == "running"
+            if st.state in ("running", "paused", "failed"):  # the row shows the job: Resume keeps its quantization
+                quant = row["quant"]
+                quant.setCurrentIndex(max(0, quant.findData(job.job.quant)))  # type: ignore[attr-defined]
+            start.setText("Resume" if st.state in ("paused", "failed") else "Download")  # type: ignore[attr-defined]
+            start.setEnabled(not running)
+            pause.setEnabled(running)
+            cancel.setEnabled(st.state in ("running", "paused", "failed"))
+            row["quant"].setEnabled(st.state in ("done", "cancelled"))  # to change it: Cancel first
+            bar.setVisible(st.state != "cancelled")
+            ev = st.last
+            if st.state == "done":
+                bar.setValue(1000)  # type: ignore[attr-defined]
+            elif ev is not None and ev.total:
+                bar.setValue(int(1000 * ev.done / ev.total))  # type: ignore[attr-defined]
+            status.setText(describe_status(st))  # type: ignore[attr-defined]
+            if st.state == "done" and self._last_state.get(repo) != "done":
+                self.refresh()
+                self.changed.emit()
+            self._last_state[repo] = st.state
+
+    # ---- installed models ---------------------------------------------------------------------
     def refresh(self) -> None:
-        rows: list[tuple[str, str, str, str]] = [
-            ("tiny", "built-in test model (random weights: replies are gibberish)", "—", "built on first use"),
-        ]
+        rows: list[tuple[str, str, str, str]] = []
         demo = self.library.get("demo")
         rows.append(("demo", "offline demo model",
                      _size(demo.model) if demo else "—",
@@ -111,7 +303,8 @@ class ModelPage(QWidget):
         for e in self.library.entries():
             if e.name == "demo":
                 continue
-            rows.append((e.name, e.source, _size(e.model), f"{e.model}\n{e.mmproj}"))
+            kind = e.source + (f" · {e.notes}" if e.notes else "")
+            rows.append((e.name, kind, _size(e.model), f"{e.model}\n{e.mmproj}"))
         self.table.setRowCount(len(rows))
         for r, values in enumerate(rows):
             for c, v in enumerate(values):
@@ -120,6 +313,35 @@ class ModelPage(QWidget):
                 self.table.setItem(r, c, item)
         self.table.resizeRowsToContents()
 
+    def selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table.item(rows[0].row(), 0).text() if rows else None
+
+    def set_default(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            self.library_message.setText("Select a model first")
+            return
+        self.default_chosen.emit(name)
+        self.library_message.setText(f"✓ {name} is the default model")
+
+    def delete_selected(self) -> None:
+        name = self.selected_name()
+        if name is None or name in ("tiny", "demo"):
+            self.library_message.setText("Select a downloaded or imported model to delete")
+            return
+        answer = QMessageBox.question(self, "Delete model", f"Delete “{name}” and its files from the library?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.library.remove(name, delete_files=True)
+        except ModelFileError as e:
+            self.library_message.setText(f"✗ {e}")
+            return
+        self.library_message.setText(f"Deleted {name}")
+        self.refresh()
+        self.changed.emit()
+
     def model_names(self) -> list[str]:
         names = ["tiny"]
         if self.library.get("demo"):
@@ -127,6 +349,7 @@ class ModelPage(QWidget):
         names += [e.name for e in self.library.entries() if e.name not in ("demo", "tiny")]
         return names
 
+    # ---- import ---------------------------------------------------------------------------------
     def _browse(self, edit: QLineEdit) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF file", edit.text(), "GGUF (*.gguf);;All files (*)")
         if path:

@@ -133,24 +133,26 @@ print(seen[-1][0], seen[-1][1])
 
 
 def test_download_path_against_a_loopback_hub(tmp_path: Path) -> None:
-    """The real huggingface_hub download (HEAD, GET, progress, local_dir) against a local server."""
+    """The real hub client (listing, HEAD, GET, sha256, progress) against the loopback stand-in hub."""
     import subprocess
     import sys
 
-    from .hf_mock_server import serve
+    from ..modelhub.hub_server import StandInHub
 
     payload = GGML_MAGIC + bytes(range(256)) * 400
-    server, endpoint = serve({"ggerganov/whisper.cpp/resolve/main/ggml-tiny.en.bin": payload})
-    try:
-        env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+    with StandInHub({"ggerganov/whisper.cpp": {"ggml-tiny.en.bin": payload, "README.md": b"whisper"}}) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
                "HF_HOME": str(tmp_path / "hf-home"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         out = subprocess.run([sys.executable, "-c", DOWNLOAD_CHILD, str(tmp_path / "speech")], env=env,
                              capture_output=True, text=True, timeout=120)
-    finally:
-        server.shutdown()
-    assert out.returncode == 0, out.stderr[-3000:]
+        assert out.returncode == 0, out.stderr[-3000:]
+        hub.faults.corrupt = {"ggml-tiny.en.bin"}  # a mirror that alters the bytes is refused
+        bad = subprocess.run([sys.executable, "-c", DOWNLOAD_CHILD, str(tmp_path / "bad")], env=env,
+                             capture_output=True, text=True, timeout=120)
     path_line, progress_line = out.stdout.strip().splitlines()[-2:]
     assert Path(path_line) == tmp_path / "speech" / "ggml-tiny.en.bin"
     assert Path(path_line).read_bytes() == payload
     assert progress_line == f"{len(payload)} {len(payload)}"
     assert find_model("tiny.en", tmp_path / "speech") == Path(path_line)
+    assert bad.returncode != 0 and "does not match the hub" in bad.stderr
+    assert find_model("tiny.en", tmp_path / "bad") is None
