@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (desktop-notes §1.2).
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.core.settings import SettingsStore
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         window.set_model(args.model)
     window.show()
     if window.settings.overlay.visible:
-        window.overlay.show()
+        window.overlay.set_user_visible(True)
+    # The main window was mapped after the overlay: raise the overlay once it is up, or it starts under it.
+    QTimer.singleShot(0, window.overlay.bring_to_front)
     if args.start:
         window.start()
     return int(app.exec())

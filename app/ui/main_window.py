@@ -41,11 +41,13 @@ from app.engine.session import SessionConfig
 from app.modelhub.library import ModelLibrary
 from app.ui.chat_view import ChatView, clock
 from app.ui.images import rgb_to_pixmap
+from app.ui.model_choice import fill_combo, no_model_message
 from app.ui.model_page import ModelPage
 from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.pace import pace_text
 from app.ui.sessions_page import SessionsPage
 from app.ui.settings_dialog import SettingsDialog
-from app.ui.source_picker import SourcePicker, describe
+from app.ui.source_picker import describe, pick_source
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.tray import app_icon, make_tray
@@ -126,6 +128,10 @@ class MainWindow(QMainWindow):
             self.show_problem(f"The settings file was damaged; it was set aside as "
                               f"{settings_store.recovered_from.name} and defaults were restored.")
         self._set_state("idle")
+        self.speech.check_output()  # a missing player or sound device is said now, not discovered later
+        self._label_mute(self.settings.speech.muted)
+        if not self.model_combo.currentData():
+            self.show_problem(no_model_message())  # the more urgent message keeps the banner
 
     # ---- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -228,7 +234,15 @@ class MainWindow(QMainWindow):
         talk_row.addWidget(self.talk_slider, 1)
         talk_row.addWidget(chatty)
         talk_row.addWidget(self.talk_value)
-        grid.addLayout(talk_row, 2, 0, 1, 2)
+        grid.addLayout(talk_row, 3, 0, 1, 2)
+        self.pace_label = QLabel()
+        self.pace_label.setObjectName("hint")
+        self.pace_label.setWordWrap(True)
+        grid.addWidget(self.pace_label, 2, 0, 1, 2)
+        for spin in (self.interval_spin, self.frames_spin):
+            spin.valueChanged.connect(self._update_pace)
+        self.interval_spin.setToolTip("Time between two frames Duet samples from the source")
+        self.frames_spin.setToolTip("How many frames the model looks at before each decision to speak or not")
         col.addLayout(grid)
 
         tools = QHBoxLayout()
@@ -277,14 +291,9 @@ class MainWindow(QMainWindow):
         return page
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentData() or self.settings.session.model or "tiny"
-        self.model_combo.clear()
-        for name in self.model_page.model_names() if hasattr(self, "model_page") else ["tiny"]:
-            label = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}.get(name, name)
-            self.model_combo.addItem(label, name)
-        if self.model_combo.findData(current) < 0:  # a path or a model removed since
-            self.model_combo.addItem(current, current)
-        self.model_combo.setCurrentIndex(self.model_combo.findData(current))
+        # Never the random test model unless asked for (app/ui/model_choice.py says why).
+        fill_combo(self.model_combo, self.library, self.settings.session.model,
+                   explicit=getattr(self, "_explicit_model", ""))
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
@@ -292,6 +301,7 @@ class MainWindow(QMainWindow):
         self._refresh_models()
         self.interval_spin.setValue(s.session.interval)
         self.frames_spin.setValue(s.session.frames_per_turn)
+        self._update_pace()
         self.talk_slider.setValue(round(s.session.talkativeness))
         self._on_talkativeness(self.talk_slider.value())
         self.mute_button.setChecked(s.speech.muted)
@@ -358,7 +368,8 @@ class MainWindow(QMainWindow):
         w = self.settings.window
         w.x, w.y, w.width, w.height = self.x(), self.y(), self.width(), self.height()
         o = self.settings.overlay
-        o.x, o.y, o.width, o.height = self.overlay.x(), self.overlay.y(), self.overlay.width(), self.overlay.height()
+        g = self.overlay.resting_geometry()
+        o.x, o.y, o.width, o.height = g.x(), g.y(), g.width(), g.height()
         try:
             self.store.save(self.settings)
         except OSError as e:
@@ -373,6 +384,9 @@ class MainWindow(QMainWindow):
         self._collect_settings()
         self.save_settings()
         s = self.settings.session
+        if not self.model_combo.currentData():
+            self.show_problem(no_model_message())
+            return
         try:
             config = SessionConfig(interval=s.interval, frames_per_turn=s.frames_per_turn,
                                    talkativeness=s.talkativeness, max_new_tokens=48)
@@ -410,8 +424,7 @@ class MainWindow(QMainWindow):
         if self.state not in ("running", "paused", "loading") or not self.worker.ask(text):
             self.show_problem("Start watching first, then ask: the question rides with the next frames.")
             return False
-        at = self.last_result.video_time if self.last_result else 0.0
-        self.chat.add_question(text, at, spoken=spoken)
+        self.chat.add_question(text, spoken=spoken, pending=True)  # stamped by the turn that carries it
         if self.writer is not None:
             self.writer.add_question(text, spoken=spoken)
         return True
@@ -440,7 +453,9 @@ class MainWindow(QMainWindow):
             self.mute_button.setChecked(muted)
 
     def _label_mute(self, muted: bool) -> None:
-        self.mute_button.setText("Voice off" if muted else "Voice on")
+        blocked = getattr(self.speech, "blocked", None) if not muted else None
+        self.mute_button.setText("Voice off" if muted else ("Voice on ⚠ no sound" if blocked else "Voice on"))
+        self.mute_button.setToolTip(blocked or "")
 
     @Slot()
     def toggle_mute(self) -> None:
@@ -449,13 +464,13 @@ class MainWindow(QMainWindow):
     @Slot(bool)
     def set_overlay_visible(self, visible: bool) -> None:
         self.settings.overlay.visible = visible
-        self.overlay.setVisible(visible)
+        self.overlay.set_user_visible(visible)  # hidden overlay + capture on: a small "Watching" pill stays
         if self.overlay_button.isChecked() != visible:
             self.overlay_button.setChecked(visible)
 
     @Slot()
     def toggle_overlay(self) -> None:
-        self.set_overlay_visible(not self.overlay.isVisible())
+        self.set_overlay_visible(not self.settings.overlay.visible)
 
     @Slot()
     def show_and_raise(self) -> None:
@@ -465,13 +480,13 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_source(self) -> None:
-        picker = SourcePicker(self.settings.session.source, self)
-        if picker.exec():
-            self.set_source(picker.spec())
+        spec = pick_source(self.settings.session.source, self)
+        if spec:
+            self.set_source(spec)
 
     def set_model(self, spec: str) -> None:
         """Select a model by reference (library name, "tiny", "demo" or a GGUF path)."""
-        self.settings.session.model = spec
+        self.settings.session.model = self._explicit_model = spec
         self.model_combo.setCurrentIndex(-1)
         self._refresh_models()
 
@@ -511,7 +526,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _speech_unavailable(self, text: str) -> None:
+        self.show_problem(text)
         self.chat.add_notice(text)
+        self._label_mute(self.settings.speech.muted)
 
     # ---- worker signals ------------------------------------------------------------------------
     @Slot(str)
@@ -561,6 +578,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def _on_step(self, r: StepResult) -> None:
         self.last_result = r
+        self.chat.settle_questions(r.question, r.video_time)
         shown = False
         if not r.silent:
             shown = self.overlay.add_reply(r.text, clock(r.video_time))
@@ -588,7 +606,10 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_finished(self, reason: str) -> None:
         if self.writer is not None:
-            self.writer.close(reason)
+            if self.writer.records:
+                self.writer.close(reason)
+            else:  # it never got a turn (a failed start): no empty entry, the error was shown here
+                self.writer.discard()
             self.writer = None
         if reason == "ended":
             self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
@@ -617,6 +638,9 @@ class MainWindow(QMainWindow):
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
         if self.writer is not None:
             self.writer.add_feedback(turn, kind, on)
+
+    def _update_pace(self, *_: object) -> None:
+        self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
 
     def _on_talkativeness(self, value: int) -> None:
         self.talk_value.setText(f"{value:+d}")
