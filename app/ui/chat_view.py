@@ -137,8 +137,11 @@ class ChatView(QScrollArea):
         self.bubbles.append(bubble)
         bubble.feedback.connect(self.feedback)
         if self._follow:
-            QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+            QTimer.singleShot(0, self, self._scroll_to_end)  # dropped if the view is gone by then
         return bubble
+
+    def _scroll_to_end(self) -> None:
+        self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
 
     def add_reply(self, text: str, video_time: float, turn: int, frame: np.ndarray | None = None,
                   *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:

@@ -353,7 +353,7 @@ class Overlay(QWidget):
             lines = self._wrap(card.text, font, width - 2 * pad)
             head = sfm.height() + 2
             text_h = len(lines) * fm.lineSpacing()
-            h = text_h + head + 2 * pad - 4
+            h = text_h + head + 2 * pad - 4 + (self.MORE_H if newest and self.expanded else 0)
             elided = False
             if y - h < ceiling:
                 if not newest:
