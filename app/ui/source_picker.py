@@ -125,7 +125,8 @@ class RegionSelector(QWidget):
         """The rectangle being dragged, in this widget's coordinates."""
         if self._a is None or self._b is None:
             return None
-        return QRect(self._a, self._b).normalized()
+        a, b = self._a, self._b
+        return QRect(min(a.x(), b.x()), min(a.y(), b.y()), abs(a.x() - b.x()), abs(a.y() - b.y()))
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
