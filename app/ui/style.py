@@ -19,6 +19,7 @@ QPushButton#primary { background: #3d6df2; border: none; color: white; font-weig
 QPushButton#primary:hover { background: #4d7bff; }
 QPushButton#primary:disabled { background: #27314d; color: #7c86a0; }
 QPushButton#danger { background: #4a2028; border: none; color: #ffd0d5; }
+QPushButton#danger:disabled { background: #1e2129; color: #5b6170; }
 QPushButton#talk:checked { background: #c0303f; color: white; }
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QKeySequenceEdit {
   background: #10121a; border: 1px solid #2c313d; border-radius: 8px; padding: 6px 8px; }
