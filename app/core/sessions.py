@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -101,6 +102,16 @@ def encode_thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
     return buf.getvalue()
 
 
+# Directories of the sessions being written by this process: the Sessions page shows them as
+# running, not as "interrupted" (both have no end record yet).
+_RUNNING: set[Path] = set()
+
+
+def is_running(directory: Path | str) -> bool:
+    """True while this process still writes the session in ``directory``."""
+    return Path(directory).resolve() in _RUNNING
+
+
 class SessionWriter:
     """Appends one session's records durably. Not thread-safe: its owner (the session controller) serialises writes."""
 
@@ -114,6 +125,8 @@ class SessionWriter:
         self._fh = open(directory / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
         self._syncer = _Syncer(self._fh.fileno()) if durable else None
         self.closed = False
+        self.records = 0  # steps and questions written (feedback and the end record not counted)
+        _RUNNING.add(directory.resolve())
 
     def update_meta(self, **values: object) -> None:
         """Add what is only known once the session runs (the device, the source's real name)."""
@@ -140,6 +153,7 @@ class SessionWriter:
             write_bytes_atomic(self.directory / name, encode_thumbnail(result.frames[-1].image), fsync=False)
             record["thumb"] = name
         self._append(record)
+        self.records += 1
         return record
 
     def add_record(self, record: dict) -> None:
@@ -148,6 +162,7 @@ class SessionWriter:
 
     def add_question(self, text: str, *, spoken: bool = False) -> None:
         self._append({"type": "question", "text": text, "spoken": spoken})
+        self.records += 1
 
     def add_feedback(self, turn: int, kind: str, on: bool = True, note: str = "") -> None:
         if kind not in FEEDBACK_KINDS:
@@ -162,6 +177,23 @@ class SessionWriter:
             self._syncer.close()  # its last fsync covers the end record
         self._fh.close()
         self.closed = True
+        _RUNNING.discard(self.directory.resolve())
+
+    def discard(self) -> None:
+        """Close and delete a session that recorded nothing (a start that failed before its first turn).
+
+        Why: an empty "0 replies" entry per failed start says nothing the error message did not;
+        the user saw that message in the window.
+        """
+        if self.records:
+            raise ValueError(f"session {self.id} has {self.records} records; close it instead")
+        if not self.closed:
+            if self._syncer is not None:
+                self._syncer.close()
+            self._fh.close()
+            self.closed = True
+        _RUNNING.discard(self.directory.resolve())
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, note: str = "") -> None:

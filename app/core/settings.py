@@ -30,7 +30,7 @@ FILE_NAME = "settings.toml"
 @dataclass
 class SessionSettings:
     source: str = "screen"  # a source spec as app.capture.parse understands it
-    model: str = "tiny"  # a library name, "tiny", "demo" or a GGUF path
+    model: str = "demo"  # a library name, "demo" or a GGUF path ("tiny": tests only, see app/ui/model_choice)
     interval: float = default(SessionConfig, "interval")  # defaults and ranges: app.core.config
     frames_per_turn: int = default(SessionConfig, "frames_per_turn")
     talkativeness: float = default(SessionConfig, "talkativeness")

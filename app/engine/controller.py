@@ -329,7 +329,10 @@ class SessionController:
         writer, self.writer = self.writer, None
         if writer is not None:
             try:
-                writer.close(reason)
+                if writer.records:
+                    writer.close(reason)
+                else:  # it never got a turn (the reason was shown): no empty "0 replies" entry
+                    writer.discard()
             except (OSError, ValueError) as e:
                 self._emit(Problem(f"The transcript could not be closed ({e})."))
         with self._lock:

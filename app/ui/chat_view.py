@@ -48,6 +48,7 @@ class Bubble(QFrame):
                  thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> None:
         super().__init__()
         self.who, self.text, self.turn = who, text, turn
+        self.spoken = False
         self.setObjectName({"duet": "replyBubble", "you": "questionBubble"}.get(who, "systemBubble"))
         row = QHBoxLayout(self)
         row.setContentsMargins(10, 8, 10, 8)
@@ -61,10 +62,10 @@ class Bubble(QFrame):
             row.addWidget(pic)
         col = QVBoxLayout()
         col.setSpacing(3)
-        name = {"duet": "Duet", "you": "You"}.get(who, "")
-        head = QLabel(f"<b>{name}</b>&nbsp;&nbsp;<span style='color:#8a93a6'>{stamp}</span>" if name
-                      else f"<span style='color:#8a93a6'>{stamp}</span>")
+        self.name = {"duet": "Duet", "you": "You"}.get(who, "")
+        self.head = head = QLabel()
         head.setObjectName("bubbleHead")
+        self.set_stamp(stamp)
         col.addWidget(head)
         body = QLabel(soft_wrap(text))
         body.setObjectName("bubbleText")
@@ -90,6 +91,11 @@ class Bubble(QFrame):
             col.addLayout(fb)
         row.addLayout(col, 1)
 
+    def set_stamp(self, stamp: str) -> None:
+        self.stamp = stamp
+        grey = f"<span style='color:#8a93a6'>{stamp}</span>"
+        self.head.setText(f"<b>{self.name}</b>&nbsp;&nbsp;{grey}" if self.name else grey)
+
 
 class ChatView(QScrollArea):
     """Append-only list of bubbles that follows the newest one unless the user scrolled up."""
@@ -109,6 +115,7 @@ class ChatView(QScrollArea):
         self._col.addStretch(1)
         self.setWidget(inner)
         self.bubbles: list[Bubble] = []
+        self._pending: list[Bubble] = []  # live questions not yet carried by a turn
         self._follow = True
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
@@ -126,8 +133,11 @@ class ChatView(QScrollArea):
         self.bubbles.append(bubble)
         bubble.feedback.connect(self.feedback)
         if self._follow:
-            QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+            QTimer.singleShot(0, self, self._scroll_to_end)  # dropped if the view is gone by then
         return bubble
+
+    def _scroll_to_end(self) -> None:
+        self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
 
     def add_reply(self, text: str, video_time: float, turn: int, frame: np.ndarray | None = None,
                   *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:
@@ -135,11 +145,31 @@ class ChatView(QScrollArea):
             thumb = rgb_to_pixmap(frame, THUMB_W)
         return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on))
 
-    def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False) -> Bubble:
-        stamp = "asked aloud" if spoken else "asked"
-        if video_time is not None:
-            stamp = f"{clock(video_time)} · {stamp}"
-        return self._add(Bubble("you", text, stamp))
+    def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False,
+                     pending: bool = False) -> Bubble:
+        """A question bubble. ``pending``: asked live, stamped once the turn that carries it runs.
+
+        Why wait for that turn: the question rides with the next frames, and the saved session
+        records it at that turn's video time; stamping it at the previous turn's time made the
+        live chat and the saved session disagree (00:00 here, 00:02 there).
+        """
+        how = "asked aloud" if spoken else "asked"
+        stamp = how if video_time is None else f"{clock(video_time)} · {how}"
+        if pending:
+            stamp = f"{how} · rides with the next frames"
+        bubble = self._add(Bubble("you", text, stamp))
+        bubble.spoken = spoken
+        if pending:
+            self._pending.append(bubble)
+        return bubble
+
+    def settle_questions(self, question: str | None, video_time: float) -> None:
+        """Stamp the pending questions that rode in a turn (the session joins them with spaces)."""
+        if not question:
+            return
+        for bubble in [b for b in self._pending if b.text.strip() in question]:
+            self._pending.remove(bubble)
+            bubble.set_stamp(f"{clock(video_time)} · {'asked aloud' if bubble.spoken else 'asked'}")
 
     def add_notice(self, text: str) -> Bubble:
         return self._add(Bubble("system", text, "note"))
@@ -149,6 +179,7 @@ class ChatView(QScrollArea):
             b.setParent(None)
             b.deleteLater()
         self.bubbles.clear()
+        self._pending.clear()
         self._follow = True
 
     def replies(self) -> list[Bubble]:

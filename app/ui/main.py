@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     select_gpu(SettingsStore(args.config_dir).load().session.gpu)  # before llama.cpp initialises its devices
 
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.ui.main_window import MainWindow
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         window.set_model(args.model)
     window.show()
     if window.settings.overlay.visible:
-        window.overlay.show()
+        window.overlay.set_user_visible(True)
+    # The main window was mapped after the overlay: raise the overlay once it is up, or it starts under it.
+    QTimer.singleShot(0, window.overlay.bring_to_front)
     if args.start:
         window.start()
     rc = int(app.exec())

@@ -25,11 +25,13 @@ from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
 from app.engine.controller import Gap, HealthChanged, State
 from app.modelhub.library import ModelLibrary
+from app.ui.model_choice import fill_combo, no_model_message
 from app.ui.model_page import ModelPage
 from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.pace import pace_text
 from app.ui.sessions_page import SessionsPage
 from app.ui.settings_dialog import SettingsDialog
-from app.ui.source_picker import SourcePicker, describe
+from app.ui.source_picker import describe, pick_source
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.tray import app_icon, make_tray
@@ -59,6 +61,7 @@ class MainWindow(QMainWindow):
         self.settings: Settings = settings_store.load()
         self.sessions = session_store or SessionStore()
         self.library = library or ModelLibrary()
+        self.last_result: StepResult | None = None
         self.state = State.IDLE  # mirrors the controller's state, updated as its signal arrives
         self.last_error = ""
         self.device = ""
@@ -107,6 +110,10 @@ class MainWindow(QMainWindow):
             self.show_problem(f"The settings file was damaged; it was set aside as "
                               f"{settings_store.recovered_from.name} and defaults were restored.")
         self._show_state(State.IDLE)
+        self.speech.check_output()  # a missing player or sound device is said now, not discovered later
+        self._label_mute(self.settings.speech.muted)
+        if not self.model_combo.currentData():
+            self.show_problem(no_model_message())  # the more urgent message keeps the banner
 
     # ---- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -114,7 +121,7 @@ class MainWindow(QMainWindow):
         # The widgets tests and shortcuts reach through the window.
         for name in ("banner", "source_label", "source_button", "preview", "start_button", "pause_button",
                      "stop_button", "model_combo", "interval_spin", "frames_spin", "talk_slider", "talk_value",
-                     "mute_button", "overlay_button", "chat", "question", "ask_button", "talk_button"):
+                     "mute_button", "overlay_button", "pace_label", "chat", "question", "ask_button", "talk_button"):
             setattr(self, name, getattr(w, name))
         w.source_button.clicked.connect(self.choose_source)
         w.start_button.clicked.connect(self.start)
@@ -150,8 +157,9 @@ class MainWindow(QMainWindow):
             self.move(s.x, s.y)
 
     def _refresh_models(self) -> None:
-        current = self.model_combo.currentData() or self.settings.session.model or "tiny"
-        self.watch.set_models(self.model_page.model_names(), current)
+        # Never the random test model unless asked for (app/ui/model_choice.py says why).
+        fill_combo(self.model_combo, self.library, self.settings.session.model,
+                   explicit=getattr(self, "_explicit_model", ""))
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
@@ -222,7 +230,8 @@ class MainWindow(QMainWindow):
         w = self.settings.window
         w.x, w.y, w.width, w.height = self.x(), self.y(), self.width(), self.height()
         o = self.settings.overlay
-        o.x, o.y, o.width, o.height = self.overlay.x(), self.overlay.y(), self.overlay.width(), self.overlay.height()
+        g = self.overlay.resting_geometry()
+        o.x, o.y, o.width, o.height = g.x(), g.y(), g.width(), g.height()
         try:
             self.store.save(self.settings)
         except OSError as e:
@@ -237,6 +246,9 @@ class MainWindow(QMainWindow):
         self._collect_settings()
         self.save_settings()
         s = self.settings.session
+        if not self.model_combo.currentData():
+            self.show_problem(no_model_message())
+            return
         try:
             config = SessionConfig(interval=s.interval, frames_per_turn=s.frames_per_turn,
                                    talkativeness=s.talkativeness)
@@ -259,11 +271,10 @@ class MainWindow(QMainWindow):
         text = text.strip()
         if not text:
             return False
-        at = self.controller.video_time
         if not self.controller.ask(text, spoken=spoken):
             self.show_problem("Start watching first, then ask: the question rides with the next frames.")
             return False
-        self.chat.add_question(text, at, spoken=spoken)
+        self.chat.add_question(text, spoken=spoken, pending=True)  # stamped by the turn that carries it
         return True
 
     @Slot()
@@ -290,7 +301,9 @@ class MainWindow(QMainWindow):
             self.mute_button.setChecked(muted)
 
     def _label_mute(self, muted: bool) -> None:
-        self.mute_button.setText("Voice off" if muted else "Voice on")
+        blocked = getattr(self.speech, "blocked", None) if not muted else None
+        self.mute_button.setText("Voice off" if muted else ("Voice on ⚠ no sound" if blocked else "Voice on"))
+        self.mute_button.setToolTip(blocked or "")
 
     @Slot()
     def toggle_mute(self) -> None:
@@ -299,13 +312,13 @@ class MainWindow(QMainWindow):
     @Slot(bool)
     def set_overlay_visible(self, visible: bool) -> None:
         self.settings.overlay.visible = visible
-        self.overlay.setVisible(visible)
+        self.overlay.set_user_visible(visible)  # hidden overlay + capture on: a small "Watching" pill stays
         if self.overlay_button.isChecked() != visible:
             self.overlay_button.setChecked(visible)
 
     @Slot()
     def toggle_overlay(self) -> None:
-        self.set_overlay_visible(not self.overlay.isVisible())
+        self.set_overlay_visible(not self.settings.overlay.visible)
 
     @Slot()
     def show_and_raise(self) -> None:
@@ -315,13 +328,13 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def choose_source(self) -> None:
-        picker = SourcePicker(self.settings.session.source, self)
-        if picker.exec():
-            self.set_source(picker.spec())
+        spec = pick_source(self.settings.session.source, self)
+        if spec:
+            self.set_source(spec)
 
     def set_model(self, spec: str) -> None:
         """Select a model by reference (library name, "tiny", "demo" or a GGUF path)."""
-        self.settings.session.model = spec
+        self.settings.session.model = self._explicit_model = spec
         self.model_combo.setCurrentIndex(-1)
         self._refresh_models()
 
@@ -360,7 +373,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _speech_unavailable(self, text: str) -> None:
+        self.show_problem(text)
         self.chat.add_notice(text)
+        self._label_mute(self.settings.speech.muted)
 
     # ---- worker signals ------------------------------------------------------------------------
     @Slot(str)
@@ -389,6 +404,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_step(self, r: StepResult) -> None:
+        self.last_result = r
+        self.chat.settle_questions(r.question, r.video_time)
         if not r.silent:
             shown = self.overlay.add_reply(r.text, clock(r.video_time))
             self.chat.add_reply(r.text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
@@ -436,6 +453,9 @@ class MainWindow(QMainWindow):
     @Slot(int, str, bool)
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
         self.controller.add_feedback(turn, kind, on)
+
+    def _update_pace(self, *_: object) -> None:
+        self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
 
     def _on_talkativeness(self, value: int) -> None:
         self.controller.set_talkativeness(float(value))

@@ -19,7 +19,18 @@ import time
 from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QPoint, QRect, QRectF, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QMouseEvent, QPainter, QPainterPath, QPaintEvent
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QGuiApplication,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QTextLayout,
+    QTextOption,
+)
 from PySide6.QtWidgets import QApplication, QSizeGrip, QWidget
 
 from app.ui.dedup import find_repeat
@@ -33,6 +44,57 @@ class Card:
     stamp: str  # video time as mm:ss
     shown_at: float  # monotonic seconds; refreshed when a repeat folds into it
     count: int = 1
+
+
+class WatchingPill(QWidget):
+    """A small always-on-top "● Watching" badge, shown while capture is on and the overlay is hidden.
+
+    Why a window of its own: the red pill painted in the overlay disappears with it, yet the user
+    must always be able to see that the screen or camera is being looked at.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        flags = (Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint | Qt.WindowType.Tool
+                 | Qt.WindowType.WindowTransparentForInput)
+        if sys.platform == "darwin":
+            flags = (flags & ~Qt.WindowType.Tool) | Qt.WindowType.Window
+        self.setWindowFlags(flags)
+        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
+        self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
+        self.setWindowTitle("Duet watching")
+        self.label = ""
+        self.resize(180, 30)
+
+    def set_label(self, label: str) -> None:
+        self.label = label
+        font = QFont(self.font())
+        font.setPointSize(10)
+        text = self.text()
+        w = QFontMetrics(font).horizontalAdvance(text) + 28
+        self.resize(min(w, 480), QFontMetrics(font).height() + 14)
+        screen = QGuiApplication.primaryScreen()
+        if screen is not None:  # top right corner of the primary screen
+            g = screen.availableGeometry()
+            self.move(g.right() - self.width() - 16, g.top() + 16)
+        self.update()
+
+    def text(self) -> str:
+        return "● Duet is watching" + (f" · {self.label}" if self.label else "")
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        path = QPainterPath()
+        r = QRectF(self.rect()).adjusted(1, 1, -1, -1)
+        path.addRoundedRect(r, r.height() / 2, r.height() / 2)
+        p.fillPath(path, QColor(190, 30, 45, 230))
+        font = QFont(self.font())
+        font.setPointSize(10)
+        p.setFont(font)
+        p.setPen(QColor(255, 255, 255))
+        p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignCenter), self.text())
+        p.end()
 
 
 class Overlay(QWidget):
@@ -61,6 +123,12 @@ class Overlay(QWidget):
         self.capture_label = ""
         self.click_through = False
         self._drag_from: QPoint | None = None
+        self.expanded = False
+        self._collapsed_geometry: QRect | None = None
+        self.user_visible = False
+        self.pill = WatchingPill()
+        self.more_rect: QRect | None = None  # the "Show all" / "Show less" control, when painted
+        self.drawn: list[tuple[str, bool]] = []  # (text, elided) of the cards in the last paint
         self._grip = QSizeGrip(self)
         self._grip.resize(16, 16)
         self._timer = QTimer(self)
@@ -95,7 +163,45 @@ class Overlay(QWidget):
     def set_capturing(self, on: bool, label: str = "") -> None:
         self.capturing = on
         self.capture_label = label
+        self._sync_pill()
         self.update()
+
+    def set_user_visible(self, visible: bool) -> None:
+        """Show or hide at the user's request (capture exclusion hides it briefly, without this)."""
+        self.user_visible = visible
+        self.setVisible(visible)
+        if visible:
+            self.raise_()
+        self._sync_pill()
+
+    def _sync_pill(self) -> None:
+        want = self.capturing and not self.user_visible
+        if want:
+            self.pill.set_label(self.capture_label)
+            self.pill.show()
+            self.pill.raise_()
+        else:
+            self.pill.hide()
+
+    @property
+    def companions(self) -> list[QWidget]:
+        """Other windows of the overlay that must stay out of Duet's own captures too."""
+        return [self.pill]
+
+    def bring_to_front(self) -> None:
+        """Raise above Duet's main window (called once that is shown: a window mapped later lands on top)."""
+        if self.isVisible():
+            self.raise_()
+        if self.pill.isVisible():
+            self.pill.raise_()
+
+    def resting_geometry(self) -> QRect:
+        """Where the overlay sits when not expanded for a long reply (what the settings remember)."""
+        return QRect(self._collapsed_geometry) if self._collapsed_geometry is not None else QRect(self.geometry())
+
+    def closeEvent(self, event: object) -> None:  # noqa: N802
+        self.pill.close()
+        super().closeEvent(event)  # type: ignore[arg-type]
 
     def visible_texts(self) -> list[str]:
         self._expire(time.monotonic())
@@ -140,6 +246,11 @@ class Overlay(QWidget):
         super().resizeEvent(event)  # type: ignore[arg-type]
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton and self.more_rect is not None \
+                and self.more_rect.contains(event.position().toPoint()):
+            self.toggle_expanded()
+            event.accept()
+            return
         if event.button() == Qt.MouseButton.LeftButton:
             handle = self.windowHandle()
             # Let the window manager move us where it can (Wayland forbids client-side positioning).
@@ -157,28 +268,107 @@ class Overlay(QWidget):
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self._drag_from = None
 
+    # ---- long replies -------------------------------------------------------------------------
+    @staticmethod
+    def _wrap(text: str, font: QFont, width: int) -> list[str]:
+        """Lines as Qt would break them; a long unbroken "word" breaks anywhere instead of overflowing."""
+        layout = QTextLayout(text, font)
+        option = QTextOption()
+        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        layout.setTextOption(option)
+        lines: list[str] = []
+        layout.beginLayout()
+        while True:
+            line = layout.createLine()
+            if not line.isValid():
+                break
+            line.setLineWidth(max(10, width))
+            lines.append(text[line.textStart():line.textStart() + line.textLength()].rstrip())
+        layout.endLayout()
+        return lines or [""]
+
+    def toggle_expanded(self) -> None:
+        """Grow the overlay (upwards, within the screen) to show the newest reply whole, or shrink back."""
+        if self.expanded:
+            self.expanded = False
+            if self._collapsed_geometry is not None:
+                self.setGeometry(self._collapsed_geometry)
+            self._collapsed_geometry = None
+            self.update()
+            return
+        if not self.cards:
+            return
+        self.cards[-1].shown_at = time.monotonic()  # the user is reading it: restart its fade
+        self._collapsed_geometry = QRect(self.geometry())
+        needed = self._full_height(self.cards[-1]) + 2 * self.MARGIN + self._top_reserve() + self.MORE_H
+        limit = 10_000
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is not None:
+            limit = screen.availableGeometry().height()
+        height = min(max(needed, self.height()), limit)
+        g = self.geometry()
+        top = g.bottom() + 1 - height
+        if screen is not None:
+            top = max(top, screen.availableGeometry().top())
+        self.expanded = True
+        self.setGeometry(g.x(), top, g.width(), height)
+        self.update()
+
+    MARGIN, PAD, GAP, MORE_H = 8, 12, 8, 22
+
+    def _fonts(self) -> tuple[QFont, QFont]:
+        font = QFont(self.font())
+        font.setPointSize(self.font_size)
+        small = QFont(font)
+        small.setPointSize(max(8, self.font_size - 5))
+        return font, small
+
+    def _top_reserve(self) -> int:
+        return 26 if self.capturing else 0
+
+    def _full_height(self, card: Card) -> int:
+        font, small = self._fonts()
+        fm, sfm = QFontMetrics(font), QFontMetrics(small)
+        lines = self._wrap(card.text, font, self.width() - 2 * self.MARGIN - 2 * self.PAD)
+        return len(lines) * fm.lineSpacing() + sfm.height() + 2 + 2 * self.PAD - 4
+
     # ---- painting ------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         now = time.monotonic()
         self._expire(now)
-        margin, pad, gap = 8, 12, 8
+        if not self.cards and self.expanded:
+            QTimer.singleShot(0, self.toggle_expanded)
+        margin, pad, gap = self.MARGIN, self.PAD, self.GAP
         y = self.height() - margin
-        font = QFont(self.font())
-        font.setPointSize(self.font_size)
-        small = QFont(font)
-        small.setPointSize(max(8, self.font_size - 5))
+        font, small = self._fonts()
         fm, sfm = QFontMetrics(font), QFontMetrics(small)
         width = self.width() - 2 * margin
-        for card in reversed(self.cards):  # newest at the bottom, older ones stacked above
-            text_rect = fm.boundingRect(QRect(0, 0, width - 2 * pad, 10_000),
-                                        int(Qt.TextFlag.TextWordWrap), card.text)
+        ceiling = margin + self._top_reserve()
+        self.more_rect = None
+        self.drawn = []
+        for index, card in enumerate(reversed(self.cards)):  # newest at the bottom, older ones above
+            newest = index == 0
+            lines = self._wrap(card.text, font, width - 2 * pad)
             head = sfm.height() + 2
-            h = text_rect.height() + head + 2 * pad - 4
+            text_h = len(lines) * fm.lineSpacing()
+            h = text_h + head + 2 * pad - 4 + (self.MORE_H if newest and self.expanded else 0)
+            elided = False
+            if y - h < ceiling:
+                if not newest:
+                    break  # an older card that no longer fits gives way (the chat keeps every reply)
+                # The newest reply is never dropped: as many lines as fit, the last one elided,
+                # and a "Show all" control that grows the overlay to fit it.
+                room = y - ceiling - head - 2 * pad + 4 - self.MORE_H
+                keep = max(1, room // fm.lineSpacing())
+                if keep < len(lines):
+                    rest = " ".join(lines[keep - 1:])
+                    lines = lines[:keep - 1] + [fm.elidedText(rest, Qt.TextElideMode.ElideRight, width - 2 * pad)]
+                    elided = True
+                text_h = len(lines) * fm.lineSpacing()
+                h = text_h + head + 2 * pad - 4 + self.MORE_H
             top = y - h
-            if top < margin + (26 if self.capturing else 0):
-                break
             alpha = self._alpha(card, now)
             path = QPainterPath()
             path.addRoundedRect(QRectF(margin, top, width, h), 12, 12)
@@ -191,8 +381,18 @@ class Overlay(QWidget):
             p.drawText(QRect(margin + pad, int(top) + pad - 4, width - 2 * pad, head), 0, label)
             p.setFont(font)
             p.setPen(QColor(245, 245, 245, int(255 * alpha)))
-            p.drawText(QRect(margin + pad, int(top) + pad - 4 + head, width - 2 * pad, text_rect.height()),
-                       int(Qt.TextFlag.TextWordWrap), card.text)
+            baseline = int(top) + pad - 4 + head + fm.ascent()
+            for line in lines:
+                p.drawText(margin + pad, baseline, line)
+                baseline += fm.lineSpacing()
+            if newest and (elided or self.expanded):
+                more = QRect(margin + pad, int(top + h) - self.MORE_H - 2, width - 2 * pad, self.MORE_H)
+                p.setFont(small)
+                p.setPen(QColor(150, 190, 255, int(255 * alpha)))
+                p.drawText(more, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                           "Show less ▴" if self.expanded else "Show all ▾")
+                self.more_rect = more
+            self.drawn.append((card.text, elided))
             y = top - gap
         if self.capturing:
             self._paint_watching(p, small, sfm)
@@ -275,7 +475,8 @@ class CaptureExclusion(QObject):
 
     @Slot()
     def _do_hide(self) -> None:
-        self._was_visible = [w for w in self.widgets if w.isVisible()]
+        every = [c for w in self.widgets for c in (w, *getattr(w, "companions", []))]
+        self._was_visible = [w for w in every if w.isVisible()]
         for w in self._was_visible:
             w.hide()
         if self._was_visible:

@@ -6,7 +6,9 @@ given live, so the trainer reads one format.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
@@ -28,6 +30,7 @@ from app.core.sessions import (
     add_feedback,
     export_json,
     export_markdown,
+    is_running,
     load_session,
 )
 from app.ui.chat_view import THUMB_W, ChatView
@@ -75,19 +78,56 @@ class SessionsPage(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
+        """Re-read the list; the open session stays open (and is re-read), or the pane is cleared."""
+        keep = self.current.directory if self.current is not None else None
+        self.list.blockSignals(True)
         self.list.clear()
+        row = -1
         for path in self.store.list():
             s = load_session(path)
-            tail = "" if s.ended else "  · interrupted"
-            item = QListWidgetItem(f"{s.title}\n{len(s.replies)} replies, {len(s.steps)} turns{tail}")
+            item = QListWidgetItem(f"{s.title}\n{self.status_line(s)}")
             item.setData(Qt.ItemDataRole.UserRole, str(path))
             self.list.addItem(item)
+            if keep is not None and path == keep:
+                row = self.list.count() - 1
+        self.list.blockSignals(False)
+        if row >= 0:
+            self.list.setCurrentRow(row)
+            self.open(keep)  # type: ignore[arg-type]
+        else:
+            self.clear_detail()
+
+    @staticmethod
+    def status_line(s: SavedSession) -> str:
+        """One line under the title: counts and how the session ended (or that it is still running)."""
+        if is_running(s.directory):
+            state = "● running now"
+        elif s.ended is None:
+            state = "interrupted (the app stopped)"
+        elif s.ended == "error":
+            state = "ended with an error"
+        else:
+            state = ""
+        if not s.steps and not s.questions:
+            counts = "no turns yet" if is_running(s.directory) else "no turns recorded (it did not start)"
+        else:
+            counts = f"{len(s.replies)} replies, {len(s.steps)} turns"
+        return f"{counts} · {state}" if state else counts
+
+    def clear_detail(self) -> None:
+        """Nothing selected: an empty pane that says so (never a stale session with dead buttons)."""
+        self.current = None
+        self.list.setCurrentRow(-1)
+        self.header.setText("Pick a session on the left")
+        self.chat.clear()
         self.md_button.setEnabled(False)
         self.json_button.setEnabled(False)
 
     def _open_item(self, item: QListWidgetItem | None, _prev: object = None) -> None:
         if item is not None:
             self.open(Path(item.data(Qt.ItemDataRole.UserRole)))
+        else:
+            self.clear_detail()
 
     def open(self, path: Path) -> None:
         s = self.current = load_session(path)
@@ -104,7 +144,9 @@ class SessionsPage(QWidget):
                 thumb = None if pix.isNull() else pix.scaledToWidth(THUMB_W, Qt.TransformationMode.SmoothTransformation)
             self.chat.add_reply(step.get("text", ""), float(step.get("time", 0)), int(step["turn"]), thumb=thumb,
                                 feedback_on=s.feedback.get(int(step["turn"]), set()))
-        if not s.ended:
+        if is_running(s.directory):
+            self.chat.add_notice("This session is running now; press Refresh to see its newest turns.")
+        elif not s.ended:
             self.chat.add_notice("This session ended without being closed (the app stopped); "
                                  "everything up to that moment is here.")
         self.md_button.setEnabled(True)
@@ -115,12 +157,21 @@ class SessionsPage(QWidget):
             add_feedback(self.current.directory, turn, kind, on)
 
     def export_to(self, path: Path, fmt: str) -> Path:
-        """Write the open session; Markdown links thumbnails relative to the session folder."""
+        """Write the open session; Markdown links thumbnails relative to where the file is written.
+
+        Relative links keep working when the export and the session folder move together (a
+        synced folder, a zip); only across drives (Windows), where no relative path exists, is the
+        link absolute.
+        """
         assert self.current is not None
         if fmt == "md":
             text = export_markdown(load_session(self.current.directory))
-            rel = self.current.directory
-            text = text.replace("](thumbs/", f"]({rel.as_posix()}/thumbs/") if path.parent != rel else text
+            thumbs = self.current.directory / "thumbs"
+            try:
+                rel = Path(os.path.relpath(thumbs, path.parent.resolve())).as_posix()
+            except ValueError:  # another drive
+                rel = thumbs.as_posix()
+            text = text.replace("](thumbs/", f"]({quote(rel)}/")
         else:
             text = export_json(load_session(self.current.directory))
         path.write_text(text, encoding="utf-8")

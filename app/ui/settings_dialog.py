@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 
-from PySide6.QtGui import QKeySequence
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
@@ -30,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.core.settings import Settings
 from app.speech.recorder import input_devices
 from app.speech.stt import MODEL_SIZES_MB, find_model, model_filename, models_dir
+from app.ui.chat_view import soft_wrap
 
 SHORTCUT_LABELS = {
     "pause": "Pause / resume watching",
@@ -40,7 +43,19 @@ SHORTCUT_LABELS = {
 }
 
 
+class ShortcutEdit(QKeySequenceEdit):
+    """A key-sequence field where Esc means "close the dialog", as everywhere else, not a shortcut."""
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        if event.key() == Qt.Key.Key_Escape and not event.modifiers():
+            event.ignore()  # passes up to the dialog, which closes on Esc
+            return
+        super().keyPressEvent(event)
+
+
 class SettingsDialog(QDialog):
+    """Never wider than the screen: long messages wrap (even unbroken paths and URLs)."""
+
     def __init__(self, settings: Settings, *, voices: list[tuple[str, str]] | None = None,
                  speech_note: str = "", voice_input: object = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -58,6 +73,11 @@ class SettingsDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(tabs)
         lay.addWidget(buttons)
+        screen = (parent.screen() if parent is not None else None) or QGuiApplication.primaryScreen()
+        if screen is not None:
+            avail = screen.availableGeometry()
+            self.setMaximumSize(avail.width(), avail.height())
+            self.resize(min(self.width(), avail.width()), min(self.height(), avail.height()))
 
     def _speech_tab(self, voices: list[tuple[str, str]], note: str) -> QWidget:
         s = self.value.speech
@@ -79,8 +99,9 @@ class SettingsDialog(QDialog):
         self.rate.setValue(s.rate)
         form.addRow("Rate", self.rate)
         if note:
-            warn = QLabel(note)
+            warn = QLabel(soft_wrap(note))
             warn.setWordWrap(True)
+            warn.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             warn.setObjectName("banner")
             form.addRow(warn)
         form.addRow(QLabel("<b>Spoken questions</b>"))
@@ -91,6 +112,8 @@ class SettingsDialog(QDialog):
         form.addRow("Speech model", self.stt_model)
         row = QHBoxLayout()
         self.stt_status = QLabel()
+        self.stt_status.setWordWrap(True)
+        self.stt_status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.download = QPushButton("Download")
         self.download.clicked.connect(self._download)
         self.progress = QProgressBar()
@@ -111,11 +134,15 @@ class SettingsDialog(QDialog):
         form.addRow("Microphone", self.input_device)
         return page
 
+    def show_status(self, text: str) -> None:
+        """A speech-model message (a download error can be one very long line): wrapped, never widening."""
+        self.stt_status.setText(soft_wrap(text))
+        self.stt_status.setToolTip(text)
+
     def _update_stt_status(self) -> None:
         name = self.stt_model.currentData()
         path = find_model(name)
-        self.stt_status.setText(f"Installed: {path}" if path else
-                                f"Not downloaded ({model_filename(name)} → {models_dir()})")
+        self.show_status(f"Installed: {path}" if path else f"Not downloaded ({model_filename(name)} → {models_dir()})")
         self.download.setEnabled(path is None and self.voice_input is not None)
 
     def _download(self) -> None:
@@ -125,7 +152,7 @@ class SettingsDialog(QDialog):
         vi.settings.stt_model = self.stt_model.currentData()  # type: ignore[attr-defined]
         self.progress.show()
         vi.download_progress.connect(self._on_progress)  # type: ignore[attr-defined]
-        vi.problem.connect(self.stt_status.setText)  # type: ignore[attr-defined]
+        vi.problem.connect(self.show_status)  # type: ignore[attr-defined]
         vi.download()  # type: ignore[attr-defined]
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -163,13 +190,15 @@ class SettingsDialog(QDialog):
     def _shortcut_tab(self) -> QWidget:
         page = QWidget()
         form = QFormLayout(page)
-        self.keys: dict[str, QKeySequenceEdit] = {}
+        self.keys: dict[str, ShortcutEdit] = {}
         for key, label in SHORTCUT_LABELS.items():
-            edit = QKeySequenceEdit(QKeySequence(getattr(self.value.shortcuts, key)))
+            edit = ShortcutEdit(QKeySequence(getattr(self.value.shortcuts, key)))
             self.keys[key] = edit
             form.addRow(label, edit)
-        form.addRow(QLabel("Shortcuts work while a Duet window has focus. For a global hotkey, bind one in "
-                           "your desktop's keyboard settings."))
+        note = QLabel("Click a field and press the new keys. Esc closes this dialog. Shortcuts work while a "
+                      "Duet window has focus; for a global hotkey, bind one in your desktop's keyboard settings.")
+        note.setWordWrap(True)
+        form.addRow(note)
         return page
 
     def result_settings(self) -> Settings:

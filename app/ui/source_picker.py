@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QPoint, QRect, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QMouseEvent, QPainter, QPaintEvent
+from PySide6.QtCore import QEventLoop, QPoint, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
+    QApplication,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -35,6 +36,8 @@ from app.capture.parse import SourceSpecError, parse_spec
 from app.ui.images import rgb_to_pixmap
 
 THUMB = QSize(220, 124)
+REGION_TAB = 2
+DRAW_REGION = 2  # dialog result: the user asked to draw a region on screen (QDialog uses 0 and 1)
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.avi *.mov *.webm *.m4v *.mpg *.mpeg *.wmv);;All files (*)"
 
 
@@ -56,45 +59,104 @@ def describe(spec: str) -> str:
     return f"Window · {s.title}"
 
 
+def own_windows() -> tuple[set[int], set[str]]:
+    """X window ids and titles of Duet's own windows (the overlay above all), never offered as sources.
+
+    Why titles too: under a window manager the listed window can be the client or a frame around
+    it; the id matches the client, the title matches either.
+    """
+    ids: set[int] = set()
+    titles: set[str] = set()
+    for w in QApplication.topLevelWidgets():
+        if w.testAttribute(Qt.WidgetAttribute.WA_WState_Created):
+            ids.add(int(w.winId()))
+        if w.windowTitle():
+            titles.add(w.windowTitle())
+    return ids, titles
+
+
 def camera_devices() -> list[str]:
     """Camera nodes the OS shows (Linux); elsewhere indices are probed when the session opens."""
     return sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
 
 
 class RegionSelector(QWidget):
-    """A full-desktop dimmed layer: drag a rectangle, release to choose it, Esc to cancel."""
+    """A full-desktop dimmed layer: drag a rectangle, release to choose it, Esc to cancel.
+
+    ``chosen`` carries the rectangle in the screen grabber's pixels: Qt works in device-independent
+    pixels, so on a scaled (HiDPI) screen the rectangle is multiplied by that screen's ratio to
+    match what mss captures. A click without a drag (under 8 px either way) counts as a cancel.
+    """
 
     chosen = Signal(int, int, int, int)
     cancelled = Signal()
 
     def __init__(self) -> None:
-        super().__init__(None, Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint)
+        super().__init__(None, Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint
+                         | Qt.WindowType.Tool)
+        self.setWindowTitle("Duet — draw a region")
         self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
         self.setCursor(Qt.CursorShape.CrossCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         geo = QRect()
         for screen in QGuiApplication.screens():
             geo = geo.united(screen.geometry())
         self.setGeometry(geo)
         self._a: QPoint | None = None
         self._b: QPoint | None = None
+        self.result_rect: tuple[int, int, int, int] | None = None
+
+    def select(self) -> tuple[int, int, int, int] | None:
+        """Show the layer and wait (a local event loop) until a rectangle is drawn or Esc is pressed."""
+        loop = QEventLoop()
+        self.chosen.connect(loop.quit)
+        self.cancelled.connect(loop.quit)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+        self.setFocus()
+        self.grabKeyboard()  # Esc must reach us even where the window manager gives no focus
+        if self.isVisible():
+            loop.exec()
+        return self.result_rect
+
+    def selection(self) -> QRect | None:
+        """The rectangle being dragged, in this widget's coordinates."""
+        if self._a is None or self._b is None:
+            return None
+        a, b = self._a, self._b
+        return QRect(min(a.x(), b.x()), min(a.y(), b.y()), abs(a.x() - b.x()), abs(a.y() - b.y()))
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(0, 0, 0, 110))
-        if self._a and self._b:
-            r = QRect(self._a, self._b).normalized()
+        r = self.selection()
+        if r is not None:
             p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
             p.fillRect(r, Qt.GlobalColor.transparent)
             p.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceOver)
-            p.setPen(QColor(91, 140, 255))
+            p.setPen(QPen(QColor(91, 140, 255), 2))
             p.drawRect(r)
-            p.drawText(r.bottomLeft() + QPoint(4, 16), f"{r.width()} × {r.height()}")
-        else:
             p.setPen(QColor(255, 255, 255))
-            p.drawText(self.rect(), int(Qt.AlignmentFlag.AlignCenter), "Drag to select a region · Esc to cancel")
+            p.drawText(r.bottomLeft() + QPoint(4, 18), f"{r.width()} × {r.height()}")
+        hint = "Drag to select the region Duet watches  ·  Esc to cancel"
+        font = p.font()
+        font.setPointSize(14)
+        p.setFont(font)
+        box = QRect(0, 24, self.width(), 40)
+        screen = QGuiApplication.primaryScreen()
+        if screen is not None:  # centred on the primary screen, not across the whole desktop
+            g = screen.geometry().translated(-self.geometry().topLeft())
+            box = QRect(g.x(), g.y() + 24, g.width(), 40)
+        p.fillRect(box.adjusted(box.width() // 2 - 300, 0, -(box.width() // 2 - 300), 0), QColor(20, 22, 30, 220))
+        p.setPen(QColor(255, 255, 255))
+        p.drawText(box, int(Qt.AlignmentFlag.AlignCenter), hint)
         p.end()
 
     def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        if e.button() != Qt.MouseButton.LeftButton:
+            return
         self._a = self._b = e.position().toPoint()
         self.update()
 
@@ -104,24 +166,60 @@ class RegionSelector(QWidget):
             self.update()
 
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
-        if self._a is None:
+        if self._a is None or e.button() != Qt.MouseButton.LeftButton:
             return
-        r = QRect(self._a, e.position().toPoint()).normalized().translated(self.geometry().topLeft())
-        self.close()
-        if r.width() > 8 and r.height() > 8:
-            self.chosen.emit(r.x(), r.y(), r.width(), r.height())
-        else:
-            self.cancelled.emit()
+        self._b = e.position().toPoint()
+        r = self.selection()
+        self._a = self._b = None
+        if r is None or r.width() <= 8 or r.height() <= 8:
+            self.update()  # too small to be meant: keep the layer up, let the user drag again
+            return
+        g = r.translated(self.geometry().topLeft())
+        screen = QGuiApplication.screenAt(g.center()) or QGuiApplication.primaryScreen()
+        ratio = screen.devicePixelRatio() if screen is not None else 1.0
+        self.result_rect = (round(g.x() * ratio), round(g.y() * ratio),
+                            round(g.width() * ratio), round(g.height() * ratio))
+        self._finish()
+        self.chosen.emit(*self.result_rect)
 
-    def keyPressEvent(self, e: object) -> None:  # noqa: N802
+    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
+        if e.key() == Qt.Key.Key_Escape:
+            self.result_rect = None
+            self._finish()
+            self.cancelled.emit()
+        else:
+            super().keyPressEvent(e)
+
+    def _finish(self) -> None:
+        self.releaseKeyboard()
         self.close()
-        self.cancelled.emit()
+
+
+def pick_source(current: str, parent: QWidget | None = None) -> str | None:
+    """Run the source picker; returns the chosen spec, or None when the user cancelled.
+
+    "Draw on screen…" closes the picker (so it is not in the way), runs the selection layer, then
+    reopens the picker on its Region tab with the drawn rectangle filled in for the user to confirm.
+    """
+    spec, tab = current, None
+    while True:
+        picker = SourcePicker(spec, parent, tab=tab)
+        code = picker.exec()
+        picker.deleteLater()
+        if code == QDialog.DialogCode.Accepted.value:
+            return picker.spec()
+        if code != DRAW_REGION:
+            return None
+        spec, tab = current, REGION_TAB
+        rect = RegionSelector().select()
+        if rect is not None:
+            spec = "region:" + ",".join(map(str, rect))
 
 
 class SourcePicker(QDialog):
     """Tabs for each kind of source; ``spec()`` is the choice."""
 
-    def __init__(self, current: str = "screen", parent: QWidget | None = None) -> None:
+    def __init__(self, current: str = "screen", parent: QWidget | None = None, *, tab: int | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Choose what Duet watches")
         self.resize(760, 520)
@@ -154,6 +252,8 @@ class SourcePicker(QDialog):
         self._timer.timeout.connect(self.refresh_thumbnails)
         self.populate()
         self._select_current(current)
+        if tab is not None:
+            self.tabs.setCurrentIndex(tab)
 
     # ---- building --------------------------------------------------------------------------
     @staticmethod
@@ -257,7 +357,9 @@ class SourcePicker(QDialog):
         try:
             from app.capture.x11windows import list_windows
 
-            wins = [w for w in list_windows() if w.title.strip() and w.width > 40 and w.height > 40]
+            mine_ids, mine_titles = own_windows()
+            wins = [w for w in list_windows() if w.title.strip() and w.width > 40 and w.height > 40
+                    and w.id not in mine_ids and w.title not in mine_titles]
         except Exception:
             wins = []
         self.window_message.setText("Pick a window; Duet follows it by title." if wins
@@ -307,16 +409,8 @@ class SourcePicker(QDialog):
                     lst.setCurrentRow(i)
 
     def _draw_region(self) -> None:
-        self.hide()
-        self._selector = RegionSelector()
-        self._selector.chosen.connect(self._region_chosen)
-        self._selector.cancelled.connect(self.show)
-        self._selector.show()
-
-    def _region_chosen(self, x: int, y: int, w: int, h: int) -> None:
-        self.region_edit.setText(f"{x},{y},{w},{h}")
-        self.tabs.setCurrentIndex(2)
-        self.show()
+        """Close with DRAW_REGION: :func:`pick_source` runs the layer and reopens this dialog."""
+        self.done(DRAW_REGION)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a video", self.file_edit.text(), VIDEO_FILTER)

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.core.settings import SpeechSettings
+from app.speech.check import speech_output_problem
 from app.speech.recorder import AudioUnavailable, PushToTalkRecorder
 from app.speech.stt import (
     SpeechModelError,
@@ -31,7 +32,13 @@ log = logging.getLogger("duet.ui.speech")
 
 
 class SpeechBridge(QObject):
-    """Owns the :class:`Speaker`; reports "no speech engine" exactly once."""
+    """Owns the :class:`Speaker`; reports "no speech engine" exactly once.
+
+    :meth:`check_output` checks the way to the speakers (:mod:`app.speech.check`) when the window
+    starts and each time the voice is turned on, and says what is missing once per such moment;
+    while something is missing, replies are not handed to the engine at all (the espeak driver
+    would run a missing ``aplay`` and print an error for every reply).
+    """
 
     event = Signal(str, str)  # kind, detail
     unavailable = Signal(str)
@@ -40,8 +47,23 @@ class SpeechBridge(QObject):
                  driver: str | None = None) -> None:
         super().__init__()
         self._told = False
+        self._told_output: str | None = None
+        self.blocked: str | None = None  # why replies cannot be heard now; None when they can
         self.speaker = Speaker(driver=driver, output_dir=output_dir, voice=settings.voice, rate=settings.rate,
                                muted=settings.muted, on_event=self._on_event)
+
+    def check_output(self) -> str | None:
+        """Check the path to the user's ears; emit ``unavailable`` once for a new problem."""
+        if self.speaker.output_dir is not None:  # speaking into files needs no sound card
+            self.blocked = None
+            return None
+        self.blocked = speech_output_problem()
+        if self.blocked is None:
+            self._told_output = None
+        elif self.blocked != self._told_output and not self.speaker.muted:
+            self._told_output = self.blocked
+            self.unavailable.emit(self.blocked)
+        return self.blocked
 
     def _on_event(self, kind: str, detail: str) -> None:  # speaker thread
         if kind == "unavailable":
@@ -52,19 +74,24 @@ class SpeechBridge(QObject):
         self.event.emit(kind, detail)
 
     def say(self, text: str) -> None:
-        self.speaker.say(text)
+        if self.blocked is None:
+            self.speaker.say(text)
 
     def apply(self, settings: SpeechSettings) -> None:
         self.speaker.voice = settings.voice
         self.speaker.rate = settings.rate
-        self.speaker.set_muted(settings.muted)
+        self.set_muted(settings.muted)
 
     @property
     def muted(self) -> bool:
         return self.speaker.muted
 
     def set_muted(self, muted: bool) -> None:
+        was_muted = self.speaker.muted
         self.speaker.set_muted(muted)
+        if was_muted and not muted:  # the voice was just turned on: check again, and say so again
+            self._told_output = None
+            self.check_output()
 
     def close(self) -> None:
         self.speaker.close()

@@ -19,6 +19,7 @@ QPushButton#primary { background: #3d6df2; border: none; color: white; font-weig
 QPushButton#primary:hover { background: #4d7bff; }
 QPushButton#primary:disabled { background: #27314d; color: #7c86a0; }
 QPushButton#danger { background: #4a2028; border: none; color: #ffd0d5; }
+QPushButton#danger:disabled { background: #1e2129; color: #5b6170; }
 QPushButton#talk:checked { background: #c0303f; color: white; }
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QKeySequenceEdit {
   background: #10121a; border: 1px solid #2c313d; border-radius: 8px; padding: 6px 8px; }
@@ -46,4 +47,15 @@ QGroupBox { border: 1px solid #2a2e3a; border-radius: 10px; margin-top: 20px; pa
 QGroupBox::title { subcontrol-origin: margin; subcontrol-position: top left; left: 12px; padding: 0 6px;
   color: #8a93a6; }
 QTableWidget::item { padding: 4px 8px; }
+QLabel#hint { color: #8a93a6; font-size: 12px; }
+/* Every list a dialog can show gets the dark base: Qt's own default is a white base, and the light
+   text colour above would sit on it at a contrast of 1.2:1 (the model drop-down, the file dialog). */
+QComboBox QAbstractItemView { background: #1b1e26; color: #e6e8ee; border: 1px solid #2c313d;
+  selection-background-color: #2a3550; selection-color: #ffffff; outline: none; }
+QTreeView, QListView, QTableView, QColumnView { background: #111318; color: #e6e8ee;
+  alternate-background-color: #161922; selection-background-color: #2a3550; selection-color: #ffffff; }
+QFileDialog QLineEdit, QFileDialog QComboBox { color: #e6e8ee; }
+QMenu { background: #1b1e26; color: #e6e8ee; border: 1px solid #2c313d; }
+QMenu::item:selected { background: #2a3550; }
+QToolTip { background: #23262f; color: #e6e8ee; border: 1px solid #3a3f4d; }
 """

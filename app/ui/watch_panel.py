@@ -36,6 +36,7 @@ from app.core.types import Frame, StepResult
 from app.engine.controller import State
 from app.ui.chat_view import ChatView
 from app.ui.images import rgb_to_pixmap
+from app.ui.pace import pace_text
 
 MODEL_LABELS = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}
 
@@ -143,15 +144,16 @@ class WatchPanel(QWidget):
         self.talk_slider.setToolTip(lim.help)
         self.talk_value = QLabel()
         self.talk_slider.valueChanged.connect(lambda v: self.talk_value.setText(f"{v:+d}"))
-        self.cadence = QLabel()
-        self.cadence.setObjectName("hint")
+        self.pace_label = QLabel()
+        self.pace_label.setObjectName("hint")
+        self.pace_label.setWordWrap(True)
         self.interval_spin.valueChanged.connect(self._update_cadence)
         self.frames_spin.valueChanged.connect(self._update_cadence)
         grid.addWidget(QLabel("Every"), 0, 0)
         grid.addWidget(self.interval_spin, 0, 1)
         grid.addWidget(QLabel("Frames per turn"), 1, 0)
         grid.addWidget(self.frames_spin, 1, 1)
-        grid.addWidget(self.cadence, 2, 0, 1, 2)
+        grid.addWidget(self.pace_label, 2, 0, 1, 2)
         talk_row = QHBoxLayout()
         talk_row.addWidget(QLabel("Quiet"))
         talk_row.addWidget(self.talk_slider, 1)
@@ -183,8 +185,7 @@ class WatchPanel(QWidget):
 
     # ---- presentation --------------------------------------------------------------------------
     def _update_cadence(self) -> None:
-        seconds = self.interval_spin.value() * self.frames_spin.value()
-        self.cadence.setText(f"Duet decides whether to speak every {seconds:g} s")
+        self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
 
     def set_models(self, names: list[str], current: str) -> None:
         self.model_combo.clear()

@@ -124,6 +124,7 @@ def main() -> int:
     w = MainWindow(store, session_store=SessionStore(tmp / "sessions"), library=ModelLibrary(tmp / "models"),
                    backend_factory=lambda req: ScriptedBackend(), tray=False)
     w.set_source("region:0,0,1152,864")
+    w.set_model("tiny")  # a model reference for the session; the scripted backend plays the model
     w.interval_spin.setValue(1.0)
     w.frames_spin.setValue(2)
     w.resize(1280, 800)

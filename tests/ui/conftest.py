@@ -41,6 +41,7 @@ def step_threads(monkeypatch: pytest.MonkeyPatch) -> set[int]:
 def make_window(qtbot, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
                 ) -> Iterator[Callable[..., MainWindow]]:
     monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DUET_DEV_MODELS", "1")  # these tests run the random tiny model; users never see it
     windows: list[MainWindow] = []
 
     def make(*, sd: FakeSoundDevice | None = None, source: str | None = None, **kwargs: object) -> MainWindow:

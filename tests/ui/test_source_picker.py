@@ -41,3 +41,103 @@ def test_bad_region_is_explained_in_the_dialog(qtbot) -> None:
 ])
 def test_describe(spec: str, text: str) -> None:
     assert describe(spec) == text
+
+
+def _drag(qtbot, layer, a, b) -> None:
+    from PySide6.QtCore import Qt
+
+    qtbot.mousePress(layer, Qt.MouseButton.LeftButton, pos=a)
+    qtbot.mouseMove(layer, b)
+    qtbot.mouseRelease(layer, Qt.MouseButton.LeftButton, pos=b)
+
+
+def test_region_layer_drag_chooses_and_esc_cancels(qtbot) -> None:
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtGui import QGuiApplication
+
+    from app.ui.source_picker import RegionSelector
+
+    layer = RegionSelector()
+    qtbot.addWidget(layer)
+    assert layer.geometry() == QGuiApplication.primaryScreen().geometry()  # one screen offscreen
+    layer.show()
+    qtbot.waitExposed(layer)
+    with qtbot.waitSignal(layer.chosen) as got:
+        qtbot.mousePress(layer, Qt.MouseButton.LeftButton, pos=QPoint(300, 200))
+        qtbot.mouseMove(layer, QPoint(200, 150))
+        assert layer.selection() is not None and layer.selection().width() == 100
+        layer.grab()  # paints the cut-out and its size label
+        qtbot.mouseRelease(layer, Qt.MouseButton.LeftButton, pos=QPoint(100, 50))
+    assert got.args == [100, 50, 200, 150] and not layer.isVisible()
+
+    layer = RegionSelector()
+    qtbot.addWidget(layer)
+    layer.show()
+    qtbot.keyClick(layer, Qt.Key.Key_A)  # other keys do nothing
+    assert layer.isVisible()
+    _drag(qtbot, layer, QPoint(10, 10), QPoint(12, 13))  # a click, not a drag: keep the layer up
+    assert layer.isVisible()
+    with qtbot.waitSignal(layer.cancelled):
+        qtbot.keyClick(layer, Qt.Key.Key_Escape)
+    assert not layer.isVisible() and layer.result_rect is None
+
+
+def test_draw_on_screen_runs_the_layer_and_fills_the_region(qtbot) -> None:
+    """The whole flow as a user clicks it: Region tab → Draw on screen… → drag → the picker is back, filled."""
+    from PySide6.QtCore import QPoint, QTimer
+    from PySide6.QtWidgets import QApplication, QPushButton
+
+    from app.ui.source_picker import RegionSelector, SourcePicker, pick_source
+
+    steps: list[str] = []
+
+    def drive() -> None:
+        top = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
+        picker = next((w for w in top if isinstance(w, SourcePicker)), None)
+        layer = next((w for w in top if isinstance(w, RegionSelector)), None)
+        if layer is not None:
+            steps.append("layer")
+            _drag(qtbot, layer, QPoint(40, 30), QPoint(360, 270))
+        elif picker is not None and "picker" not in steps:
+            steps.append("picker")
+            picker.tabs.setCurrentIndex(2)
+            next(b for b in picker.findChildren(QPushButton) if b.text() == "Draw on screen…").click()
+        elif picker is not None:
+            steps.append(f"again:{picker.tabs.currentIndex()}:{picker.region_edit.text()}")
+            picker._accept()
+            return
+        QTimer.singleShot(100, drive)
+
+    QTimer.singleShot(50, drive)
+    spec = pick_source("screen:1")
+    assert steps[:2] == ["picker", "layer"]
+    assert steps[2] == "again:2:40,30,320,240"
+    assert spec == "region:40,30,320,240"
+
+
+def test_cancelling_the_layer_returns_to_the_region_tab(qtbot) -> None:
+    from PySide6.QtCore import Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.ui.source_picker import RegionSelector, SourcePicker, pick_source
+
+    seen: list[int] = []
+
+    def drive() -> None:
+        top = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
+        layer = next((w for w in top if isinstance(w, RegionSelector)), None)
+        picker = next((w for w in top if isinstance(w, SourcePicker)), None)
+        if layer is not None:
+            qtbot.keyClick(layer, Qt.Key.Key_Escape)
+        elif picker is not None and not seen:
+            seen.append(-1)
+            picker._draw_region()
+        elif picker is not None:
+            seen.append(picker.tabs.currentIndex())
+            picker.reject()
+            return
+        QTimer.singleShot(100, drive)
+
+    QTimer.singleShot(100, drive)
+    assert pick_source("camera:0") is None
+    assert seen == [-1, 2]

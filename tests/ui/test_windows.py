@@ -124,7 +124,10 @@ def test_sessions_page_browses_gives_feedback_and_exports(qtbot, make_window, tm
     md = page.export_to(tmp_path / "out.md", "md")
     text = md.read_text(encoding="utf-8")
     assert "Add the pasta now. _(should have spoken earlier)_" in text
-    assert f"]({writer.directory.as_posix()}/thumbs/turn-000000.jpg)" in text
+    # Images are linked relative to the exported file, so the link resolves from where it is read.
+    link = f"sessions/{writer.directory.name}/thumbs/turn-000000.jpg"
+    assert f"]({link})" in text and writer.directory.as_posix() not in text
+    assert (md.parent / link).is_file()
     js = page.export_to(tmp_path / "out.json", "json")
     assert '"late"' in js.read_text(encoding="utf-8")
 

@@ -1,0 +1,68 @@
+"""Text in the model drop-down and the file dialog is readable: measured on the painted pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QRect
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QFileDialog, QVBoxLayout, QWidget
+
+from app.ui.style import STYLE
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    c = rgb.astype(float) / 255
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return 0.2126 * c[..., 0] + 0.7152 * c[..., 1] + 0.0722 * c[..., 2]
+
+
+def contrast(view: QAbstractItemView, rect: QRect) -> float:
+    """WCAG contrast between the background (most common colour) and the text's core in ``rect``."""
+    img = view.viewport().grab(rect).toImage().convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, :img.width() * 3]
+    px = arr.reshape(-1, 3)
+    colours, counts = np.unique(px, axis=0, return_counts=True)
+    bg = colours[counts.argmax()]
+    lum = _luminance(px)
+    lb = float(_luminance(bg[None])[0])
+    far = lum[np.argmax(np.abs(lum - lb))]
+    hi, lo = max(far, lb), min(far, lb)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_model_dropdown_items_are_readable(qtbot) -> None:
+    host = QWidget()
+    host.setStyleSheet(STYLE)
+    combo = QComboBox(host)
+    for name in ("demo — offline demo model", "mmduet2-q4", "my-model"):
+        combo.addItem(name)
+    QVBoxLayout(host).addWidget(combo)
+    qtbot.addWidget(host)
+    host.show()
+    combo.showPopup()
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible)
+    rect = view.visualRect(view.model().index(2, 0))  # an item that is not highlighted
+    assert contrast(view, rect) >= 4.5
+    combo.hidePopup()
+
+
+def test_file_dialog_list_is_readable(qtbot, tmp_path: Path) -> None:
+    for name in ("street.mp4", "kitchen.mkv", "notes.avi"):
+        (tmp_path / name).write_bytes(b"0")
+    host = QWidget()
+    host.setStyleSheet(STYLE)
+    qtbot.addWidget(host)
+    dlg = QFileDialog(host, "Choose a video", str(tmp_path))
+    dlg.setOption(QFileDialog.Option.DontUseNativeDialog)
+    dlg.setViewMode(QFileDialog.ViewMode.Detail)
+    dlg.show()
+    view = dlg.findChild(QAbstractItemView, "treeView")
+    qtbot.waitUntil(lambda: view.model().rowCount(view.rootIndex()) >= 3, timeout=5000)
+    view.clearSelection()
+    view.setCurrentIndex(view.model().index(-1, -1))
+    rect = view.visualRect(view.model().index(1, 0, view.rootIndex()))
+    assert contrast(view, rect) >= 4.5
+    dlg.close()
