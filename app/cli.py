@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--log-level", default="WARNING", help="DEBUG, INFO, WARNING …")
     sub = ap.add_subparsers(dest="command")
 
-    sub.add_parser("gui", help="the desktop app (default)")
+    sub.add_parser("gui", help="the desktop app (default; `duet gui --help` lists its flags)")
 
     r = sub.add_parser("run", help="watch a source headless and print replies")
     r.add_argument("--source", required=True, help="FILE | camera[:N] | screen[:N] | region:X,Y,W,H | window:TITLE")
@@ -355,8 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "gui":  # the app's own flags (--start, --model, --no-first-run …): app/ui/main.py
+        from app.ui.main import main as gui_main
+
+        return gui_main(args[1:])
     ap = build_parser()
-    a = ap.parse_args(argv)
+    a = ap.parse_args(args)
     logging.basicConfig(level=a.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if getattr(a, "gpu", None) is not None and a.command != "models":
         from app.modelhub.hardware import select_gpu

@@ -171,7 +171,8 @@ def test_pausing_a_video_file_stops_its_clock_too(tiny_backend, vtest_avi, frame
     # The video clock stood still during the pause: the film advanced by the wall time minus the pause.
     # (Without the hold, a resumed clock jumps to "now" and film time ≈ wall time.)
     (w0, f0), (w1, f1) = walls[0], walls[-1]
-    assert f1.time - f0.time <= (w1 - w0) - pause_s + 0.05, f"the pause leaked into the video clock: {times}"
+    # 1 s of slack for listener delays on a loaded machine; a leaked pause adds all 3 s.
+    assert f1.time - f0.time <= (w1 - w0) - pause_s + 1.0, f"the pause leaked into the video clock: {times}"
     after_pause = frames[paused_frames] if len(frames) > paused_frames else frames[-1]
     assert after_pause.dropped * interval < pause_s / 2, times  # a slow step may skip a tick, the pause none
     # Each frame is the picture the file shows at its time stamp (decoded without any clock).

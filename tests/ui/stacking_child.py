@@ -48,7 +48,7 @@ def main() -> int:
         QApplication(sys.argv[:1])
         QTimer.singleShot(1500, report)
         with tempfile.TemporaryDirectory() as tmp:
-            return gui_main(["--no-tray", "--config-dir", str(Path(tmp) / "cfg")])
+            return gui_main(["--no-tray", "--no-first-run", "--config-dir", str(Path(tmp) / "cfg")])
     finally:
         stranger.kill()
         stranger.wait(10)

@@ -193,7 +193,7 @@ def test_pausing_a_video_in_the_window_stops_the_film_and_the_session_clock(qtbo
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
     (w0, f0), (w1, f1) = frames[0], frames[-1]
-    assert f1.time - f0.time <= (w1 - w0) - 3.0 + 0.1, [f.time for _, f in frames]
+    assert f1.time - f0.time <= (w1 - w0) - 3.0 + 1.0, [f.time for _, f in frames]  # 1 s slack for a loaded machine
     for r in got:  # every turn's two frames are neighbours in video time (a slow step may skip a tick)
         a, b = r.frames
         assert b.index == a.index + 1 + b.dropped and (b.time - a.time) < 3.0
