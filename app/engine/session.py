@@ -25,6 +25,7 @@ from app.core.protocol import (
 )
 from app.core.types import Frame, StepResult, StepTimings
 from app.engine.backend import Backend
+from app.engine.cadence import Cadence, CadencePolicy
 
 log = logging.getLogger("duet.session")
 
@@ -36,6 +37,8 @@ class SessionConfig:
     talkativeness: float = 0.0  # logit bias on speaking at the first token; 0 = as trained
     max_new_tokens: int = 128
     system_prompt: str = SYSTEM_PROMPT
+    cadence: str = CadencePolicy.KEEP.value  # when slower than real time: keep every frame, or "live" (app.engine.cadence)
+    min_tokens_per_frame: int = 32  # the lowest budget the live cadence may lower tokens per frame to
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -44,6 +47,8 @@ class SessionConfig:
             raise ValueError(f"frames_per_turn must be 1–4 (the model was trained on 2), got {self.frames_per_turn}")
         if not 4 <= self.tokens_per_frame <= 1024:
             raise ValueError(f"tokens_per_frame must be within 4–1024, got {self.tokens_per_frame}")
+        if self.cadence not in {p.value for p in CadencePolicy}:
+            raise ValueError(f"cadence must be 'keep' or 'live', got {self.cadence!r}")
 
 
 @dataclass
@@ -92,6 +97,9 @@ class ProactiveSession:
         self._force_next = False
         self._stop.clear()
         self.last_result: StepResult | None = None
+        cfg = self.config
+        self.cadence = Cadence(cfg.cadence, cfg.interval, cfg.frames_per_turn, cfg.tokens_per_frame,
+                               min(cfg.min_tokens_per_frame, cfg.tokens_per_frame))
 
     def _take_text(self, video_time_after: float) -> tuple[str | None, bool]:
         with self._lock:
@@ -126,7 +134,7 @@ class ProactiveSession:
         cfg = self.config
         video_time = self.video_time + len(frames) * cfg.interval
         text, force = self._take_text(video_time)
-        images = [fit_frame(f.image, cfg.tokens_per_frame) for f in frames]
+        images = [fit_frame(f.image, self.cadence.budget(cfg.tokens_per_frame)) for f in frames]
         t0 = time.perf_counter()
         out = self.backend.step(
             images,
@@ -151,6 +159,8 @@ class ProactiveSession:
             evicted_turns=out.evicted_turns,
             first_token_margin=out.first_token_margin,
             behind=any(f.dropped for f in frames),
+            frames_reused=out.frames_reused,
+            cadence=self.cadence.after_step(timings.total_ms, frames),
         )
         self.turn += 1
         self.last_result = result
@@ -165,6 +175,9 @@ class ProactiveSession:
         for frame in source.sample(self.config.interval):
             if self._stop.is_set():
                 break
+            if self.cadence.skip(frame, source.live):
+                self.video_time += self.config.interval  # a stale frame skipped: its time still passed
+                continue
             result = self.feed(frame)
             if result is not None:
                 yield result
