@@ -141,3 +141,60 @@ def test_bad_inputs(tiny_model, tmp_path):
         big = [np.zeros((448, 448, 3), np.uint8)] * 2  # 2 × 256 tokens > 256 cells
         with pytest.raises(BackendError, match="raise n_ctx"):
             b.step(big, "")
+
+
+@pytest.mark.parametrize("fails", ["context", "projector"])
+def test_failed_start_frees_what_was_loaded(tiny_model, monkeypatch, fails):
+    """llama.cpp refusing the context (out of memory) or libmtmd the projector: the real model (and context)
+    already loaded are freed, and the caller's settings object is left as it was."""
+    import llama_cpp
+
+    from app.engine import llama_backend, llama_native
+
+    made: list = []
+
+    class Tracked(llama_native.Model):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    class TrackedCtx(llama_native.Context):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(llama_backend, "Model", Tracked)
+    monkeypatch.setattr(llama_backend, "Context", TrackedCtx)
+    if fails == "context":  # what llama_init_from_model returns when the KV cache cannot be allocated
+        monkeypatch.setattr(llama_cpp, "llama_init_from_model", lambda model, params: None)
+    else:  # what mtmd_init_from_file returns on a projector it cannot use
+        monkeypatch.setattr(llama_native.mtmd_cpp, "mtmd_init_from_file", lambda path, model, params: None)
+    settings = LlamaSettings(n_ctx=512, n_gpu_layers=0)
+    with pytest.raises(BackendError, match="context of 512" if fails == "context" else "vision projector"):
+        LlamaBackend(tiny_model.model, tiny_model.mmproj, settings)
+    assert made and all(h.ptr is None for h in made)  # every handle that was created is freed
+    assert len(made) == (1 if fails == "context" else 2)
+    assert settings.n_threads == 0  # resolved on the backend's own copy
+
+
+def test_embedding_cache_reuses_identical_frames_bit_exactly(tiny_model):
+    """A static picture is encoded once; the logits with cached embeddings equal those with fresh ones."""
+    rng = np.random.default_rng(11)
+    still = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
+    turns = [[still, still], [still, other], [still, still]]
+    cached = LlamaSettings(n_ctx=2048, n_gpu_layers=0, kv_f32=True)
+    logits = {}
+    for name, settings in (("cached", cached), ("fresh", LlamaSettings(**{**cached.__dict__, "embed_cache_mib": 0}))):
+        with LlamaBackend(tiny_model.model, tiny_model.mmproj, settings) as b:
+            outs = [b.step(t, "", talkativeness=-30.0) for t in turns]
+            logits[name] = b.last_logits
+            encoded, stats = b.frames_encoded, b.embed_cache.stats
+        if name == "cached":
+            assert encoded == 2  # `still` once, `other` once
+            assert [o.frames_reused for o in outs] == [1, 1, 2]
+            assert stats.hits == 4 and stats.lookups == 6 and stats.hit_rate == pytest.approx(4 / 6)
+            assert outs[2].timings.vision_ms == 0.0 and outs[2].timings.image_prefill_ms > 0
+        else:
+            assert encoded == 6 and all(o.frames_reused == 0 for o in outs)
+    assert np.array_equal(logits["cached"], logits["fresh"])
