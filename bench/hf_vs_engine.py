@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from app.core import protocol  # noqa: E402
 from app.engine.llama_backend import LlamaBackend, LlamaSettings, usable_cores  # noqa: E402
 from bench._common import REPO, load_frames, machine_info, med, print_table, rss_mib, write_results  # noqa: E402
-from bench.model_3b import RandomCheckpoint, build, hf_shapes  # noqa: E402
+from bench.model_3b import RandomCheckpoint, build  # noqa: E402
 
 QUIET = -30.0
 
@@ -44,11 +44,9 @@ class HFStream:
 
     def __init__(self, hf_dir: Path, cfg: dict, threads: int) -> None:
         import torch
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         from app.modelhub.hf_reference import HFReference
-
-        from transformers import AutoTokenizer
 
         torch.set_num_threads(threads)
         self.torch = torch

@@ -216,8 +216,8 @@ def main() -> None:
     write_results("model_3b" + ("_quick" if q else ""),
                   {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
                    "warmup_step": res["warmup"],
-                   "settings": "LlamaSettings(n_ctx=4096, n_gpu_layers=0), other defaults (n_threads=0 → llama.cpp "
-                               "default 4, flash_attn auto); talkativeness -30",
+                   "settings": "LlamaSettings(n_ctx=4096, n_gpu_layers=0), other defaults (n_threads=0 → the usable "
+                               "cores, flash_attn auto); talkativeness -30",
                    "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
 
