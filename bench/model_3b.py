@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small-model smoke test of the pipeline (< 1 min)")
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files under .cache/bench-3b[-quick]")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
+    ap.add_argument("--gpu", action="store_true", help="offload every layer and the projector (needs a GPU build)")
     args = ap.parse_args()
     info = machine_info()
     q = args.quick
@@ -186,7 +187,10 @@ def main() -> None:
         built = build(q, work)
         print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s, quantize "
               f"{built['quantize_s']:.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
-        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=0))
+        layers = -1 if args.gpu else 0
+        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0))
+        print(f"  device: {b.device}", flush=True)
+        device = b.device
         frames = {tpf: load_frames(2 * (n_steps + 1), tpf) for tpf in (128, 64)}
         for tpf, fr_ in frames.items():
             print(f"  {tpf} tokens/frame budget → {fr_[0].shape[1]}×{fr_[0].shape[0]} px = {tokens_of(fr_[0])} tokens")
@@ -203,20 +207,25 @@ def main() -> None:
     rows = []
     for tpf, r in per_tpf.items():
         m = r["median"]
+        new_cells = med([st["new_cells"] for st in r["steps"]])
+        prefill_tps = new_cells / max(1e-9, (m["image_prefill_ms"] + m["prefill_ms"]) / 1e3)
         rows.append([f"{tpf} ({r['tokens_per_frame']})", m["wall_ms"] / 1e3, m["vision_ms"] / 1e3,
-                     m["image_prefill_ms"] / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3, m["wall_ms"] / 1e3 / 2.0])
+                     m["image_prefill_ms"] / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3, prefill_tps,
+                     m["wall_ms"] / 1e3 / 2.0])
     print_table(f"per-step latency, {'QUICK small model' if q else 'Qwen2.5-VL-3B shape'}, Q4_K_M text + F16 "
                 f"mmproj, 2 frames/turn, median of {n_steps} silent steps (seconds)",
                 ["tokens/frame", "step", "vision encoder", "LLM over image embeddings", "text prefill", "decode",
-                 "step / 2 s video"], rows)
-    print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token ({fr['tokens']} tokens); "
+                 "prefill tokens/s", "step / 2 s video"], rows)
+    print(f"device: {device}")
+    print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token = "
+          f"{1e3 / max(1e-9, fr['decode_ms_per_token']):.1f} tokens/s ({fr['tokens']} tokens); "
           f"NO REPLY decoded token by token would add ≈ {2 * fr['decode_ms_per_token']:.0f} ms to a silent step")
     print(f"sizes MiB: {built['sizes_mib']}; RSS {cur:.0f} MiB (peak {peak:.0f})")
     built_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items()}
-    write_results("model_3b" + ("_quick" if q else ""),
+    write_results("model_3b" + ("_quick" if q else "") + ("_gpu" if args.gpu else ""),
                   {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
-                   "warmup_step": res["warmup"],
-                   "settings": "LlamaSettings(n_ctx=4096, n_gpu_layers=0), other defaults (n_threads=0 → the usable "
+                   "warmup_step": res["warmup"], "device": device,
+                   "settings": f"LlamaSettings(n_ctx=4096, n_gpu_layers={layers}, embed_cache_mib=0), other defaults (n_threads=0 → the usable "
                                "cores, flash_attn auto); talkativeness -30",
                    "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
