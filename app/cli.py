@@ -95,7 +95,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise
     session = ProactiveSession(backend, SessionConfig(
         interval=a.interval, frames_per_turn=a.frames_per_turn, tokens_per_frame=a.tokens_per_frame,
-        talkativeness=a.talkativeness, max_new_tokens=a.max_new_tokens))
+        talkativeness=a.talkativeness, max_new_tokens=a.max_new_tokens, cadence=a.cadence))
     for q in a.ask:
         session.ask(q)
     for t, q in a.ask_at:
@@ -113,7 +113,8 @@ def cmd_run(a: argparse.Namespace) -> int:
                     n_replies += 1
                     print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
                 elif a.verbose:
-                    print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms)", flush=True)
+                    print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms: {r.timings.describe()}; "
+                          f"{r.cadence.describe() if r.cadence else ''})", flush=True)
                 if out:
                     out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
                     out.flush()
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tokens-per-frame", type=int, default=128)
     r.add_argument("--talkativeness", type=float, default=0.0, help="bias towards speaking (0 = as trained)")
     r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--cadence", choices=["keep", "live"], default="keep",
+                   help="slower than real time: keep every frame, or stay live (skip stale frames, fewer tokens/frame)")
     r.add_argument("--max-turns", type=int, default=0, help="stop after N turns (0 = until the source ends)")
     r.add_argument("--fast", action="store_true",
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
