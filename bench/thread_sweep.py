@@ -5,11 +5,13 @@ the 3B's layout at about a seventh of its compute), stepped round-robin on the s
 machine load hits every count alike. Embedding cache off (every frame is encoded).
 
     .venv/bin/python bench/thread_sweep.py [--shape mid|small|3b] [--steps 4] [--threads 1 2 4]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/thread_sweep.py …   # results file gets an _omp_passive suffix
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -55,9 +57,11 @@ def main() -> None:
     print_table(f"thread sweep, {a.shape} shape ({built['n_params'] / 1e9:.2f} B, Q4_K_M + F16 mmproj), 2 frames/turn "
                 f"at {a.tokens_per_frame} tokens/frame, median of {a.steps} steps (ms); usable cores: {usable_cores()}",
                 ["threads", "vision encoder", "LLM prefill (image + text)", "step"], rows)
-    write_results(f"thread_sweep_{a.shape}", {"machine": info, "shape": a.shape, "n_params": built["n_params"],
-                                              "usable_cores": usable_cores(), "steps": a.steps, "median_ms": out,
-                                              "seconds": time.perf_counter() - t0})
+    wait = os.environ.get("OMP_WAIT_POLICY", "")
+    write_results(f"thread_sweep_{a.shape}" + (f"_omp_{wait.lower()}" if wait else ""),
+                  {"machine": info, "shape": a.shape, "n_params": built["n_params"], "OMP_WAIT_POLICY": wait,
+                   "usable_cores": usable_cores(), "steps": a.steps, "median_ms": out,
+                   "seconds": time.perf_counter() - t0})
 
 
 if __name__ == "__main__":
