@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp
-import numpy as np
-from llama_cpp import mtmd_cpp
+# llama.cpp's CPU backend runs its threads under OpenMP, whose default wait policy spins between
+# operations. On a machine whose cores are busy with other work (a desktop app beside a browser, a
+# shared server) a spinning thread burns the time slice its partner needs: measured here at 2 threads
+# on 2 loaded cores, a step took 8.6 s spinning and 1.0 s with passive waiting (docs/benchmarks.md §3).
+# libgomp reads this once, when it is loaded, so it must be set before llama_cpp is imported; a user's
+# own OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp  # noqa: E402
+import numpy as np  # noqa: E402
+from llama_cpp import mtmd_cpp  # noqa: E402
 
 log = logging.getLogger("duet.llama")
 
