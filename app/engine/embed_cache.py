@@ -9,9 +9,11 @@ over them is unchanged, so an exact hit gives bit-identical logits.
 Optionally (``near_threshold`` > 0, off by default and meant for screens, not cameras) a frame whose
 *mean absolute difference* from one of the last few stored frames of the same size is at most the
 threshold, in 8-bit grey levels on a 4× sub-sampled copy, reuses that frame's embeddings too. A
-camera's sensor noise alone is 1–3 levels, and a small moving object in a large frame changes the
-mean by less than that, so the option would hide real motion there; on a screen capture a blinking
-cursor or a clock changes well under 0.5.
+camera's sensor noise is typically a level or more, and a small moving object in a large frame changes
+the mean by less than that, so the option would hide real motion there; on a screen capture a blinking
+cursor or a ticking clock changes a few hundred pixels of a million, far below one level on average.
+Measured effect on answer quality (PAUC on synthetic sets): docs/benchmarks.md §1 — ≤ 1 level cost
+nothing there, ≤ 4 started to miss changes.
 
 Memory is bounded: entries are evicted least recently used once their embeddings exceed
 ``max_bytes``. Hand-written (an ``OrderedDict``) rather than ``functools.lru_cache`` because the bound
