@@ -292,12 +292,13 @@ class LlamaBackend:
         limit = self.guard.limit(max_new_tokens)
         tokens, looped = self._decode(first_logits, limit)
         text_out = self.model.detokenize(tokens)  # unstripped: the history holds exactly these bytes
-        capped = not looped and len(tokens) == limit and limit < max_new_tokens
-        if capped:
-            text_out = trim_to_sentence(text_out)
+        trimmed = False
+        if not looped and len(tokens) == limit and limit < max_new_tokens:  # cut by the cap
+            cut = trim_to_sentence(text_out)
+            trimmed, text_out = cut != text_out, cut
         silent = protocol.is_silence(text_out) or not text_out.strip()  # an empty turn says nothing
         self.pending = protocol.IM_END + "\n"
-        if looped or capped or self.model.tokenize(text_out, parse_special=False) != tokens:
+        if looped or trimmed or self.model.tokenize(text_out, parse_special=False) != tokens:
             # The cache holds the sampled tokens, which is not the reply the history will hold when the
             # guard cut it, or when greedy decoding produced a non-canonical tokenization (or split a
             # UTF-8 character): the model was trained on re-tokenized text, and a re-rendered history
