@@ -167,7 +167,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
                            tokens_per_frame=a.tokens_per_frame, talkativeness=a.talkativeness,
-                           max_new_tokens=a.max_new_tokens, max_turns=a.max_turns)
+                           max_new_tokens=a.max_new_tokens, max_turns=a.max_turns, cadence=a.cadence)
     source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
     try:
         backend = make_backend(a)
@@ -192,7 +192,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             n_replies += 1
             print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
         elif a.verbose:
-            print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms)", flush=True)
+            print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms: {r.timings.describe()}; "
+                  f"{r.cadence.describe() if r.cadence else ''})", flush=True)
         if out:
             out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
             out.flush()
@@ -266,7 +267,14 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments
+    from app.core.config import (
+        BACKEND_FLAGS,
+        CADENCES,
+        BackendSettings,
+        SessionConfig,
+        add_arguments,
+        default,
+    )
 
     ap = argparse.ArgumentParser(prog="duet", description="Duet: an assistant that watches with you.")
     ap.add_argument("-v", "--log-level", default="WARNING", help="DEBUG, INFO, WARNING …")
@@ -282,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a question asked at a video time")
     add_arguments(r, SessionConfig, ("interval", "frames_per_turn", "tokens_per_frame", "talkativeness",
                                      "max_new_tokens", "max_turns"))
+    r.add_argument("--cadence", choices=list(CADENCES), default=default(SessionConfig, "cadence"),
+                   help="slower than real time: keep every frame, or stay live (skip stale frames, fewer tokens/frame)")
     r.add_argument("--fast", action="store_true",
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")

@@ -93,7 +93,8 @@ def med(xs) -> float:
 
 
 def timings_dict(t) -> dict:
-    return {"encode_ms": t.encode_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "total_ms": t.total_ms}
+    return {"vision_ms": t.vision_ms, "image_prefill_ms": t.image_prefill_ms, "prefill_ms": t.prefill_ms,
+            "decode_ms": t.decode_ms, "total_ms": t.total_ms}
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

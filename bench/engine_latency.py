@@ -14,6 +14,7 @@ concurrent load on the machine hits both alike; read the ratios, not the absolut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.core import protocol  # noqa: E402
 from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
+from app.engine.llama_reference import ReferenceLlamaBackend  # noqa: E402
 from app.modelhub.tiny import TinySpec, build_tiny  # noqa: E402
 from bench._common import (  # noqa: E402
     load_frames,
@@ -44,8 +46,12 @@ SPEC = TinySpec(seed=1)
 class Stream:
     """One backend fed turn after turn with frames from a pool (2 per turn)."""
 
-    def __init__(self, model, frames, settings: LlamaSettings, max_new_tokens: int = 8) -> None:
-        self.b = LlamaBackend(model.model, model.mmproj, settings)
+    def __init__(self, model, frames, settings: LlamaSettings, max_new_tokens: int = 8, **reference) -> None:
+        # The frame pool repeats every 20 turns: the embedding cache (bench/vision_cache.py) stays off here
+        # so that every turn pays its vision encoder and turn 10 compares with turn 1,000.
+        settings = dataclasses.replace(settings, embed_cache_mib=0)
+        self.b = (ReferenceLlamaBackend(model.model, model.mmproj, settings, **reference) if reference
+                  else LlamaBackend(model.model, model.mmproj, settings))
         self.frames = frames
         self.turn = 0
         self.max_new_tokens = max_new_tokens
@@ -104,7 +110,7 @@ def bench_stream_length(model, frames, n_ctx: int, early: int, late: int, rss_at
     cur, peak = rss_mib()
     tail = window(long_.log, max(rss_at) - half - 1, half)
     split = {k: {"early": med(window(short.log, early, half, k)), "late": med(window(long_.log, late, half, k))}
-             for k in ("encode_ms", "prefill_ms", "decode_ms", "total_ms")}
+             for k in ("vision_ms", "image_prefill_ms", "prefill_ms", "decode_ms", "total_ms")}
     cells_early = med(window(short.log, early, half, "cells"))
     cells_late = med(window(long_.log, late, half, "cells"))
     long_.close()
@@ -126,8 +132,8 @@ def bench_instant_silence(model, frames, turns: int) -> dict:
     # The reference evaluates every sampled token. A random model does not follow "NO" with " REPLY", so its
     # decode is capped at len(tokens("NO REPLY")) tokens: exactly the work of decoding NO REPLY<|im_end|>
     # (the end-of-turn token is sampled from the last evaluated token's logits and never evaluated itself).
-    ref = Stream(model, frames, LlamaSettings(n_ctx=4096, n_gpu_layers=0, instant_silence=False),
-                 max_new_tokens=n_no_reply)
+    ref = Stream(model, frames, LlamaSettings(n_ctx=4096, n_gpu_layers=0), max_new_tokens=n_no_reply,
+                 instant_silence=False)
     for _ in range(turns):
         inst.step()
         ref.step()
@@ -137,7 +143,7 @@ def bench_instant_silence(model, frames, turns: int) -> dict:
     res = {}
     for name, s in (("instant", inst), ("token_by_token", ref)):
         logs = s.log[skip:]
-        res[name] = {k: med([e[k] for e in logs]) for k in ("wall_ms", "encode_ms", "prefill_ms", "decode_ms")}
+        res[name] = {k: med([e[k] for e in logs]) for k in ("wall_ms", "vision_ms", "prefill_ms", "decode_ms")}
         res[name]["texts"] = sorted({e["text"] for e in logs})
         res[name]["first_token_no"] = all(e["text"].startswith("NO") for e in logs)
     res["tokens_decoded_by_reference"] = n_no_reply
@@ -150,9 +156,8 @@ def bench_instant_silence(model, frames, turns: int) -> dict:
 def reeval_backend_at(model, frames, turns_before: int, n_ctx_margin: int = 512):
     """A full-re-evaluation backend whose history holds ``turns_before`` silent turns, built without running them.
 
-    LlamaBackend has no public way to load a history, so this sets the three fields its full_reeval
-    mode keeps (``_transcript``, ``_all_images``, ``pending``) to exactly what ``turns_before`` silent
-    instant-silence steps leave there.
+    ``ReferenceLlamaBackend.load_history`` is given exactly the history ``turns_before`` silent
+    instant-silence steps leave.
     """
     from app.engine.llama_native import Chunks
 
@@ -170,8 +175,8 @@ def reeval_backend_at(model, frames, turns_before: int, n_ctx_margin: int = 512)
         need, positions = ch.n_tokens, sum(c.n_pos for c in ch.info)
     probe.close()
     n_ctx = (need + n_ctx_margin + 255) // 256 * 256
-    b = LlamaBackend(model.model, model.mmproj, LlamaSettings(n_ctx=n_ctx, n_gpu_layers=0, full_reeval=True))
-    b._transcript, b._all_images, b.pending = "", images, transcript
+    b = ReferenceLlamaBackend(model.model, model.mmproj, LlamaSettings(n_ctx=n_ctx, n_gpu_layers=0), full_reeval=True)
+    b.load_history(transcript, images)
     return b, need, positions, imgs_of(turns_before)
 
 
@@ -182,7 +187,8 @@ def bench_full_reeval(model, frames, points: list[int], engine_ctx: int) -> list
     for n in points:
         eng.run_to(n - 1)
         ref, need, positions, imgs = reeval_backend_at(model, frames, n - 1)
-        e1 = eng.step().timings.total_ms  # turn n-1 (0-based): the n-th turn
+        e_first = eng.step()  # turn n-1 (0-based): the n-th turn, on the same frames as the reference's
+        e1 = e_first.timings.total_ms
         t0 = time.perf_counter()
         r = ref.step(imgs, "", talkativeness=QUIET, max_new_tokens=8)
         ref_wall = (time.perf_counter() - t0) * 1e3
@@ -194,7 +200,9 @@ def bench_full_reeval(model, frames, points: list[int], engine_ctx: int) -> list
                     "full_reeval_ms": ref_wall, "full_reeval_split_ms": timings_dict(r.timings),
                     "full_reeval_cells": need, "full_reeval_positions": positions, "full_reeval_n_ctx": ref.n_ctx,
                     "images_reencoded": FPT * n, "ratio_full_over_engine": ref_wall / eng_ms,
-                    "same_decision": r.silent})
+                    "engine_decision": {"silent": e_first.silent, "text": e_first.text},
+                    "full_reeval_decision": {"silent": r.silent, "text": r.text},
+                    "same_decision": e_first.silent == r.silent and e_first.text == r.text})
         print(f"  full re-eval at turn {n}: {ref_wall / 1e3:.1f} s vs engine {eng_ms:.1f} ms", flush=True)
     eng.close()
     return out
@@ -213,7 +221,7 @@ def main() -> None:
     cfg = {
         "quick": q, "model": f"tiny Qwen2.5-VL, {SPEC}", "frames_per_turn": FPT,
         "frame_px": list(frames[0].shape[:2]), "tokens_per_frame": tpf, "talkativeness": QUIET,
-        "settings": "LlamaSettings defaults (CPU, n_threads=0 → llama.cpp's default, flash_attn auto) unless noted",
+        "settings": "LlamaSettings defaults (CPU, n_threads=0 → the usable cores, flash_attn auto), embedding cache off, unless noted",
     }
     print(f"tiny model, {FPT} frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px = {tpf} tokens/frame; "
           f"{info['cpu_model']}, {info['cores']} cores, llama-cpp-python {info['llama_cpp_python']}", flush=True)
@@ -227,12 +235,14 @@ def main() -> None:
     c = bench_full_reeval(model, frames, [30] if q else [30, 150, 600], engine_ctx=8192)
 
     print_table(f"(a) per-step latency vs stream length (n_ctx {a['n_ctx']}, {a['window']})",
-                ["turn", "median ms", "encode", "prefill", "decode", "KV cells"],
-                [[a["early_turn"], a["early_median_ms"], a["split_median_ms"]["encode_ms"]["early"],
-                  a["split_median_ms"]["prefill_ms"]["early"], a["split_median_ms"]["decode_ms"]["early"],
+                ["turn", "median ms", "vision", "prefill (image + text)", "decode", "KV cells"],
+                [[a["early_turn"], a["early_median_ms"], a["split_median_ms"]["vision_ms"]["early"],
+                  a["split_median_ms"]["image_prefill_ms"]["early"] + a["split_median_ms"]["prefill_ms"]["early"],
+                  a["split_median_ms"]["decode_ms"]["early"],
                   a["early_cells"]],
-                 [a["late_turn"], a["late_median_ms"], a["split_median_ms"]["encode_ms"]["late"],
-                  a["split_median_ms"]["prefill_ms"]["late"], a["split_median_ms"]["decode_ms"]["late"],
+                 [a["late_turn"], a["late_median_ms"], a["split_median_ms"]["vision_ms"]["late"],
+                  a["split_median_ms"]["image_prefill_ms"]["late"] + a["split_median_ms"]["prefill_ms"]["late"],
+                  a["split_median_ms"]["decode_ms"]["late"],
                   a["late_cells"]]])
     print(f"ratio turn {a['late_turn']} / turn {a['early_turn']}: {a['ratio_late_over_early']:.3f} (target ≤ 1.2)")
     print_table("(b) silent step: instant silence vs NO REPLY decoded token by token (median ms)",
@@ -241,9 +251,10 @@ def main() -> None:
                  for k in ("instant", "token_by_token")])
     print(f"step ratio token-by-token / instant: {b['step_ratio_reference_over_instant']:.3f}")
     print_table("(c) this engine vs full re-evaluation of the history (one step)",
-                ["turn", "video min", "engine ms", "full re-eval ms", "ratio", "re-eval cells", "frames re-encoded"],
+                ["turn", "video min", "engine ms", "full re-eval ms", "ratio", "re-eval cells", "frames re-encoded",
+                 "same decision"],
                 [[r["turn"], r["video_minutes"], r["engine_ms"], r["full_reeval_ms"], r["ratio_full_over_engine"],
-                  r["full_reeval_cells"], r["images_reencoded"]] for r in c])
+                  r["full_reeval_cells"], r["images_reencoded"], r["same_decision"]] for r in c])
     print_table("(d) memory over a long bounded stream", ["turn", "RSS MiB", "peak RSS MiB", "KV cells", "turn records"],
                 [[k, v["rss_mib"], v["peak_rss_mib"], v["cells"], v["turn_records"]] for k, v in a["rss"].items()])
     write_results("engine_latency" + ("_quick" if q else ""),

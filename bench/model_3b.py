@@ -70,13 +70,23 @@ class RandomCheckpoint:
         pass
 
 
-def config_for(quick: bool) -> dict:
+def config_for(quick: bool | str) -> dict:
+    """The model's config: ``False``/"3b" the real 3B; ``True``/"quick" a smoke-test model of the same layout;
+    "mid" the 3B's layout at about a seventh of its compute (same head sizes and vocabulary, a quarter
+    of the layers), for runs the 3B makes too slow on a small CPU (100-turn streams)."""
+    shape = {True: "quick", False: "3b"}.get(quick, quick)
     cfg = json.loads(json.dumps(REAL_3B))
-    if quick:  # same layout, small: a smoke test of build → quantize → step, nothing more
+    if shape in ("quick", "small"):  # same layout, small: a smoke test of build → quantize → step, nothing more
         cfg |= {"num_hidden_layers": 2, "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 2,
-                "vocab_size": 1024}
+                "vocab_size": 1024 if shape == "quick" else cfg["vocab_size"]}  # small: transformers needs the ids
         cfg["vision_config"] |= {"depth": 4, "fullatt_block_indexes": [1, 3], "hidden_size": 256,
                                  "intermediate_size": 512, "num_heads": 4, "out_hidden_size": 256}
+    elif shape == "mid":
+        cfg |= {"num_hidden_layers": 9, "hidden_size": 1024, "intermediate_size": 5504, "num_attention_heads": 8}
+        cfg["vision_config"] |= {"depth": 8, "fullatt_block_indexes": [3, 7], "hidden_size": 640,
+                                 "intermediate_size": 1710, "num_heads": 8, "out_hidden_size": 1024}
+    elif shape != "3b":
+        raise ValueError(f"unknown shape {shape!r}")
     return cfg
 
 
@@ -90,7 +100,8 @@ def hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return {n: tuple(t.shape) for n, t in model.state_dict().items()}
 
 
-def build(quick: bool, work: Path) -> dict:
+def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M") -> dict:
+    """Write the random model as GGUF (F16 text + F16 mmproj, then ``quant`` of the text model unless None)."""
     work.mkdir(parents=True, exist_ok=True)
     hf = work / "hf"
     hf.mkdir(exist_ok=True)
@@ -103,36 +114,18 @@ def build(quick: bool, work: Path) -> dict:
     write_processor_files(hf, max_pixels=128 * 28 * 28)
     shapes = hf_shapes(cfg)
     n_params = sum(int(np.prod(s)) for n, s in shapes.items() if n != "lm_head.weight")
-    name = "rand3b" if not quick else "rand3b-quick"
+    name = {False: "rand3b", True: "rand3b-quick"}.get(quick, f"rand-{quick}")
     t0 = time.perf_counter()
     res = convert(hf, work, outtype="f16", name=name, overwrite=True, checkpoint=RandomCheckpoint(shapes))
     t_conv = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    q = quantize(res.model, "Q4_K_M", overwrite=True)
-    t_quant = time.perf_counter() - t0
-    return {"config": cfg, "n_params": n_params, "f16": res.model, "mmproj": res.mmproj, "q4": q.path,
-            "convert_s": t_conv, "quantize_s": t_quant, "q4_fallbacks": len(q.fallbacks),
-            "sizes_mib": {"text_f16": res.model.stat().st_size / 2**20, "text_q4_k_m": q.path.stat().st_size / 2**20,
-                          "mmproj_f16": res.mmproj.stat().st_size / 2**20}}
-
-
-def vision_only_ms(b: LlamaBackend, images) -> list[float]:
-    """Time libmtmd's vision encoder alone on each frame (``mtmd_encode_chunk``), without the LLM prefill
-    of the image embeddings that StepTimings.encode_ms also contains."""
-    from llama_cpp import mtmd_cpp
-
-    from app.engine.llama_native import Chunks
-
-    out = []
-    with Chunks(b.proj, protocol.user_turn(len(images), "", b.proj.marker), list(images)) as ch:
-        for i, ci in enumerate(ch.info):
-            if ci.is_image:
-                c = mtmd_cpp.mtmd_input_chunks_get(ch.ptr, i)
-                t0 = time.perf_counter()
-                rc = mtmd_cpp.mtmd_encode_chunk(b.proj.ptr, c)
-                out.append((time.perf_counter() - t0) * 1e3)
-                if rc != 0:
-                    raise RuntimeError(f"mtmd_encode_chunk failed ({rc})")
+    sizes = {"text_f16": res.model.stat().st_size / 2**20, "mmproj_f16": res.mmproj.stat().st_size / 2**20}
+    out = {"config": cfg, "n_params": n_params, "f16": res.model, "mmproj": res.mmproj, "convert_s": t_conv,
+           "hf_dir": hf, "sizes_mib": sizes}
+    if quant:
+        t0 = time.perf_counter()
+        q = quantize(res.model, quant, overwrite=True)
+        out |= {"q4": q.path, "quantize_s": time.perf_counter() - t0, "q4_fallbacks": len(q.fallbacks)}
+        sizes["text_q4_k_m"] = q.path.stat().st_size / 2**20
     return out
 
 
@@ -141,16 +134,16 @@ def one_step(b: LlamaBackend, imgs, label: str) -> dict:
     t0 = time.perf_counter()
     r = b.step(imgs, "", talkativeness=-30.0, max_new_tokens=8)
     wall = (time.perf_counter() - t0) * 1e3
-    print(f"    {label}: {wall / 1e3:.1f} s (image chunks {r.timings.encode_ms / 1e3:.1f}, text prefill "
-          f"{r.timings.prefill_ms / 1e3:.2f}, decode {r.timings.decode_ms / 1e3:.2f}) {r.text!r}", flush=True)
+    t = r.timings
+    print(f"    {label}: {wall / 1e3:.1f} s (vision {t.vision_ms / 1e3:.1f}, image prefill {t.image_prefill_ms / 1e3:.1f}, "
+          f"text prefill {t.prefill_ms / 1e3:.2f}, decode {t.decode_ms / 1e3:.2f}) {r.text!r}", flush=True)
     return {"wall_ms": wall, **timings_dict(r.timings), "silent": r.silent, "text": r.text,
             "new_cells": r.n_tokens - cells0}
 
 
 def run_interleaved(b: LlamaBackend, frames: dict[int, list], n_steps: int) -> dict:
     """A warm-up step (system prompt + first turn; pages the weights in), then ``n_steps`` rounds of one
-    silent step per frame size, alternating sizes so that both see the same machine load. Last, the
-    vision encoder alone on each size's frames, also alternating."""
+    silent step per frame size, alternating sizes so that both see the same machine load."""
     b.reset(protocol.SYSTEM_PROMPT)
     sizes = list(frames)
     warm = one_step(b, frames[sizes[0]][:2], "warm-up")
@@ -161,9 +154,8 @@ def run_interleaved(b: LlamaBackend, frames: dict[int, list], n_steps: int) -> d
     out = {"warmup": warm}
     for k in sizes:
         out[k] = {"steps": steps[k], "frame_px": list(frames[k][0].shape[:2]), "tokens_per_frame": tokens_of(frames[k][0]),
-                  "median": {m: med([s[m] for s in steps[k]]) for m in ("wall_ms", "encode_ms", "prefill_ms", "decode_ms")}}
-    for k in sizes:
-        out[k]["vision_only_ms_per_frame"] = vision_only_ms(b, frames[k][:2])
+                  "median": {m: med([s[m] for s in steps[k]]) for m in ("wall_ms", "vision_ms", "image_prefill_ms",
+                                                                        "prefill_ms", "decode_ms")}}
     return out
 
 
@@ -183,6 +175,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small-model smoke test of the pipeline (< 1 min)")
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files under .cache/bench-3b[-quick]")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
+    ap.add_argument("--gpu", action="store_true", help="offload every layer and the projector (needs a GPU build)")
     args = ap.parse_args()
     info = machine_info()
     q = args.quick
@@ -194,7 +187,10 @@ def main() -> None:
         built = build(q, work)
         print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s, quantize "
               f"{built['quantize_s']:.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
-        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=0))
+        layers = -1 if args.gpu else 0
+        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0))
+        print(f"  device: {b.device}", flush=True)
+        device = b.device
         frames = {tpf: load_frames(2 * (n_steps + 1), tpf) for tpf in (128, 64)}
         for tpf, fr_ in frames.items():
             print(f"  {tpf} tokens/frame budget → {fr_[0].shape[1]}×{fr_[0].shape[0]} px = {tokens_of(fr_[0])} tokens")
@@ -211,23 +207,26 @@ def main() -> None:
     rows = []
     for tpf, r in per_tpf.items():
         m = r["median"]
-        vis = med(r["vision_only_ms_per_frame"]) * 2
-        rows.append([f"{tpf} ({r['tokens_per_frame']})", m["wall_ms"] / 1e3, m["encode_ms"] / 1e3, vis / 1e3,
-                     (m["encode_ms"] - vis) / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3,
+        new_cells = med([st["new_cells"] for st in r["steps"]])
+        prefill_tps = new_cells / max(1e-9, (m["image_prefill_ms"] + m["prefill_ms"]) / 1e3)
+        rows.append([f"{tpf} ({r['tokens_per_frame']})", m["wall_ms"] / 1e3, m["vision_ms"] / 1e3,
+                     m["image_prefill_ms"] / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3, prefill_tps,
                      m["wall_ms"] / 1e3 / 2.0])
     print_table(f"per-step latency, {'QUICK small model' if q else 'Qwen2.5-VL-3B shape'}, Q4_K_M text + F16 "
                 f"mmproj, 2 frames/turn, median of {n_steps} silent steps (seconds)",
-                ["tokens/frame", "step", "image chunks", "  of which ViT", "  of which LLM", "text prefill",
-                 "decode", "step / 2 s video"], rows)
-    print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token ({fr['tokens']} tokens); "
+                ["tokens/frame", "step", "vision encoder", "LLM over image embeddings", "text prefill", "decode",
+                 "prefill tokens/s", "step / 2 s video"], rows)
+    print(f"device: {device}")
+    print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token = "
+          f"{1e3 / max(1e-9, fr['decode_ms_per_token']):.1f} tokens/s ({fr['tokens']} tokens); "
           f"NO REPLY decoded token by token would add ≈ {2 * fr['decode_ms_per_token']:.0f} ms to a silent step")
     print(f"sizes MiB: {built['sizes_mib']}; RSS {cur:.0f} MiB (peak {peak:.0f})")
     built_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items()}
-    write_results("model_3b" + ("_quick" if q else ""),
+    write_results("model_3b" + ("_quick" if q else "") + ("_gpu" if args.gpu else ""),
                   {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
-                   "warmup_step": res["warmup"],
-                   "settings": "LlamaSettings(n_ctx=4096, n_gpu_layers=0), other defaults (n_threads=0 → llama.cpp "
-                               "default 4, flash_attn auto); talkativeness -30",
+                   "warmup_step": res["warmup"], "device": device,
+                   "settings": f"LlamaSettings(n_ctx=4096, n_gpu_layers={layers}, embed_cache_mib=0), other defaults (n_threads=0 → the usable "
+                               "cores, flash_attn auto); talkativeness -30",
                    "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
 

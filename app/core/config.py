@@ -77,6 +77,9 @@ def _validate(obj: object) -> None:
             lim.check(f.name, getattr(obj, f.name))
 
 
+CADENCES = ("keep", "live")
+
+
 @dataclass
 class SessionConfig:
     """How one session watches and talks. Validated on creation: a bad value never reaches the model."""
@@ -89,10 +92,16 @@ class SessionConfig:
     talkativeness: float = _setting(0.0, -50.0, 50.0, "bias towards speaking (0 = as trained)")
     max_new_tokens: int = _setting(128, 1, 1024, "longest reply", "tokens")
     max_turns: int = _setting(0, 0, 10**9, "stop after N turns (0 = until the source ends)", "turns")
+    # When a step takes longer than the turn: "keep" every frame, or stay "live" (app/engine/cadence.py).
+    cadence: str = "keep"
+    min_tokens_per_frame: int = _setting(32, 4, 1024, "the lowest tokens per frame the live cadence may use",
+                                         "tokens")
     system_prompt: str = SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
         _validate(self)
+        if self.cadence not in CADENCES:
+            raise SettingError(f"cadence must be one of {', '.join(CADENCES)}, got {self.cadence!r}")
 
     @property
     def seconds_per_turn(self) -> float:

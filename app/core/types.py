@@ -35,10 +35,43 @@ class Frame:
 class StepTimings:
     """Milliseconds spent in each phase of one step."""
 
-    encode_ms: float = 0.0  # vision encoder on the new frames
+    vision_ms: float = 0.0  # the vision encoder alone on the new frames (0 for frames reused from the cache)
+    image_prefill_ms: float = 0.0  # the text model's pass over the frames' image embeddings
     prefill_ms: float = 0.0  # text tokens of the new turn (incl. the previous NO REPLY tail)
     decode_ms: float = 0.0  # sampling loop; zero on a silent step
     total_ms: float = 0.0
+
+    def describe(self) -> str:
+        """One line for a status bar: where the step's time went."""
+        return (f"vision {self.vision_ms:.0f} ms · image {self.image_prefill_ms:.0f} ms · text "
+                f"{self.prefill_ms:.0f} ms · decode {self.decode_ms:.0f} ms")
+
+
+@dataclass(frozen=True)
+class CadenceReport:
+    """How the session keeps up with the video (app.engine.cadence); one per step, carried by StepResult."""
+
+    policy: str
+    realtime_factor: float  # step seconds ÷ seconds of video the turn covers
+    frames_skipped: int  # stale frames skipped so far in this session (by the policy or by a live source)
+    tokens_per_frame: int  # budget the next turn uses
+
+    @property
+    def behind(self) -> bool:
+        return self.realtime_factor > 1.0
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "realtime_factor": round(self.realtime_factor, 3),
+                "frames_skipped": self.frames_skipped, "tokens_per_frame": self.tokens_per_frame}
+
+    def describe(self) -> str:
+        """One line for a status bar."""
+        pace = f"{self.realtime_factor:.1f}× slower than real time" if self.behind else "real time"
+        parts = [pace]
+        if self.frames_skipped:
+            parts.append(f"{self.frames_skipped} frames skipped")
+        parts.append(f"{self.tokens_per_frame} tokens/frame")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -58,6 +91,8 @@ class StepResult:
     evicted_turns: int = 0  # user turns whose frames were dropped so far
     first_token_margin: float | None = None  # logit(reply) − logit(NO REPLY) at the decision
     behind: bool = False  # a live source skipped frames because inference is slower than real time
+    frames_reused: int = 0  # frames whose vision embeddings came from the engine's cache
+    cadence: CadenceReport | None = None  # real-time factor, frames skipped, tokens per frame (None: not tracked)
 
     def to_json(self) -> dict:
         """A JSON-ready record (frames left out: they are pictures)."""
@@ -70,7 +105,8 @@ class StepResult:
             "forced": self.forced,
             "frame_times": [round(f.time, 3) for f in self.frames],
             "timings_ms": {
-                "encode": round(self.timings.encode_ms, 2),
+                "vision": round(self.timings.vision_ms, 2),
+                "image_prefill": round(self.timings.image_prefill_ms, 2),
                 "prefill": round(self.timings.prefill_ms, 2),
                 "decode": round(self.timings.decode_ms, 2),
                 "total": round(self.timings.total_ms, 2),
@@ -80,4 +116,6 @@ class StepResult:
             "evicted_turns": self.evicted_turns,
             "first_token_margin": self.first_token_margin,
             "behind": self.behind,
+            "frames_reused": self.frames_reused,
+            "cadence": self.cadence.to_json() if self.cadence else None,
         }

@@ -31,6 +31,7 @@ class BackendStep:
     n_ctx: int = 0
     evicted_turns: int = 0
     first_token_margin: float | None = None
+    frames_reused: int = 0  # frames whose vision embeddings came from the cache (not encoded again)
 
 
 class Backend(Protocol):

@@ -1,13 +1,19 @@
 """The in-process MMDuet2 engine on llama.cpp + libmtmd.
 
 Per step it evaluates only what is new on top of the KV cache: the tail of the previous assistant
-turn, the new user turn (frames encoded once, here and never again) and the generation prompt.
-The speak-or-stay-silent decision is read from the first token's logits ("instant silence"): a
-silent step runs no decode loop, and its ``NO REPLY<|im_end|>`` tokens ride in the next step's batch.
+turn, the new user turn (frames encoded once, here and never again; a frame identical to one already
+encoded reuses its embeddings, see :mod:`app.engine.embed_cache`) and the generation prompt.
+A step is three phases, each a method: **prefill** (evict if needed, encode the frames, evaluate
+the turn), **decide** (speak or stay silent, read from the first token's logits: "instant
+silence"; a silent step runs no decode loop, and its ``NO REPLY<|im_end|>`` tokens ride in the next
+step's batch) and **reply** (greedy decoding under :class:`~app.engine.reply_guard.ReplyGuard`).
 
 The context is bounded by evicting, oldest first, (1) frames, (2) whole turns that carry no dialogue
 (silent, no user text), (3) dialogue turns — never the system prompt. Cells are removed with
 ``llama_memory_seq_rm``; positions keep growing (M-RoPE allows gaps; shifting would abort).
+
+The reference modes that tests and benchmarks compare against (token-by-token silence, full
+re-evaluation) live in :mod:`app.engine.llama_reference`, outside this production path.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,7 @@ from app.core import protocol
 from app.core.config import resolve_threads
 from app.core.types import StepTimings
 from app.engine.backend import BackendError, BackendStep
+from app.engine.embed_cache import EmbeddingCache
 from app.engine.llama_native import (
     Chunks,
     Context,
@@ -34,6 +42,7 @@ from app.engine.llama_native import (
     gpu_offload_supported,
     system_info,
 )
+from app.engine.reply_guard import ReplyGuard, trim_to_sentence
 from app.modelhub.validate import ModelFileError, check_pair
 
 log = logging.getLogger("duet.engine")
@@ -48,10 +57,9 @@ class LlamaSettings:
     flash_attn: str = "auto"  # auto | on | off
     kv_f32: bool = False
     reserve: int = 0  # cells kept free beyond max_new_tokens (0 = automatic)
-    # Reference modes, for tests and benchmarks (both off = the engine as designed):
-    instant_silence: bool = True  # False: decode "NO REPLY" token by token like plain greedy decoding
-    full_reeval: bool = False  # True: clear the cache and re-evaluate the whole history every step,
-    # the way llama-cpp-python's stock chat handler works (every frame re-encoded, no eviction)
+    embed_cache_mib: int = 64  # vision embeddings kept for frames seen again (0 = off); ~1 MiB a 3B frame
+    near_identical: float = 0.0  # > 0: also reuse for frames this close (grey levels, see embed_cache); 0 = off
+    guard: ReplyGuard = field(default_factory=ReplyGuard)  # reply length cap and loop guard
 
     def flash_attn_type(self) -> int:
         return {"auto": -1, "on": 1, "off": 0}[self.flash_attn]
@@ -78,6 +86,7 @@ class _TurnRecord:
     removed: bool = False
 
 
+
 class LlamaBackend:
     """A stateful MMDuet2 dialogue in one llama.cpp context. See the module docstring."""
 
@@ -98,16 +107,24 @@ class LlamaBackend:
             log.warning("This llama.cpp build has no GPU support; running on the CPU. For NVIDIA GPUs reinstall "
                         "with CMAKE_ARGS=-DGGML_CUDA=on pip install --force-reinstall llama-cpp-python")
         n_layers = (self.info.n_layers + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers) if gpu else 0
-        try:
-            self.model = Model(Path(model_path), n_gpu_layers=n_layers)
-            self.ctx = Context(self.model, ContextSettings(n_ctx=s.n_ctx, n_threads=s.n_threads,
-                                                           flash_attn=s.flash_attn_type(), kv_f32=s.kv_f32))
-            self.proj = Projector(Path(mmproj_path), self.model, s.n_threads, use_gpu=gpu and s.mmproj_on_gpu,
-                                  flash_attn=s.flash_attn_type())
-        except RuntimeError as e:
-            raise BackendError(str(e)) from e
+        # Each native handle is registered as soon as it exists, so a failure further on (a context
+        # too large for memory, a bad projector) frees what was already loaded.
+        with ExitStack() as stack:
+            try:
+                self.model = stack.enter_context(closing(Model(Path(model_path), n_gpu_layers=n_layers)))
+                self.ctx = stack.enter_context(closing(Context(self.model, ContextSettings(
+                    n_ctx=s.n_ctx, n_threads=s.n_threads, flash_attn=s.flash_attn_type(), kv_f32=s.kv_f32))))
+                self.proj = stack.enter_context(closing(Projector(
+                    Path(mmproj_path), self.model, s.n_threads, use_gpu=gpu and s.mmproj_on_gpu,
+                    flash_attn=s.flash_attn_type())))
+            except RuntimeError as e:
+                raise BackendError(str(e)) from e
+            self._handles = stack.pop_all()
         self.device = self._describe_device(gpu, n_layers)
         self.n_ctx = self.ctx.n_ctx
+        self.embed_cache = EmbeddingCache(s.embed_cache_mib * 2**20, s.near_identical)
+        self.guard = s.guard
+        self.frames_encoded = 0  # frames the vision encoder ran on, over the backend's life
         self._no_reply_first = self.model.tokenize(protocol.NO_REPLY)[0]
         eog = [t for t in self.model.tokenize(protocol.IM_END + protocol.ENDOFTEXT) if self.model.is_eog(t)]
         self._quiet_ids = np.array([self._no_reply_first, *eog])
@@ -131,8 +148,6 @@ class LlamaBackend:
         self.turns_seen = 0
         self.pending = protocol.system_turn(system_prompt)  # text evaluated at the head of the next step
         self.evicted_turns = 0
-        self._transcript = ""  # full_reeval only: the rendered history so far
-        self._all_images: list[np.ndarray] = []
 
     # ---- eviction -----------------------------------------------------------------------------
     def _evict(self, need: int) -> None:
@@ -163,29 +178,43 @@ class LlamaBackend:
             raise BackendError(f"a single turn needs {need} context cells but only {self.n_ctx} exist; "
                                "raise n_ctx or lower tokens per frame")
 
-    # ---- one step -----------------------------------------------------------------------------
+    # ---- one step: prefill, decide, reply -------------------------------------------------------
     def step(self, images: Sequence[np.ndarray], text: str = "", *, must_reply: bool = False,
              talkativeness: float = 0.0, max_new_tokens: int = 128) -> BackendStep:
         t_start = time.perf_counter()
-        user = protocol.user_turn(len(images), text, self.proj.marker) + protocol.assistant_prefix(must_reply)
-        if self.settings.full_reeval:
-            # The stock chat-handler way: forget the cache, re-render the history, re-encode every frame.
-            self._transcript += self.pending
-            self._all_images += list(images)
-            self.ctx.clear()
-            self.n_past = self.n_cells = 0
-            self.turns = []
-            head, images = self._transcript, list(self._all_images)
-            self._transcript += user
+        timings = StepTimings()
+        rec, reused = self._prefill(list(images), text, must_reply, max_new_tokens, timings)
+        biased, margin = self._decision_logits(talkativeness)
+        t0 = time.perf_counter()
+        if not must_reply and self._decides_silence(biased):
+            text_out, silent = protocol.NO_REPLY, True
+            self.pending = protocol.assistant_tail(protocol.NO_REPLY)
         else:
-            head = self.pending
+            text_out, silent = self._reply(biased, max_new_tokens)
+            rec.dialogue = rec.dialogue or not silent
+        self._after_step(text_out)
+        timings.decode_ms = (time.perf_counter() - t0) * 1e3
+        timings.total_ms = (time.perf_counter() - t_start) * 1e3
+        return BackendStep(text=text_out, silent=silent, timings=timings, n_tokens=self.n_cells, n_ctx=self.n_ctx,
+                           evicted_turns=self.evicted_turns, first_token_margin=margin, frames_reused=reused)
+
+    def _prompt_head(self, images: list[np.ndarray], user: str) -> tuple[str, list[np.ndarray]]:
+        """What to evaluate before the new user turn, and the frames of the prompt: here the previous
+        turn's tail (or the system prompt) and just the new frames."""
+        return self.pending, images
+
+    def _prefill(self, images: list[np.ndarray], text: str, must_reply: bool, max_new_tokens: int,
+                 timings: StepTimings) -> tuple[_TurnRecord, int]:
+        """Phase 1: make room, then evaluate the head and the new user turn; returns the turn's record and
+        how many frames reused cached embeddings. Fills the vision, image and text prefill timings."""
+        user = protocol.user_turn(len(images), text, self.proj.marker) + protocol.assistant_prefix(must_reply)
+        head, images = self._prompt_head(images, user)
         n_head_tokens = len(self.model.tokenize(head))
-        prompt = head + user
         try:
-            chunks = Chunks(self.proj, prompt, list(images))
+            chunks = Chunks(self.proj, head + user, images)
         except RuntimeError as e:
             raise BackendError(str(e)) from e
-        timings = StepTimings()
+        reused = 0
         with chunks:
             reserve = self.settings.reserve or max(16, max_new_tokens + 8)
             self._evict(chunks.n_tokens + reserve)
@@ -198,61 +227,87 @@ class LlamaBackend:
             rec = _TurnRecord(index=self.turns_seen, start=turn_start, dialogue=bool(text.strip()))
             pos = self.n_past
             last = len(chunks.info) - 1
-            for i, ci in enumerate(chunks.info):
-                t0 = time.perf_counter()
-                try:
-                    new_pos = chunks.eval_chunk(self.ctx, i, pos, logits_last=(i == last))
-                except RuntimeError as e:
-                    raise BackendError(str(e)) from e
-                dt = (time.perf_counter() - t0) * 1e3
-                if ci.is_image:
-                    timings.encode_ms += dt
-                    rec.images.append(_Span(pos, new_pos, ci.n_tokens))
-                else:
-                    timings.prefill_ms += dt
-                pos = new_pos
+            frames = iter(images)
+            try:
+                for i, ci in enumerate(chunks.info):
+                    if ci.is_image:
+                        embd, hit = self._embeddings(chunks, i, next(frames), timings)
+                        reused += hit
+                        t0 = time.perf_counter()
+                        new_pos = chunks.decode_image(self.ctx, i, pos, embd)
+                        timings.image_prefill_ms += (time.perf_counter() - t0) * 1e3
+                        rec.images.append(_Span(pos, new_pos, ci.n_tokens))
+                    else:
+                        t0 = time.perf_counter()
+                        new_pos = chunks.eval_chunk(self.ctx, i, pos, logits_last=(i == last))
+                        timings.prefill_ms += (time.perf_counter() - t0) * 1e3
+                    pos = new_pos
+            except RuntimeError as e:
+                raise BackendError(str(e)) from e
             rec.cells = chunks.n_tokens - n_head_tokens
             self.n_cells += chunks.n_tokens
             self.n_past = pos
         self.turns.append(rec)
         self.turns_seen += 1
+        return rec, reused
 
+    def _embeddings(self, chunks: Chunks, i: int, frame: np.ndarray, timings: StepTimings) -> tuple[np.ndarray, bool]:
+        """Image chunk ``i``'s vision embeddings: from the cache when this frame was seen, else encoded."""
+        cache = self.embed_cache
+        key, embd = cache.get(frame) if cache.enabled else (b"", None)
+        if embd is not None:
+            return embd, True
+        t0 = time.perf_counter()
+        embd = chunks.encode_image(i)
+        self.frames_encoded += 1
+        timings.vision_ms += (time.perf_counter() - t0) * 1e3
+        if cache.enabled:
+            cache.put(key, frame, embd)
+        return embd, False
+
+    def _decision_logits(self, talkativeness: float) -> tuple[np.ndarray, float]:
+        """Phase 2 input: the first token's logits with unsayable tokens masked and the talkativeness bias
+        applied to the quiet tokens; and the margin (best speaking − best quiet logit; > 0: it speaks)."""
         logits = self.ctx.last_logits(self.model.n_vocab)
         self.last_logits = logits  # the decision logits, kept for parity checks and diagnostics
-        nr = self._no_reply_first
         quiet = self._quiet_ids  # first tokens that mean "say nothing": NO (…REPLY) and end-of-turn
         biased = logits.copy()
         biased[self._unsayable] = -np.inf
         biased[quiet] -= talkativeness
-        margin = float(np.max(np.delete(biased, quiet)) - np.max(biased[quiet]))  # > 0: it speaks
-        t0 = time.perf_counter()
-        if not must_reply and self.settings.instant_silence and int(np.argmax(biased)) == nr:
-            text_out, silent = protocol.NO_REPLY, True
-            self.pending = protocol.assistant_tail(protocol.NO_REPLY)
-        else:
-            reply_start, cells_before = self.n_past, self.n_cells
-            tokens = self._decode(biased, max_new_tokens)
-            text_out = self.model.detokenize(tokens)  # unstripped: the history holds exactly these bytes
-            silent = protocol.is_silence(text_out) or not text_out.strip()  # an empty turn says nothing
-            self.pending = protocol.IM_END + "\n"
-            if self.model.tokenize(text_out, parse_special=False) != tokens:
-                # Greedy decoding can produce a non-canonical tokenization (or split a UTF-8 character).
-                # The model was trained on re-tokenized text, and a re-rendered history (remote backends,
-                # the reference client) would hold the canonical form, so replace the sampled tokens.
-                self.ctx.remove(reply_start, -1)
-                self.turns[-1].cells -= self.n_cells - cells_before
-                self.n_past, self.n_cells = reply_start, cells_before
-                self.pending = protocol.assistant_tail(text_out)
-            rec.dialogue = rec.dialogue or not silent
-        if self.settings.full_reeval and self.pending == protocol.IM_END + "\n":
-            self._transcript += text_out  # the reply tokens are in the cache; keep the text in step
-        timings.decode_ms = (time.perf_counter() - t0) * 1e3
-        timings.total_ms = (time.perf_counter() - t_start) * 1e3
-        return BackendStep(text=text_out, silent=silent, timings=timings, n_tokens=self.n_cells, n_ctx=self.n_ctx,
-                           evicted_turns=self.evicted_turns, first_token_margin=margin)
+        margin = float(np.max(np.delete(biased, quiet)) - np.max(biased[quiet]))
+        return biased, margin
 
-    def _decode(self, first_logits: np.ndarray, max_new_tokens: int) -> list[int]:
-        """Greedy decoding; each sampled token is evaluated at an explicit position.
+    def _decides_silence(self, biased: np.ndarray) -> bool:
+        """Phase 2: instant silence — the greedy first token is the first token of ``NO REPLY``."""
+        return int(np.argmax(biased)) == self._no_reply_first
+
+    def _reply(self, first_logits: np.ndarray, max_new_tokens: int) -> tuple[str, bool]:
+        """Phase 3: decode a reply under the guard; returns (text, silent). The cache ends up holding
+        exactly the reply the history will say it holds, or none of it (then it rides in ``pending``)."""
+        reply_start, cells_before = self.n_past, self.n_cells
+        limit = self.guard.limit(max_new_tokens)
+        tokens, looped = self._decode(first_logits, limit)
+        text_out = self.model.detokenize(tokens)  # unstripped: the history holds exactly these bytes
+        trimmed = False
+        if not looped and len(tokens) == limit and limit < max_new_tokens:  # cut by the cap
+            cut = trim_to_sentence(text_out)
+            trimmed, text_out = cut != text_out, cut
+        silent = protocol.is_silence(text_out) or not text_out.strip()  # an empty turn says nothing
+        self.pending = protocol.IM_END + "\n"
+        if looped or trimmed or self.model.tokenize(text_out, parse_special=False) != tokens:
+            # The cache holds the sampled tokens, which is not the reply the history will hold when the
+            # guard cut it, or when greedy decoding produced a non-canonical tokenization (or split a
+            # UTF-8 character): the model was trained on re-tokenized text, and a re-rendered history
+            # (remote backends, the reference client) holds the canonical form. Replace them.
+            self.ctx.remove(reply_start, -1)
+            self.turns[-1].cells -= self.n_cells - cells_before
+            self.n_past, self.n_cells = reply_start, cells_before
+            self.pending = protocol.assistant_tail(text_out)
+        return text_out, silent
+
+    def _decode(self, first_logits: np.ndarray, max_new_tokens: int) -> tuple[list[int], bool]:
+        """Greedy decoding; each sampled token is evaluated at an explicit position. Returns the tokens
+        and whether the loop guard ended them (the repeats are then already cut off).
 
         The end-of-turn token itself is not evaluated: ``<|im_end|>\\n`` is prepended to the next
         step instead, which is byte-identical to re-rendering the history with the chat template.
@@ -262,8 +317,10 @@ class LlamaBackend:
         for _ in range(max_new_tokens):
             tok = int(np.argmax(logits))
             if self.model.is_eog(tok):
-                return out
+                return out, False
             out.append(tok)
+            if self.guard.loop_ngram and (cut := self.guard.loop_tail(out)):
+                return out[:-cut], True
             if len(out) == max_new_tokens:
                 break
             if self.n_cells + 1 > self.n_ctx:
@@ -281,13 +338,16 @@ class LlamaBackend:
             self.n_past += 1
             self.n_cells += 1
             self.turns[-1].cells += 1
-        return out
+        return out, False
+
+    def _after_step(self, text_out: str) -> None:
+        """Hook for the reference modes; the engine keeps no history outside the cache."""
 
     def close(self) -> None:
-        for obj in ("proj", "ctx", "model"):
-            o = getattr(self, obj, None)
-            if o is not None:
-                o.close()
+        """Free the projector, context and model (in that order); safe to call twice."""
+        handles = getattr(self, "_handles", None)
+        if handles is not None:
+            handles.close()
 
     def __enter__(self) -> LlamaBackend:
         return self

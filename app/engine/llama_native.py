@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp
-import numpy as np
-from llama_cpp import mtmd_cpp
+# llama.cpp's CPU backend runs its threads under OpenMP, whose default wait policy spins between
+# operations. On a machine whose cores are busy with other work (a desktop app beside a browser, a
+# shared server) a spinning thread burns the time slice its partner needs: measured here at 2 threads
+# on 2 loaded cores, a step took 8.6 s spinning and 1.0 s with passive waiting (docs/benchmarks.md §3).
+# libgomp reads this once, when it is loaded, so it must be set before llama_cpp is imported; a user's
+# own OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp  # noqa: E402
+import numpy as np  # noqa: E402
+from llama_cpp import mtmd_cpp  # noqa: E402
 
 log = logging.getLogger("duet.llama")
 
@@ -68,6 +77,9 @@ class Model:
         self.vocab = llama_cpp.llama_model_get_vocab(self.ptr)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(self.ptr)
+        # Width of one input embedding (what the vision projector outputs): wider than n_embd for
+        # models with deep-stacked vision features, equal for Qwen2.5-VL.
+        self.n_embd_inp = llama_cpp.llama_model_n_embd_inp(self.ptr)
 
     def unsayable(self) -> np.ndarray:
         """Token ids a reply can never contain: control tokens (except end-of-turn) and unused padding.
@@ -198,7 +210,7 @@ class Projector:
         if not self.ptr:
             raise RuntimeError(f"{path}: libmtmd could not load this vision projector (see the log)")
         self.marker = mtmd_cpp.mtmd_default_marker().decode()
-        self.uses_mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(self.ptr))
+        self.n_embd = model.n_embd_inp  # floats per image token the encoder outputs
 
     def close(self) -> None:
         if self.ptr:
@@ -249,7 +261,9 @@ class Chunks:
         return sum(c.n_tokens for c in self.info)
 
     def eval_chunk(self, ctx: Context, i: int, n_past: int, logits_last: bool) -> int:
-        """Evaluate chunk ``i`` at position ``n_past``; returns the new position."""
+        """Evaluate chunk ``i`` at position ``n_past`` (encoding it first if it is an image); returns the new
+        position. The engine uses :meth:`encode_image` + :meth:`decode_image` for images instead, to time
+        and cache the vision encoder apart; this one-call form is for references and tests."""
         c = mtmd_cpp.mtmd_input_chunks_get(self.ptr, i)
         new = llama_cpp.llama_pos(n_past)
         rc = mtmd_cpp.mtmd_helper_eval_chunk_single(self.proj.ptr, ctx.ptr, c, n_past, 0, ctx.n_batch,
@@ -258,6 +272,34 @@ class Chunks:
             raise RuntimeError(f"evaluating prompt chunk {i} failed ({rc}): the context is full or out of memory")
         # The helper's text path adds to *new_n_past instead of setting it; the chunk's own n_pos is
         # the reliable advance (max(nx, ny) for a Qwen image, the token count for text).
+        return n_past + self.info[i].n_pos
+
+    def encode_image(self, i: int) -> np.ndarray:
+        """Run the vision encoder alone on image chunk ``i``; returns a copy of its embeddings
+        (``n_tokens × n_embd_inp`` float32), which :meth:`decode_image` feeds to the text model."""
+        if not self.info[i].is_image:
+            raise ValueError(f"chunk {i} is text, not an image")
+        c = mtmd_cpp.mtmd_input_chunks_get(self.ptr, i)
+        rc = mtmd_cpp.mtmd_encode_chunk(self.proj.ptr, c)
+        if rc != 0:
+            raise RuntimeError(f"the vision encoder failed on image chunk {i} ({rc}): out of memory?")
+        n = self.info[i].n_tokens * self.proj.n_embd
+        return np.ctypeslib.as_array(mtmd_cpp.mtmd_get_output_embd(self.proj.ptr), shape=(n,)).copy()
+
+    def decode_image(self, ctx: Context, i: int, n_past: int, embd: np.ndarray) -> int:
+        """The text model's pass over image chunk ``i``'s embeddings ``embd`` (from :meth:`encode_image`, or
+        a cache of it) at position ``n_past``, with the chunk's M-RoPE positions; returns the new position."""
+        if embd.dtype != np.float32 or embd.size != self.info[i].n_tokens * self.proj.n_embd:
+            raise ValueError(f"image chunk {i} needs {self.info[i].n_tokens} × {self.proj.n_embd} float32 "
+                             f"embeddings, got {embd.size} {embd.dtype}")
+        embd = np.ascontiguousarray(embd)
+        c = mtmd_cpp.mtmd_input_chunks_get(self.ptr, i)
+        new = llama_cpp.llama_pos(n_past)
+        rc = mtmd_cpp.mtmd_helper_decode_image_chunk(
+            self.proj.ptr, ctx.ptr, c, embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n_past, 0,
+            ctx.n_batch, ctypes.byref(new), mtmd_cpp.mtmd_helper_post_decode_callback(), None)
+        if rc != 0:
+            raise RuntimeError(f"decoding image chunk {i} failed ({rc}): the context is full or out of memory")
         return n_past + self.info[i].n_pos
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from app.capture.resize import fit_frame
 from app.core.config import SessionConfig
 from app.core.types import Frame, StepResult, StepTimings
 from app.engine.backend import Backend
+from app.engine.cadence import Cadence
 
 log = logging.getLogger("duet.session")
 __all__ = ["ProactiveSession", "SessionConfig"]
@@ -74,6 +75,10 @@ class ProactiveSession:
         dropped, self._pending = len(self._pending), []
         return dropped
 
+        cfg = self.config
+        self.cadence = Cadence(cfg.cadence, cfg.interval, cfg.frames_per_turn, cfg.tokens_per_frame,
+                               min(cfg.min_tokens_per_frame, cfg.tokens_per_frame))
+
     def _take_text(self, video_time_after: float) -> tuple[str | None, bool]:
         with self._lock:
             due = [q for q in self._questions if q.at is None or q.at <= video_time_after + 1e-9]
@@ -106,7 +111,7 @@ class ProactiveSession:
         cfg = self.config
         video_time = self.video_time + len(frames) * cfg.interval
         text, force = self._take_text(video_time)
-        images = [fit_frame(f.image, cfg.tokens_per_frame) for f in frames]
+        images = [fit_frame(f.image, self.cadence.budget(cfg.tokens_per_frame)) for f in frames]
         t0 = time.perf_counter()
         out = self.backend.step(
             images,
@@ -131,6 +136,8 @@ class ProactiveSession:
             evicted_turns=out.evicted_turns,
             first_token_margin=out.first_token_margin,
             behind=any(f.dropped for f in frames),
+            frames_reused=out.frames_reused,
+            cadence=self.cadence.after_step(timings.total_ms, frames),
         )
         self.turn += 1
         return result
@@ -144,6 +151,9 @@ class ProactiveSession:
         for frame in source.sample(self.config.interval):
             if self._stop.is_set():
                 break
+            if self.cadence.skip(frame, source.live):
+                self.video_time += self.config.interval  # a stale frame skipped: its time still passed
+                continue
             result = self.feed(frame)
             if result is not None:
                 yield result

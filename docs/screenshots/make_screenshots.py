@@ -62,7 +62,7 @@ class ScriptedBackend:
         self.turn += 1
         time.sleep(0.12)  # roughly the tiny model's step time on this machine
         reply = ANSWER if text else SCRIPT.get(self.turn)
-        timings = StepTimings(encode_ms=61.0, prefill_ms=34.0, decode_ms=48.0 if reply else 0.0,
+        timings = StepTimings(vision_ms=41.0, image_prefill_ms=20.0, prefill_ms=34.0, decode_ms=48.0 if reply else 0.0,
                               total_ms=143.0 if reply else 95.0)
         return BackendStep(text=reply or "NO REPLY", silent=reply is None, timings=timings,
                            n_tokens=240 * self.turn, n_ctx=8192)

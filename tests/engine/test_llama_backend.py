@@ -9,13 +9,17 @@ from app.capture.video import VideoFileSource
 from app.core import protocol
 from app.engine.backend import BackendError
 from app.engine.llama_backend import LlamaBackend, LlamaSettings
+from app.engine.llama_reference import NO_GUARD, ReferenceLlamaBackend
+from app.engine.reply_guard import ReplyGuard
 from app.engine.session import ProactiveSession, SessionConfig
 
 
 def run_video(tiny_model, video, settings: LlamaSettings, talk: list[float], turns: int = 12,
-              fpt: int = 2, interval: float = 1.0):
-    """Play ``video`` for ``turns`` turns; talkativeness per turn cycles through ``talk``."""
-    backend = LlamaBackend(tiny_model.model, tiny_model.mmproj, settings)
+              fpt: int = 2, interval: float = 1.0, stats: dict | None = None, **reference):
+    """Play ``video`` for ``turns`` turns; talkativeness per turn cycles through ``talk``. ``reference``:
+    ReferenceLlamaBackend's switches (instant_silence=False, full_reeval=True); none = the engine."""
+    backend = (ReferenceLlamaBackend(tiny_model.model, tiny_model.mmproj, settings, **reference) if reference
+               else LlamaBackend(tiny_model.model, tiny_model.mmproj, settings))
     session = ProactiveSession(backend, SessionConfig(interval=interval, frames_per_turn=fpt,
                                                       tokens_per_frame=64, max_new_tokens=8))
     session.ask("What is happening on the street?")
@@ -27,6 +31,8 @@ def run_video(tiny_model, video, settings: LlamaSettings, talk: list[float], tur
             if len(out) == turns:
                 break
             session.config.talkativeness = talk[len(out) % len(talk)]
+    if stats is not None:
+        stats["frames_encoded"] = backend.frames_encoded
     backend.close()
     return out
 
@@ -46,21 +52,45 @@ def test_session_protocol_times_and_turns(tiny_model, vtest_avi):
 
 
 def test_incremental_gives_same_transcript_as_full_reevaluation(tiny_model, tree_avi):
-    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True)
-    inc = run_video(tiny_model, tree_avi, LlamaSettings(**base), TALK)
-    full = run_video(tiny_model, tree_avi, LlamaSettings(**base, full_reeval=True), TALK)
+    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True, guard=NO_GUARD)  # the guard is tested on its own
+    inc_stats: dict = {}
+    full_stats: dict = {}
+    inc = run_video(tiny_model, tree_avi, LlamaSettings(**base), TALK, stats=inc_stats)
+    full = run_video(tiny_model, tree_avi, LlamaSettings(**base), TALK, stats=full_stats, full_reeval=True)
     assert [(r.silent, r.text) for r in inc] == [(r.silent, r.text) for r in full]
-    # …while the full re-evaluation re-encodes every frame each turn.
-    assert full[-1].timings.encode_ms > 3 * inc[-1].timings.encode_ms
+    # …while the full re-evaluation re-encodes every frame each turn: 2 + 4 + … + 24 vs 24 frames.
+    assert inc_stats["frames_encoded"] == 24
+    assert full_stats["frames_encoded"] == sum(2 * t for t in range(1, 13))
 
 
 @pytest.mark.parametrize("talk", [-8.0, -2.0, 0.0, 2.0, 8.0])
 def test_instant_silence_decides_as_full_greedy_decoding(tiny_model, vtest_avi, talk):
     """Instant silence (first-token logits) vs decoding every token: identical decisions and texts."""
-    inst = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0), [talk], turns=6)
-    greedy = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0, instant_silence=False),
-                       [talk], turns=6)
+    inst = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0, guard=NO_GUARD), [talk], turns=6)
+    greedy = run_video(tiny_model, vtest_avi, LlamaSettings(n_ctx=4096, n_gpu_layers=0), [talk], turns=6,
+                       instant_silence=False)
     assert [(r.silent, r.text) for r in inst] == [(r.silent, r.text) for r in greedy]
+
+
+def test_reply_guard_ends_loops_and_caps_length(tiny_model, tree_avi):
+    """The random tiny model loops ("helpful helpful helpful …") on tree.avi: the guard keeps one copy."""
+    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True)
+    free = run_video(tiny_model, tree_avi, LlamaSettings(**base, guard=NO_GUARD), TALK)
+    guard = ReplyGuard(max_tokens=6)
+    kept = run_video(tiny_model, tree_avi, LlamaSettings(**base, guard=guard), TALK)
+    cut = 0
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=512, n_gpu_layers=0)) as b:
+        for f, k in zip(free, kept):
+            if not cut:  # identical dialogues up to the first cut; after it, later turns see the shorter reply
+                assert f.silent == k.silent
+                assert k.silent or f.text.startswith(k.text)
+            if not k.silent:
+                tokens = b.model.tokenize(k.text, parse_special=False)
+                # The cap counts sampled tokens; a reply cut inside a UTF-8 character re-tokenizes longer.
+                assert len(tokens) <= 6 or "\ufffd" in k.text, k.text
+                assert not any(guard.loop_tail(tokens[:i]) for i in range(1, len(tokens) + 1)), k.text
+            cut += f.text != k.text
+    assert cut, "the unguarded replies should contain a loop or run past the cap"
 
 
 def test_talkativeness_gives_both_outcomes(tiny_model):
@@ -111,3 +141,60 @@ def test_bad_inputs(tiny_model, tmp_path):
         big = [np.zeros((448, 448, 3), np.uint8)] * 2  # 2 × 256 tokens > 256 cells
         with pytest.raises(BackendError, match="raise n_ctx"):
             b.step(big, "")
+
+
+@pytest.mark.parametrize("fails", ["context", "projector"])
+def test_failed_start_frees_what_was_loaded(tiny_model, monkeypatch, fails):
+    """llama.cpp refusing the context (out of memory) or libmtmd the projector: the real model (and context)
+    already loaded are freed, and the caller's settings object is left as it was."""
+    import llama_cpp
+
+    from app.engine import llama_backend, llama_native
+
+    made: list = []
+
+    class Tracked(llama_native.Model):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    class TrackedCtx(llama_native.Context):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(llama_backend, "Model", Tracked)
+    monkeypatch.setattr(llama_backend, "Context", TrackedCtx)
+    if fails == "context":  # what llama_init_from_model returns when the KV cache cannot be allocated
+        monkeypatch.setattr(llama_cpp, "llama_init_from_model", lambda model, params: None)
+    else:  # what mtmd_init_from_file returns on a projector it cannot use
+        monkeypatch.setattr(llama_native.mtmd_cpp, "mtmd_init_from_file", lambda path, model, params: None)
+    settings = LlamaSettings(n_ctx=512, n_gpu_layers=0)
+    with pytest.raises(BackendError, match="context of 512" if fails == "context" else "vision projector"):
+        LlamaBackend(tiny_model.model, tiny_model.mmproj, settings)
+    assert made and all(h.ptr is None for h in made)  # every handle that was created is freed
+    assert len(made) == (1 if fails == "context" else 2)
+    assert settings.n_threads == 0  # resolved on the backend's own copy
+
+
+def test_embedding_cache_reuses_identical_frames_bit_exactly(tiny_model):
+    """A static picture is encoded once; the logits with cached embeddings equal those with fresh ones."""
+    rng = np.random.default_rng(11)
+    still = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
+    turns = [[still, still], [still, other], [still, still]]
+    cached = LlamaSettings(n_ctx=2048, n_gpu_layers=0, kv_f32=True)
+    logits = {}
+    for name, settings in (("cached", cached), ("fresh", LlamaSettings(**{**cached.__dict__, "embed_cache_mib": 0}))):
+        with LlamaBackend(tiny_model.model, tiny_model.mmproj, settings) as b:
+            outs = [b.step(t, "", talkativeness=-30.0) for t in turns]
+            logits[name] = b.last_logits
+            encoded, stats = b.frames_encoded, b.embed_cache.stats
+        if name == "cached":
+            assert encoded == 2  # `still` once, `other` once
+            assert [o.frames_reused for o in outs] == [1, 1, 2]
+            assert stats.hits == 4 and stats.lookups == 6 and stats.hit_rate == pytest.approx(4 / 6)
+            assert outs[2].timings.vision_ms == 0.0 and outs[2].timings.image_prefill_ms > 0
+        else:
+            assert encoded == 6 and all(o.frames_reused == 0 for o in outs)
+    assert np.array_equal(logits["cached"], logits["fresh"])

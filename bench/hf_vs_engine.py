@@ -1,0 +1,194 @@
+"""This engine vs the official demo's way (transformers, ``past_key_values`` kept across turns), same weights.
+
+The official MMDuet2 demo runs Qwen2.5-VL in transformers and keeps the KV cache (``past_key_values``)
+from turn to turn, feeding each new user turn (frames + text) on top of it. This script does the same
+with a transformers model holding exactly the random weights the engine's GGUF was converted from
+(``bench/model_3b.py``'s ``RandomCheckpoint``), and steps both on the same real frames, turn by turn,
+**interleaved** (engine turn n, then transformers turn n) so machine load hits both alike.
+
+Both follow a silent stream (no turn speaks, as most turns of a real stream do): the engine decides
+under talkativeness −30 (``NO REPLY``, or an empty turn when a random model's first token is
+``<|im_end|>``), and transformers gets exactly the tail the engine will evaluate next. What is compared each turn, from each side's own first-token logits (unsayable ids masked on
+both): the silent/speak decision at talkativeness 0 and the top-1 first token.
+
+Transformers' own M-RoPE bookkeeping is wrong for images after the first turn when a cache is kept
+(it reuses the first prefill's rope delta), so positions are computed per turn with the model's
+``get_rope_index`` and offset by the positions used so far — which is what the demo must do too.
+
+    .venv/bin/python bench/hf_vs_engine.py --shape mid --turns 100      # ~0.5 B model, 100 turns
+    .venv/bin/python bench/hf_vs_engine.py --quick                       # smoke test, < 2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from app.core import protocol  # noqa: E402
+from app.core.config import usable_cores  # noqa: E402
+from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
+from bench._common import REPO, load_frames, machine_info, med, print_table, rss_mib, write_results  # noqa: E402
+from bench.model_3b import RandomCheckpoint, build  # noqa: E402
+
+QUIET = -30.0
+
+
+class HFStream:
+    """The demo's way: one transformers model, one DynamicCache kept across turns."""
+
+    def __init__(self, hf_dir: Path, cfg: dict, threads: int) -> None:
+        import torch
+        from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        from app.modelhub.hf_reference import HFReference
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        tok = AutoTokenizer.from_pretrained(hf_dir)
+        # The benchmark's tokenizer is the tiny model's (padded to the 3B vocabulary): its special-token ids
+        # are not the 3B's. libmtmd never looks at them; transformers finds image slots by them.
+        ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"),
+               ("video_token_id", "<|video_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
+               ("vision_end_token_id", "<|vision_end|>"))}
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(cfg | ids))).eval()
+        shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+        ck = RandomCheckpoint(shapes)  # the same seeded tensors the GGUF was written from
+        state = {n: torch.from_numpy(ck.load(n)) for n in shapes if n != "lm_head.weight"}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+        model.tie_weights()  # the 3B ties lm_head to the embeddings, as the converter assumes
+        # HFReference's tokenizer and image processor (the PIL one), around this in-memory model.
+        ref = HFReference.__new__(HFReference)
+        ref.torch = torch
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        ref.tokenizer = tok
+        ref.image_processor = Qwen2VLImageProcessorPil.from_pretrained(hf_dir)
+        ref.model = model
+        ref.image_token_id = model.config.image_token_id
+        self.ref, self.model = ref, model
+        self.cache_kw = "cache"  # transformers ≥ 5.x; `past_key_values` is its deprecated name
+        self.reset()
+
+    def reset(self) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.next_pos = 0
+
+    def step(self, images: list[np.ndarray], tail: str) -> tuple[np.ndarray, float, int]:
+        """One turn on top of the cache, headed by the previous turn's ``tail``; returns (first-token logits,
+        ms, tokens fed)."""
+        from app.modelhub.hf_reference import MARKER
+
+        torch = self.torch
+        t0 = time.perf_counter()
+        text = tail + protocol.user_turn(len(images), "", MARKER) + protocol.assistant_prefix(False)
+        inp = self.ref.inputs(text, images)
+        ids = inp["input_ids"]
+        with torch.no_grad():
+            pos, _ = self.model.model.get_rope_index(ids, mm_token_type_ids=inp["mm_token_type_ids"],
+                                                     image_grid_thw=inp.get("image_grid_thw"),
+                                                     attention_mask=inp["attention_mask"])
+            pos = pos + self.next_pos
+            out = self.model(input_ids=ids, pixel_values=inp.get("pixel_values"),
+                             image_grid_thw=inp.get("image_grid_thw"), position_ids=pos, use_cache=True,
+                             **{self.cache_kw: self.cache})
+        self.cache = out.past_key_values if getattr(out, "past_key_values", None) is not None else self.cache
+        self.next_pos = int(pos.max()) + 1
+        logits = out.logits[0, -1].float().numpy()
+        return logits, (time.perf_counter() - t0) * 1e3, int(ids.shape[1])
+
+
+def decision(logits: np.ndarray, unsayable: np.ndarray, quiet: np.ndarray) -> tuple[bool, int]:
+    """(speaks at talkativeness 0, top-1 sayable token) from raw first-token logits."""
+    x = logits.astype(np.float64).copy()
+    x[unsayable] = -np.inf
+    return bool(np.max(np.delete(x, quiet)) > np.max(x[quiet])), int(np.argmax(x))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=["3b", "mid", "small"], default="mid")
+    ap.add_argument("--quick", action="store_true", help="--shape small --turns 12 --at 5 10")
+    ap.add_argument("--turns", type=int, default=100)
+    ap.add_argument("--at", type=int, nargs="+", default=[10, 100], help="turns (1-based) to report")
+    ap.add_argument("--tokens-per-frame", type=int, default=64)
+    ap.add_argument("--keep", action="store_true", help="keep the GGUF files")
+    a = ap.parse_args()
+    if a.quick:
+        a.shape, a.turns, a.at = "small", 12, [5, 10]
+    info = machine_info()
+    threads = usable_cores()
+    work = REPO / ".cache" / f"bench-hf-{a.shape}"
+    t_all = time.perf_counter()
+    print(f"building the random {a.shape} model…", flush=True)
+    built = build(a.shape, work, quant=None)  # F16 text + F16 mmproj: the same weights transformers gets
+    print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s", flush=True)
+    frames = load_frames(40, a.tokens_per_frame)
+    n_ctx = 32768
+    eng = LlamaBackend(built["f16"], built["mmproj"], LlamaSettings(n_ctx=n_ctx, n_gpu_layers=0, embed_cache_mib=0))
+    hf = HFStream(built["hf_dir"], built["config"], threads)
+    log = []
+    try:
+        for turn in range(a.turns):
+            i = (turn * 2) % (len(frames) - 1)
+            imgs = frames[i:i + 2]
+            tail = eng.pending  # the previous turn's end (or the system prompt): the same text on both sides
+            r = eng.step(imgs, "", talkativeness=QUIET, max_new_tokens=8)
+            e_logits = eng.last_logits
+            h_logits, h_ms, h_tokens = hf.step(imgs, tail)
+            e_speak, e_top = decision(e_logits, eng._unsayable, eng._quiet_ids)
+            h_speak, h_top = decision(h_logits, eng._unsayable, eng._quiet_ids)
+            log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms, "engine_silent": r.silent,
+                        "engine_vision_ms": r.timings.vision_ms, "engine_image_prefill_ms": r.timings.image_prefill_ms,
+                        "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.n_tokens, "hf_tokens_fed": h_tokens,
+                        "hf_positions": hf.next_pos, "engine_positions": eng.n_past,
+                        "speaks_engine": e_speak, "speaks_hf": h_speak, "top1_engine": e_top, "top1_hf": h_top,
+                        "max_abs_logit_diff": float(np.max(np.abs(e_logits - h_logits)))})
+            if (turn + 1) % 10 == 0 or turn + 1 in a.at:
+                e = log[-1]
+                print(f"  turn {turn + 1}: engine {e['engine_ms']:.0f} ms, transformers {e['hf_ms']:.0f} ms, "
+                      f"decisions {'agree' if e_speak == h_speak else 'DIFFER'}, top-1 "
+                      f"{'same' if e_top == h_top else 'differs'}", flush=True)
+        cur, peak = rss_mib()
+    finally:
+        eng.close()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def window(t: int, key: str) -> float:  # median of turns t-1, t, t+1 that exist
+        return med([e[key] for e in log if abs(e["turn"] - t) <= 1])
+
+    rows, points = [], []
+    for t in a.at:
+        if t > len(log):
+            continue
+        em, hm = window(t, "engine_ms"), window(t, "hf_ms")
+        rows.append([t, em, hm, hm / em, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
+        points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em})
+    agree = sum(e["speaks_engine"] == e["speaks_hf"] for e in log)
+    top1 = sum(e["top1_engine"] == e["top1_hf"] for e in log)
+    same_pos = all(e["engine_positions"] == e["hf_positions"] for e in log)
+    print_table(f"per-step latency, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), {threads} threads each, "
+                f"2 frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px, median of turns t±1 (ms)",
+                ["turn", "engine", "transformers + past_key_values", "ratio", "engine KV cells", "tokens fed (HF)"], rows)
+    print(f"decisions (speak/silent at talkativeness 0) agree on {agree}/{len(log)} turns; top-1 first token on "
+          f"{top1}/{len(log)}; positions {'identical on every turn' if same_pos else 'DIFFER'}")
+    write_results(f"hf_vs_engine_{a.shape}" + ("_quick" if a.quick else ""),
+                  {"machine": info, "shape": a.shape, "config": built["config"], "n_params": built["n_params"],
+                   "weights": "engine: F16 GGUF text + F16 mmproj; transformers: the same values in float32",
+                   "threads": threads, "n_ctx": n_ctx, "frame_px": list(frames[0].shape[:2]),
+                   "points": points, "decisions_agree": agree, "positions_identical": same_pos, "top1_agree": top1, "turns": len(log), "log": log,
+                   "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
+
+
+if __name__ == "__main__":
+    main()
