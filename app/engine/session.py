@@ -65,6 +65,9 @@ class ProactiveSession:
         self._pending: list[Frame] = []
         self.bad_frames = 0
         self._stop.clear()
+        cfg = self.config
+        self.cadence = Cadence(cfg.cadence, cfg.interval, cfg.frames_per_turn, cfg.tokens_per_frame,
+                               min(cfg.min_tokens_per_frame, cfg.tokens_per_frame))
 
     def break_turn(self) -> int:
         """Drop the frames collected for the turn in progress; returns how many.
@@ -74,10 +77,6 @@ class ProactiveSession:
         """
         dropped, self._pending = len(self._pending), []
         return dropped
-
-        cfg = self.config
-        self.cadence = Cadence(cfg.cadence, cfg.interval, cfg.frames_per_turn, cfg.tokens_per_frame,
-                               min(cfg.min_tokens_per_frame, cfg.tokens_per_frame))
 
     def _take_text(self, video_time_after: float) -> tuple[str | None, bool]:
         with self._lock:

@@ -58,8 +58,10 @@ def test_session_falls_behind_and_stays_live(tiny_model, vtest_avi):
     res = {}
     for policy in ("keep", "live"):
         with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0)) as b:
-            s = ProactiveSession(b, SessionConfig(interval=0.001, frames_per_turn=2, tokens_per_frame=64,
-                                                  talkativeness=-30.0, cadence=policy, min_tokens_per_frame=16))
+            cfg = SessionConfig(interval=0.1, frames_per_turn=2, tokens_per_frame=64,
+                                talkativeness=-30.0, cadence=policy, min_tokens_per_frame=16)
+            cfg.interval = 0.001  # below the settings' floor on purpose: no machine can follow it
+            s = ProactiveSession(b, cfg)
             with VideoFileSource(vtest_avi, realtime=False) as src:
                 out = []
                 for r in s.run(src):
