@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import transformers
 
 from app.modelhub.convert import QwenVLConfig, plan_tensors
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 # Facts of Qwen/Qwen2.5-VL-3B-Instruct's config.json (the checkpoint MMDuet2 fine-tunes).
 REAL_3B = {
