@@ -118,6 +118,11 @@ def test_every_record_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     quick.close()
     assert sizes_q == []  # durable=False (tests, benchmarks) really skips it
 
+    log = w.directory / "events.jsonl"
+    sizes_b = _watch_fsync(monkeypatch, log)
+    add_feedback(w.directory, 0, "late")  # from the session browser, after the session ended
+    assert sizes_b == [log.stat().st_size]
+
 
 def test_unknown_feedback_kind_is_rejected(tmp_path: Path) -> None:
     w = SessionStore(tmp_path).create({})

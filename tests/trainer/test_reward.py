@@ -92,6 +92,7 @@ def test_prefix_threshold_is_50_characters_over_all_turns():
     c = "y" * 49 + "A"
     d = "y" * 49 + "B"
     assert pauc_reward([2, 4], [c, d], [], Scripted()).pfx == 0.0  # 49 common chars: below threshold
+    assert pauc_reward([2, 4], ["y" * 50 + "A", "y" * 50 + "B"], [], Scripted()).pfx == -0.5  # exactly 50: a repeat
     assert pauc_reward([2], ["z" * 60], [], Scripted(), prev_replies=["z" * 55]).pfx == -1.0
 
 
