@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from app.eval.cli import main
 from app.eval.synthetic import SyntheticConfig, make_synthetic
 
