@@ -47,9 +47,18 @@ class Mutant:
     id: str
     group: str
     file: str
-    find: str  # must occur exactly once in the file
-    replace: str
+    find: str | tuple[str, ...]  # must occur exactly once in the file (alternatives: the first that does)
+    replace: str | tuple[str, ...]  # one per alternative
     breaks: str  # the behaviour this mutant breaks
+
+    def edit(self, source: str) -> str | None:
+        """The mutated source, or None when no alternative matches exactly once (a stale pattern)."""
+        finds = (self.find,) if isinstance(self.find, str) else self.find
+        reps = (self.replace,) if isinstance(self.replace, str) else self.replace
+        for f, r in zip(finds, reps, strict=True):
+            if source.count(f) == 1:
+                return source.replace(f, r)
+        return None
 
     @property
     def tests(self) -> tuple[str, ...]:
@@ -59,8 +68,9 @@ class Mutant:
 E, R, P, S = "app/engine/llama_backend.py", "app/trainer/reward.py", "app/eval/pauc.py", "app/core/sessions.py"
 MUTANTS: tuple[Mutant, ...] = (
     # --- the engine -------------------------------------------------------------------------------
-    Mutant("engine-no-instant-silence", "engine", E, "self.settings.instant_silence and int(",
-           "False and int(", "silent turns are decided from the first token's logits, without a decode loop"),
+    Mutant("engine-no-instant-silence", "engine", E,
+           ("return int(np.argmax(biased)) == self._no_reply_first", "self.settings.instant_silence and int("),
+           ("return False", "False and int("), "silent turns are decided from the first token's logits, without a decode loop"),
     Mutant("engine-evict-newest-first", "engine", E,
            "closed = [t for t in self.turns if t.end is not None and not t.removed]",
            "closed = [t for t in self.turns if t.end is not None and not t.removed][::-1]",
@@ -173,10 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stale = []
     for m in chosen:
-        n = (REPO / m.file).read_text().count(m.find)
-        if n != 1:
+        if m.edit((REPO / m.file).read_text()) is None:
             stale.append(m)
-            print(f"STALE    {m.id}: pattern found {n} times in {m.file} (rebase the table)", flush=True)
+            print(f"STALE    {m.id}: no pattern found exactly once in {m.file} (rebase the table)", flush=True)
     keyed = _cache_keyed_files()
     results: list[tuple[Mutant, str, float, str]] = []
     with tempfile.TemporaryDirectory(prefix="duet-mutation-") as tmp:
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp) / m.id
             _copy(root, share_cache=m.file not in keyed)
             target = root / m.file
-            target.write_text(target.read_text().replace(m.find, m.replace))
+            target.write_text(m.edit(target.read_text()))
             status, secs, why = run_tests(root, m.tests, args.timeout)
             verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED"}[status]
             results.append((m, verdict, secs, why))

@@ -41,6 +41,15 @@ def turn_frames(video: Path, frames_per_turn: int = 2) -> list[list[np.ndarray]]
     return [frames[i:i + frames_per_turn] for i in range(0, len(frames) - frames_per_turn + 1, frames_per_turn)]
 
 
+def greedy_backend(model: Path, mmproj: Path, **settings) -> LlamaBackend:
+    """The reference: every reply decoded token by token, ``NO REPLY`` included (no instant silence)."""
+    try:
+        from app.engine.llama_reference import ReferenceLlamaBackend
+    except ModuleNotFoundError:  # the reference modes before they moved into their own subclass
+        return LlamaBackend(model, mmproj, LlamaSettings(**settings, instant_silence=False))
+    return ReferenceLlamaBackend(model, mmproj, LlamaSettings(**settings), instant_silence=False)
+
+
 def play(backend: LlamaBackend, video: Path, question: str) -> list:
     session = ProactiveSession(backend, SessionConfig(interval=1.0, frames_per_turn=2,
                                                       tokens_per_frame=TOKENS_PER_FRAME, max_new_tokens=24))
@@ -66,7 +75,7 @@ def test_instant_silence_decides_as_token_by_token_greedy_decoding(demo_model, c
         inst_backend = LlamaBackend(model, mmproj, LlamaSettings(**settings))
         no_reply_tokens = len(inst_backend.model.tokenize(protocol.NO_REPLY))
         inst = play(inst_backend, video, question)
-        greedy = play(LlamaBackend(model, mmproj, LlamaSettings(**settings, instant_silence=False)), video, question)
+        greedy = play(greedy_backend(model, mmproj, **settings), video, question)
         assert [(r.silent, r.text) for r in inst] == [(r.silent, r.text) for r in greedy], video.name
         for a, b in zip(inst, greedy, strict=True):
             assert a.first_token_margin == pytest.approx(b.first_token_margin, abs=1e-4)
