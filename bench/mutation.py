@@ -40,6 +40,9 @@ ENGINE_TESTS = ("tests/engine/test_llama_backend_trained.py", "tests/engine/test
 REWARD_TESTS = ("tests/trainer/test_reward.py",)
 PAUC_TESTS = ("tests/eval/test_pauc.py", "tests/eval/test_scoring.py")
 SESSION_TESTS = ("tests/core/test_sessions.py",)
+TRAINED = "tests/engine/test_llama_backend_trained.py::"
+EVICTION = f"{TRAINED}test_eviction_removes_oldest_frames_first_then_oldest_silent_turns"
+INCREMENTAL = f"{TRAINED}test_incremental_equals_full_history_with_replies_and_silences_kept"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Mutant:
     find: str | tuple[str, ...]  # must occur exactly once in the file (alternatives: the first that does)
     replace: str | tuple[str, ...]  # one per alternative
     breaks: str  # the behaviour this mutant breaks
+    focus: tuple[str, ...] = ()  # tests expected to kill it, run first (the whole group runs if they pass)
 
     def edit(self, source: str) -> str | None:
         """The mutated source, or None when no alternative matches exactly once (a stale pattern)."""
@@ -70,22 +74,23 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- the engine -------------------------------------------------------------------------------
     Mutant("engine-no-instant-silence", "engine", E,
            ("return int(np.argmax(biased)) == self._no_reply_first", "self.settings.instant_silence and int("),
-           ("return False", "False and int("), "silent turns are decided from the first token's logits, without a decode loop"),
+           ("return False", "False and int("), "silent turns are decided from the first token's logits, without a decode loop",
+           (f"{TRAINED}test_instant_silence_decides_as_token_by_token_greedy_decoding",)),
     Mutant("engine-evict-newest-first", "engine", E,
            "closed = [t for t in self.turns if t.end is not None and not t.removed]",
            "closed = [t for t in self.turns if t.end is not None and not t.removed][::-1]",
-           "eviction removes the oldest frames and turns first"),
+           "eviction removes the oldest frames and turns first", (EVICTION,)),
     Mutant("engine-evict-dialogue-first", "engine", E, "for dialogue in (False, True):",
-           "for dialogue in (True, False):", "silent turns go before turns that carry dialogue"),
+           "for dialogue in (True, False):", "silent turns go before turns that carry dialogue", (EVICTION,)),
     Mutant("engine-always-rerender-replies", "engine", E,
            "if self.model.tokenize(text_out, parse_special=False) != tokens:", "if True:",
-           "a canonical reply's tokens stay in the cache as decoded"),
+           "a canonical reply's tokens stay in the cache as decoded", (INCREMENTAL,)),
     Mutant("engine-talkativeness-sign", "engine", E, "biased[quiet] -= talkativeness",
            "biased[quiet] += talkativeness", "positive talkativeness makes the model speak more"),
     Mutant("engine-unsayable-allowed", "engine", E, "biased[self._unsayable] = -np.inf",
            "pass", "control tokens are never sampled at the decision"),
     Mutant("engine-frame-cells-not-freed", "engine", E, "self.n_cells -= sp.cells",
-           "self.n_cells -= 0", "evicted frames free their cells"),
+           "self.n_cells -= 0", "evicted frames free their cells", (EVICTION,)),
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
            "self.ctx.decode_tokens([out[-1]], self.n_past, logits_last=False)", "return out",
            "a reply cut at max_new_tokens is in the cache whole"),
@@ -205,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             _copy(root, share_cache=m.file not in keyed)
             target = root / m.file
             target.write_text(m.edit(target.read_text()))
-            status, secs, why = run_tests(root, m.tests, args.timeout)
+            status, secs, why = run_tests(root, m.focus, args.timeout) if m.focus else ("passed", 0.0, "")
+            if status == "passed":
+                status, more, why = run_tests(root, m.tests, args.timeout)
+                secs += more
             verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED"}[status]
             results.append((m, verdict, secs, why))
             print(f"{verdict:8s} {m.id} ({secs:.0f} s) {why if verdict == 'KILLED' else 'breaks: ' + m.breaks}",

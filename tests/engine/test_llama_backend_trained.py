@@ -45,7 +45,9 @@ def greedy_backend(model: Path, mmproj: Path, **settings) -> LlamaBackend:
     """The reference: every reply decoded token by token, ``NO REPLY`` included (no instant silence)."""
     try:
         from app.engine.llama_reference import ReferenceLlamaBackend
-    except ModuleNotFoundError:  # the reference modes before they moved into their own subclass
+    except ModuleNotFoundError as e:  # the reference modes before they moved into their own subclass
+        if e.name != "app.engine.llama_reference":
+            raise
         return LlamaBackend(model, mmproj, LlamaSettings(**settings, instant_silence=False))
     return ReferenceLlamaBackend(model, mmproj, LlamaSettings(**settings), instant_silence=False)
 
