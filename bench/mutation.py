@@ -93,7 +93,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "self.n_cells -= 0", "evicted frames free their cells", (EVICTION,)),
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
            "self.ctx.decode_tokens([out[-1]], self.n_past, logits_last=False)", "return out",
-           "a reply cut at max_new_tokens is in the cache whole"),
+           "a reply cut at max_new_tokens is in the cache whole",
+           ("tests/engine/test_incremental.py",)),
     # --- the GRPO reward -------------------------------------------------------------------------
     Mutant("reward-weights-swapped", "reward", R, "weights.rep * r_rep + weights.in_span * r_in_span",
            "weights.in_span * r_rep + weights.rep * r_in_span", "each weight multiplies its own part"),
