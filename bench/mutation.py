@@ -83,7 +83,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("engine-evict-dialogue-first", "engine", E, "for dialogue in (False, True):",
            "for dialogue in (True, False):", "silent turns go before turns that carry dialogue", (EVICTION,)),
     Mutant("engine-always-rerender-replies", "engine", E,
-           "if self.model.tokenize(text_out, parse_special=False) != tokens:", "if True:",
+           "self.model.tokenize(text_out, parse_special=False) != tokens:", "True:",
            "a canonical reply's tokens stay in the cache as decoded", (INCREMENTAL,)),
     Mutant("engine-talkativeness-sign", "engine", E, "biased[quiet] -= talkativeness",
            "biased[quiet] += talkativeness", "positive talkativeness makes the model speak more"),
