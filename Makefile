@@ -21,7 +21,7 @@ APT_PACKAGES := python3-venv python3-dev build-essential cmake git \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \
 	espeak-ng alsa-utils libportaudio2 opencv-doc xvfb xauth x11-utils
 
-.PHONY: run test sysdeps venv lint clean gpu
+.PHONY: run test sysdeps venv lint clean gpu mutation
 
 # The demo model was trained (by `duet train demo`, on first use) on synthetic proactive videos, so
 # the main job narrates a held-out synthetic video it has never seen.
@@ -38,6 +38,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+# Hand-written mutants of the engine, reward, PAUC and session store against their tests
+# (docs/testing.md); ≈ 20 min on 2 cores, so not part of `make test` or CI.
+mutation: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) bench/mutation.py
 
 sysdeps: $(SYS_STAMP)
 $(SYS_STAMP):

@@ -77,11 +77,14 @@ class _Syncer:
         while True:
             self._wake.wait()
             self._wake.clear()
+            # Read before syncing: a close() that lands during this fsync (its end record written
+            # after the sync began) gets one more round, so the last fsync covers the end record.
+            stop = self._stop
             try:
                 os.fsync(self.fileno)
             except OSError:
                 log.warning("fsync of the session log failed", exc_info=True)
-            if self._stop:
+            if stop:
                 return
 
     def close(self) -> None:

@@ -185,13 +185,18 @@ def default_cache_dir() -> Path:
 def build_tiny(spec: TinySpec | None = None, cache_dir: Path | None = None, *, force: bool = False) -> TinyModel:
     """Build (or reuse from the cache) the tiny HF checkpoint and its F32 GGUF pair.
 
-    The entry is keyed by the spec's hash and written under a temporary name, then renamed, so a
-    killed build never leaves a half-made model that a later run would trust.
+    The entry is keyed by the spec's hash *and* by the hash of the code that makes it (this module,
+    the converter and what they import: :func:`app.core.codekey.code_key`), so a changed converter
+    rebuilds the model instead of handing out files made by older code (older entries are left in
+    place: another checkout sharing the cache may still use them; each is a few MB). It is written
+    under a temporary name, then renamed, so a killed build never leaves a half-made model that a
+    later run would trust.
     """
+    from app.core.codekey import code_key
     from app.modelhub.convert import convert
 
     spec = spec or TinySpec()
-    root = (cache_dir or default_cache_dir()) / f"qwen25vl-tiny-{spec.key()}"
+    root = (cache_dir or default_cache_dir()) / f"qwen25vl-tiny-{spec.key()}-{code_key('app.modelhub.tiny')}"
     result = TinyModel(root / "hf", root / "tiny-f32.gguf", root / "mmproj-tiny-f32.gguf")
     if root.exists() and not force and result.model.exists() and result.mmproj.exists():
         return result

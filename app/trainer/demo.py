@@ -6,14 +6,22 @@ resumes from its checkpoints, so a rerun after an interruption continues where i
 ``--if-missing`` makes the README's main job a no-op once the model exists. The numbers the
 closing note quotes (loss curve, held-out PAUC before/after each stage, reward per GRPO step,
 engine parity) are collected into ``<out_dir>/demo_summary.json``.
+
+A finished run is reused only if it was made by the same recipe *and* the same code: the key (the
+SFT and GRPO recipe hashes plus :func:`app.core.codekey.code_key` of the training stages) is kept
+in ``<out_dir>/demo_key.json``. A run made by other code or another recipe (an older Duet, a cache
+left by an earlier checkout) is discarded with a note and trained again, instead of resuming
+checkpoints that no longer match or stopping with "different recipe".
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+from app.core.atomic import write_json_atomic
 from app.trainer.config import TrainConfig
 from app.trainer.jobs import Reporter, StopFlag
 
@@ -23,6 +31,56 @@ def demo_registered(name: str, library_root: Path | None = None) -> bool:
 
     e = ModelLibrary(library_root).get(name)
     return e is not None and e.model.is_file() and e.mmproj.is_file()
+
+
+KEY_FILE = "demo_key.json"
+_STAGE_DIRS = ("sft", "grpo", "data")  # what a stale run leaves that a new one must not reuse
+
+
+def demo_key(cfg: TrainConfig) -> dict[str, str]:
+    """What a cached demo run's validity depends on: the stages' recipe hashes and their code."""
+    from app.core.codekey import code_key
+    from app.trainer.sft import recipe_hash
+
+    return {"code": code_key("app.trainer.sft", "app.trainer.grpo"), "sft": recipe_hash(cfg, "sft"),
+            "grpo": recipe_hash(cfg, "grpo")}
+
+
+def _bundled_recipe(cfg: TrainConfig) -> bool:
+    from app.trainer.cli import DEFAULT_DEMO_RECIPE
+
+    return bool(cfg.path) and Path(cfg.path).resolve() == DEFAULT_DEMO_RECIPE.resolve()
+
+
+def discard_stale_run(cfg: TrainConfig, reporter: Reporter) -> bool:
+    """Delete the stages of a demo run made by other code or another recipe; True if one was deleted.
+
+    Only a folder the demo made is touched: one holding a demo key or summary, or the bundled
+    recipe's own ``out_dir``. Someone else's SFT run named as a demo ``out_dir`` is left alone (its
+    stages then refuse a different recipe with their own advice).
+    """
+    key = demo_key(cfg)
+    key_path = cfg.out / KEY_FILE
+    try:
+        old = json.loads(key_path.read_text()) if key_path.is_file() else None
+    except (OSError, ValueError):
+        old = {}  # unreadable: treat as made by other code
+    ours = old is not None or (cfg.out / "demo_summary.json").is_file() or _bundled_recipe(cfg)
+    made = [cfg.out / d for d in _STAGE_DIRS if (cfg.out / d).exists()]
+    if not ours:
+        return False
+    stale = bool(made) and old != key
+    if stale:
+        why = "no key (made by an older Duet)" if not old else ", ".join(
+            f"{k} changed" for k in key if old.get(k) != key[k])
+        reporter.emit("note", stage="demo", message=f"the demo run cached in {cfg.out} was made by other code or "
+                      f"another recipe ({why}): training it again from scratch")
+        for d in made:
+            shutil.rmtree(d)
+        (cfg.out / "demo_summary.json").unlink(missing_ok=True)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(key_path, key)
+    return stale
 
 
 def summarise(cfg: TrainConfig, parity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -51,6 +109,7 @@ def run_demo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None,
     if if_missing and demo_registered("demo", library_root):
         reporter.emit("done", stage="demo", message="the demo model is already in the library", skipped=True)
         return None
+    discard_stale_run(cfg, reporter)
     run_sft(cfg, reporter, stop)
     run_grpo(cfg, reporter, stop)
     entry = run_export(cfg, reporter, parity=True, library_root=library_root)

@@ -36,7 +36,7 @@ def xvfb() -> Iterator[str]:
     """
     binary = shutil.which("Xvfb")
     if binary is None:
-        pytest.skip("Xvfb is not installed (apt install xvfb)")
+        pytest.fail("Xvfb is not installed: apt install xvfb (the README's `make test` does)")
     rng = random.Random(os.getpid())
     for _ in range(10):
         number = rng.randrange(200, 3000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as hf_smart_resize
 
 from app.capture.resize import fit_frame
 from app.core.vision import tokens_for
@@ -20,8 +21,9 @@ def test_sizes_are_multiples_of_28_within_budget_and_keep_aspect(h, w):
     assert out.shape[2] == 3 and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
     assert th % 28 == 0 and tw % 28 == 0
     assert th * tw <= BUDGET_PX and tokens_for(th, tw) <= 128
-    # aspect kept up to the rounding of each side to a 28-px step
-    assert abs(th / tw - h / w) <= (h / w) * (28 / th + 28 / tw)
+    # exactly the size Qwen2.5-VL's own processor picks (transformers' smart_resize), so neither
+    # transformers nor llama.cpp resizes the frame again
+    assert (th, tw) == hf_smart_resize(h, w, 28, 4 * 28 * 28, BUDGET_PX)
 
 
 def test_large_frames_use_most_of_the_budget():

@@ -69,6 +69,61 @@ def test_steps_questions_feedback_and_export(tmp_path: Path) -> None:
     assert examples[0]["question"] == "what is on the table?"
 
 
+def _watch_fsync(monkeypatch: pytest.MonkeyPatch, log: Path) -> list[int]:
+    """Sizes of ``log`` at each fsync of it (the real fsync still runs)."""
+    import threading
+
+    real = os.fsync
+    sizes: list[int] = []
+    lock = threading.Lock()
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if log.exists() and (st.st_ino, st.st_dev) == (log.stat().st_ino, log.stat().st_dev):
+            with lock:
+                sizes.append(st.st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return sizes
+
+
+def _synced_through(sizes: list[int], size: int, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sizes and max(sizes) >= size:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_every_record_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module promises an fsync per record (on a helper thread, coalesced): each one is covered by one."""
+    store = SessionStore(tmp_path)
+    w = store.create({"source": "screen"})
+    sizes = _watch_fsync(monkeypatch, w.directory / "events.jsonl")
+    for turn in range(5):
+        w.add_step(_result(turn, "NO REPLY", silent=True))
+        size = (w.directory / "events.jsonl").stat().st_size
+        assert _synced_through(sizes, size), f"record {turn} ({size} bytes) never reached an fsync: {sizes}"
+    w.add_question("anything?")
+    w.close()
+    assert max(sizes) == (w.directory / "events.jsonl").stat().st_size  # the end record too
+
+    quick = store.create({"source": "screen"}, durable=False)
+    sizes_q = _watch_fsync(monkeypatch, quick.directory / "events.jsonl")
+    quick.add_step(_result(0, "NO REPLY", silent=True))
+    quick.close()
+    assert sizes_q == []  # durable=False (tests, benchmarks) really skips it
+
+    log = w.directory / "events.jsonl"
+    sizes_b = _watch_fsync(monkeypatch, log)
+    add_feedback(w.directory, 0, "late")  # from the session browser, after the session ended
+    assert sizes_b == [log.stat().st_size]
+
+
 def test_unknown_feedback_kind_is_rejected(tmp_path: Path) -> None:
     w = SessionStore(tmp_path).create({})
     with pytest.raises(ValueError, match="unknown feedback"):

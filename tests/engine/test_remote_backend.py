@@ -27,7 +27,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def llama_server(tiny_model):
     """llama-cpp-python's FastAPI server with Duet's MMDuet2 chat handler, on 127.0.0.1."""
-    uvicorn = pytest.importorskip("uvicorn")
+    import uvicorn  # llama-cpp-python[server], a declared dependency: a missing one must fail
+
     from app.engine.serve import create_server_app
 
     app = create_server_app(tiny_model.model, tiny_model.mmproj, n_ctx=4096, n_gpu_layers=0)
@@ -98,7 +99,8 @@ def test_remote_errors_are_clear():
 
 def test_remote_transcript_equals_in_process(demo_model, tmp_path):
     """The same trained model, in process and behind llama-cpp-python's server: the same transcript."""
-    uvicorn = pytest.importorskip("uvicorn")
+    import uvicorn  # llama-cpp-python[server], a declared dependency: a missing one must fail
+
     from app.capture.video import VideoFileSource
     from app.cli import main as duet
     from app.engine.llama_backend import LlamaBackend, LlamaSettings

@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("app.engine.llama_backend", reason="the in-process llama.cpp backend is not available")
-
-from app.eval.cli import main  # noqa: E402
-from app.eval.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
+from app.eval.cli import main
+from app.eval.synthetic import SyntheticConfig, make_synthetic
 
 
 def test_duet_eval_tiny_model_on_a_synthetic_set(tiny_model, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from app.eval.pauc import (
     cumulative_predictions,
     distinct_in_span,
     drop_later_lower,
+    in_span,
     mean_pauc,
     turn_pauc,
 )
@@ -101,6 +102,23 @@ def test_post_processing_keeps_equal_or_higher_and_compares_with_the_in_related_
     assert dropped == [] and len(kept) == 3
     # two lower tail points are both dropped
     assert drop_later_lower([(340.0, 2.0), (352.0, 1.0), (354.0, 0.0)], 350.0)[1] == [(352.0, 1.0), (354.0, 0.0)]
+
+
+def test_post_processing_boundary_point_exactly_at_the_related_end_counts_as_inside() -> None:
+    """"At or before the related end": a point *on* 350 sets the bar, and is never itself dropped."""
+    # 350 is in the related span: its score 2 is the bar, so 355 (score 1) is dropped.
+    assert drop_later_lower([(340.0, 0.0), (350.0, 2.0), (355.0, 1.0)], 350.0) == (
+        [(340.0, 0.0), (350.0, 2.0)], [(355.0, 1.0)])
+    # a lower point exactly on the end is in the related span, so it is kept (and lowers the bar).
+    assert drop_later_lower([(340.0, 2.0), (350.0, 1.0)], 350.0) == ([(340.0, 2.0), (350.0, 1.0)], [])
+    assert drop_later_lower([(340.0, 2.0), (350.0, 1.0), (352.0, 1.0)], 350.0)[1] == []
+    # just after the end it is in the grace tail
+    assert drop_later_lower([(340.0, 2.0), (350.001, 1.0)], 350.0)[1] == [(350.001, 1.0)]
+
+
+def test_in_span_includes_both_ends() -> None:
+    assert in_span(311.0, SPAN) and in_span(360.0, SPAN) and in_span(330.0, SPAN)
+    assert not in_span(310.999, SPAN) and not in_span(360.001, SPAN)
 
 
 def test_post_processing_leaves_single_points_and_turns_without_related_span() -> None:

@@ -8,9 +8,7 @@ import pytest
 from app.capture.resize import fit_frame
 from app.core import protocol
 from app.engine.llama_native import Chunks, Context, ContextSettings, Model, Projector
-
-pytest.importorskip("transformers")
-from app.modelhub.hf_reference import MARKER, HFReference  # noqa: E402
+from app.modelhub.hf_reference import MARKER, HFReference
 
 TOL = 1e-2
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+import torch
 
 from app.modelhub.convert import QwenVLConfig, plan_tensors
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 # Facts of Qwen/Qwen2.5-VL-3B-Instruct's config.json (the checkpoint MMDuet2 fine-tunes).
 REAL_3B = {

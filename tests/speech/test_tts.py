@@ -10,8 +10,6 @@ import pytest
 
 from app.speech.tts import Speaker
 
-pytest.importorskip("pyttsx3")
-
 
 def _frames(path: Path) -> int:
     with wave.open(str(path)) as w:

@@ -65,7 +65,11 @@ def test_frames_are_the_sessions_frames(video):
     assert len(seen) == len(turns)
     for a, b in zip(seen, turns, strict=True):
         assert all(np.array_equal(x, y) for x, y in zip(a, b.images, strict=True))
-    assert fit_frame is not None
+    # …and they are fit_frame's output at 16 tokens for the frame decoded at t = 1 s
+    with video_source(path) as src:
+        first = next(iter(src.sample(1.0)))
+    assert first.time == 1.0
+    assert np.array_equal(fit_frame(first.image, 16), turns[0].images[0])
 
 
 def test_answer_at_end_of_span_and_questions_where_session_puts_them():

@@ -2,8 +2,9 @@
 
 The run is cached in the repo's ignored .cache/train/demo (like the tiny model) and registered in a
 library under .cache/test-data (DUET_DATA_DIR), so the suite trains it once: a later run resumes every
-stage from its finished checkpoint and only re-exports (seconds). A changed recipe is detected by its
-hash; delete .cache/train/demo to retrain.
+stage from its finished checkpoint and only re-exports (seconds). The cached run is keyed on the recipe
+*and* the training code (demo_key.json): a change to either trains it again, so these tests always check
+a model made by the code under test.
 The numbers asserted are the measured ones the closing note reports, with margin; no timing is asserted.
 """
 
@@ -87,3 +88,60 @@ def test_registered_as_demo_and_selectable(demo):
         assert Path(entry.model).resolve().is_relative_to(DATA_DIR.resolve())
         model, mmproj = resolve_model("demo", library=ModelLibrary())  # a fresh read: no restart needed
         assert model.is_file() and mmproj.is_file()
+
+
+def test_cached_run_is_keyed_on_this_code_and_recipe(demo):
+    from app.trainer.cli import DEFAULT_DEMO_RECIPE
+    from app.trainer.config import load_config
+    from app.trainer.demo import KEY_FILE, demo_key
+
+    cfg = load_config(str(DEFAULT_DEMO_RECIPE), {"out_dir": str(OUT)})
+    assert json.loads((OUT / KEY_FILE).read_text()) == demo_key(cfg)
+
+
+def _stale_run(out: Path, key: dict | None) -> None:
+    (out / "sft" / "ckpt" / "step-000250").mkdir(parents=True)
+    (out / "data").mkdir()
+    (out / "demo_summary.json").write_text("{}")
+    if key is not None:
+        (out / "demo_key.json").write_text(json.dumps(key))
+
+
+def test_a_run_made_by_other_code_is_trained_again_not_refused(tmp_path: Path) -> None:
+    """A cache left by an older Duet must not make `duet train demo` exit 2 ("different recipe")."""
+    from app.trainer.cli import DEFAULT_DEMO_RECIPE
+    from app.trainer.config import load_config
+    from app.trainer.demo import KEY_FILE, demo_key, discard_stale_run
+    from app.trainer.jobs import Reporter
+
+    cfg = load_config(str(DEFAULT_DEMO_RECIPE), {"out_dir": str(tmp_path / "demo")})
+    key = demo_key(cfg)
+    for old, why in ((None, "no key"), ({**key, "code": "0" * 12}, "code changed"),
+                     ({**key, "sft": "f" * 16}, "sft changed")):
+        _stale_run(cfg.out, old)
+        rep = Reporter()
+        assert discard_stale_run(cfg, rep) is True
+        assert not (cfg.out / "sft").exists() and not (cfg.out / "data").exists()
+        assert not (cfg.out / "demo_summary.json").exists()
+        assert rep.events[-1]["event"] == "note" and why in rep.events[-1]["message"], rep.events
+        assert json.loads((cfg.out / KEY_FILE).read_text()) == key
+
+    (cfg.out / "sft" / "ckpt").mkdir(parents=True)  # made by this code: resumed, not deleted
+    rep = Reporter()
+    assert discard_stale_run(cfg, rep) is False
+    assert (cfg.out / "sft" / "ckpt").is_dir() and rep.events == []
+
+
+def test_someone_elses_run_is_never_deleted(tmp_path: Path) -> None:
+    from app.trainer.cli import DEFAULT_DEMO_RECIPE
+    from app.trainer.config import load_config
+    from app.trainer.demo import discard_stale_run
+    from app.trainer.jobs import Reporter
+
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(DEFAULT_DEMO_RECIPE.read_text())
+    out = tmp_path / "my-sft"
+    (out / "sft" / "ckpt").mkdir(parents=True)
+    cfg = load_config(str(recipe), {"out_dir": str(out)})
+    assert discard_stale_run(cfg, Reporter()) is False
+    assert (out / "sft" / "ckpt").is_dir() and not (out / "demo_key.json").exists()

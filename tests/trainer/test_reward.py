@@ -92,6 +92,7 @@ def test_prefix_threshold_is_50_characters_over_all_turns():
     c = "y" * 49 + "A"
     d = "y" * 49 + "B"
     assert pauc_reward([2, 4], [c, d], [], Scripted()).pfx == 0.0  # 49 common chars: below threshold
+    assert pauc_reward([2, 4], ["y" * 50 + "A", "y" * 50 + "B"], [], Scripted()).pfx == -0.5  # exactly 50: a repeat
     assert pauc_reward([2], ["z" * 60], [], Scripted(), prev_replies=["z" * 55]).pfx == -1.0
 
 
@@ -121,11 +122,41 @@ def test_overlapping_spans_results_keyed_by_time_overwrite():
     assert r.span_paucs == pytest.approx((1 / 24, 0.25 / 24))
 
 
-def test_weights_and_total():
-    j = Scripted(sim={(SPAN.content, "a"): 4})
-    r = pauc_reward([2, 4, 6, 8], ["b", "a", NR, NR], [SPAN], j, weights=Weights(3, 2, 0.5, 2))
-    assert r.in_span == pytest.approx(-1 / 3)
-    assert r.total == pytest.approx(3 * r.pauc + 2 * r.rep + 0.5 * r.in_span + 2 * r.pfx)
+def _four_part_rollout():
+    """A rollout whose four reward parts are all non-zero and pairwise different, computed by hand below."""
+    a = "p" * 50 + " one"
+    b = "p" * 50 + " two"  # shares 51 characters with a: a prefix flag
+    gold = GoldSpan("g", "q", (0, 10))
+    j = Scripted(sim={("g", a): 4, ("g", b): 2}, rep={b: True})
+    return pauc_reward([2, 4, 6, 12, 14, 16], [a, b, NR, "out", NR, NR], [gold], j)
+
+
+# r_PAUC: points (2, 4), (4, 2) → x 1, 2 (ω = 0.5); area = 1·0.5 + 1·4 + 8·2 = 20.5; / (10·4)
+# r_rep: verdicts a F, b T, "out" F, plus b again (2nd distinct in-span reply): [0, 1, 0, 1] → −2/4
+# r_in_span: out-of-span turns 12, 14, 16, one speaks → −1/3
+# r_pfx: only b shares ≥ 50 characters with an earlier turn; 6 turns → −1/6
+FOUR_PARTS = (20.5 / 40, -0.5, -1 / 3, -1 / 6)
+
+
+def test_four_nonzero_parts_by_hand():
+    r = _four_part_rollout()
+    assert (r.pauc, r.rep, r.in_span, r.pfx) == pytest.approx(FOUR_PARTS)
+    assert len(set(FOUR_PARTS)) == 4 and 0 not in FOUR_PARTS
+
+
+def test_default_weights_are_the_run_scripts():
+    assert Weights() == Weights(pauc=3.0, rep=2.0, in_span=0.5, pfx=2.0)
+    # 3·0.5125 + 2·(−0.5) + 0.5·(−1/3) + 2·(−1/6) = 1.5375 − 1 − 1/6 − 1/3
+    assert _four_part_rollout().total == pytest.approx(1.5375 - 1 - 1 / 6 - 1 / 3)
+
+
+def test_each_weight_multiplies_its_own_part():
+    j = Scripted(sim={("g", "p" * 50 + " one"): 4, ("g", "p" * 50 + " two"): 2}, rep={"p" * 50 + " two": True})
+    a, b = "p" * 50 + " one", "p" * 50 + " two"
+    r = pauc_reward([2, 4, 6, 12, 14, 16], [a, b, NR, "out", NR, NR], [GoldSpan("g", "q", (0, 10))], j,
+                    weights=Weights(pauc=1.5, rep=0.75, in_span=4.0, pfx=2.5))
+    # 1.5·0.5125 + 0.75·(−0.5) + 4·(−1/3) + 2.5·(−1/6)
+    assert r.total == pytest.approx(0.76875 - 0.375 - 4 / 3 - 2.5 / 6)
 
 
 def test_exact_match_judge_adapter_and_parser():

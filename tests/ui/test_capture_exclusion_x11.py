@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def private_display():
     binary = shutil.which("Xvfb")
     if binary is None:
-        pytest.skip("Xvfb is not installed")
+        pytest.fail("Xvfb is not installed: apt install xvfb (the README's `make test` does)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen([binary, "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                             pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -27,7 +27,7 @@ def private_display():
         ready, _, _ = select.select([read_fd], [], [], 20)
         number = os.read(read_fd, 32).decode().strip() if ready else ""
         if not number:
-            pytest.skip("Xvfb did not start")
+            pytest.fail("Xvfb did not start within 20 s")
         yield f":{number}"
     finally:
         os.close(read_fd)

@@ -110,13 +110,34 @@ def test_pause_holds_the_model_and_stop_ends_the_session(qtbot, make_window, vte
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
 
 
-def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vtest_avi: Path) -> None:
-    """Timers on the GUI thread keep firing during a session (the figure itself is in bench/)."""
+def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vtest_avi: Path,
+                                                          monkeypatch) -> None:
+    """Inside every model step, the GUI thread's 20 ms timer keeps firing (the stall figure is in bench/).
+
+    Each step waits, before computing, for three timer ticks that happen after it began: if a step
+    ran on the GUI thread or the GUI thread waited on the step, no tick could come and the step would
+    record a failure after 10 s. No wall-clock bound is asserted.
+    """
     from PySide6.QtCore import QTimer
 
+    from app.engine.llama_backend import LlamaBackend
+
+    ticks: list[int] = []
+    turned: list[bool] = []
+    real = LlamaBackend.step
+
+    def step_waiting_for_the_gui(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        import time
+
+        start, deadline = len(ticks), time.monotonic() + 10.0
+        while len(ticks) < start + 3 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        turned.append(len(ticks) >= start + 3)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaBackend, "step", step_waiting_for_the_gui)
     w = make_window(source=str(vtest_avi))
     configure(w, interval=0.3, talk=50)
-    ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(20)
     timer.timeout.connect(lambda: ticks.append(1))
@@ -125,13 +146,10 @@ def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vt
     w.worker.step.connect(got.append)
     w.start()
     qtbot.waitUntil(lambda: len(got) >= 4, timeout=LONG)
-    ticks.clear()
-    start = len(got)
-    qtbot.waitUntil(lambda: len(got) >= start + 3, timeout=LONG)
-    timer.stop()
-    assert len(ticks) >= 10, "the event loop kept turning while steps ran"
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
+    timer.stop()
+    assert len(turned) >= 4 and all(turned), f"steps during which the GUI thread stood still: {turned}"
 
 
 def test_a_video_file_plays_in_the_app_in_step_with_the_model(qtbot, make_window, vtest_avi: Path) -> None:
