@@ -71,8 +71,11 @@ def main() -> int:
         "bundled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }
-    if summary_path.is_file():
-        prov["summary"] = json.loads(summary_path.read_text())
+    if summary_path.is_file():  # the held-out evaluations and the engine parity (not the loss curve)
+        summary = json.loads(summary_path.read_text())
+        prov["heldout"] = {stage: summary[stage].get("evals", []) for stage in ("sft", "grpo") if stage in summary}
+        if "parity" in summary:
+            prov["parity"] = summary["parity"]
     (dest / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n", encoding="utf-8")
     total = sum(f["size"] for f in files.values())
     print(f"{dest}: {model.name} + {mmproj.name} ({total / 1e6:.1f} MB), provenance.json")

@@ -137,6 +137,9 @@ class MainWindow(QMainWindow):
         self.model_page.changed.connect(self._refresh_models)
         self.tabs.addTab(self.model_page, "Models")
         self.tabs.currentChanged.connect(self._tab_changed)
+        from app.ui.about import about_button
+
+        self.tabs.setCornerWidget(about_button(self))
         self.setCentralWidget(self.tabs)
 
         bar = self.statusBar()
