@@ -104,7 +104,7 @@ def gui_check(exe: Path, work: Path, shot: Path) -> None:
               tree + (work / "gui.log").read_text(errors="replace"))
         time.sleep(4)  # let it paint
         os.environ["DISPLAY"] = f":{n}"
-        with mss.mss() as sct:
+        with (getattr(mss, "MSS", None) or mss.mss)() as sct:  # mss ≥10.2 renamed the factory
             grab = sct.grab(sct.monitors[1])
         img = Image.frombytes("RGB", grab.size, grab.rgb)
         shot.parent.mkdir(parents=True, exist_ok=True)

@@ -164,7 +164,7 @@ class RuntimeStatus:
             i = self.info or {}
             return (f"ready: PyTorch {i.get('torch')} ({i.get('variant')}), Python {i.get('python')}, "
                     f"{i.get('size_mb', '?')} MB in {self.root}")
-        advice = {"absent": "run `duet train runtime install` (or start a training job from the app)",
+        advice = {"absent": "run `duet train runtime install` (about 1.5 GB for the CPU build)",
                   "incomplete": "an install was interrupted; `duet train runtime install` resumes it",
                   "broken": "`duet train runtime install` repairs it (or `remove` and install again)"}
         return f"{self.state}: {self.detail + '; ' if self.detail else ''}{advice[self.state]}"
@@ -227,7 +227,8 @@ class TrainerRuntime:
 
     def _run(self, argv: list[str], phase: str, emit: Callable[[Event], None], lo: float, hi: float) -> None:
         """Run a set-up command, turning its output lines into progress events between ``lo`` and ``hi``."""
-        emit({"event": "runtime", "phase": phase, "fraction": lo, "message": " ".join(argv[1:4]) + " …"})
+        shown = " ".join([Path(argv[0]).name, *argv[1:]])
+        emit({"event": "runtime", "phase": phase, "fraction": lo, "message": shown[:160] + (" …" if len(shown) > 160 else "")})
         env = {**os.environ, "PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 bufsize=1)

@@ -23,7 +23,7 @@ def about_text() -> str:
             "<p>An assistant that watches with you and speaks up when something is worth saying "
             "(MMDuet2 on llama.cpp).</p>"
             f"<p>{'Installed app' if is_frozen() else 'Running from source'}; {bundled}.</p>"
-            f'<p>Newer versions: <a href="{url}">{url}</a></p>')
+            f'<p>Newer versions: <a style="color:#7fb0ff" href="{url}">{url}</a></p>')
 
 
 def show_about(parent: QWidget | None) -> None:
