@@ -138,8 +138,14 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.model_page, "Models")
         self.tabs.currentChanged.connect(self._tab_changed)
         from app.ui.about import about_button
+        from app.ui.runtime_dialog import runtime_button
 
-        self.tabs.setCornerWidget(about_button(self))
+        corner = QWidget()
+        corner_row = QHBoxLayout(corner)
+        corner_row.setContentsMargins(0, 0, 6, 0)
+        corner_row.addWidget(runtime_button(self))
+        corner_row.addWidget(about_button(self))
+        self.tabs.setCornerWidget(corner)
         self.setCentralWidget(self.tabs)
 
         bar = self.statusBar()
