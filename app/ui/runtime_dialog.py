@@ -90,6 +90,8 @@ class RuntimeDialog(QDialog):
             return
         self.busy = True
         self.refresh()
+        self.state_label.setText("installing: a few minutes (about 1.5 GB for the CPU build); if Duet is closed "
+                                 "meanwhile, the next install resumes")
         self.step_label.setText("starting …")
 
         def work() -> None:
