@@ -229,7 +229,8 @@ class TrainerRuntime:
         """Run a set-up command, turning its output lines into progress events between ``lo`` and ``hi``."""
         shown = " ".join([Path(argv[0]).name, *argv[1:]])
         emit({"event": "runtime", "phase": phase, "fraction": lo, "message": shown[:160] + (" …" if len(shown) > 160 else "")})
-        env = {**os.environ, "PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        # Unbuffered: pip writes to a pipe here, and block buffering would hold its lines back for minutes.
+        env = {**os.environ, "PYTHONNOUSERSITE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 bufsize=1)
         tail: list[str] = []
