@@ -143,3 +143,34 @@ def test_real_install_runs_a_training_job(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     events = [json.loads(line) for line in io.StringIO((tmp_path / "job" / "progress.jsonl").read_text())]
     assert events[-1]["event"] == "done" and events[-1]["stage"] == "sft"
+
+
+def test_platform_paths_and_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Windows and macOS branches, checked here where they can be (CI cannot run those OSes)."""
+    import sys
+
+    monkeypatch.delenv("DUET_TORCH_VARIANT", raising=False)
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert TrainerRuntime(tmp_path).python == tmp_path / "venv" / "Scripts" / "python.exe"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert runtime.detect_variant() == "default"  # PyPI's macOS build (MPS), no CUDA index
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    assert runtime.detect_variant() == "cpu"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '| NVIDIA-SMI 570.86  Driver Version: 570.86  CUDA Version: 12.8 |'\n")
+    smi.chmod(0o755)
+    assert runtime.detect_variant() == "cu128"
+
+
+def test_frozen_jobs_run_the_bundled_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    monkeypatch.setenv("DUET_PYTHON", "/usr/bin/python3")
+    assert runtime.source_root() == tmp_path / "src"
+    assert runtime.find_base_python() == "/usr/bin/python3"
+    cmd, env = TrainerRuntime(tmp_path / "rt").job_command(["sft", "r.toml"])
+    assert cmd[1:] == ["-m", "app.trainer.cli", "sft", "r.toml"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "src")
