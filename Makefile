@@ -21,7 +21,7 @@ APT_PACKAGES := python3-venv python3-dev build-essential cmake git \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \
 	espeak-ng alsa-utils libportaudio2 opencv-doc xvfb xauth x11-utils
 
-.PHONY: run test sysdeps venv lint clean gpu mutation
+.PHONY: run test sysdeps venv lint clean gpu mutation package smoke
 
 # The demo model was trained (by `duet train demo`, on first use) on synthetic proactive videos, so
 # the main job narrates a held-out synthetic video it has never seen.
@@ -84,6 +84,21 @@ gpu: $(STAMP)
 	CMAKE_ARGS="$$args" FORCE_CMAKE=1 $(PY) -m pip install -q --force-reinstall --no-deps --no-cache-dir \
 		"llama-cpp-python==$$ver"
 	$(VENV)/bin/duet models recommend
+
+# The installable app: PyInstaller's one-folder build in dist/duet/ (no PyTorch: the trainer installs
+# its own on first use), then dist/duet_<version>_<arch>.deb. `make smoke` tests the frozen app and
+# the .deb as a new user meets them (installer/smoke_frozen.py); CI runs `make package smoke`.
+PKG_STAMP := $(VENV)/.duet-package-installed
+$(PKG_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[package]'
+	touch $@
+
+package: $(PKG_STAMP)
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --workpath build/pyinstaller --distpath dist build_app.spec
+	installer/linux/build_deb.sh
+
+smoke: $(STAMP)
+	$(PY) installer/smoke_frozen.py --deb $$(ls -t dist/duet_*.deb | head -1)
 
 clean:
 	rm -rf $(VENV) .cache out build dist

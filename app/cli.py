@@ -266,6 +266,19 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", default="DUET_API_KEY", help="environment variable holding the API key")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's own action re-wraps the text into one line; this keeps its lines."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)  # type: ignore[arg-type]
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        from app.core.version import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.core.config import (
         BACKEND_FLAGS,
@@ -278,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="duet", description="Duet: an assistant that watches with you.")
     ap.add_argument("-v", "--log-level", default="WARNING", help="DEBUG, INFO, WARNING …")
+    ap.add_argument("--version", action=_VersionAction, help="the version and where to get a newer one")
     sub = ap.add_subparsers(dest="command")
 
     sub.add_parser("gui", help="the desktop app (default; `duet gui --help` lists its flags)")

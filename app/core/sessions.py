@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.atomic import write_bytes_atomic, write_json_atomic
+from app.core.formats import SESSION_FORMAT, upgrade
 from app.core.timefmt import clock
 from app.core.types import StepResult
 
@@ -123,7 +124,7 @@ class SessionWriter:
         self.id = directory.name
         self.durable = durable
         (directory / "thumbs").mkdir(parents=True, exist_ok=True)
-        self.meta = {"id": self.id, "started": time.time(), **meta}
+        self.meta = {"id": self.id, "started": time.time(), **meta, "format": SESSION_FORMAT}
         write_json_atomic(directory / "meta.json", self.meta)
         self._fh = open(directory / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
         self._syncer = _Syncer(self._fh.fileno()) if durable else None
@@ -254,6 +255,9 @@ def load_session(directory: Path | str) -> SavedSession:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         meta = {"id": directory.name}
+    # An older meta.json is migrated in memory only (sessions are never rewritten on reading); a newer
+    # one is read for what this version knows, and its file stays as it is.
+    meta = upgrade("session", meta).data if isinstance(meta, dict) else {"id": directory.name}
     out = SavedSession(directory, meta)
     path = directory / "events.jsonl"
     if not path.exists():

@@ -22,6 +22,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from app.core.atomic import write_text_atomic
 from app.core.config import SessionConfig, default
+from app.core.formats import KEY as FORMAT_KEY
+from app.core.formats import SETTINGS_FORMAT, upgrade
 
 log = logging.getLogger("duet.settings")
 FILE_NAME = "settings.toml"
@@ -147,7 +149,8 @@ def _toml_value(v: object) -> str:
 
 def to_toml(settings: Settings) -> str:
     """TOML for flat sections of str/int/float/bool; enough for this file, no writer dependency."""
-    lines = ["# Duet settings. Edit while Duet is closed; unknown or malformed values fall back to defaults.", ""]
+    lines = ["# Duet settings. Edit while Duet is closed; unknown or malformed values fall back to defaults.",
+             f"{FORMAT_KEY} = {SETTINGS_FORMAT}", ""]
     for section, values in settings.to_dict().items():
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {_toml_value(val)}" for key, val in values.items())
@@ -171,6 +174,7 @@ class SettingsStore:
         self.directory = Path(directory) if directory else default_config_dir()
         self.path = self.directory / FILE_NAME
         self.recovered_from: Path | None = None  # where a corrupt file was moved, for the UI to mention
+        self.format_backup: Path | None = None  # a copy of a file of another format version, kept as it was
 
     def load(self) -> Settings:
         if not self.path.exists():
@@ -186,7 +190,24 @@ class SettingsStore:
                 log.exception("could not move the corrupt settings file aside")
             log.warning("settings file %s is unreadable (%s); moved to %s, using defaults", self.path, e, aside)
             return Settings()
-        return Settings.from_dict(data)
+        up = upgrade("settings", data)
+        if up.found != up.current:
+            self._keep_copy(up.found, up.newer)
+        return Settings.from_dict(up.data)
+
+    def _keep_copy(self, found: int, newer: bool) -> None:
+        """Copy a file of another format aside once (``settings.format-<N>.toml``) before it is rewritten."""
+        import shutil
+
+        aside = self.path.with_name(f"settings.format-{found}.toml")
+        try:
+            if not aside.exists():
+                shutil.copy2(self.path, aside)
+            self.format_backup = aside
+        except OSError:
+            log.exception("could not keep a copy of %s", self.path)
+        log.warning("settings file %s has format %d (this Duet writes %d)%s; a copy is kept at %s", self.path,
+                    found, SETTINGS_FORMAT, ", read what this version knows" if newer else ", migrated", aside)
 
     def save(self, settings: Settings) -> None:
         write_text_atomic(self.path, to_toml(settings))

@@ -3,6 +3,11 @@
 A model reference anywhere in Duet (``--model``, the settings, the trainer's export) is resolved here:
 a library name, ``tiny`` (the built-in tiny test model), ``demo`` (the offline demo model), or a path
 to a text GGUF whose mmproj sits beside it.
+
+The app ships the trained demo model in ``assets/models/demo`` (:mod:`app.core.assets`). Until the
+user trains or imports their own ``demo``, the library lists that bundled pair as a read-only entry
+of source ``builtin``, so a fresh install narrates offline with nothing trained or downloaded. It is
+never written into ``library.json`` and cannot be removed; a user ``demo`` simply takes its place.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class ModelEntry:
     name: str
     model: Path
     mmproj: Path
-    source: str = "imported"  # imported | converted | trained | tiny | demo | downloaded
+    source: str = "imported"  # imported | converted | trained | tiny | demo | downloaded | builtin
     added: float = 0.0
     notes: str = ""
 
@@ -50,6 +55,16 @@ class ModelLibrary:
         self.index = self.root / "library.json"
 
     def entries(self) -> list[ModelEntry]:
+        """The user's entries, then the bundled demo model when the user has no ``demo`` of their own."""
+        user = self.user_entries()
+        if not any(e.name == "demo" for e in user):
+            builtin = builtin_demo_entry()
+            if builtin is not None:
+                user.append(builtin)
+        return user
+
+    def user_entries(self) -> list[ModelEntry]:
+        """Only what ``library.json`` lists (what :meth:`add` and :meth:`remove` manage)."""
         if not self.index.exists():
             return []
         try:
@@ -76,7 +91,7 @@ class ModelLibrary:
         check_pair(model, mmproj)
         if not name or "/" in name or name in ("tiny", "demo") and source not in ("tiny", "demo"):
             raise ModelFileError(f"{name!r}: not a usable model name")
-        existing = self.entries()
+        existing = self.user_entries()
         if any(e.name == name for e in existing) and not replace:
             raise ModelFileError(f"a model named {name!r} is already in the library")
         model, mmproj = Path(model), Path(mmproj)
@@ -93,13 +108,26 @@ class ModelLibrary:
         return entry
 
     def remove(self, name: str, delete_files: bool = False) -> None:
-        entries = self.entries()
+        entries = self.user_entries()
         entry = next((e for e in entries if e.name == name), None)
+        if entry is None and name == "demo" and builtin_demo_entry() is not None:
+            raise ModelFileError("'demo' is the demo model built into Duet; it is read-only and cannot be removed")
         if entry is None:
             raise ModelFileError(f"no model named {name!r} in the library")
         self._save([e for e in entries if e.name != name])
         if delete_files and entry.model.parent == self.root / name:
             shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def builtin_demo_entry() -> ModelEntry | None:
+    """The demo model bundled with the app as a read-only library entry, or None when not bundled."""
+    from app.core.assets import bundled_demo
+
+    b = bundled_demo()
+    if b is None:
+        return None
+    notes = f"built into Duet (recipe {b.provenance.get('recipe', '?')}); read-only"
+    return ModelEntry("demo", b.model, b.mmproj, "builtin", 0.0, notes)
 
 
 def resolve_model(spec: str, mmproj: str | None = None, library: ModelLibrary | None = None) -> tuple[Path, Path]:
@@ -114,7 +142,8 @@ def resolve_model(spec: str, mmproj: str | None = None, library: ModelLibrary | 
     if entry is not None:
         return entry.model, Path(mmproj) if mmproj else entry.mmproj
     if spec == "demo":
-        raise ModelFileError("the offline demo model is not built yet: run `duet train demo` (or `make run`)")
+        raise ModelFileError("this build ships no demo model and none is trained yet: run `duet train demo` "
+                             "(or `make run`)")
     path = Path(spec).expanduser()
     if not path.exists():
         names = ", ".join(e.name for e in lib.entries()) or "none"

@@ -6,6 +6,10 @@ Usage::
     duet train grpo RECIPE
     duet train export RECIPE [--no-parity]
     duet train demo [RECIPE] [--if-missing]     SFT → GRPO → export, registered as "demo" (source "demo")
+    duet train runtime install|status|remove    the private PyTorch environment of the installed app
+
+Without PyTorch in this interpreter (the installed app ships none), a job runs in the private runtime
+that ``duet train runtime install`` makes (app/trainer/runtime.py).
 
 A killed or cancelled job (SIGTERM, Ctrl-C, or a file named CANCEL in the recipe's out_dir) resumes
 from its last checkpoint when the same command is run again. With several CUDA GPUs the job
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("sft", "grpo", "export", "demo")
+ACTIONS = ("sft", "grpo", "export", "demo", "runtime")
 DEFAULT_DEMO_RECIPE = Path(__file__).resolve().parents[2] / "models" / "recipes" / "demo.toml"
 
 
@@ -31,12 +35,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="fine-tune MMDuet2: SFT, multi-turn GRPO, export to GGUF",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("recipe", nargs="?", help="TOML recipe (default for demo: models/recipes/demo.toml)")
+    p.add_argument("recipe", nargs="?", help="TOML recipe (default for demo: models/recipes/demo.toml); "
+                   "for runtime: install, status or remove")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set sft.steps=20 (value parsed as TOML)")
     p.add_argument("--quiet", action="store_true", help="no JSON lines on stdout (still in progress.jsonl)")
     p.add_argument("--no-parity", action="store_true", help="export: skip the engine-vs-trainer check")
     p.add_argument("--if-missing", action="store_true", help="demo: do nothing if the demo model is registered")
+    p.add_argument("--json", action="store_true", help="runtime: progress and status as JSON lines")
     p.set_defaults(func=cmd_train)
 
 
@@ -113,7 +119,37 @@ def run_action(action: str, recipe: str | None, overrides: dict[str, Any], *, qu
         stop.restore()
 
 
+def _in_runtime(args: argparse.Namespace) -> int:
+    """Run this job in the private PyTorch runtime (this interpreter has no torch: the installed app)."""
+    import subprocess
+
+    from app.trainer.jobs import EXIT_BAD_INPUT, Reporter
+    from app.trainer.runtime import TrainerRuntime
+
+    rt = TrainerRuntime()
+    st = rt.status()
+    if not st.ready:
+        Reporter(sys.stdout).emit("error", stage=args.action, kind="runtime",
+                                  message=f"training needs PyTorch, which this app installs on first use ({st.state})",
+                                  advice=st.describe())
+        return EXIT_BAD_INPUT
+    argv = [args.action, *([args.recipe] if args.recipe else [])]
+    argv += [f"--set={item}" for item in args.set]
+    argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-parity", args.no_parity),
+                                   ("--if-missing", args.if_missing)) if on]
+    cmd, env = rt.job_command(argv)
+    return subprocess.call(cmd, env=env)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.action == "runtime":
+        from app.trainer.runtime import cmd_runtime
+
+        return cmd_runtime(args.recipe, as_json=args.json)
+    from app.trainer.runtime import torch_importable
+
+    if not torch_importable():
+        return _in_runtime(args)
     if args.action != "export":
         _maybe_multi_gpu()
     return run_action(args.action, args.recipe, _overrides(args.set), quiet=args.quiet, parity=not args.no_parity,

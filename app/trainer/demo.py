@@ -29,7 +29,9 @@ from app.trainer.jobs import Reporter, StopFlag
 def demo_registered(name: str, library_root: Path | None = None) -> bool:
     from app.modelhub.library import ModelLibrary
 
-    e = ModelLibrary(library_root).get(name)
+    # Only the user's own library counts: the demo model bundled with the app (source "builtin") is
+    # what this trainer makes, but `--if-missing` is about the user's copy.
+    e = next((e for e in ModelLibrary(library_root).user_entries() if e.name == name), None)
     return e is not None and e.model.is_file() and e.mmproj.is_file()
 
 

@@ -14,7 +14,7 @@ import logging
 
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
-from PySide6.QtWidgets import QMainWindow, QTabWidget
+from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QTabWidget, QWidget
 
 from app.capture.base import SourceHealth
 from app.core.config import SessionConfig
@@ -145,6 +145,15 @@ class MainWindow(QMainWindow):
         self.model_page.default_chosen.connect(lambda name: (self.set_model(name), self.save_settings()))
         self.tabs.addTab(self.model_page, "Models")
         self.tabs.currentChanged.connect(self._tab_changed)
+        from app.ui.about import about_button
+        from app.ui.runtime_dialog import runtime_button
+
+        corner = QWidget()
+        corner_row = QHBoxLayout(corner)
+        corner_row.setContentsMargins(0, 0, 6, 0)
+        corner_row.addWidget(runtime_button(self))
+        corner_row.addWidget(about_button(self))
+        self.tabs.setCornerWidget(corner)
         self.setCentralWidget(self.tabs)
         self._refresh_models()
 

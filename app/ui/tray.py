@@ -12,7 +12,31 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
 
 def app_icon(recording: bool = False) -> QIcon:
-    """Drawn, not shipped: two overlapping speech dots; red while capture is on."""
+    """Duet's icon from assets/icons (every size); a red dot on it while capture is on."""
+    from app.core.assets import ICON_SIZES, assets_dir
+
+    files = [assets_dir() / "icons" / f"duet-{n}.png" for n in ICON_SIZES]
+    files = [f for f in files if f.is_file()]
+    if files:
+        if not recording:
+            icon = QIcon()
+            for f in files:
+                icon.addFile(str(f))
+            return icon
+        pix = QPixmap(str(files[-1])).scaled(64, 64, Qt.AspectRatioMode.KeepAspectRatio,
+                                             Qt.TransformationMode.SmoothTransformation)
+        p = QPainter(pix)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(230, 60, 70))
+        p.drawEllipse(40, 40, 22, 22)
+        p.end()
+        return QIcon(pix)
+    return _drawn_icon(recording)
+
+
+def _drawn_icon(recording: bool) -> QIcon:
+    """Without assets (a stripped checkout): two overlapping speech dots; red while capture is on."""
     pix = QPixmap(64, 64)
     pix.fill(Qt.GlobalColor.transparent)
     p = QPainter(pix)

@@ -156,13 +156,13 @@ def test_model_page_validates_and_imports_a_pair(qtbot, make_window, tiny_model,
     page.mmproj_edit.setText(str(tiny_model.model))
     page.start_import()
     assert page.message.text().startswith("✗") and "swap" in page.message.text()
-    assert w.library.entries() == []
+    assert w.library.user_entries() == []  # (the built-in demo model is always listed)
     # The right order imports, in the background, and the model shows up in the Watch tab.
     page.model_edit.setText(str(tiny_model.model))
     page.mmproj_edit.setText(str(tiny_model.mmproj))
     page.start_import()
     qtbot.waitUntil(lambda: page.message.text().startswith("✓ Imported"), timeout=30_000)
-    assert [e.name for e in w.library.entries()] == ["mine"]
+    assert [e.name for e in w.library.user_entries()] == ["mine"]
     assert w.model_combo.findData("mine") >= 0
 
 

@@ -1,0 +1,47 @@
+"""The training-runtime dialog installs with a progress bar, reports failures, and removes.
+
+A real virtual environment is made (``python -m venv``), with nothing heavy installed in it
+(``torch_spec=None``): the same code path as the PyTorch install, minutes shorter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QMessageBox
+
+from app.trainer.runtime import TrainerRuntime
+from app.ui.runtime_dialog import RuntimeDialog
+
+LIGHT = "import json, sys; print(json.dumps({'torch': 'none', 'cuda': False, 'python': sys.version.split()[0]}))"
+
+
+def test_install_shows_progress_then_remove(qtbot, tmp_path: Path) -> None:
+    rt = TrainerRuntime(tmp_path / "rt", torch_spec=None, requirements=[], verify_code=LIGHT)
+    d = RuntimeDialog(runtime=rt)
+    qtbot.addWidget(d)
+    assert d.state_label.text().startswith("absent") and d.install_button.text() == "Install"
+    assert not d.remove_button.isEnabled()
+    seen: list[int] = []
+    d.bar.valueChanged.connect(seen.append)
+    d.install_button.click()
+    assert d.busy and not d.close_button.isEnabled()
+    qtbot.waitUntil(lambda: not d.busy, timeout=60_000)
+    assert d.state_label.text().startswith("ready") and d.bar.value() == 1000
+    assert seen and seen == sorted(seen)
+    assert not d.install_button.isEnabled() and d.remove_button.isEnabled()
+    d.remove_button.click()
+    assert not rt.root.exists() and d.state_label.text().startswith("absent")
+
+
+def test_a_failed_install_is_explained_and_can_be_retried(qtbot, tmp_path: Path, monkeypatch) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text: shown.append(text))
+    rt = TrainerRuntime(tmp_path / "rt", torch_spec=None, requirements=[], verify_code="import torch_is_not_here")
+    d = RuntimeDialog(runtime=rt)
+    qtbot.addWidget(d)
+    d.install()
+    qtbot.waitUntil(lambda: not d.busy, timeout=60_000)
+    assert shown and "does not import PyTorch" in shown[0]
+    assert d.state_label.text().startswith("incomplete") and d.install_button.text() == "Repair"
+    assert d.install_button.isEnabled()
