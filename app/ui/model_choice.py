@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from app.core.assets import bundled_demo
 from app.modelhub.library import ModelLibrary
 
 TEST_MODEL = "tiny"
@@ -37,10 +38,6 @@ def demo_available(library: ModelLibrary) -> bool:
     """The demo model is in the library, or bundled with this build."""
     if library.get(DEMO_MODEL) is not None:
         return True
-    try:  # the asset locator ships with the packaging work; a checkout without it has no bundle
-        from app.core.assets import bundled_demo  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return False
     try:
         return bundled_demo() is not None
     except OSError:
