@@ -308,8 +308,8 @@ def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 
 
 def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
-           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> None:
-    """Write one GGUF atomically: a temporary sibling, fsync, rename."""
+           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> Path:
+    """Write one GGUF to a temporary sibling of ``path`` and fsync it; the caller renames it into place."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         w = gguf.GGUFWriter(str(tmp), arch)
@@ -323,10 +323,38 @@ def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
         w.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        return tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def install_pair(staged: list[tuple[Path, Path]]) -> None:
+    """Rename finished temporaries over their targets as a set: all of them, or none.
+
+    Each existing target is first moved to a backup; if any rename fails, every target is put back as
+    it was. Renames within one folder need no free space, so a full disk cannot strike here — it
+    strikes while the temporaries are written, before any old file is touched.
+    """
+    backups: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, target in staged:
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, backup)
+            backups.append((target, backup))
+            os.replace(tmp, target)
+    except BaseException:
+        for target, backup in reversed(backups):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise
+    for _target, backup in backups:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
 
 
 def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name: str | None = None,
@@ -420,12 +448,15 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
         w.add_vision_attention_layernorm_eps(1e-6)
         w.add_vision_spatial_merge_size(cfg.v_merge)
 
-    try:
-        _write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False))
-        _write(mmproj_path, "clip", vision_kv, tensors(True))
+    staged: list[tuple[Path, Path]] = []
+    try:  # both files are written in full before either replaces anything: a pair or nothing
+        staged.append((_write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False)),
+                       model_path))
+        staged.append((_write(mmproj_path, "clip", vision_kv, tensors(True)), mmproj_path))
+        install_pair(staged)
     except BaseException:
-        if not overwrite:
-            model_path.unlink(missing_ok=True)  # a pair or nothing
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
     finally:
         ckpt.close()
