@@ -42,9 +42,11 @@ class _Deadline(Exception):
     """The whole-request deadline passed."""
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def _origin(url: str) -> str:
+    """scheme://host:port, the unit a browser (and this backend) trusts with credentials."""
     p = urllib.parse.urlsplit(url)
-    return p.scheme.lower(), (p.hostname or "").lower(), p.port or {"http": 80, "https": 443}.get(p.scheme.lower())
+    scheme = p.scheme.lower()
+    return f"{scheme}://{(p.hostname or '').lower()}:{p.port or {'http': 80, 'https': 443}.get(scheme)}"
 
 
 def png_data_url(rgb: np.ndarray) -> str:

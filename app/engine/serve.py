@@ -393,7 +393,6 @@ def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, 
     """
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
-    from starlette.middleware.cors import CORSMiddleware
 
     from app.modelhub.validate import check_pair
 
@@ -409,9 +408,19 @@ def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, 
     if policy is None:
         return app
     handler.generation_timeout = policy.generation_timeout
-    # The stock app allows every origin with credentials; keep CORS only for origins the user named,
-    # outside the guard so its own answers (401, /v1/models) carry the headers too.
+    return secure(app, policy)
+
+
+def secure(app: Any, policy: ServePolicy) -> Any:
+    """``app`` (the stock server) behind a :class:`ServeGuard`, with CORS only for the named origins.
+
+    The stock app allows every origin with credentials; that middleware is removed. Allowed origins
+    get CORS outside the guard, so its own answers (401, /v1/models) carry the headers too.
+    """
+    from starlette.middleware.cors import CORSMiddleware
+
     app.user_middleware = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
+    app.middleware_stack = None  # rebuilt from user_middleware on the next request
     guarded = ServeGuard(app, policy)
     if policy.cors_origins:
         return CORSMiddleware(guarded, allow_origins=list(policy.cors_origins), allow_credentials=False,

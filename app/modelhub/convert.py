@@ -21,6 +21,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.core.atomic import install_pair
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 
 SUPPORTED_ARCH = "Qwen2_5_VLForConditionalGeneration"
@@ -327,34 +328,6 @@ def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def install_pair(staged: list[tuple[Path, Path]]) -> None:
-    """Rename finished temporaries over their targets as a set: all of them, or none.
-
-    Each existing target is first moved to a backup; if any rename fails, every target is put back as
-    it was. Renames within one folder need no free space, so a full disk cannot strike here — it
-    strikes while the temporaries are written, before any old file is touched.
-    """
-    backups: list[tuple[Path, Path | None]] = []
-    try:
-        for tmp, target in staged:
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, backup)
-            backups.append((target, backup))
-            os.replace(tmp, target)
-    except BaseException:
-        for target, backup in reversed(backups):
-            if backup is not None:
-                os.replace(backup, target)
-            else:
-                target.unlink(missing_ok=True)
-        raise
-    for _target, backup in backups:
-        if backup is not None:
-            backup.unlink(missing_ok=True)
 
 
 def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name: str | None = None,

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.atomic import write_json_atomic
+from app.core.atomic import install_pair, write_json_atomic
 from app.modelhub.validate import ModelFileError, check_pair, find_mmproj
 
 log = logging.getLogger("duet.library")
@@ -124,11 +124,21 @@ class ModelLibrary:
         model, mmproj = Path(model), Path(mmproj)
         if copy:
             dest = self.root / name
+            created = not dest.exists()
             dest.mkdir(parents=True, exist_ok=True)
-            for src in (model, mmproj):
-                tmp = dest / f".{src.name}.partial"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest / src.name)
+            staged = []
+            try:  # both copies complete before either is put in place: a pair or nothing
+                for src in (model, mmproj):
+                    tmp = dest / f".{src.name}.partial"
+                    staged.append((tmp, dest / src.name))
+                    shutil.copyfile(src, tmp)
+                install_pair(staged)
+            except BaseException:
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
+                if created:
+                    shutil.rmtree(dest, ignore_errors=True)
+                raise
             model, mmproj = dest / model.name, dest / mmproj.name
         entry = ModelEntry(name, model.resolve(), mmproj.resolve(), source, time.time(), notes)
         self._save([e for e in existing if e.name != name] + [entry])
