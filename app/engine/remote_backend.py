@@ -97,7 +97,8 @@ class RemoteBackend:
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         raise BackendError(
                             f"{self.url} answered with something that is not JSON "
-                            f"({terminal_safe(payload[:80].decode('utf-8', 'replace'))!r}…); "
+                            f"({terminal_safe(payload[:80].decode('utf-8', 'replace'))!r}"
+                            f"{'…' if len(payload) > 80 else ''}); "
                             "is it an OpenAI-compatible server?") from None
                 detail = terminal_safe(payload[:300].decode("utf-8", "replace"))
                 if status < 500 and status != 429:
@@ -140,6 +141,10 @@ class RemoteBackend:
             conn.request("POST", path or "/", body=data, headers=headers)
             resp = conn.getresponse()
             payload = resp.read(MAX_RESPONSE_BYTES + 1)
+            if expired.is_set():  # the watchdog cut the answer short
+                raise _Deadline
+            if resp.length:  # Content-Length promised more than arrived: the connection broke
+                raise http.client.IncompleteRead(payload, resp.length)
             if len(payload) > MAX_RESPONSE_BYTES:
                 raise _Refused(f"{url}: the answer is larger than {MAX_RESPONSE_BYTES // 1024 // 1024} MB")
             if resp.status in (301, 302, 303, 307, 308):

@@ -97,18 +97,17 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
         if self.generation_timeout:
             deadline = time.monotonic() + self.generation_timeout
             eos = kwargs["llama"].token_eos()
-            inner = kwargs.get("logits_processor")
+            from llama_cpp import LogitsProcessorList
 
             def stop_at_deadline(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-                if inner is not None:
-                    scores = inner(input_ids, scores)
                 if time.monotonic() > deadline:
                     log.warning("generation passed %.0f s; ending the reply", self.generation_timeout)
                     scores = np.full_like(scores, -np.inf)
                     scores[eos] = 0.0
                 return scores
 
-            kwargs["logits_processor"] = stop_at_deadline
+            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []),
+                                                              stop_at_deadline])
         return super().__call__(**kwargs)
 
 
