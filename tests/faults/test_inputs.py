@@ -29,15 +29,20 @@ def _short_video(path: Path, frames: int) -> Path:
     return path
 
 
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 SOURCE_CASES = {
     "missing file": (lambda d: d / "nope.mp4", "Video file not found"),
-    "empty file": (lambda d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4", "is empty (0 bytes)"),
+    "empty file": (lambda d: _write(d / "empty.mp4", b""), "is empty (0 bytes)"),
     "a folder": (lambda d: d, "is a directory, not a video file"),
     "a still image": (lambda d: shutil.copy(OPENCV / "baboon.jpg", d / "b.jpg") and d / "b.jpg", "is a still image"),
     "a JPEG renamed .mp4": (lambda d: shutil.copy(OPENCV / "baboon.jpg", d / "b.mp4") and d / "b.mp4",
                             "holds a single frame"),
     "a 1-frame video": (lambda d: _short_video(d / "one.avi", 1), "holds a single frame"),
-    "random bytes": (lambda d: (d / "r.mp4").write_bytes(os.urandom(4096)) or d / "r.mp4",
+    "random bytes": (lambda d: _write(d / "r.mp4", os.urandom(4096)),
                      "is not a video OpenCV can decode"),
     "video shorter than one interval": (lambda d: _short_video(d / "short.avi", 5),
                                         "shorter than one interval (1 s): there is no frame to watch"),
@@ -70,7 +75,7 @@ def test_bad_source_specs(spec, message, run, data_dir):
 # ---- model library ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [".", "..", "a/b", "../evil", "a\\b", "-x", "x.", "", "é", "a" * 65, "sp ace"])
 def test_library_names_are_validated(name, run, tiny_model, data_dir):
-    r = run("models", "import", name, tiny_model.model, tiny_model.mmproj)
+    r = run("models", "import", "--", name, tiny_model.model, tiny_model.mmproj)
     assert r.rc == 2
     assert f"{name!r}: not a usable model name" in r.err
     assert not (data_dir / "models" / "library.json").exists()
