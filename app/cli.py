@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.main import main as gui_main
 
         return gui_main([])
+    import errno
+    import sqlite3
+
     from app.capture.base import CaptureError
     from app.engine.backend import BackendError
     from app.modelhub.convert import ConversionError
@@ -331,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         print(f"duet: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # the judge cache: "database or disk is full"
+        if "full" not in str(e):
+            raise
+        print(f"duet: error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
         return 2
 
 

@@ -11,8 +11,10 @@ Outputs are written under a temporary name and renamed, so an interrupted run le
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -325,6 +327,14 @@ def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         return tmp
+    except OSError as e:
+        # numpy's tofile reports a short write as "N requested and M written", without an errno:
+        # on a filesystem with no room left that is the full disk, and the user should read so.
+        full = e.errno is None and "requested and" in str(e) and shutil.disk_usage(tmp.parent).free < (1 << 20)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
