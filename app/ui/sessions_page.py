@@ -78,7 +78,7 @@ class SessionsPage(QWidget):
         self.list.clear()
         for path in self.store.list():
             s = load_session(path)
-            tail = "" if s.ended else "  · interrupted"
+            tail = ("" if s.ended else "  · interrupted") + (f"  · {s.problem}" if s.problem else "")
             item = QListWidgetItem(f"{s.title}\n{len(s.replies)} replies, {len(s.steps)} turns{tail}")
             item.setData(Qt.ItemDataRole.UserRole, str(path))
             self.list.addItem(item)

@@ -1,0 +1,49 @@
+"""Fault catalogue, part 4: the desktop app starts on damaged user files and tells the user.
+
+The real MainWindow, offscreen, over a data folder where settings.toml, library.json and a saved
+session are all damaged (the app used to abort with exit 134 on one bad feedback line).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from app.core.sessions import SessionStore
+from app.core.settings import SettingsStore
+from app.core.types import Frame, StepResult, StepTimings
+from app.modelhub.library import ModelLibrary
+
+
+def test_the_app_starts_on_damaged_files_and_says_what_was_set_aside(qtbot, tmp_path, monkeypatch):
+    from app.ui.main_window import MainWindow
+
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "settings.toml").write_bytes(b"[overlay\nvisible = \xff")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "library.json").write_text('{"models": {"wrong": "shape"}}')
+    sessions = SessionStore(tmp_path / "sessions")
+    w = sessions.create({"source": "file:a.mp4", "model": "tiny"}, durable=False)
+    w.add_step(StepResult(turn=0, video_time=1.0, silent=False, text="a person walks in",
+                          frames=(Frame(image=np.zeros((16, 16, 3), np.uint8), time=1.0, index=0, source="a"),),
+                          timings=StepTimings(total_ms=1.0)))
+    w.close()
+    with open(w.directory / "events.jsonl", "a") as fh:
+        fh.write(json.dumps({"type": "feedback", "kind": "wrong"}) + "\n")  # no turn
+    (w.directory / "meta.json").write_bytes(b'{"source": "\xff"}')
+
+    window = MainWindow(SettingsStore(config), session_store=sessions, library=ModelLibrary(models), tray=False)
+    qtbot.addWidget(window)
+    window.show()
+    assert window.isVisible()
+    assert "model library index was damaged" in window.last_error
+    assert list(models.glob("library.corrupt-*.json")) and list(config.glob("settings.corrupt-*.toml"))
+    assert list(w.directory.glob("meta.corrupt-*.json"))
+    page = window.sessions_page
+    texts = [page.list.item(i).text() for i in range(page.list.count())]
+    assert len(texts) == 1 and "1 damaged record(s) skipped" in texts[0] and "meta.json is damaged" in texts[0]
+    window.close()
