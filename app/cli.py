@@ -346,11 +346,11 @@ def describe_os_error(e: OSError) -> str:
     """An OS error as a user can act on it: a full disk says so and that earlier files were kept."""
     import errno
 
-    where = f" writing {e.filename}" if e.filename else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
         return (f"the disk is full{where}; free some space and run the command again "
                 "(files written before were kept; nothing half-written was left in their place)")
-    return f"{e.strerror or e}{where}"
+    return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
 
 
 if __name__ == "__main__":

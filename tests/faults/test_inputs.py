@@ -227,3 +227,26 @@ def test_recipe_values_out_of_range(override, run, tmp_path, data_dir):
     assert event["event"] == "error" and event["kind"] == "config"
     assert RECIPE_CASES[override] in event["message"]
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: os.mkfifo(d / "m.gguf") or d / "m.gguf", "not a regular file; expected a .gguf model file"),
+    (lambda d: _write(d / "m.gguf", b"GGUF\x03\x00"), "corrupt or truncated GGUF model"),
+    (lambda d: _write(d / "m.gguf", b"PK\x03\x04zip"), "not a GGUF file (bad magic)"),
+])
+def test_unusable_model_files(make, message, run, tmp_path, tiny_model, data_dir):
+    model = make(tmp_path)
+    r = run("models", "import", "x", model, tiny_model.mmproj)
+    assert r.rc == 2 and message in r.err, r.err
+    r = run("serve", "--model", model, "--mmproj", tiny_model.mmproj)
+    assert r.rc == 2 and message in r.err, r.err
+
+
+def test_an_os_error_names_the_file_without_a_traceback(run, tmp_path, data_dir):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "out.jsonl").mkdir()  # the --jsonl target is a folder: IsADirectoryError
+    r = run("run", "--source", OPENCV / "vtest.avi", "--model", "tiny", "--fast", "--max-turns", "1",
+            "--jsonl", ro / "out.jsonl")
+    assert r.rc == 2
+    assert f"duet: error: {ro / 'out.jsonl'}: Is a directory" in r.err
