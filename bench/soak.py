@@ -85,6 +85,9 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
+REF_TURNS = 10
+
+
 def soak_stream(a: argparse.Namespace) -> dict:
     from app.engine.llama_backend import LlamaBackend, LlamaSettings
     from app.engine.session import ProactiveSession, SessionConfig
@@ -93,33 +96,55 @@ def soak_stream(a: argparse.Namespace) -> dict:
     backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=0))
     session = ProactiveSession(backend, SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
     session.ask("Tell me when something changes.")
+    # A fresh stream steps in lockstep with the long one for the last REF_TURNS turns of each window:
+    # the machine's load hits both alike, so long/fresh isolates what stream length costs.
+    ref = ProactiveSession(LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=0)),
+                           SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
     seconds = a.hours * 3600
     window_s = a.window_min * 60
     samples: list[dict] = []
     steps: list[float] = []
+    paired: list[tuple[float, float]] = []
     replies = evicted = 0
     t0 = time.perf_counter()
     next_sample = window_s
+    ref_t = 0.0
     with SyntheticSource(seconds) as src:
         for r in session.run(src):
             steps.append(r.timings.total_ms)
             replies += not r.silent
             evicted = r.evicted_turns
+            if r.video_time > next_sample - REF_TURNS * 2:
+                if not paired:
+                    ref.reset()
+                    ref.ask("Tell me when something changes.")
+                    ref_t = 0.0
+                rr = None
+                while rr is None:  # a turn's worth of frames (the same pictures the long stream saw)
+                    ref_t += 1.0
+                    rr = ref.feed(Frame(image=src.frame(r.video_time - 2 + ref_t % 2), time=ref_t, index=int(ref_t),
+                                        source="ref"))
+                paired.append((r.timings.total_ms, rr.timings.total_ms))
             if r.video_time >= next_sample:
                 cur, peak = rss_mib()
+                long_ms = statistics.median(p[0] for p in paired)
+                fresh_ms = statistics.median(p[1] for p in paired)
                 samples.append({"video_min": round(r.video_time / 60, 1), "wall_s": round(time.perf_counter() - t0, 1),
                                 "rss_mib": round(cur, 1), "peak_mib": round(peak, 1), "turns": r.turn + 1,
                                 "n_tokens": r.n_tokens, "evicted_turns": r.evicted_turns,
                                 "step_p50_ms": round(statistics.median(steps), 1),
-                                "step_p95_ms": round(pct(steps, 95), 1), "replies": replies})
+                                "step_p95_ms": round(pct(steps, 95), 1), "replies": replies,
+                                "paired_long_ms": round(long_ms, 1), "paired_fresh_ms": round(fresh_ms, 1),
+                                "long_over_fresh": round(long_ms / fresh_ms, 2)})
                 print(f"  {samples[-1]}", flush=True)
-                steps = []
+                steps, paired = [], []
                 next_sample += window_s
     backend.close()
-    rows = [[s["video_min"], s["wall_s"], s["rss_mib"], s["step_p50_ms"], s["step_p95_ms"], s["n_tokens"],
-             s["evicted_turns"]] for s in samples]
+    ref.backend.close()
+    rows = [[s["video_min"], s["wall_s"], s["rss_mib"], s["step_p50_ms"], s["step_p95_ms"], s["long_over_fresh"],
+             s["n_tokens"], s["evicted_turns"]] for s in samples]
     print_table(f"soak stream: {a.hours:g} h of video, {model.name}", ["video min", "wall s", "RSS MiB",
-                "step p50 ms", "step p95 ms", "KV cells", "evicted turns"], rows)
+                "step p50 ms", "step p95 ms", "long/fresh (paired)", "KV cells", "evicted turns"], rows)
     first, last = samples[0]["rss_mib"], samples[-1]["rss_mib"]
     verdict = {"rss_first_window_mib": first, "rss_end_mib": last, "rss_growth_mib": round(last - first, 1),
                "video_hours": a.hours, "wall_s": round(time.perf_counter() - t0, 1),
