@@ -120,7 +120,8 @@ class RemoteBackend:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _Refused(f"{url}: not an http(s) URL")
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout)
+        # The socket's own timeout is only a backstop: the watchdog below is the deadline that counts.
+        conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout + 5)
         expired = threading.Event()
 
         def kill() -> None:
