@@ -159,10 +159,47 @@ def cmd_models_remove(a: argparse.Namespace) -> int:
 
 
 # ---- run -------------------------------------------------------------------------------------
+class _JsonlOut:
+    """``run --jsonl``: one whole line per step, handed to the kernel at once (a kill loses no record).
+
+    On a write error (a full disk) the file is cut back to its last whole record before the error
+    goes up, so it never ends in half a line.
+    """
+
+    def __init__(self, path: str) -> None:
+        import os
+
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.good = 0
+        self.records = 0
+
+    def write(self, record: dict) -> None:
+        import os
+
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            os.ftruncate(self.fd, self.good)
+            e.filename = e.filename or f"{self.path} (it keeps its first {self.records} records, whole)"
+            raise
+        self.good += len(data)
+        self.records += 1
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     """Headless session: the same controller the GUI drives, with replies printed as they come."""
     from app.capture.parse import open_source
     from app.core.config import SessionConfig
+    from app.core.textsafe import terminal_safe
     from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
 
     config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
@@ -174,7 +211,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
-    out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None  # noqa: SIM115 - closed below
+    out = _JsonlOut(a.jsonl) if a.jsonl else None
+    write_error: list[OSError] = []  # a full disk stops the session; the error is reported after it
     failures: list[str] = []
     n_replies = 0
 
@@ -190,13 +228,16 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"[{_fmt_time(r.video_time)}] (you) {r.question}")
         if not r.silent:
             n_replies += 1
-            print(f"[{_fmt_time(r.video_time)}] {r.text.strip()}", flush=True)
+            print(f"[{_fmt_time(r.video_time)}] {terminal_safe(r.text.strip())}", flush=True)
         elif a.verbose:
             print(f"[{_fmt_time(r.video_time)}] · ({r.timings.total_ms:.0f} ms: {r.timings.describe()}; "
                   f"{r.cadence.describe() if r.cadence else ''})", flush=True)
-        if out:
-            out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-            out.flush()
+        if out and not write_error:
+            try:
+                out.write(r.to_json())
+            except OSError as e:
+                write_error.append(e)
+                controller.stop()
 
     controller = SessionController(lambda _r: backend, lambda _r: source, listener=show)
     request = RunRequest(source=a.source, model=a.model, config=config,
@@ -212,6 +253,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     reason = "ended"
     try:
         reason = controller.run(request)
+        if write_error:
+            raise write_error[0]
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
@@ -225,15 +268,37 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
-    from app.engine.serve import create_server_app
+    from app.engine.serve import ServePolicy, create_server_app, default_key_file, load_or_create_api_key
     from app.modelhub.library import resolve_model
 
+    if a.allow_files and not Path(a.allow_files).is_dir():
+        raise ValueError(f"--allow-files {a.allow_files}: not a folder")
+    if a.max_body_mb <= 0 or a.max_tokens < 1 or a.timeout <= 0:
+        raise ValueError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
     model, mmproj = resolve_model(a.model, a.mmproj)
-    app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias)
+    key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
+    if os.environ.get("DUET_SERVE_API_KEY"):
+        key, new = os.environ["DUET_SERVE_API_KEY"], False
+        if len(key) < 16:
+            raise ValueError("DUET_SERVE_API_KEY must be at least 16 characters")
+    else:
+        key, new = load_or_create_api_key(key_file)
+    policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
+                         allow_urls=a.allow_urls, cors_origins=tuple(a.cors_origin),
+                         max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
+                         generation_timeout=a.timeout, queue_timeout=a.timeout)
+    app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias, policy=policy)
     print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{a.port}/v1", file=sys.stderr)
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+    if new:
+        print(f"new API key (stored in {key_file}, readable by you only):\n    {key}\n"
+              f"clients: DUET_API_KEY={key} duet run --remote http://HOST:{a.port}/v1 …", file=sys.stderr)
+    elif not os.environ.get("DUET_SERVE_API_KEY"):
+        print(f"API key: the one stored in {key_file}", file=sys.stderr)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
     return 0
 
 
@@ -319,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--alias", default="mmduet2")
     add_arguments(sv, BackendSettings, ("n_ctx", "n_gpu_layers"), BACKEND_FLAGS)
+    sv.add_argument("--api-key-file", help="where the API key is kept (created, 0600, on first start); "
+                    "or set DUET_SERVE_API_KEY")
+    sv.add_argument("--allow-files", metavar="DIR", help="also accept image paths / file:// URLs inside DIR")
+    sv.add_argument("--allow-urls", action="store_true", help="also fetch http(s) image URLs (off: inline only)")
+    sv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                    help="allow browser pages from ORIGIN (repeatable; default: no CORS)")
+    sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted")
+    sv.add_argument("--max-tokens", type=int, default=512, help="cap on a reply's length in tokens")
+    sv.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds a request may wait for the model, and seconds of generation before a reply is ended")
     sv.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="pull, convert, quantize, list, import and remove models").add_subparsers(dest="action",
@@ -395,13 +470,35 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.main import main as gui_main
 
         return gui_main([])
+    import errno
+    import sqlite3
+
     from app.core.errors import DuetError
 
     try:
         return a.func(a)
-    except (DuetError, OSError) as e:  # written for the user (or by the OS); anything else is a bug
+    except DuetError as e:  # written for the user; anything else but the OS's errors below is a bug
         print(f"duet: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"duet: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # the judge cache: "database or disk is full"
+        if "full" not in str(e):
+            raise
+        print(f"duet: error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OS error as a user can act on it: a full disk says so and that earlier files were kept."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return (f"the disk is full{where}; free some space and run the command again "
+                "(files written before were kept; nothing half-written was left in their place)")
+    return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
 
 
 if __name__ == "__main__":

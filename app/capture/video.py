@@ -151,6 +151,10 @@ class VideoFileSource(FrameSource):
         if probe.frame_at(0.0) is None:
             cap.release()
             raise CaptureError(f"{self.path} contains no decodable video frames")
+        if probe.eof and probe._ahead is None:  # frame_at(0) read past the first frame and found nothing
+            cap.release()
+            raise CaptureError(f"{self.path} holds a single frame (a still image with a video name?); "
+                               "Duet watches videos, the screen or a camera")
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         cap.release()
         self._opened = True
@@ -211,11 +215,17 @@ class VideoFileSource(FrameSource):
             yield from self._every_tick(dec, interval)
         self._ended = True
 
+    def _too_short(self, dec: _SequentialDecoder, interval: float) -> CaptureError:
+        return CaptureError(f"{self.path.name} is {dec.end:.2f} s long, shorter than one interval ({interval:g} s): "
+                            "there is no frame to watch; use a shorter interval")
+
     def _every_tick(self, dec: _SequentialDecoder, interval: float) -> Iterator[Frame]:
         k = 1
         while not self._stop.is_set():
             image = self._decode(dec, k * interval)  # multiply, not accumulate: no drift over hours
             if image is None:
+                if k == 1 and not self._stop.is_set():
+                    raise self._too_short(dec, interval)
                 return
             yield Frame(image=image, time=k * interval, index=k, source=self.name)
             k += 1
@@ -224,10 +234,14 @@ class VideoFileSource(FrameSource):
         self._clock = clock = TickClock(interval, self._stop)
         if self._hold:
             clock.pause()
+        first = True
         while (tick := clock.next()) is not None:
             image = self._decode(dec, tick.time)
             if image is None:
+                if first and not self._stop.is_set():
+                    raise self._too_short(dec, interval)
                 return
+            first = False
             yield Frame(image=image, time=tick.time, index=tick.index, source=self.name, dropped=tick.dropped)
 
     def _decode(self, dec: _SequentialDecoder, t: float) -> np.ndarray | None:

@@ -39,3 +39,31 @@ def write_text_atomic(path: Path | str, text: str) -> None:
 
 def write_json_atomic(path: Path | str, data: object) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def install_pair(staged: list[tuple[Path, Path]]) -> None:
+    """Rename finished temporaries over their targets as a set: all of them, or none.
+
+    Each existing target is first moved to a backup; if any rename fails, every target is put back as
+    it was. Renames within one folder need no free space, so a full disk cannot strike here — it
+    strikes while the temporaries are written, before any old file is touched.
+    """
+    backups: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, target in staged:
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, backup)
+            backups.append((target, backup))
+            os.replace(tmp, target)
+    except BaseException:
+        for target, backup in reversed(backups):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise
+    for _target, backup in backups:
+        if backup is not None:
+            backup.unlink(missing_ok=True)

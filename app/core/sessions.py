@@ -44,6 +44,7 @@ FEEDBACK_KINDS: dict[str, str] = {
     "wrong": "wrong",
 }
 THUMB_WIDTH = 160
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 
 def default_sessions_root() -> Path:
@@ -53,6 +54,12 @@ def default_sessions_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("duet")) / "sessions"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` readable by the user only: sessions hold screen pictures and transcripts."""
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask, and the folder may pre-exist
 
 
 class _Syncer:
@@ -123,10 +130,13 @@ class SessionWriter:
         self.directory = directory
         self.id = directory.name
         self.durable = durable
-        (directory / "thumbs").mkdir(parents=True, exist_ok=True)
+        _private_dir(directory.parent)
+        _private_dir(directory)
+        _private_dir(directory / "thumbs")
         self.meta = {"id": self.id, "started": time.time(), **meta, "format": SESSION_FORMAT}
-        write_json_atomic(directory / "meta.json", self.meta)
-        self._fh = open(directory / "events.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
+        write_json_atomic(directory / "meta.json", self.meta)  # mkstemp: created 0600
+        fd = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        self._fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
         self._syncer = _Syncer(self._fh.fileno()) if durable else None
         self.closed = False
         self.records = 0  # steps and questions written (feedback and the end record not counted)
@@ -223,6 +233,7 @@ class SavedSession:
     gaps: list[dict] = field(default_factory=list)  # pauses of a live source: time, seconds, frames_dropped
     ended: str | None = None  # the end reason; None when the app died mid-session
     damaged_lines: int = 0
+    problem: str | None = None  # what was damaged and skipped or set aside, for the user
 
     @property
     def id(self) -> str:
@@ -248,46 +259,110 @@ class SavedSession:
         }
 
 
-def load_session(directory: Path | str) -> SavedSession:
-    """Read a session, tolerating a cut-off last line (the app was killed mid-write)."""
-    directory = Path(directory)
+_REPORTED: set[tuple[str, int]] = set()  # (session folder, damaged lines) already logged: report once
+
+
+def _valid_record(rec: object) -> bool:
+    """Whether a parsed line has the fields its readers index (a damaged one is skipped, not fatal)."""
+    if not isinstance(rec, dict):
+        return False
+    kind = rec.get("type")
+    if kind == "step":
+        return (_is_int(rec.get("turn")) and _is_num(rec.get("time", 0.0)) and isinstance(rec.get("text"), str)
+                and isinstance(rec.get("silent", False), bool)
+                and (rec.get("question") is None or isinstance(rec.get("question"), str))
+                and (rec.get("thumb") is None or _safe_thumb(rec.get("thumb"))))
+    if kind == "feedback":
+        return _is_int(rec.get("turn")) and rec.get("kind") in FEEDBACK_KINDS
+    if kind == "question":
+        return isinstance(rec.get("text"), str)
+    return kind == "end" or isinstance(kind, str)  # unknown kinds (a newer Duet's) are ignored, not damage
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _safe_thumb(name: object) -> bool:
+    """A thumbnail path inside the session's thumbs/ folder (a record must not point elsewhere)."""
+    return isinstance(name, str) and name.startswith("thumbs/") and ".." not in name and "\\" not in name
+
+
+def _read_meta(directory: Path) -> tuple[dict, str | None]:
+    """meta.json, or a minimal one and the reason it was set aside (moved to meta.corrupt-*.json)."""
+    path = directory / "meta.json"
     try:
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        meta = {"id": directory.name}
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+        return meta, None
+    except FileNotFoundError:
+        return {"id": directory.name}, None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        aside = path.with_name(f"meta.corrupt-{int(time.time())}.json")
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+        return {"id": directory.name}, f"meta.json is damaged ({type(e).__name__}); set aside as {aside.name}"
+
+
+def load_session(directory: Path | str) -> SavedSession:
+    """Read a session, skipping damaged records (a cut-off last line when the app was killed, a hand edit).
+
+    Damage is counted on the result (``damaged_lines``, ``problem``) and logged once per session.
+    """
+    directory = Path(directory)
+    meta, problem = _read_meta(directory)
     # An older meta.json is migrated in memory only (sessions are never rewritten on reading); a newer
     # one is read for what this version knows, and its file stays as it is.
-    meta = upgrade("session", meta).data if isinstance(meta, dict) else {"id": directory.name}
+    meta = upgrade("session", meta).data
+    for key, check in (("started", _is_num), ("source", lambda v: isinstance(v, str)),
+                       ("model", lambda v: isinstance(v, str))):
+        if key in meta and not check(meta[key]):
+            meta.pop(key)  # a wrong-typed field would break the title or the export
     out = SavedSession(directory, meta)
+    out.problem = problem
     path = directory / "events.jsonl"
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                out.damaged_lines += 1
-                continue
-            kind = rec.get("type")
-            if kind == "step":
-                out.steps.append(rec)
-            elif kind == "question":
-                out.questions.append(rec)
-            elif kind == "gap":
-                out.gaps.append(rec)
-            elif kind == "fold":
-                for step in reversed(out.steps):
-                    if step.get("turn") == rec.get("turn"):
-                        step["folded"] = True
-                        break
-            elif kind == "feedback":
-                kinds = out.feedback.setdefault(int(rec["turn"]), set())
-                (kinds.add if rec.get("on", True) else kinds.discard)(rec["kind"])
-            elif kind == "end":
-                out.ended = rec.get("reason", "stopped")
+    if path.exists():
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    rec = None
+                if not _valid_record(rec):
+                    out.damaged_lines += 1
+                    continue
+                kind = rec.get("type")
+                if kind == "step":
+                    out.steps.append(rec)
+                elif kind == "question":
+                    out.questions.append(rec)
+                elif kind == "gap":
+                    out.gaps.append(rec)
+                elif kind == "fold":
+                    for step in reversed(out.steps):
+                        if step.get("turn") == rec.get("turn"):
+                            step["folded"] = True
+                            break
+                elif kind == "feedback":
+                    kinds = out.feedback.setdefault(int(rec["turn"]), set())
+                    (kinds.add if rec.get("on", True) else kinds.discard)(rec["kind"])
+                elif kind == "end":
+                    out.ended = str(rec.get("reason", "stopped"))
+    if out.damaged_lines:
+        note = f"{out.damaged_lines} damaged record(s) skipped"
+        out.problem = f"{out.problem}; {note}" if out.problem else note
+    if out.problem and (str(directory), out.damaged_lines) not in _REPORTED:
+        _REPORTED.add((str(directory), out.damaged_lines))
+        log.warning("session %s: %s", directory, out.problem)
     return out
 
 

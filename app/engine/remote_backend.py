@@ -11,22 +11,42 @@ Nothing is sent anywhere unless the user configured this backend with a URL.
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import logging
 import os
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from app.core import protocol
+from app.core.textsafe import terminal_safe
 from app.core.types import StepTimings
 from app.engine.backend import BackendError, BackendStep
 
 log = logging.getLogger("duet.remote")
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class _Refused(Exception):
+    """An answer that retrying cannot fix (a redirect elsewhere, an oversized body)."""
+
+
+class _Deadline(Exception):
+    """The whole-request deadline passed."""
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port, the unit a browser (and this backend) trusts with credentials."""
+    p = urllib.parse.urlsplit(url)
+    scheme = p.scheme.lower()
+    return f"{scheme}://{(p.hostname or '').lower()}:{p.port or {'http': 80, 'https': 443}.get(scheme)}"
 
 
 def png_data_url(rgb: np.ndarray) -> str:
@@ -34,6 +54,10 @@ def png_data_url(rgb: np.ndarray) -> str:
     if not ok:
         raise BackendError("could not encode a frame as PNG")
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def _int(v: object) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 class RemoteBackend:
@@ -55,24 +79,91 @@ class RemoteBackend:
 
     def _post(self, body: dict) -> dict:
         data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as e:
-                detail = e.read()[:300].decode("utf-8", "replace")
-                if e.code < 500 and e.code != 429:
-                    raise BackendError(f"{self.url} refused the request (HTTP {e.code}): {detail}") from e
+                status, payload = self._exchange(self.url, data)
+            except _Refused as e:
+                raise BackendError(str(e)) from None
+            except _Deadline:
+                raise BackendError(f"{self.url} gave no complete answer within {self.timeout:g} s "
+                                   "(the whole-request deadline); is the server overloaded?") from None
+            except (OSError, http.client.HTTPException) as e:
                 last = e
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
-                last = e
-            time.sleep(min(4.0, 0.5 * 2 ** attempt))
+            else:
+                if status == 200:
+                    try:
+                        return json.loads(payload)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        raise BackendError(
+                            f"{self.url} answered with something that is not JSON "
+                            f"({terminal_safe(payload[:80].decode('utf-8', 'replace'))!r}"
+                            f"{'…' if len(payload) > 80 else ''}); "
+                            "is it an OpenAI-compatible server?") from None
+                detail = terminal_safe(payload[:300].decode("utf-8", "replace"))
+                if status < 500 and status != 429:
+                    raise BackendError(f"{self.url} refused the request (HTTP {status}): {detail}")
+                last = RuntimeError(f"HTTP {status}: {detail}")
+            if attempt < self.retries:
+                time.sleep(min(4.0, 0.5 * 2 ** attempt))
         raise BackendError(f"{self.url} is not answering ({last}); is the server running?")
+
+    def _exchange(self, url: str, data: bytes, hops: int = 0) -> tuple[int, bytes]:
+        """One POST with a whole-request deadline; same-origin redirects only.
+
+        ``timeout`` bounds the *whole* exchange (connect, send, headers, body): a watchdog shuts the
+        socket at the deadline, so a server that trickles one byte a second is given up on too (a
+        socket timeout alone restarts with every byte). A redirect to another origin is refused,
+        never followed: following it would send the API key and the user's frames elsewhere.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _Refused(f"{url}: not an http(s) URL")
+        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        # The socket's own timeout is only a backstop: the watchdog below is the deadline that counts.
+        conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout + 5)
+        expired = threading.Event()
+
+        def kill() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(self.timeout, kill)
+        watchdog.daemon = True
+        watchdog.start()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        try:
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            conn.request("POST", path or "/", body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read(MAX_RESPONSE_BYTES + 1)
+            if expired.is_set():  # the watchdog cut the answer short
+                raise _Deadline
+            if resp.length:  # Content-Length promised more than arrived: the connection broke
+                raise http.client.IncompleteRead(payload, resp.length)
+            if len(payload) > MAX_RESPONSE_BYTES:
+                raise _Refused(f"{url}: the answer is larger than {MAX_RESPONSE_BYTES // 1024 // 1024} MB")
+            if resp.status in (301, 302, 303, 307, 308):
+                target = urllib.parse.urljoin(url, resp.getheader("Location") or "")
+                if _origin(target) != _origin(url):
+                    raise _Refused(f"{url} redirected to another server ({_origin(target)}); refused so the API "
+                                   "key and frames go nowhere else. Use the final URL with --remote if you trust it")
+                if hops >= 3 or resp.status not in (307, 308):
+                    raise _Refused(f"{url} redirected ({resp.status}) to {target}; use that URL with --remote")
+                return self._exchange(target, data, hops + 1)
+            return resp.status, payload
+        except (OSError, http.client.HTTPException) as e:
+            if expired.is_set():
+                raise _Deadline from None
+            raise e
+        finally:
+            watchdog.cancel()
+            conn.close()
 
     def step(self, images: Sequence[np.ndarray], text: str = "", *, must_reply: bool = False,
              talkativeness: float = 0.0, max_new_tokens: int = 128) -> BackendStep:
@@ -93,16 +184,21 @@ class RemoteBackend:
                             "repeat_penalty": 1.0, "max_tokens": max_new_tokens, "stream": False})
         try:
             out = reply["choices"][0]["message"]["content"] or ""
-            usage = reply.get("usage") or {}
-        except (KeyError, IndexError, TypeError) as e:
-            raise BackendError(f"{self.url} answered in an unexpected shape: {str(reply)[:200]}") from e
+            usage = reply.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
+            if not isinstance(out, str):
+                raise TypeError("content is not a string")
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise BackendError(
+                f"{self.url} answered in an unexpected shape: {terminal_safe(str(reply)[:200])}") from e
+        out = terminal_safe(out)  # a reply is printed to terminals and shown in the UI: no escape sequences
         silent = protocol.is_silence(out) or not out.strip()
         self.messages.append(user)
         self.messages.append({"role": "assistant",
                               "content": (protocol.MUST_REPLY_PREFIX if must_reply else "") + out})
         total = (time.perf_counter() - t0) * 1e3
         return BackendStep(text=protocol.NO_REPLY if silent and not out.strip() else out, silent=silent,
-                           timings=StepTimings(total_ms=total), n_tokens=int(usage.get("prompt_tokens", 0)))
+                           timings=StepTimings(total_ms=total), n_tokens=_int(usage.get("prompt_tokens", 0)))
 
     def close(self) -> None:
         pass

@@ -1,18 +1,83 @@
-"""Serving MMDuet2 to other machines with llama-cpp-python's OpenAI-compatible server.
+"""Serving MMDuet2 to other machines with llama-cpp-python's OpenAI-compatible server, safely.
 
 llama-cpp-python's stock ``Qwen25VLChatHandler`` renders ``<|im_start|>assistant`` without the
 newline the model was trained to see (Jinja trims a template's trailing newline), which measurably
 changes its answers. :class:`MMDuet2ChatHandler` is that handler with the template fixed; ``duet
 serve`` installs it into the stock server, so a remote Duet talks to exactly the trained prompt.
+
+The stock server is built for a trusted desk, not a network: no key, CORS open to every origin with
+credentials, and an ``image_url`` is fetched with ``urllib.urlopen`` — ``file:///`` reads any local
+file, ``http://`` makes the server fetch any URL, a FIFO or a silent URL blocks it. :class:`ServeGuard`
+is a plain ASGI layer in front of it that makes the defaults safe:
+
+* every request needs the API key (``Authorization: Bearer …``); only the two routes Duet uses
+  (``/v1/chat/completions``, ``/v1/models``) exist; no CORS unless origins are named;
+* a request body is read with a size cap and a deadline (a client trickling bytes is cut off);
+* images must be inline ``data:`` URLs, unless the user allowed a folder (files inside it, regular
+  files only) or remote URLs; allowed ones are fetched *here*, with size and time limits, and passed
+  on as data URLs, so the chat handler itself never opens a path or a URL (it refuses to);
+* every image is checked for its pixel count before the model sees it (decompression bombs);
+* ``/v1/models`` is answered by the guard itself, so it answers while a chat is running; chats are
+  queued one at a time and a queued one gives up with HTTP 503 after ``queue_timeout`` seconds;
+* replies are capped in tokens, and generation stops at ``generation_timeout`` seconds (a logits
+  processor forces the end-of-text token), so no request holds the model indefinitely.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import os
+import secrets
+import stat
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from llama_cpp.llama_chat_format import Qwen25VLChatHandler
 
 from app.core import protocol
+from app.core.errors import InputError
+
+log = logging.getLogger("duet.serve")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class ImageRefused(InputError):
+    """An image reference the server's policy does not allow, or an image too large to accept."""
+
+
+@dataclass(frozen=True)
+class ServePolicy:
+    """What ``duet serve`` accepts. The defaults are the safe ones (see the module docstring)."""
+
+    api_key: str
+    alias: str = "mmduet2"
+    allow_files: Path | None = None  # a folder whose regular files may be named by path / file:// URL
+    allow_urls: bool = False  # fetch http(s) image URLs
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_image_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_images: int = 64
+    max_tokens: int = 512
+    body_timeout: float = 30.0  # seconds to receive a whole request body
+    fetch_timeout: float = 10.0  # seconds to fetch one allowed URL / read one allowed file
+    queue_timeout: float = 120.0  # seconds a chat may wait for the model before HTTP 503
+    generation_timeout: float = 120.0  # seconds of token generation before the reply is ended
 
 
 class MMDuet2ChatHandler(Qwen25VLChatHandler):
@@ -21,17 +86,343 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
     CHAT_FORMAT = Qwen25VLChatHandler.CHAT_FORMAT.removesuffix("<|im_start|>assistant\n") + (
         "<|im_start|>assistant{{ '\\n' }}")
 
+    generation_timeout: float | None = None
+
+    def load_image(self, image_url: str) -> bytes:
+        """Inline data only: the guard has already turned every allowed file or URL into a data URL."""
+        if not image_url.startswith("data:"):
+            raise ImageRefused("only inline data: image URLs are accepted")
+        return decode_data_url(image_url, 1 << 62)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if self.generation_timeout:
+            deadline = time.monotonic() + self.generation_timeout
+            eos = kwargs["llama"].token_eos()
+            from llama_cpp import LogitsProcessorList
+
+            def stop_at_deadline(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+                if time.monotonic() > deadline:
+                    log.warning("generation passed %.0f s; ending the reply", self.generation_timeout)
+                    scores = np.full_like(scores, -np.inf)
+                    scores[eos] = 0.0
+                return scores
+
+            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []),
+                                                              stop_at_deadline])
+        return super().__call__(**kwargs)
+
+
+# ---- API key -------------------------------------------------------------------------------------
+def default_key_file() -> Path:
+    env = os.environ.get("DUET_DATA_DIR")
+    if env:
+        return Path(env) / "serve-api-key"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("duet")) / "serve-api-key"
+
+
+def load_or_create_api_key(path: Path | None = None) -> tuple[str, bool]:
+    """The stored key, or a new random one written 0600 (returns the key and whether it is new)."""
+    path = path or default_key_file()
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) < 16:
+            raise ValueError(f"{path}: the API key must be at least 16 characters; delete the file to get a new one")
+        return key, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return key, True
+
+
+# ---- images --------------------------------------------------------------------------------------
+def decode_data_url(url: str, max_bytes: int) -> bytes:
+    head, sep, payload = url.partition(",")
+    if not sep or not head.startswith("data:") or ";base64" not in head:
+        raise ImageRefused("a data: image URL must be base64 (data:image/png;base64,…)")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise ImageRefused(f"an image is larger than the server's limit of {max_bytes // 1024 // 1024} MB")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageRefused(f"a data: image URL is not valid base64 ({e})") from None
+
+
+def check_image(data: bytes, policy: ServePolicy) -> None:
+    """Refuse what is not an image, or one with more pixels than allowed (read from its header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageRefused(f"an image could not be read ({type(e).__name__})") from None
+    if w * h > policy.max_image_pixels:
+        raise ImageRefused(f"an image is {w}×{h} pixels; the server accepts at most {policy.max_image_pixels} pixels")
+
+
+def _read_allowed_file(ref: str, policy: ServePolicy) -> bytes:
+    if policy.allow_files is None:
+        raise ImageRefused("local image paths are not allowed on this server (start it with --allow-files DIR); "
+                           "send images inline as data: URLs")
+    raw = urllib.parse.unquote(urllib.parse.urlparse(ref).path) if ref.startswith("file:") else ref
+    root = policy.allow_files.resolve()
+    try:
+        path = (root / raw).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ImageRefused(f"{raw}: no such image file under the allowed folder") from None
+    if not path.is_relative_to(root):
+        raise ImageRefused(f"{raw}: outside the allowed folder {root}")
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO, a device or a socket would block or never end
+        raise ImageRefused(f"{raw}: not a regular file")
+    if st.st_size > policy.max_image_bytes:
+        raise ImageRefused(f"{raw}: {st.st_size} bytes; the server accepts at most {policy.max_image_bytes}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(policy.max_image_bytes + 1)[: policy.max_image_bytes]
+
+
+def _fetch_allowed_url(url: str, policy: ServePolicy) -> bytes:
+    if not policy.allow_urls:
+        raise ImageRefused("remote image URLs are not allowed on this server (start it with --allow-urls); "
+                           "send images inline as data: URLs")
+    deadline = time.monotonic() + policy.fetch_timeout
+    try:
+        with urllib.request.urlopen(url, timeout=policy.fetch_timeout) as resp:  # noqa: S310 - http(s) only, checked
+            chunks, size = [], 0
+            while chunk := resp.read(65536):
+                size += len(chunk)
+                if size > policy.max_image_bytes:
+                    raise ImageRefused(f"{url}: larger than the server's limit of {policy.max_image_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise ImageRefused(f"{url}: not fetched within {policy.fetch_timeout:g} s")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ImageRefused(f"{url}: could not be fetched ({e})") from None
+
+
+def resolve_image(ref: str, policy: ServePolicy) -> str:
+    """An image reference → a checked inline data URL, or :class:`ImageRefused`."""
+    scheme = urllib.parse.urlparse(ref).scheme.lower()
+    if ref.startswith("data:"):
+        data = decode_data_url(ref, policy.max_image_bytes)
+    elif scheme in ("http", "https"):
+        data = _fetch_allowed_url(ref, policy)
+    elif scheme in ("file", ""):
+        data = _read_allowed_file(ref, policy)
+    else:
+        raise ImageRefused(f"image URL scheme {scheme!r} is not accepted; send images inline as data: URLs")
+    check_image(data, policy)
+    return ref if ref.startswith("data:") else "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _image_slots(body: dict) -> list[tuple[dict, str]]:
+    """Every (holder, key) where an image reference sits in an OpenAI chat request."""
+    slots = []
+    for m in body.get("messages") or []:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                iu = part.get("image_url")
+                if isinstance(iu, dict):
+                    slots.append((iu, "url"))
+                else:
+                    slots.append((part, "image_url"))
+    return slots
+
+
+def sanitize_chat(body: Any, policy: ServePolicy) -> dict:
+    """Check and rewrite a chat request in place (images inline and checked, max_tokens capped)."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise ImageRefused("expected a JSON object with a 'messages' list")
+    slots = _image_slots(body)
+    if len(slots) > policy.max_images:
+        raise ImageRefused(f"{len(slots)} images in one request; the server accepts at most {policy.max_images}")
+    for holder, key in slots:
+        ref = holder.get(key)
+        if not isinstance(ref, str):
+            raise ImageRefused("an image_url must be a string or {'url': string}")
+        holder[key] = resolve_image(ref, policy)
+    mt = body.get("max_tokens")
+    if mt is None or not isinstance(mt, int) or isinstance(mt, bool) or mt > policy.max_tokens:
+        body["max_tokens"] = policy.max_tokens
+    if body.get("stream"):
+        raise ImageRefused("streaming is not supported by duet serve; send stream: false")
+    return body
+
+
+# ---- the ASGI guard ------------------------------------------------------------------------------
+async def _respond(send: Send, status: int, payload: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(message: str, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind}}
+
+
+class ServeGuard:
+    """ASGI middleware enforcing a :class:`ServePolicy` in front of llama-cpp-python's app."""
+
+    ROUTES = {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
+
+    def __init__(self, app: Callable[..., Awaitable[None]], policy: ServePolicy) -> None:
+        self.app = app
+        self.policy = policy
+        self._model = asyncio.Semaphore(1)  # one chat on the model at a time; the rest wait, bounded
+        self.served = 0
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                return scheme.lower() == "bearer" and secrets.compare_digest(token.strip(), self.policy.api_key)
+        return False
+
+    async def _read_body(self, receive: Receive, scope: Scope) -> bytes:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.policy.max_body_bytes:
+                raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + self.policy.body_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            msg = await asyncio.wait_for(receive(), remaining)
+            if msg["type"] == "http.disconnect":
+                raise ConnectionError
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.policy.max_body_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"].rstrip("/")
+        if not self._authorized(scope):
+            await _respond(send, 401, _error("missing or wrong API key (send 'Authorization: Bearer KEY')",
+                                             "authentication_error"), [(b"www-authenticate", b"Bearer")])
+            return
+        if (method, path) not in self.ROUTES:
+            await _respond(send, 404, _error(f"{method} {path}: not served here (only /v1/chat/completions "
+                                             "and /v1/models)"))
+            return
+        if path == "/v1/models":
+            await _respond(send, 200, {"object": "list", "data": [
+                {"id": self.policy.alias, "object": "model", "owned_by": "duet", "permissions": []}]})
+            return
+        try:
+            raw = await self._read_body(receive, scope)
+        except _TooLarge:
+            await _respond(send, 413, _error(f"request body over the server's limit of "
+                                             f"{self.policy.max_body_bytes // 1024 // 1024} MB"))
+            return
+        except (TimeoutError, asyncio.TimeoutError):
+            await _respond(send, 408, _error(f"request body not received within {self.policy.body_timeout:g} s"))
+            return
+        except ConnectionError:
+            return
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            await _respond(send, 400, _error(f"request body is not JSON ({e})"))
+            return
+        try:
+            body = await asyncio.wait_for(asyncio.to_thread(sanitize_chat, body, self.policy),
+                                          self.policy.fetch_timeout * max(1, len(_image_slots(body) or [0])) + 5)
+        except ImageRefused as e:
+            await _respond(send, 400, _error(str(e)))
+            return
+        except (TimeoutError, asyncio.TimeoutError):
+            await _respond(send, 408, _error("the request's images could not be read in time"))
+            return
+        try:
+            await asyncio.wait_for(self._model.acquire(), self.policy.queue_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            await _respond(send, 503, _error(f"the model is busy; no turn within {self.policy.queue_timeout:g} s",
+                                             "server_busy"), [(b"retry-after", b"5")])
+            return
+        new = json.dumps(body).encode()
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+            (b"content-length", str(len(new)).encode())]
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": new, "more_body": False}
+            return await receive()
+
+        try:
+            await self.app(scope, replay, send)
+            self.served += 1
+        finally:
+            self._model.release()
+
+
+class _TooLarge(Exception):
+    pass
+
 
 def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, n_gpu_layers: int = -1,
-                      n_threads: int | None = None, alias: str = "mmduet2"):
-    """The stock llama-cpp-python FastAPI app, with the MMDuet2 chat handler installed."""
+                      n_threads: int | None = None, alias: str = "mmduet2", policy: ServePolicy | None = None):
+    """The stock llama-cpp-python FastAPI app with the MMDuet2 chat handler, behind a :class:`ServeGuard`.
+
+    The pair is validated before llama.cpp loads it (a mismatched pair would otherwise "serve" and
+    fail every request with HTTP 500). Without ``policy`` the app is returned unguarded: only for
+    in-process tests that talk to llama-cpp-python directly.
+    """
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    from app.modelhub.validate import check_pair
+
+    check_pair(model, mmproj)
     settings = ModelSettings(model=str(model), clip_model_path=str(mmproj), chat_format="qwen2.5-vl",
                              n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, model_alias=alias, verbose=False,
                              **({"n_threads": n_threads} if n_threads else {}))
-    app = server_app.create_app(server_settings=ServerSettings(), model_settings=[settings])
+    app = server_app.create_app(server_settings=ServerSettings(api_key=policy.api_key if policy else None),
+                                model_settings=[settings])
     llama = server_app._llama_proxy(alias)  # the stock proxy has no hook for a custom handler
-    llama.chat_handler = MMDuet2ChatHandler(clip_model_path=str(mmproj), verbose=False)
-    return app
+    handler = MMDuet2ChatHandler(clip_model_path=str(mmproj), verbose=False)
+    llama.chat_handler = handler
+    if policy is None:
+        return app
+    handler.generation_timeout = policy.generation_timeout
+    return secure(app, policy)
+
+
+def secure(app: Any, policy: ServePolicy) -> Any:
+    """``app`` (the stock server) behind a :class:`ServeGuard`, with CORS only for the named origins.
+
+    The stock app allows every origin with credentials; that middleware is removed. Allowed origins
+    get CORS outside the guard, so its own answers (401, /v1/models) carry the headers too.
+    """
+    from starlette.middleware.cors import CORSMiddleware
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
+    app.middleware_stack = None  # rebuilt from user_middleware on the next request
+    guarded = ServeGuard(app, policy)
+    if policy.cors_origins:
+        return CORSMiddleware(guarded, allow_origins=list(policy.cors_origins), allow_credentials=False,
+                              allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    return guarded

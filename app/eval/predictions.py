@@ -66,7 +66,18 @@ def append_prediction(path: str | os.PathLike[str], pred: Prediction) -> None:
     """Append one line and fsync, so a crash right after cannot lose a finished example."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(pred.to_json(), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    data = (json.dumps(pred.to_json(), ensure_ascii=False) + "\n").encode()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # a full disk: no half line that would swallow the next record
+            raise
+    finally:
+        os.close(fd)
+

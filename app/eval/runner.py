@@ -87,7 +87,23 @@ def predict_example(ex: Example, backend: Backend, settings: RunSettings,
             "wall_s": round(time.perf_counter() - t0, 3)}
     if n_turns == 0 and error is None:
         error = "the video yielded no complete turn (shorter than frames_per_turn × interval?)"
+    if n_turns:
+        beyond = beyond_end_warning(ex, session.video_time, settings.interval)
+        if beyond:
+            log.warning("%s", beyond)
+            meta["warnings"] = [beyond]
     return Prediction(ex.id, replies, n_turns, error, meta)
+
+
+def beyond_end_warning(ex: Example, end: float, interval: float) -> str | None:
+    """Gold spans or questions after the last frame watched cannot be met: most likely a wrong
+    ``duration``/timestamps or the wrong video, so say so rather than score them silently."""
+    late_a = [a for a in ex.answers if a.reply_span[0] > end + interval]
+    late_q = [q for q in ex.questions if q.time > end + interval]
+    if not late_a and not late_q:
+        return None
+    return (f"example {ex.id}: {len(late_a)} gold answer span(s) and {len(late_q)} question(s) start after the "
+            f"video ends ({end:.1f} s watched); they cannot be met — wrong timestamps or the wrong video?")
 
 
 def predict_dataset(
@@ -116,6 +132,8 @@ def predict_dataset(
             if progress:
                 status = f"error: {pred.error}" if pred.error else f"{len(pred.replies)} replies"
                 progress(f"[{i}/{len(todo)}] {ex.id}: {pred.n_turns} turns, {status}")
+                for w in pred.meta.get("warnings", []):
+                    progress(f"warning: {w}")
     finally:
         backend.close()
     return done

@@ -11,8 +11,10 @@ Outputs are written under a temporary name and renamed, so an interrupted run le
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.core.atomic import install_pair
 from app.core.errors import InputError
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 
@@ -309,8 +312,8 @@ def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 
 
 def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
-           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> None:
-    """Write one GGUF atomically: a temporary sibling, fsync, rename."""
+           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> Path:
+    """Write one GGUF to a temporary sibling of ``path`` and fsync it; the caller renames it into place."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         w = gguf.GGUFWriter(str(tmp), arch)
@@ -324,7 +327,15 @@ def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
         w.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        return tmp
+    except OSError as e:
+        # numpy's tofile reports a short write as "N requested and M written", without an errno:
+        # on a filesystem with no room left that is the full disk, and the user should read so.
+        full = e.errno is None and "requested and" in str(e) and shutil.disk_usage(tmp.parent).free < (1 << 20)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -421,12 +432,15 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
         w.add_vision_attention_layernorm_eps(1e-6)
         w.add_vision_spatial_merge_size(cfg.v_merge)
 
-    try:
-        _write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False))
-        _write(mmproj_path, "clip", vision_kv, tensors(True))
+    staged: list[tuple[Path, Path]] = []
+    try:  # both files are written in full before either replaces anything: a pair or nothing
+        staged.append((_write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False)),
+                       model_path))
+        staged.append((_write(mmproj_path, "clip", vision_kv, tensors(True)), mmproj_path))
+        install_pair(staged)
     except BaseException:
-        if not overwrite:
-            model_path.unlink(missing_ok=True)  # a pair or nothing
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
     finally:
         ckpt.close()

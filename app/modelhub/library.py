@@ -13,14 +13,30 @@ never written into ``library.json`` and cannot be removed; a user ``demo`` simpl
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.atomic import write_json_atomic
+from app.core.atomic import install_pair, write_json_atomic
 from app.modelhub.validate import ModelFileError, check_pair, find_mmproj
+
+log = logging.getLogger("duet.library")
+_REPORTED: set[tuple[str, int]] = set()
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+def check_name(name: object, *, builtin_ok: bool = False) -> str:
+    """A library name is also a folder name under the library: no ``.``/``..``, slashes or odd characters."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith("."):
+        raise ModelFileError(f"{name!r}: not a usable model name; use 1–64 letters, digits, '.', '_', '+' or '-', "
+                             "starting with a letter or digit")
+    if name in ("tiny", "demo") and not builtin_ok:
+        raise ModelFileError(f"{name!r} is reserved for the built-in model; choose another name")
+    return name
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class ModelLibrary:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else default_root()
         self.index = self.root / "library.json"
+        self.recovered_from: Path | None = None  # where a damaged library.json was moved, for the UI
 
     def entries(self) -> list[ModelEntry]:
         """The user's entries, then the bundled demo model when the user has no ``demo`` of their own."""
@@ -64,19 +81,45 @@ class ModelLibrary:
         return user
 
     def user_entries(self) -> list[ModelEntry]:
-        """Only what ``library.json`` lists (what :meth:`add` and :meth:`remove` manage)."""
+        """Only what ``library.json`` lists (what :meth:`add` and :meth:`remove` manage). A damaged
+        ``library.json`` is set aside (``recovered_from``) and the user told; an entry of the wrong shape
+        is skipped with a warning. Neither stops the app."""
         if not self.index.exists():
             return []
         try:
             raw = json.loads(self.index.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            corrupt = self.index.with_suffix(f".corrupt-{int(time.time())}")
-            os.replace(self.index, corrupt)
+            if not isinstance(raw, dict) or not isinstance(raw.get("models", []), list):
+                raise ValueError("expected {\"models\": [...]}")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            corrupt = self.index.with_name(f"library.corrupt-{int(time.time())}.json")
+            try:
+                os.replace(self.index, corrupt)
+            except OSError:
+                corrupt = self.index
+            self.recovered_from = corrupt
+            log.warning("the model library index %s is damaged (%s); set aside as %s. Re-import your models "
+                        "with `duet models import` (their files are untouched)", self.index, e, corrupt.name)
             return []
         out = []
-        for r in raw.get("models", []):
-            out.append(ModelEntry(r["name"], Path(r["model"]), Path(r["mmproj"]), r.get("source", "imported"),
-                                  r.get("added", 0.0), r.get("notes", "")))
+        for i, r in enumerate(raw.get("models", [])):
+            try:
+                if not isinstance(r, dict):
+                    raise ValueError("not an object")
+                name, model, mmproj = r["name"], r["model"], r["mmproj"]
+                if not all(isinstance(v, str) for v in (name, model, mmproj)):
+                    raise ValueError("name, model and mmproj must be strings")
+                check_name(name, builtin_ok=True)
+                source = r.get("source", "imported")
+                added = r.get("added", 0.0)
+                notes = r.get("notes", "")
+                out.append(ModelEntry(name, Path(model), Path(mmproj), source if isinstance(source, str) else "imported",
+                                      float(added) if isinstance(added, (int, float)) else 0.0,
+                                      notes if isinstance(notes, str) else ""))
+            except (KeyError, ValueError) as e:
+                key = (str(self.index), i)
+                if key not in _REPORTED:
+                    _REPORTED.add(key)
+                    log.warning("%s: entry %d skipped (%s)", self.index, i + 1, e)
         return out
 
     def get(self, name: str) -> ModelEntry | None:
@@ -88,20 +131,29 @@ class ModelLibrary:
     def add(self, name: str, model: Path | str, mmproj: Path | str, *, source: str = "imported",
             copy: bool = True, notes: str = "", replace: bool = False) -> ModelEntry:
         """Validate the pair, optionally copy it into the library, and record it under ``name``."""
+        check_name(name, builtin_ok=source in ("tiny", "demo"))
         check_pair(model, mmproj)
-        if not name or "/" in name or name in ("tiny", "demo") and source not in ("tiny", "demo"):
-            raise ModelFileError(f"{name!r}: not a usable model name")
         existing = self.user_entries()
         if any(e.name == name for e in existing) and not replace:
             raise ModelFileError(f"a model named {name!r} is already in the library")
         model, mmproj = Path(model), Path(mmproj)
         if copy:
             dest = self.root / name
+            created = not dest.exists()
             dest.mkdir(parents=True, exist_ok=True)
-            for src in (model, mmproj):
-                tmp = dest / f".{src.name}.partial"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest / src.name)
+            staged = []
+            try:  # both copies complete before either is put in place: a pair or nothing
+                for src in (model, mmproj):
+                    tmp = dest / f".{src.name}.partial"
+                    staged.append((tmp, dest / src.name))
+                    shutil.copyfile(src, tmp)
+                install_pair(staged)
+            except BaseException:
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
+                if created:
+                    shutil.rmtree(dest, ignore_errors=True)
+                raise
             model, mmproj = dest / model.name, dest / mmproj.name
         entry = ModelEntry(name, model.resolve(), mmproj.resolve(), source, time.time(), notes)
         self._save([e for e in existing if e.name != name] + [entry])
@@ -115,7 +167,8 @@ class ModelLibrary:
         if entry is None:
             raise ModelFileError(f"no model named {name!r} in the library")
         self._save([e for e in entries if e.name != name])
-        if delete_files and entry.model.parent == self.root / name:
+        if delete_files and entry.model.parent == self.root / name and (self.root / name).resolve().parent == \
+                self.root.resolve():
             shutil.rmtree(self.root / name, ignore_errors=True)
 
 

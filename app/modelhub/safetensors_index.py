@@ -47,10 +47,12 @@ class SafetensorsCheckpoint:
         index = self.directory / "model.safetensors.index.json"
         if index.exists():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
-            files = sorted({self.directory / f for f in weight_map.values()})
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                if not isinstance(weight_map, dict):
+                    raise TypeError("weight_map is not an object")
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index}: not a valid safetensors index ({type(e).__name__}: {e})") from e
+            files = sorted({self._shard(index, f) for f in weight_map.values()})
         else:
             files = sorted(self.directory.glob("*.safetensors"))
         if not files:
@@ -60,6 +62,13 @@ class SafetensorsCheckpoint:
         for f in files:
             for info in self._read_header(f):
                 self.tensors[info.name] = info
+
+    def _shard(self, index: Path, name: object) -> Path:
+        """A shard named by the index: a plain file name inside the checkpoint folder, nothing else."""
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise CheckpointError(f"{index}: shard name {name!r} is not a file inside {self.directory}; "
+                                  "the index is damaged or hostile")
+        return self.directory / name
 
     @staticmethod
     def _read_header(path: Path) -> list[TensorInfo]:
@@ -79,12 +88,26 @@ class SafetensorsCheckpoint:
                 raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from e
         base = 8 + n
         out = []
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
+            if not isinstance(meta, dict) or "dtype" not in meta:
+                raise CheckpointError(f"{path}: tensor {name} has no dtype in the header; the file is damaged")
             if meta["dtype"] not in _DTYPES:
-                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
-            s, e = meta["data_offsets"]
+                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']!r}")
+            offsets, shape = meta.get("data_offsets"), meta.get("shape")
+            if (not isinstance(offsets, list) or len(offsets) != 2
+                    or not all(isinstance(v, int) and v >= 0 for v in offsets) or offsets[0] > offsets[1]):
+                raise CheckpointError(f"{path}: tensor {name} has invalid data_offsets {offsets!r}")
+            if not isinstance(shape, list) or not all(isinstance(v, int) and v >= 0 for v in shape):
+                raise CheckpointError(f"{path}: tensor {name} has invalid shape {shape!r}")
+            s, e = offsets
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(_DTYPES[meta["dtype"]]).itemsize
+            if e - s != nbytes:
+                raise CheckpointError(f"{path}: tensor {name} spans {e - s} bytes but shape {shape} "
+                                      f"{meta['dtype']} needs {nbytes}")
             if base + e > size:
                 raise CheckpointError(
                     f"{path}: truncated: tensor {name} ends at byte {base + e} but the file has {size} bytes")

@@ -36,9 +36,15 @@ def _read_meta(path: Path, role: str) -> dict:
         raise ModelFileError(f"{path}: {role} file not found")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; expected a .gguf {role} file")
-    with open(path, "rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise ModelFileError(f"{path}: not a GGUF file (bad magic); re-download or re-convert the {role}")
+    if not path.is_file():  # a FIFO or a device would block the open or never end
+        raise ModelFileError(f"{path}: not a regular file; expected a .gguf {role} file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read the {role} ({e.strerror})") from None
+    if magic != GGUF_MAGIC:
+        raise ModelFileError(f"{path}: not a GGUF file (bad magic); re-download or re-convert the {role}")
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as e:  # the reader raises ValueError/IndexError/struct.error on truncation

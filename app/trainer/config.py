@@ -235,3 +235,38 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"{cfg.path}: device must be auto, cpu or cuda")
     if cfg.grpo.judge not in ("exact", "overlap", "llm"):
         raise ConfigError(f"{cfg.path}: grpo.judge must be exact, overlap or llm")
+    for key, value, lo, hi in _RANGES(cfg):
+        if value != value or not lo <= value <= hi:  # value != value: NaN
+            span = f"≥ {_num(lo)}" if hi == float("inf") else f"within {_num(lo)}–{_num(hi)}"
+            raise ConfigError(f"{cfg.path}: {key} = {value!r} is out of range; it must be {span}")
+
+
+def _RANGES(cfg: TrainConfig) -> list[tuple[str, float, float, float]]:  # noqa: N802 - a table, read as one
+    """(key, value, lowest, highest) for every number a run divides by, loops over or steps with."""
+    inf = float("inf")
+    s, g, d = cfg.sft, cfg.grpo, cfg.data
+    rows = [("seed", cfg.seed, 0, 2**32 - 1), ("threads", cfg.threads, 0, 4096),
+            ("data.variants", d.variants, 1, 1000)]
+    for src_key in ("train_synthetic", "heldout_synthetic"):
+        src = getattr(d, src_key)
+        if src is not None:
+            rows += [(f"data.{src_key}.per_family", src.per_family, 1, 100_000),
+                     (f"data.{src_key}.size", src.size, 28, 4096)]
+    for stage, c in (("sft", s), ("grpo", g)):
+        rows += [(f"{stage}.steps", c.steps, 1, 10_000_000), (f"{stage}.lr", c.lr, 1e-12, 10.0),
+                 (f"{stage}.ckpt_every", c.ckpt_every, 1, inf), (f"{stage}.eval_every", c.eval_every, 0, inf),
+                 (f"{stage}.eval_limit", c.eval_limit, 0, inf), (f"{stage}.grad_clip", c.grad_clip, 0.0, inf),
+                 (f"{stage}.weight_decay", c.weight_decay, 0.0, 1.0), (f"{stage}.lora_r", c.lora_r, 1, 4096),
+                 (f"{stage}.lora_alpha", c.lora_alpha, 1, 65536)]
+    rows += [("sft.batch", s.batch, 1, 4096), ("sft.warmup", s.warmup, 0, inf),
+             ("sft.min_lr_ratio", s.min_lr_ratio, 0.0, 1.0), ("grpo.clips_per_step", g.clips_per_step, 1, 4096),
+             ("grpo.group", g.group, 2, 256), ("grpo.temperature", g.temperature, 1e-3, 100.0),
+             ("grpo.top_k", g.top_k, 0, 1_000_000), ("grpo.max_new_tokens", g.max_new_tokens, 1, 8192),
+             ("grpo.clip", g.clip, 1e-6, 10.0), ("grpo.ppo_epochs", g.ppo_epochs, 1, 100),
+             ("grpo.prefix_chars", g.prefix_chars, 0, 100_000)]
+    rows += [(f"grpo.{w}", getattr(g, w), 0.0, 1000.0) for w in ("w_pauc", "w_rep", "w_in_span", "w_pfx")]
+    return rows
+
+
+def _num(v: float) -> str:
+    return f"{int(v):,}".replace(",", "_") if float(v).is_integer() else f"{v:g}"

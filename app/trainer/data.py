@@ -21,6 +21,7 @@ earlier answers said (we have no LLM to summarise, so the summary is the earlier
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,8 @@ import numpy as np
 from app.core import protocol
 from app.core.errors import InputError
 from app.eval.dataset import DatasetError, Example, load_dataset
+
+log = logging.getLogger("duet.trainer.data")
 
 
 class DataError(InputError):
@@ -119,6 +122,9 @@ def question_turn(times: Sequence[float], at: float) -> int | None:
     return next((i for i, t in enumerate(times) if at <= t + 1e-9), None)
 
 
+_WARNED_LATE: set[str] = set()
+
+
 def dialogue_from_example(ex: Example, frames: Sequence[TurnFrames], nqna: bool = False,
                           rng: np.random.Generator | None = None) -> Dialogue:
     """Build the chat for one example; ``nqna`` re-times the questions (see the module docstring)."""
@@ -133,13 +139,21 @@ def dialogue_from_example(ex: Example, frames: Sequence[TurnFrames], nqna: bool 
         if ti is not None:
             user_texts.setdefault(ti, []).append(ex.questions[qi].text)
     answers: dict[int, list[str]] = {}
+    dropped = 0
     for a in ex.answers:
         ti = answer_turn(times, a.reply_span)
         qt = q_turns[a.question] if a.question < len(q_turns) else None
         if ti is None or qt is None:
+            dropped += 1
             continue
         ti = max(ti, qt)  # an answer seen before its question was asked joins the immediate answer
         answers.setdefault(ti, []).append(a.text)
+    late_q = sum(t is None for t in q_turns)
+    if (dropped or late_q) and not nqna and ex.id not in _WARNED_LATE:
+        _WARNED_LATE.add(ex.id)
+        end = times[-1] if times else 0.0
+        log.warning("record %r: %d answer(s) and %d question(s) fall after the video's last turn (%.1f s) and are "
+                    "left out of training; check their timestamps and the video", ex.id, dropped, late_q, end)
     turns = [
         DialogueTurn(f.time, list(f.images), " ".join(user_texts.get(i, [])),
                      " ".join(answers[i]) if i in answers else protocol.NO_REPLY)

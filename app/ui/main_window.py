@@ -109,6 +109,11 @@ class MainWindow(QMainWindow):
         if settings_store.recovered_from is not None:
             self.show_problem(f"The settings file was damaged; it was set aside as "
                               f"{settings_store.recovered_from.name} and defaults were restored.")
+        self.library.entries()  # reading it sets a damaged index aside, so it is reported here, once
+        if self.library.recovered_from is not None:
+            self.show_problem(f"The model library index was damaged; it was set aside as "
+                              f"{self.library.recovered_from.name}. The model files are untouched: "
+                              "import them again from the Models page.")
         self._show_state(State.IDLE)
         self.speech.check_output()  # a missing player or sound device is said now, not discovered later
         self._label_mute(self.settings.speech.muted)

@@ -85,7 +85,7 @@ class SessionsPage(QWidget):
         row = -1
         for path in self.store.list():
             s = load_session(path)
-            item = QListWidgetItem(f"{s.title}\n{self.status_line(s)}")
+            item = QListWidgetItem(f"{s.title}\n{self.status_line(s)}" + (f"  · {s.problem}" if s.problem else ""))
             item.setData(Qt.ItemDataRole.UserRole, str(path))
             self.list.addItem(item)
             if keep is not None and path == keep:

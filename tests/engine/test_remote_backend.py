@@ -139,3 +139,99 @@ def test_remote_transcript_equals_in_process(demo_model, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# ---- hardening: redirects, deadline, terminal safety, errors that name the server ---------------------
+from tests.engine.loopback import chat_reply, send_json, serve_http  # noqa: E402
+
+
+def test_a_redirect_to_another_origin_is_refused_and_the_key_goes_nowhere(monkeypatch):
+    monkeypatch.setenv("DUET_API_KEY", "secret-key-123456")
+    with serve_http(lambda h, rec: send_json(h, 200, chat_reply("hello"))) as (other, other_rec), \
+            serve_http(lambda h, rec: send_json(h, 307, {}, {"Location": f"{other}/v1/chat/completions"})) as (
+                first, first_rec):
+        b = RemoteBackend(f"{first}/v1", timeout=5, retries=0)
+        with pytest.raises(BackendError) as e:
+            b.step(frames(0), "hi")
+    assert str(e.value).startswith(f"{first}/v1/chat/completions redirected to another server ({other}); refused")
+    assert first_rec.requests[0][2]["authorization"] == "Bearer secret-key-123456"
+    assert other_rec.requests == []  # neither the key nor the frames reached the other origin
+
+
+def test_a_same_origin_307_is_followed_with_the_key(monkeypatch):
+    monkeypatch.setenv("DUET_API_KEY", "secret-key-123456")
+
+    def handle(h, rec):
+        if h.path.startswith("/old"):
+            send_json(h, 307, {}, {"Location": "/new/chat/completions"})
+        else:
+            send_json(h, 200, chat_reply("moved"))
+
+    with serve_http(handle) as (base, rec):
+        out = RemoteBackend(f"{base}/old", timeout=5, retries=0).step(frames(0), "hi")
+    assert out.text == "moved"
+    assert [(m, p, h.get("authorization")) for m, p, h in rec.requests] == [
+        ("POST", "/old/chat/completions", "Bearer secret-key-123456"),
+        ("POST", "/new/chat/completions", "Bearer secret-key-123456")]
+
+
+def test_a_server_trickling_a_byte_a_second_is_given_up_at_the_deadline():
+    stop = threading.Event()
+
+    def trickle(h, rec):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", "1000000")
+        h.end_headers()
+        while not stop.is_set():
+            try:
+                h.wfile.write(b" ")
+                h.wfile.flush()
+            except OSError:
+                return
+            stop.wait(0.5)
+
+    with serve_http(trickle) as (base, _):
+        b = RemoteBackend(f"{base}/v1", timeout=2, retries=2)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match=r"gave no complete answer within 2 s \(the whole-request deadline\)"):
+            b.step(frames(0), "hi")
+        took = time.monotonic() - t0
+        stop.set()
+    assert took < 10  # not retried, not reset by every byte (a per-read timeout would never fire)
+
+
+def test_a_server_that_accepts_and_never_answers_is_given_up_at_the_deadline():
+    with serve_http(lambda h, rec: time.sleep(8)) as (base, _):
+        with pytest.raises(BackendError, match="within 1 s"):
+            RemoteBackend(f"{base}/v1", timeout=1, retries=0).step(frames(0), "hi")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"\xff\xfe\x00garbage", "answered with something that is not JSON"),
+    (b"<html>proxy login</html>", "answered with something that is not JSON ('<html>proxy login</html>')"),
+    (b'{"choices": [{"message": {"content": ["list"]}}]}', "answered in an unexpected shape"),
+    (b'{"choices": []}', "answered in an unexpected shape"),
+    (b"[1, 2]", "answered in an unexpected shape"),
+])
+def test_garbage_answers_name_the_server(body, message):
+    with serve_http(lambda h, rec: send_json(h, 200, body)) as (base, _):
+        with pytest.raises(BackendError) as e:
+            RemoteBackend(f"{base}/v1", timeout=5, retries=0).step(frames(0), "hi")
+    assert str(e.value).startswith(f"{base}/v1/chat/completions ")
+    assert message in str(e.value)
+
+
+def test_escape_sequences_in_replies_never_reach_the_terminal():
+    evil = "Look\x1b[2J\x1b]0;pwned\x07 at\x1b]52;c;ZXZpbA==\x1b\\ this\x9b31m\r\x08 now\x00"
+    with serve_http(lambda h, rec: send_json(h, 200, {**chat_reply(evil), "usage": "nonsense"})) as (base, _):
+        out = RemoteBackend(f"{base}/v1", timeout=5, retries=0).step(frames(0), "hi")
+    assert out.text == "Look at this now"
+    assert out.n_tokens == 0
+
+
+def test_a_refusal_names_the_server_and_strips_escapes():
+    with serve_http(lambda h, rec: send_json(h, 401, b"\x1b[31mno key\x1b[0m")) as (base, _):
+        with pytest.raises(BackendError) as e:
+            RemoteBackend(f"{base}/v1", timeout=5, retries=0).step(frames(0), "hi")
+    assert str(e.value) == f"{base}/v1/chat/completions refused the request (HTTP 401): no key"

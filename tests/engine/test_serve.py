@@ -1,0 +1,286 @@
+"""``duet serve``'s guard against a real llama-cpp-python server with the tiny model, on loopback."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.engine.serve import ServePolicy, create_server_app, load_or_create_api_key, secure
+from tests.engine.loopback import serve_asgi, serve_http
+
+KEY = "k" * 32
+
+
+def png_url(w: int = 64, h: int = 48, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def chat(url: str, max_tokens: int = 4) -> dict:
+    return {"model": "mmduet2", "temperature": 0.0, "max_tokens": max_tokens, "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                     {"type": "text", "text": "What is happening?"}]}]}
+
+
+def call(base: str, method: str, path: str, body: object = None, key: str | None = KEY,
+         headers: dict | None = None, timeout: float = 60) -> tuple[int, dict, dict]:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    hdrs = dict(headers or {})
+    if key is not None:
+        hdrs["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    if data is not None:
+        hdrs["Content-Type"] = "application/json"
+    conn.request(method, path, body=data, headers=hdrs)
+    resp = conn.getresponse()
+    raw = resp.read()
+    conn.close()
+    try:
+        payload = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        payload = {"raw": raw.decode("utf-8", "replace")}
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+
+
+@pytest.fixture(scope="module")
+def stock_app(tiny_model):
+    """llama-cpp-python's app with the MMDuet2 handler, unguarded (each test wraps it in a policy)."""
+    return create_server_app(tiny_model.model, tiny_model.mmproj, n_ctx=2048, n_gpu_layers=0)
+
+
+@pytest.fixture(scope="module")
+def allowed_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("allowed")
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(d / "frame.png")
+    os.mkfifo(d / "pipe.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(stock_app, allowed_dir):
+    policy = ServePolicy(api_key=KEY, allow_files=allowed_dir, max_body_bytes=2 * 1024 * 1024,
+                         max_image_pixels=200 * 200, fetch_timeout=2.0, body_timeout=2.0, max_tokens=8)
+    with serve_asgi(secure(stock_app, policy)) as base:
+        yield base
+
+
+def test_a_chat_with_an_inline_image_is_served(server):
+    status, _, out = call(server, "POST", "/v1/chat/completions", chat(png_url()))
+    assert status == 200, out
+    assert isinstance(out["choices"][0]["message"]["content"], str)
+    assert out["usage"]["completion_tokens"] <= 8  # the server's max_tokens cap
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong" * 8, KEY + "x"])
+def test_every_route_needs_the_key(server, key):
+    for method, path, body in (("GET", "/v1/models", None), ("POST", "/v1/chat/completions", chat(png_url()))):
+        status, headers, out = call(server, method, path, body, key=key)
+        assert status == 401, (path, out)
+        assert headers["www-authenticate"] == "Bearer"
+        assert "API key" in out["error"]["message"]
+
+
+def test_models_lists_the_alias(server):
+    assert call(server, "GET", "/v1/models")[2]["data"][0]["id"] == "mmduet2"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/embeddings", "/docs", "/openapi.json", "/extras/tokenize"])
+def test_routes_duet_does_not_use_do_not_exist(server, path):
+    status, _, out = call(server, "POST" if "v1" in path or "extras" in path else "GET", path, {"prompt": "x"})
+    assert status == 404
+    assert "only /v1/chat/completions and /v1/models" in out["error"]["message"]
+
+
+def test_no_cors_by_default(server):
+    status, headers, _ = call(server, "OPTIONS", "/v1/chat/completions", key=None, headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in headers
+    status, headers, _ = call(server, "GET", "/v1/models", headers={"Origin": "https://evil.example"})
+    assert status == 200 and "access-control-allow-origin" not in headers
+
+
+def test_cors_only_for_named_origins(stock_app):
+    policy = ServePolicy(api_key=KEY, cors_origins=("https://ok.example",))
+    with serve_asgi(secure(stock_app, policy)) as base:
+        _, headers, _ = call(base, "GET", "/v1/models", headers={"Origin": "https://ok.example"})
+        assert headers["access-control-allow-origin"] == "https://ok.example"
+        assert "access-control-allow-credentials" not in headers
+        _, headers, _ = call(base, "GET", "/v1/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in headers
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("file:///etc/passwd", "outside the allowed folder"),
+    ("/etc/hostname", "outside the allowed folder"),
+    ("../../../../etc/passwd", "outside the allowed folder"),
+    ("ftp://127.0.0.1/x.png", "scheme 'ftp' is not accepted"),
+    ("http://127.0.0.1:9/x.png", "remote image URLs are not allowed"),
+    ("data:image/png,rawbytes", "must be base64"),
+    ("data:image/png;base64,@@@@", "not valid base64"),
+    ("data:image/png;base64," + base64.b64encode(b"not a picture").decode(), "could not be read"),
+    ("pipe.png", "not a regular file"),
+    ("notes.txt", "could not be read"),
+    ("missing.png", "no such image file"),
+])
+def test_image_references_outside_the_policy_are_refused(server, ref, message):
+    status, _, out = call(server, "POST", "/v1/chat/completions", chat(ref))
+    assert status == 400, out
+    assert message in out["error"]["message"]
+
+
+def test_a_file_inside_the_allowed_folder_is_served(server, allowed_dir):
+    for ref in ("frame.png", f"file://{allowed_dir / 'frame.png'}", str(allowed_dir / "frame.png")):
+        status, _, out = call(server, "POST", "/v1/chat/completions", chat(ref))
+        assert status == 200, (ref, out)
+
+
+def test_a_symlink_out_of_the_allowed_folder_is_refused(server, allowed_dir, tmp_path):
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(secret)
+    (allowed_dir / "link.png").symlink_to(secret)
+    status, _, out = call(server, "POST", "/v1/chat/completions", chat("link.png"))
+    assert status == 400 and "outside the allowed folder" in out["error"]["message"]
+
+
+def test_no_url_is_fetched_unless_allowed(server):
+    with serve_http(lambda h, rec: h.send_error(404)) as (target, rec):
+        status, _, out = call(server, "POST", "/v1/chat/completions", chat(f"{target}/frame.png"))
+    assert status == 400 and "not allowed" in out["error"]["message"]
+    assert rec.requests == []  # the server never reached the URL
+
+
+def test_an_image_with_too_many_pixels_is_refused(server):
+    status, _, out = call(server, "POST", "/v1/chat/completions", chat(png_url(400, 300)))
+    assert status == 400
+    assert out["error"]["message"] == "an image is 400×300 pixels; the server accepts at most 40000 pixels"
+
+
+def test_a_body_over_the_limit_is_refused(server):
+    status, _, out = call(server, "POST", "/v1/chat/completions", b"{" + b" " * (3 * 1024 * 1024) + b"}")
+    assert status == 413 and "limit of 2 MB" in out["error"]["message"]
+
+
+def test_a_body_that_is_not_json_is_refused(server):
+    status, _, out = call(server, "POST", "/v1/chat/completions", b"\xff\xfe garbage")
+    assert status == 400 and "not JSON" in out["error"]["message"]
+
+
+def test_too_many_images_are_refused(stock_app):
+    with serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, max_images=2))) as base:
+        body = chat(png_url())
+        body["messages"][0]["content"] *= 3
+        status, _, out = call(base, "POST", "/v1/chat/completions", body)
+    assert status == 400 and "3 images in one request" in out["error"]["message"]
+
+
+def test_a_client_trickling_its_body_is_cut_off(server):
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+              "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode())
+    t0 = time.monotonic()
+    for _ in range(20):  # one byte a half-second, far slower than the 2 s body deadline allows
+        try:
+            s.sendall(b" ")
+        except OSError:
+            break
+        if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT if hasattr(socket, "MSG_DONTWAIT") else 0):
+            break
+        time.sleep(0.5)
+    s.settimeout(30)
+    answer = s.recv(4096).decode()
+    s.close()
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert "not received within 2 s" in answer
+    assert time.monotonic() - t0 < 20
+
+
+def test_models_answers_while_a_chat_waits_on_a_slow_url(stock_app):
+    """A URL that never answers holds only its own request: /v1/models and other chats go on."""
+    release = threading.Event()
+
+    def hang(h, rec):
+        release.wait(20)
+        h.send_error(404)
+
+    policy = ServePolicy(api_key=KEY, allow_urls=True, fetch_timeout=3.0)
+    with serve_http(hang) as (slow, _), serve_asgi(secure(stock_app, policy)) as base:
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(
+            slow=call(base, "POST", "/v1/chat/completions", chat(f"{slow}/never.png"))))
+        t.start()
+        time.sleep(0.5)
+        assert call(base, "GET", "/v1/models", timeout=2)[0] == 200  # while the slow one is pending
+        assert call(base, "POST", "/v1/chat/completions", chat(png_url()), timeout=30)[0] == 200
+        t.join(30)
+        release.set()
+    status, _, out = result["slow"]
+    assert status == 400 and "could not be fetched" in out["error"]["message"]
+
+
+def test_an_allowed_url_is_fetched_and_served(stock_app):
+    png = base64.b64decode(png_url().split(",")[1])
+
+    def ok(h, rec):
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.send_header("Content-Length", str(len(png)))
+        h.end_headers()
+        h.wfile.write(png)
+
+    with serve_http(ok) as (site, rec), \
+            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True))) as base:
+        status, _, out = call(base, "POST", "/v1/chat/completions", chat(f"{site}/f.png"))
+    assert status == 200, out
+    assert [r[1] for r in rec.requests] == ["/f.png"]
+
+
+def test_generation_stops_at_the_time_limit(stock_app, tiny_model):
+    from llama_cpp.server import app as server_app
+
+    handler = server_app._llama_proxy("mmduet2").chat_handler
+    with serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, max_tokens=24))) as base:
+        handler.generation_timeout = None
+        free = call(base, "POST", "/v1/chat/completions", chat(png_url(), max_tokens=24))[2]
+        handler.generation_timeout = 1e-9  # already past: the next token is forced to end the reply
+        try:
+            cut = call(base, "POST", "/v1/chat/completions", chat(png_url(), max_tokens=24))[2]
+        finally:
+            handler.generation_timeout = None
+    assert free["usage"]["completion_tokens"] > 1  # the random tiny model talks on when let
+    assert cut["usage"]["completion_tokens"] <= 1
+    assert cut["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_api_key_is_generated_once_and_private(tmp_path):
+    path = tmp_path / "cfg" / "serve-api-key"
+    key, new = load_or_create_api_key(path)
+    assert new and len(key) >= 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_api_key(path) == (key, False)
+    path.write_text("short\n")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        load_or_create_api_key(path)
+
+
+def test_a_mismatched_pair_is_refused_before_serving(tiny_model, tmp_path):
+    from app.modelhub.validate import ModelFileError
+
+    with pytest.raises(ModelFileError, match="not the text model; swap the two files"):
+        create_server_app(tiny_model.mmproj, tiny_model.model, policy=ServePolicy(api_key=KEY))
