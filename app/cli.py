@@ -262,9 +262,12 @@ def cmd_run(a: argparse.Namespace) -> int:
             out.close()
         controller.release_backend()
     last = controller.last_result
+    failed = reason == "error" and bool(failures)
+    if failed and last is None:
+        return 2  # nothing ran: the message above says why (never a quiet "0 turns")
     turns, video = (last.turn + 1, last.video_time) if last else (0, 0.0)
     print(f"{turns} turns, {n_replies} replies, {_fmt_time(video)} of video", file=sys.stderr)
-    return 1 if reason == "error" and failures else 0
+    return 2 if failed else 0
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -272,19 +275,20 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from app.core.errors import InputError
     from app.engine.serve import ServePolicy, create_server_app, default_key_file, load_or_create_api_key
     from app.modelhub.library import resolve_model
 
     if a.allow_files and not Path(a.allow_files).is_dir():
-        raise ValueError(f"--allow-files {a.allow_files}: not a folder")
+        raise InputError(f"--allow-files {a.allow_files}: not a folder")
     if a.max_body_mb <= 0 or a.max_tokens < 1 or a.timeout <= 0:
-        raise ValueError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
+        raise InputError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
     model, mmproj = resolve_model(a.model, a.mmproj)
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
     if os.environ.get("DUET_SERVE_API_KEY"):
         key, new = os.environ["DUET_SERVE_API_KEY"], False
         if len(key) < 16:
-            raise ValueError("DUET_SERVE_API_KEY must be at least 16 characters")
+            raise InputError("DUET_SERVE_API_KEY must be at least 16 characters")
     else:
         key, new = load_or_create_api_key(key_file)
     policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,

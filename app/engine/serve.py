@@ -128,7 +128,7 @@ def load_or_create_api_key(path: Path | None = None) -> tuple[str, bool]:
     if path.exists():
         key = path.read_text(encoding="utf-8").strip()
         if len(key) < 16:
-            raise ValueError(f"{path}: the API key must be at least 16 characters; delete the file to get a new one")
+            raise InputError(f"{path}: the API key must be at least 16 characters; delete the file to get a new one")
         return key, False
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.core.errors import InputError
 from app.eval.dataset import Dataset, Example, GoldAnswer, UserText, load_dataset, write_dataset
 
 FAMILIES: tuple[str, ...] = ("appear", "colour", "move", "count", "text")
@@ -274,18 +275,18 @@ def _script(family: str, level: dict, rng: np.random.Generator, times: list[floa
             w = words.pop()
             events.append(Event(t, Scene(word=w), f"The word {w} appeared."))
         return Scene(), events
-    raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    raise InputError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
 
 
 def make_video(family: str, difficulty: str, index: int, seed: int = 0, size: int = 112, fps: float = 8.0,
                duration: float | None = None) -> SyntheticVideo:
     """One scripted video; deterministic in its arguments."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+        raise InputError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     if difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r}; choose from {', '.join(DIFFICULTIES)}")
+        raise InputError(f"unknown difficulty {difficulty!r}; choose from {', '.join(DIFFICULTIES)}")
     if not 56 <= size <= 448:
-        raise ValueError(f"size must be within 56–448 px, got {size}")
+        raise InputError(f"size must be within 56–448 px, got {size}")
     level = _LEVEL[difficulty]
     dur = float(duration or level["duration"])
     if dur < 5:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from app.cli import main as duet
+from app.core.textsafe import terminal_safe
 from app.core.types import Frame
 from app.engine.llama_backend import LlamaBackend, LlamaSettings
 from app.engine.session import ProactiveSession, SessionConfig
@@ -29,7 +30,7 @@ def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
     assert "[00:00] (you) What is moving?" in printed  # 0.5 s rounds to 00:00
     for r in rows:
         if not r["silent"]:
-            assert r["text"].strip() in printed
+            assert terminal_safe(r["text"].strip()) in printed  # printed without control characters
 
 
 def test_duet_run_bad_inputs(tiny_model, tree_avi, tmp_path, capsys):

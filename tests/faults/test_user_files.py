@@ -82,7 +82,7 @@ def test_a_damaged_meta_json_is_set_aside(case, tmp_path, caplog):
     (d / "meta.json").write_bytes(META_CASES[case])
     with caplog.at_level(logging.WARNING, logger="duet.sessions"):
         s = load_session(d)
-    assert s.meta == {"id": d.name}
+    assert {k: v for k, v in s.meta.items() if k != "format"} == {"id": d.name}  # "format": migrated in memory
     assert s.problem.startswith("meta.json is damaged") and "set aside as meta.corrupt-" in s.problem
     assert [p.read_bytes() for p in d.glob("meta.corrupt-*.json")] == [META_CASES[case]]
     assert len(s.steps) == 3  # the transcript itself is intact
