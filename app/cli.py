@@ -100,10 +100,17 @@ def cmd_run(a: argparse.Namespace) -> int:
         session.ask(q)
     for t, q in a.ask_at:
         session.ask(q, at=t)
+    try:
+        writer = _session_writer(a, session.config, backend) if a.save_session else None
+    except BaseException:
+        source.close()
+        backend.close()
+        raise
     out = open(a.jsonl, "w", encoding="utf-8") if a.jsonl else None
     print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
     n_replies = 0
+    reason = "error"  # what the saved session records if the loop raises
     try:
         with source:
             for r in session.run(source):
@@ -117,16 +124,39 @@ def cmd_run(a: argparse.Namespace) -> int:
                 if out:
                     out.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
                     out.flush()
+                if writer is not None:
+                    if r.question:
+                        writer.add_question(r.question)
+                    writer.add_step(r)
                 if a.max_turns and r.turn + 1 >= a.max_turns:
                     break
+        reason = "ended"
     except KeyboardInterrupt:
+        reason = "stopped"
         print("stopped", file=sys.stderr)
     finally:
         if out:
             out.close()
         backend.close()
+        if writer is not None:
+            writer.close(reason)
+            print(f"session {writer.id}")
     print(f"{session.turn} turns, {n_replies} replies, {_fmt_time(session.video_time)} of video", file=sys.stderr)
     return 0
+
+
+def _session_writer(a: argparse.Namespace, config, backend):  # noqa: ANN001, ANN202 - engine types stay lazy
+    """``--save-session``: the same store, meta and records as the app's Watch page."""
+    from app.capture.parse import parse_spec
+    from app.core.sessions import SessionStore, session_meta
+
+    spec = parse_spec(a.source)
+    video = str(Path(spec.path).resolve()) if spec.kind == "file" else None
+    writer = SessionStore().create(session_meta(
+        a.source, a.remote or a.model, interval=config.interval, frames_per_turn=config.frames_per_turn,
+        tokens_per_frame=config.tokens_per_frame, talkativeness=config.talkativeness, video=video))
+    writer.update_meta(device=getattr(backend, "device", "?"), source_name=Path(spec.path).name if video else a.source)
+    return writer
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -191,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")
     r.add_argument("--verbose", action="store_true", help="also print silent steps")
+    r.add_argument("--save-session", action="store_true",
+                   help="save the session as the app does (Sessions tab, `duet sessions`) and print its id")
     r.set_defaults(func=cmd_run)
 
     sv = sub.add_parser("serve", help="serve a model to other machines (OpenAI-compatible, for --remote)")
@@ -234,10 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.set_defaults(func=cmd_models_import)
 
     from app.eval.cli import add_commands as add_eval
+    from app.sessions_cli import add_commands as add_sessions
     from app.trainer.cli import add_commands as add_train
 
     add_eval(sub)
     add_train(sub)
+    add_sessions(sub)
     return ap
 
 

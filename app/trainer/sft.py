@@ -116,7 +116,8 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     base = base_checkpoint(cfg)
     enc = Encoder(base)
     src = load_sources(cfg, cfg.out / "data")
-    dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed)
+    dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed,
+                                   cfg.data.sessions_repeat)
     encoded = [enc.encode(d) for d in dialogues]
     held = _heldout(cfg, s.eval_limit, src)
     model = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision, lora=s.lora,

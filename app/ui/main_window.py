@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.capture.parse import SourceSpecError, parse_spec
-from app.core.sessions import SessionStore, SessionWriter
+from app.core.sessions import SessionStore, SessionWriter, session_meta
 from app.core.settings import Settings, SettingsStore
 from app.core.types import Frame, StepResult
 from app.engine.session import SessionConfig
@@ -383,9 +383,11 @@ class MainWindow(QMainWindow):
         self.overlay.clear()
         self.last_result = None
         try:
-            self.writer = self.sessions.create({"source": s.source, "model": s.model, "interval": s.interval,
-                                                "frames_per_turn": s.frames_per_turn,
-                                                "talkativeness": s.talkativeness})
+            video = self._file_of(s.source)
+            self.writer = self.sessions.create(session_meta(
+                s.source, s.model, interval=s.interval, frames_per_turn=s.frames_per_turn,
+                tokens_per_frame=config.tokens_per_frame, talkativeness=s.talkativeness,
+                video=str(video.resolve()) if video else None))
         except OSError as e:
             self.writer = None
             self.show_problem(f"This session cannot be saved ({e}); it will run without a transcript.")
