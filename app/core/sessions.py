@@ -287,9 +287,10 @@ def load_session(directory: Path | str) -> SavedSession:
             log.warning("%s: feedback record skipped (%s)", path, e)
             out.damaged_lines += 1
     out.marks = fbk.current(parsed)
-    for m in out.marks:
+    for m in parsed:  # turn → reply kinds on; a turn whose marks were all withdrawn keeps an empty set
         if m.turn is not None:
-            out.feedback.setdefault(m.turn, set()).add(m.kind)
+            kinds = out.feedback.setdefault(m.turn, set())
+            (kinds.add if m.on else kinds.discard)(m.kind)
     return out
 
 

@@ -248,8 +248,9 @@ class MainWindow(QMainWindow):
         rcol = QVBoxLayout(right)
         rcol.setContentsMargins(8, 0, 0, 0)
         rcol.addWidget(_section("Conversation"))
-        self.chat = ChatView()
+        self.chat = ChatView(corrections=True)
         self.chat.feedback.connect(self._on_feedback)
+        self.chat.correction.connect(self._on_correction)
         rcol.addWidget(self.chat, 1)
         ask_row = QHBoxLayout()
         self.question = QLineEdit()
@@ -619,6 +620,11 @@ class MainWindow(QMainWindow):
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
         if self.writer is not None:
             self.writer.add_feedback(turn, kind, on)
+
+    @Slot(int, str)
+    def _on_correction(self, turn: int, text: str) -> None:
+        if self.writer is not None:
+            self.writer.add_feedback(turn, "wrong", True, text)
 
     def _on_talkativeness(self, value: int) -> None:
         self.talk_value.setText(f"{value:+d}")
