@@ -48,6 +48,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--steps", type=int, default=60, help="feedback: optimizer steps (default 60)")
     f.add_argument("--replay", action="append", default=[], metavar="DATASET",
                    help="feedback: a dataset file (Duet .jsonl or ProactiveVideoQA .json) mixed in against forgetting")
+    f.add_argument("--synthetic", action="store_true", help="feedback: also train on the demo's synthetic videos")
+    f.add_argument("--grpo-steps", type=int, default=0, help="feedback: GRPO steps after SFT (needs --replay or "
+                                                             "--synthetic; default 0)")
     f.add_argument("--lr", type=float, help="feedback: learning rate (default 1e-3 full fine-tune, 1e-4 LoRA)")
     f.add_argument("--parity", action="store_true", help="feedback: also check the GGUF against the trained "
                                                          "weights on the held-out clips (slower)")
@@ -129,19 +132,23 @@ def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library
 
     if not args.base or not args.name:
         return fail("--base and --name are required", "e.g. duet train feedback --base demo --name mine --all")
-    if bool(args.sessions) == bool(args.all):
-        return fail("give either --sessions ID,… or --all", "see `duet sessions list` for the ids")
+    if args.sessions and args.all:
+        return fail("give either --sessions ID,… or --all, not both", "see `duet sessions list` for the ids")
+    if not (args.sessions or args.all or args.replay or args.synthetic):
+        return fail("nothing to train on: give --sessions ID,… or --all (or a dataset with --replay)",
+                    "see `duet sessions list` for the ids")
     if args.all:
         dirs = [s.directory for s in sessions_with_feedback(store)]
     else:
         dirs = []
-        for sid in [x.strip() for x in args.sessions.split(",") if x.strip()]:
+        for sid in [x.strip() for x in (args.sessions or "").split(",") if x.strip()]:
             d = store.root / sid
             if "/" in sid or not (d / "events.jsonl").is_file():
                 return fail(f"no saved session {sid!r} in {store.root}", "see `duet sessions list` for the ids")
             dirs.append(d)
     try:
-        cfg, raw = build_recipe(args.base, args.name, dirs, steps=args.steps, replay=args.replay, lr=args.lr)
+        cfg, raw = build_recipe(args.base, args.name, dirs, steps=args.steps, replay=args.replay, lr=args.lr,
+                                synthetic=args.synthetic, grpo_steps=args.grpo_steps)
     except JobError as e:
         Reporter(stream).emit("error", stage="feedback", kind=e.kind, message=str(e), advice=e.advice)
         return e.code

@@ -54,6 +54,7 @@ class DataConfig:
     train_files: list[str] = field(default_factory=list)  # dataset files (.jsonl Duet / .json PVQA)
     sessions: list[str] = field(default_factory=list)  # saved session folders with feedback (app/core/feedback.py)
     sessions_repeat: int = 1  # each session dialogue appears this many times per epoch (oversampling vs replay)
+    window_turns: int = 32  # long sessions are cut into windows of this many turns (one forward each)
     sessions_digest: str = ""  # hash of the sessions' marks: a changed mark invalidates checkpoints
     heldout_files: list[str] = field(default_factory=list)
 

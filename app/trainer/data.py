@@ -211,11 +211,31 @@ def session_dialogue(session: Any) -> Dialogue:
         marks.append(m)
     targets = fbk.targets(times, said, marks)
     turns = [DialogueTurn(f.time, list(f.images), asked[i], targets[i]) for i, f in enumerate(frames)]
-    return Dialogue(f"session/{session.id}", turns, meta={"form": "feedback", "marks": len(marks)})
+    touched = sorted({i for i in range(len(turns)) if targets[i] != said[i]}
+                     | {step_index[m.turn] for m in marks if m.kind == "good" and m.turn in step_index})
+    return Dialogue(f"session/{session.id}", turns, meta={"form": "feedback", "marks": len(marks),
+                                                          "touched": touched})
 
 
-def load_session_dialogues(dirs: Iterable[str | Path]) -> list[Dialogue]:
-    """The dialogues of saved sessions (folders of the session store)."""
+def windows(d: Dialogue, window_turns: int) -> list[Dialogue]:
+    """A long session cut into windows of ``window_turns`` turns; only those holding a mark are kept.
+
+    Why: one dialogue is one forward pass, and an hour at 1 s is 1800 turns (≈ 480 k tokens at 128
+    tokens a frame), far past any GPU; the engine itself forgets old turns as its context fills, so a
+    window that starts with an empty history is a situation the model meets at inference too.
+    """
+    if window_turns <= 0 or len(d.turns) <= window_turns:
+        return [d]
+    touched = set(d.meta.get("touched", []))
+    out = []
+    for k in range(0, len(d.turns), window_turns):
+        if touched & set(range(k, k + window_turns)):
+            out.append(replace(d, id=f"{d.id}#w{k // window_turns}", turns=d.turns[k:k + window_turns]))
+    return out
+
+
+def load_session_dialogues(dirs: Iterable[str | Path], window_turns: int = 32) -> list[Dialogue]:
+    """The dialogues of saved sessions (folders of the session store), long ones cut into windows."""
     from app.core.sessions import load_session
 
     out = []
@@ -223,7 +243,7 @@ def load_session_dialogues(dirs: Iterable[str | Path]) -> list[Dialogue]:
         p = Path(d)
         if not (p / "events.jsonl").is_file():
             raise DataError(f"{p}: not a saved session (no events.jsonl)")
-        out.append(session_dialogue(load_session(p)))
+        out += windows(session_dialogue(load_session(p)), window_turns)
     return out
 
 
@@ -428,7 +448,7 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
         train += load_examples(synthetic_dataset(d.train_synthetic, work_dir))
     for f in d.train_files:
         train += load_examples(f)
-    feedback = load_session_dialogues(d.sessions)
+    feedback = load_session_dialogues(d.sessions, d.window_turns)
     held: list[Example] = []
     if d.heldout_synthetic is not None:
         held += load_examples(synthetic_dataset(d.heldout_synthetic, work_dir))

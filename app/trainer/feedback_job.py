@@ -93,14 +93,24 @@ def marks_digest(session_dirs: list[Path]) -> str:
 
 
 def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int = 60, replay: list[str] | None = None,
-                 out_dir: Path | None = None, lr: float | None = None) -> tuple[TrainConfig, dict[str, Any]]:
-    """The recipe of a feedback job (a TrainConfig), and the raw dict it was built from."""
+                 out_dir: Path | None = None, lr: float | None = None, synthetic: bool = False,
+                 grpo_steps: int = 0) -> tuple[TrainConfig, dict[str, Any]]:
+    """The recipe of a job (a TrainConfig), and the raw dict it was built from.
+
+    ``session_dirs`` are the marked sessions; ``replay`` dataset files and ``synthetic`` (the demo's
+    synthetic set, per_family 12) are mixed in, and are the whole training set when no session is
+    given (the Train page's "dataset folder" and "synthetic" choices). ``grpo_steps`` > 0 adds GRPO
+    after SFT (it needs gold answers, so it trains on the datasets, not on the sessions).
+    """
     if not NAME_RE.match(name) or name in ("demo", "tiny"):
         raise JobError("config", f"--name {name!r}: use letters, digits, '.', '_' or '-' (not 'demo' or 'tiny')",
                        "pick another name", code=2)
-    if not session_dirs:
+    if not session_dirs and not replay and not synthetic:
         raise JobError("data", "no sessions with feedback to train on",
                        "mark replies while watching (or `duet sessions feedback ID --at SECONDS --kind KIND`)", code=2)
+    if grpo_steps and not replay and not synthetic:
+        raise JobError("config", "GRPO needs clips with gold answers: add a dataset (--replay) or --synthetic",
+                       code=2)
     if steps < 1:
         raise JobError("config", "--steps must be ≥ 1", code=2)
     hf, is_demo = resolve_base(base)
@@ -111,12 +121,12 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
                             "train_synthetic": False, "heldout_synthetic": False,
                             "train_files": list(replay or []), "nqna_fraction": 0.0}
     raw: dict[str, Any] = {"out_dir": str(out), "seed": 0, "device": "auto", "model": {"base": str(hf)}}
-    if is_demo:
+    if is_demo or synthetic:
         demo = _demo_cfg()
         d = demo.data
         data.update(interval=d.interval, frames_per_turn=d.frames_per_turn, tokens_per_frame=d.tokens_per_frame,
                     nqna_fraction=d.nqna_fraction)
-        if d.train_synthetic is not None:  # replay: a subset of what the demo was trained on
+        if d.train_synthetic is not None and (is_demo or synthetic):  # replay: a subset of the demo's training set
             t = d.train_synthetic
             data["train_synthetic"] = {"families": t.families, "difficulties": t.difficulties, "per_family": 12,
                                        "seed": t.seed, "size": t.size}
@@ -125,13 +135,16 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
             data["heldout_synthetic"] = {"families": h.families, "difficulties": h.difficulties,
                                          "per_family": h.per_family, "seed": h.seed, "size": h.size}
         raw["threads"] = demo.threads
-    n_replay = 24 if is_demo else 0
-    data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs))))
+    n_replay = 24 if (is_demo or synthetic) else 0
+    data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs)))) if session_dirs else 1
     raw["data"] = data
     raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (1e-3 if not lora else 1e-4),
                   "warmup": min(5, steps), "min_lr_ratio": 0.1, "lora": lora, "freeze_vision": True,
                   "ckpt_every": max(1, min(25, steps)), "eval_every": 0}
-    raw["export"] = {"name": name, "source": "trained", "quant": "Q8_0", "stage": "sft"}
+    if grpo_steps:
+        raw["grpo"] = {"steps": grpo_steps, "lora": lora, "lr": 1e-4 if not lora else 1e-5, "ckpt_every": 4,
+                       "freeze_vision": True}
+    raw["export"] = {"name": name, "source": "trained", "quant": "Q8_0", "stage": "grpo" if grpo_steps else "sft"}
     try:
         cfg = _build(TrainConfig, raw, f"duet train feedback --name {name}")
         cfg.path = str(out / "recipe.json")
@@ -152,6 +165,10 @@ def run_feedback(cfg: TrainConfig, raw: dict[str, Any], reporter: Reporter, stop
     reporter.emit("start", stage="feedback", name=cfg.export.name, base=cfg.model.base,
                   sessions=len(cfg.data.sessions), lora=cfg.sft.lora, steps=cfg.sft.steps)
     run_sft(cfg, reporter, stop)
+    if raw.get("grpo"):
+        from app.trainer.grpo import run_grpo
+
+        run_grpo(cfg, reporter, stop)
     entry = run_export(cfg, reporter, parity=parity, library_root=library_root)
     sft = json.loads((cfg.out / "sft" / "summary.json").read_text())
     evals = sft.get("evals", [])

@@ -164,6 +164,12 @@ def test_session_with_feedback_becomes_the_dialogue_it_should_have_been(video, t
     assert [t.user_text for t in dlg.turns] == ["Q", "", "", ""]
     frames = read_turn_frames(path, 1.0, 2, 16)  # the frames the model saw, re-read from the video
     assert all(np.array_equal(a, b) for t, f in zip(dlg.turns, frames) for a, b in zip(t.images, f.images))
+    # a long session is cut into windows, and only windows holding a mark are trained
+    assert dlg.meta["touched"] == [0, 1, 2, 3]
+    assert [len(w.turns) for w in load_session_dialogues([d], window_turns=3)] == [3, 1]
+    add_mark(d, fbk.make("late", 6.0, steps, on=False))
+    add_mark(d, fbk.make("redundant", 8.0, steps, on=False))
+    assert [w.id[-3:] for w in load_session_dialogues([d], window_turns=2)] == ["#w0"]  # only "missed" at 1.5 s
 
 
 def test_session_of_a_live_source_or_a_moved_video_is_refused_by_name(video, tmp_path):
