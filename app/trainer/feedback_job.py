@@ -134,13 +134,16 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
             h = d.heldout_synthetic
             data["heldout_synthetic"] = {"families": h.families, "difficulties": h.difficulties,
                                          "per_family": h.per_family, "seed": h.seed, "size": h.size}
-        raw["threads"] = demo.threads
     n_replay = 24 if (is_demo or synthetic) else 0
     data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs)))) if session_dirs else 1
     raw["data"] = data
     raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (1e-3 if not lora else 1e-4),
                   "warmup": min(5, steps), "min_lr_ratio": 0.1, "lora": lora, "freeze_vision": True,
-                  "ckpt_every": max(1, min(25, steps)), "eval_every": 0}
+                  "ckpt_every": max(1, min(25, steps)), "eval_every": 0, "gradient_checkpointing": lora}
+    if lora:
+        raw["model"]["dtype"] = "bfloat16"  # the 3B: bf16 weights (docs/training-estimates.md)
+    else:
+        raw["threads"] = 1  # a small model on the CPU: more threads fight the app for cores (models/recipes/demo.toml)
     if grpo_steps:
         raw["grpo"] = {"steps": grpo_steps, "lora": lora, "lr": 1e-4 if not lora else 1e-5, "ckpt_every": 4,
                        "freeze_vision": True}

@@ -60,13 +60,19 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> list[int]:
 
 
 def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
-    """Mean cross-entropy over the dialogue's trained (assistant) tokens."""
+    """Mean cross-entropy over the dialogue's trained (assistant) tokens.
+
+    Logits are computed only where a trained token is predicted (``logits_to_keep``): a 152 k-word
+    vocabulary at every position of a window of frames would cost ~1.5 MB a token in fp32 with its
+    gradient, while the assistant tokens are a few percent of a dialogue (docs/training-estimates.md).
+    """
     import torch.nn.functional as F
 
-    out = model(**e.model_inputs(enc.image_pad, device))
-    logits = out.logits[0, :-1].float()
-    labels = e.labels[1:].to(logits.device)
-    return F.cross_entropy(logits, labels, ignore_index=-100)
+    labels = e.labels[1:]
+    pos = (labels != -100).nonzero().squeeze(1)
+    out = model(**e.model_inputs(enc.image_pad, device), logits_to_keep=pos.to(device))
+    logits = out.logits[0].float()
+    return F.cross_entropy(logits, labels[pos].to(logits.device))
 
 
 def make_judge(name: str, url: str = "", model: str = "") -> Any:

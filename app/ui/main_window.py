@@ -48,6 +48,7 @@ from app.ui.settings_dialog import SettingsDialog
 from app.ui.source_picker import SourcePicker, describe
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
+from app.ui.train_page import TrainPage
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
 from app.ui.worker import (
@@ -136,6 +137,9 @@ class MainWindow(QMainWindow):
         self.model_page = ModelPage(self.library)
         self.model_page.changed.connect(self._refresh_models)
         self.tabs.addTab(self.model_page, "Models")
+        self.train_page = TrainPage(self.sessions)
+        self.train_page.use_model.connect(lambda name: (self.model_page.refresh(), self.set_model(name)))
+        self.tabs.addTab(self.train_page, "Train")
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setCentralWidget(self.tabs)
 
