@@ -6,7 +6,7 @@ Usage::
     duet train grpo RECIPE
     duet train export RECIPE [--no-parity]
     duet train demo [RECIPE] [--if-missing]     SFT → GRPO → export, registered as "demo" (source "demo")
-    duet train feedback --base demo --name mine [--sessions ID,ID | --all] [--steps 60] [--replay DATA.jsonl]
+    duet train feedback --base demo --name mine [--sessions ID,ID | --all] [--steps 40] [--replay DATA.jsonl]
                                                 your marked sessions → SFT with replay → GGUF → library "mine"
 
 A killed or cancelled job (SIGTERM, Ctrl-C, or a file named CANCEL in the job's out_dir) resumes
@@ -45,13 +45,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--name", help="feedback: the new model's name in the library")
     f.add_argument("--sessions", help="feedback: comma-separated session ids (see `duet sessions list`)")
     f.add_argument("--all", action="store_true", help="feedback: every saved session that has feedback")
-    f.add_argument("--steps", type=int, default=60, help="feedback: optimizer steps (default 60)")
+    f.add_argument("--steps", type=int, default=40, help="feedback: optimizer steps (default 40)")
     f.add_argument("--replay", action="append", default=[], metavar="DATASET",
                    help="feedback: a dataset file (Duet .jsonl or ProactiveVideoQA .json) mixed in against forgetting")
     f.add_argument("--synthetic", action="store_true", help="feedback: also train on the demo's synthetic videos")
     f.add_argument("--grpo-steps", type=int, default=0, help="feedback: GRPO steps after SFT (needs --replay or "
                                                              "--synthetic; default 0)")
-    f.add_argument("--lr", type=float, help="feedback: learning rate (default 1e-3 full fine-tune, 1e-4 LoRA)")
+    f.add_argument("--lr", type=float, help="feedback: learning rate (default 5e-4 full fine-tune, 1e-4 LoRA)")
     f.add_argument("--parity", action="store_true", help="feedback: also check the GGUF against the trained "
                                                          "weights on the held-out clips (slower)")
     p.set_defaults(func=cmd_train)

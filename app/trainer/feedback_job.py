@@ -92,7 +92,7 @@ def marks_digest(session_dirs: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int = 60, replay: list[str] | None = None,
+def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int = 40, replay: list[str] | None = None,
                  out_dir: Path | None = None, lr: float | None = None, synthetic: bool = False,
                  grpo_steps: int = 0) -> tuple[TrainConfig, dict[str, Any]]:
     """The recipe of a job (a TrainConfig), and the raw dict it was built from.
@@ -128,16 +128,16 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
                     nqna_fraction=d.nqna_fraction)
         if d.train_synthetic is not None and (is_demo or synthetic):  # replay: a subset of the demo's training set
             t = d.train_synthetic
-            data["train_synthetic"] = {"families": t.families, "difficulties": t.difficulties, "per_family": 12,
+            data["train_synthetic"] = {"families": t.families, "difficulties": t.difficulties, "per_family": 48,
                                        "seed": t.seed, "size": t.size}
         if d.heldout_synthetic is not None:  # held-out: the demo's own held-out clips
             h = d.heldout_synthetic
             data["heldout_synthetic"] = {"families": h.families, "difficulties": h.difficulties,
                                          "per_family": h.per_family, "seed": h.seed, "size": h.size}
-    n_replay = 24 if (is_demo or synthetic) else 0
+    n_replay = 96 if (is_demo or synthetic) else 0
     data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs)))) if session_dirs else 1
     raw["data"] = data
-    raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (1e-3 if not lora else 1e-4),
+    raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (5e-4 if not lora else 1e-4),
                   "warmup": min(5, steps), "min_lr_ratio": 0.1, "lora": lora, "freeze_vision": True,
                   "ckpt_every": max(1, min(25, steps)), "eval_every": 0, "gradient_checkpointing": lora}
     if lora:

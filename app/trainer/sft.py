@@ -110,7 +110,7 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     )
     from app.trainer.rollout import heldout_pauc
 
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()  # not `stop or …`: an unset flag is falsy
     s = cfg.sft
     out = cfg.out / "sft"
     final = out / "final"

@@ -39,7 +39,7 @@ from app.trainer.jobs import JobProcess
 DATA_CHOICES = {"sessions": "My sessions with feedback", "folder": "A dataset folder (Duet or ProactiveVideoQA)",
                 "synthetic": "Synthetic videos (the demo's world)"}
 # preset → (label, SFT steps, GRPO steps)
-PRESETS = {"quick": ("Quick: fine-tune on my feedback", 60, 0), "sft": ("SFT", 300, 0),
+PRESETS = {"quick": ("Quick: fine-tune on my feedback", 40, 0), "sft": ("SFT", 300, 0),
            "sft_grpo": ("SFT, then GRPO", 300, 16)}
 
 
