@@ -37,7 +37,14 @@ from app.trainer.jobs import (
 def recipe_hash(cfg: TrainConfig, stage: str) -> str:
     """What a checkpoint's validity depends on (step counts and logging cadence excluded)."""
     skip = {"steps", "ckpt_every", "eval_every", "eval_limit"}
-    d = {"seed": cfg.seed, "model": asdict(cfg.model), "data": asdict(cfg.data),
+    data = asdict(cfg.data)
+    # Keys added with session training are left out at their defaults, and the old (empty) feedback_files
+    # key kept, so checkpoints made before them (the cached demo model) stay valid.
+    for key, default in (("sessions", []), ("sessions_repeat", 1), ("sessions_digest", ""), ("window_turns", 32)):
+        if data.get(key) == default:
+            data.pop(key)
+    data.setdefault("feedback_files", [])
+    d = {"seed": cfg.seed, "model": asdict(cfg.model), "data": data,
          stage: {k: v for k, v in asdict(getattr(cfg, stage)).items() if k not in skip}}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

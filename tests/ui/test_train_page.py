@@ -46,25 +46,25 @@ def test_start_progress_cancel_resume_and_use_the_model(qtbot, page_env) -> None
     assert page.data_combo.itemText(0).endswith("(1)")  # one session carries feedback
     page.base_combo.setEditText(str(base))
     page.name_edit.setText("mine")
-    page.steps_spin.setValue(300)
+    page.steps_spin.setValue(40)
     assert page.start()
     assert page.cancel_button.isEnabled() and not page.start_button.isEnabled()
     qtbot.waitUntil(lambda: len(page.curves.loss) >= 1, timeout=180_000)  # live progress from the process
-    assert page.progress.maximum() == 300
+    assert page.progress.maximum() == 40
     page.cancel()
     qtbot.waitUntil(lambda: not page.job.running(), timeout=180_000)
     page.poll()
     assert page.job.outcome(page.events) == "cancelled"
     assert page.resume_button.isEnabled() and not page.use_button.isEnabled()
     done_steps = len(page.curves.loss)
-    assert done_steps < 300
+    assert done_steps < 40
     assert list((data / "train" / "mine" / "sft" / "ckpt").glob("step-*"))
 
     assert page.resume()
     qtbot.waitUntil(lambda: page.use_button.isEnabled(), timeout=300_000)
     resumed = [e for e in page.events if e["event"] == "resume"]
     assert resumed and resumed[-1]["step"] == done_steps  # continued from its checkpoint, not from zero
-    assert [s for s, _ in page.curves.loss] == list(range(1, 301))
+    assert [s for s, _ in page.curves.loss] == list(range(1, 41))
     assert ModelLibrary(data / "models").get("mine") is not None
     with qtbot.waitSignal(page.use_model) as sig:
         page.use_button.click()
@@ -74,7 +74,7 @@ def test_start_progress_cancel_resume_and_use_the_model(qtbot, page_env) -> None
     again = TrainPage(store)
     qtbot.addWidget(again)
     assert again.job is not None and again.job.folder == page.job.folder
-    assert again.trained_name() == "mine" and len(again.curves.loss) == 300
+    assert again.trained_name() == "mine" and len(again.curves.loss) == 40
 
 
 def test_bad_choices_are_explained_and_start_nothing(qtbot, page_env) -> None:
