@@ -67,3 +67,23 @@ def test_a_correction_is_learned_at_its_moment_without_forgetting(demo_model, cl
     # held-out clips of the demo's own held-out set, never in the session or the replay:
     # measured 0.351 → 0.342 (recipe of feedback_job.build_recipe); one reply of 22 gold turns is ≈ 0.02
     assert summary["pauc_after"] >= summary["pauc_before"] - 0.03, summary
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "x", "--all"], "--base and --name are required"),
+    (["--base", "{hf}", "--name", "x"], "nothing to train on"),
+    (["--base", "{hf}", "--name", "x", "--all"], "no sessions with feedback"),
+    (["--base", "{hf}", "--name", "x", "--sessions", "nope"], "no saved session 'nope'"),
+    (["--base", "{hf}", "--name", "bad name", "--synthetic"], "--name 'bad name'"),
+    (["--base", "/nowhere", "--name", "x", "--synthetic"], "not an HF checkpoint folder"),
+    (["--base", "{hf}", "--name", "x", "--all", "--sessions", "a"], "not both"),
+])
+def test_bad_requests_fail_fast_with_advice(tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path))
+    assert main(["train", "feedback", *[a.format(hf=tiny_model.hf_dir) for a in args]]) == 2
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["event"] == "error" and message in event["message"], event
+    assert not (tmp_path / "train").exists()
