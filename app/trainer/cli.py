@@ -153,6 +153,7 @@ def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library
         Reporter(stream).emit("error", stage="feedback", kind=e.kind, message=str(e), advice=e.advice)
         return e.code
     cfg.out.mkdir(parents=True, exist_ok=True)
+    _record_job(cfg.out)
     reporter = Reporter(stream, cfg.out / "progress.jsonl", quiet=args.quiet)
     cancel = cfg.out / "CANCEL"
     cancel.unlink(missing_ok=True)
@@ -162,6 +163,19 @@ def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library
                                                 library_root=library_root), reporter, "feedback")
     finally:
         stop.restore()
+
+
+def _record_job(folder: Path) -> None:
+    """``job.json`` (pid, the command to resume with), so the Train page finds a job started from a terminal."""
+    import os
+    import time
+
+    from app.core.atomic import write_json_atomic
+
+    if "feedback" not in sys.argv:
+        return  # called in-process (tests): no command line to record
+    argv = [sys.executable, "-m", "app.trainer.cli", *sys.argv[sys.argv.index("feedback"):]]
+    write_json_atomic(folder / "job.json", {"pid": os.getpid(), "argv": argv, "started": time.time()})
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -174,7 +174,6 @@ class TrainPage(QWidget):
         self.start_button.setObjectName("primary")
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setObjectName("danger")
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Run the last job's command again: it continues from its last checkpoint")
@@ -190,6 +189,10 @@ class TrainPage(QWidget):
         self.status.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.progress.setStyleSheet("QProgressBar { background: #10121a; border: 1px solid #2c313d; border-radius: 6px;"
+                                    " text-align: center; color: #e6e8ee; min-height: 18px; }"
+                                    "QProgressBar::chunk { background: #3d6df2; border-radius: 5px; }")
         self.curves = Curves()
         self.pauc_label = QLabel()
         self.pauc_label.setObjectName("sourceName")
@@ -216,8 +219,8 @@ class TrainPage(QWidget):
     def _estimate_html() -> str:
         rows = "".join(
             f"<tr><td>{e.vram_gib:.0f} GB</td><td>{'yes' if e.fits else 'no'}</td>"
-            f"<td>{e.window_turns if e.fits else '—'}</td><td>{e.peak_gib:.1f} GiB</td>"
-            f"<td>{e.seconds_per_epoch / 60:.0f} min</td><td>{e.tflops_assumed:.0f}</td></tr>"
+            f"<td>{e.window_turns if e.fits else '—'}</td><td>{f'{e.peak_gib:.1f} GiB' if e.fits else '—'}</td>"
+            f"<td>{f'{e.seconds_per_epoch / 60:.0f} min' if e.fits else '—'}</td><td>{e.tflops_assumed:.0f}</td></tr>"
             for e in estimate.estimate_table(1.0))
         return ("<b>LoRA on the 3B base, one hour of sessions</b> (estimates, see docs/training-estimates.md)"
                 "<table cellspacing=6><tr><th>GPU</th><th>fits</th><th>window (turns)</th><th>peak</th>"
@@ -355,6 +358,7 @@ class TrainPage(QWidget):
         from app.trainer.feedback_job import data_root
 
         root = data_root() / "train"
+        # job.json is written by the page's launcher and by `duet train feedback` itself (terminal runs too)
         jobs = sorted(root.glob("*/job.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
         if jobs:
             self._attach(JobProcess(jobs[-1].parent), fresh=False)
