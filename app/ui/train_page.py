@@ -424,6 +424,7 @@ class TrainPage(QWidget):
         elif outcome == "done":
             self.status.setText(f"Done: “{self.trained_name()}” is in the model library.")
             self.status.setStyleSheet("")
+            self.progress.setFormat("finished: %v of %m steps")
         elif outcome == "cancelled":
             self.status.setText(f"“{name}” was cancelled; Resume continues from its last checkpoint.")
         elif outcome == "error" and last_err is not None:
