@@ -174,7 +174,8 @@ def _record_job(folder: Path) -> None:
 
     if "feedback" not in sys.argv:
         return  # called in-process (tests): no command line to record
-    argv = [sys.executable, "-m", "app.trainer.cli", *sys.argv[sys.argv.index("feedback"):]]
+    head = [sys.executable, "train"] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app.trainer.cli"]
+    argv = [*head, *sys.argv[sys.argv.index("feedback"):]]
     write_json_atomic(folder / "job.json", {"pid": os.getpid(), "argv": argv, "started": time.time()})
 
 

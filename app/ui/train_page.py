@@ -268,7 +268,9 @@ class TrainPage(QWidget):
         base = self.base_combo.currentText().strip()
         data = self.data_combo.currentData()
         preset = self.preset_combo.currentData()
-        argv = [self.python, "-m", "app.trainer.cli", "feedback", "--quiet", "--base", base, "--name", name,
+        # a frozen build has no `python -m`: its own executable takes the `train` command
+        head = [sys.executable, "train"] if getattr(sys, "frozen", False) else [self.python, "-m", "app.trainer.cli"]
+        argv = [*head, "feedback", "--quiet", "--base", base, "--name", name,
                 "--steps", str(self.steps_spin.value())]
         if data == "sessions":
             if not sessions_with_feedback(self.sessions):
