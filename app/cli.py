@@ -239,7 +239,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                 write_error.append(e)
                 controller.stop()
 
-    controller = SessionController(lambda _r: backend, lambda _r: source, listener=show)
+    from app.core.sessions import SessionStore
+
+    store = SessionStore() if a.save_session else None  # the same store, meta and records as the app
+    controller = SessionController(lambda _r: backend, lambda _r: source, listener=show, store=store)
     request = RunRequest(source=a.source, model=a.model, config=config,
                          questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
     if getattr(backend, "device", "") == "CPU" and not a.remote:
@@ -256,6 +259,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         if write_error:
             raise write_error[0]
     except KeyboardInterrupt:
+        reason = "stopped"
         print("stopped", file=sys.stderr)
     finally:
         if out:
@@ -267,6 +271,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 2  # nothing ran: the message above says why (never a quiet "0 turns")
     turns, video = (last.turn + 1, last.video_time) if last else (0, 0.0)
     print(f"{turns} turns, {n_replies} replies, {_fmt_time(video)} of video", file=sys.stderr)
+    if controller.last_session_id:
+        print(f"session {controller.last_session_id}")
     return 2 if failed else 0
 
 
@@ -379,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")
     r.add_argument("--verbose", action="store_true", help="also print silent steps")
+    r.add_argument("--save-session", action="store_true",
+                   help="save the session as the app does (Sessions tab, `duet sessions`) and print its id")
     r.set_defaults(func=cmd_run)
 
     sv = sub.add_parser("serve", help="serve a model to other machines (OpenAI-compatible, for --remote)")
@@ -450,10 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     rm.set_defaults(func=cmd_models_remove)
 
     from app.eval.cli import add_commands as add_eval
+    from app.sessions_cli import add_commands as add_sessions
     from app.trainer.cli import add_commands as add_train
 
     add_eval(sub)
     add_train(sub)
+    add_sessions(sub)
     return ap
 
 

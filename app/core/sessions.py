@@ -4,6 +4,7 @@ Layout of one session (``<root>/<id>/``)::
 
     meta.json        what was watched, with which model and settings (written atomically)
     events.jsonl     one JSON object per line: step | question | feedback | end
+                     (feedback records: the schema of app/core/feedback.py, docs/feedback.md)
     thumbs/          a small JPEG of the last frame of each turn that spoke or was asked
 
 Why an append-only JSONL flushed per record: the app may be killed at any moment (OOM, a crash
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core import feedback as fbk
 from app.core.atomic import write_bytes_atomic, write_json_atomic
 from app.core.formats import SESSION_FORMAT, upgrade
 from app.core.timefmt import clock
@@ -37,12 +39,8 @@ from app.core.types import StepResult
 
 log = logging.getLogger("duet.sessions")
 
-# What a user can say about one reply; the trainer maps these to reward signals.
-FEEDBACK_KINDS: dict[str, str] = {
-    "late": "should have spoken earlier",
-    "redundant": "redundant",
-    "wrong": "wrong",
-}
+# What a user can say about one reply (the schema lives in app/core/feedback.py; kept here for importers).
+FEEDBACK_KINDS: dict[str, str] = {k: fbk.KINDS[k] for k in fbk.REPLY_KINDS}
 THUMB_WIDTH = 160
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
@@ -61,6 +59,19 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(path, PRIVATE_DIR)  # mkdir's mode is filtered by the umask, and the folder may pre-exist
 
+
+def session_meta(source: str, model: str, *, interval: float, frames_per_turn: int, tokens_per_frame: int,
+                 talkativeness: float, video: str | None = None) -> dict:
+    """The meta.json of a new session, the same from the app and from ``duet run --save-session``.
+
+    The stream geometry is kept so the trainer can re-read exactly the frames the model saw;
+    ``video`` is the absolute path of a watched file (a relative ``source`` would not resolve later).
+    """
+    meta: dict = {"source": source, "model": model, "interval": interval, "frames_per_turn": frames_per_turn,
+                  "tokens_per_frame": tokens_per_frame, "talkativeness": talkativeness}
+    if video:
+        meta["video"] = video
+    return meta
 
 class _Syncer:
     """fsyncs a file on its own thread, coalescing requests.
@@ -141,6 +152,7 @@ class SessionWriter:
         self.closed = False
         self.records = 0  # steps and questions written (feedback and the end record not counted)
         _RUNNING.add(directory.resolve())
+        self._steps: list[dict] = []  # turn and time of each step, so feedback can carry its video time
 
     def update_meta(self, **values: object) -> None:
         """Add what is only known once the session runs (the device, the source's real name)."""
@@ -168,6 +180,7 @@ class SessionWriter:
             record["thumb"] = name
         self._append(record)
         self.records += 1
+        self._steps.append({"turn": result.turn, "time": record["time"], "silent": result.silent})
         return record
 
     def add_record(self, record: dict) -> None:
@@ -178,10 +191,15 @@ class SessionWriter:
         self._append({"type": "question", "text": text, "spoken": spoken})
         self.records += 1
 
-    def add_feedback(self, turn: int, kind: str, on: bool = True, note: str = "") -> None:
-        if kind not in FEEDBACK_KINDS:
-            raise ValueError(f"unknown feedback {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
-        self._append({"type": "feedback", "turn": turn, "kind": kind, "on": on, "note": note})
+    def add_feedback(self, turn: int, kind: str, on: bool = True, text: str = "") -> fbk.Feedback:
+        """Mark the reply of ``turn`` (the chat's buttons); raises FeedbackError for a bad mark."""
+        mark = _reply_mark(self._steps, turn, kind, on, text)
+        self.add_mark(mark)
+        return mark
+
+    def add_mark(self, mark: fbk.Feedback) -> None:
+        """Append any feedback record (``missed`` included) to the log."""
+        self._append(mark.to_record() | {"wall": mark.wall or round(time.time(), 3)})
 
     def close(self, reason: str = "stopped") -> None:
         if self.closed:
@@ -210,15 +228,27 @@ class SessionWriter:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, note: str = "") -> None:
-    """Feedback on a past session (from the browser): appended to its log like live feedback."""
-    if kind not in FEEDBACK_KINDS:
-        raise ValueError(f"unknown feedback {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
-    with open(directory / "events.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"type": "feedback", "turn": turn, "kind": kind, "on": on, "note": note,
-                             "wall": round(time.time(), 3)}) + "\n")
+def _reply_mark(steps: list[dict], turn: int, kind: str, on: bool, text: str = "") -> fbk.Feedback:
+    step = next((s for s in steps if int(s["turn"]) == turn), None)
+    if step is None:
+        raise fbk.FeedbackError(f"this session has no turn {turn}")
+    return fbk.Feedback(fbk.LEGACY_KINDS.get(kind, kind), float(step.get("time", 0.0)), turn, text.strip(), on=on)
+
+
+def add_mark(directory: Path, mark: fbk.Feedback) -> None:
+    """Feedback on a past session (Sessions page, ``duet sessions feedback``): appended, fsynced."""
+    rec = mark.to_record() | {"wall": mark.wall or round(time.time(), 3)}
+    with open(Path(directory) / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, text: str = "") -> fbk.Feedback:
+    """Mark the reply of ``turn`` in a past session (the browser's buttons)."""
+    mark = _reply_mark(load_session(directory).steps, turn, kind, on, text)
+    add_mark(directory, mark)
+    return mark
 
 
 @dataclass
@@ -229,8 +259,9 @@ class SavedSession:
     meta: dict
     steps: list[dict] = field(default_factory=list)
     questions: list[dict] = field(default_factory=list)
-    feedback: dict[int, set[str]] = field(default_factory=dict)  # turn → kinds currently on
+    feedback: dict[int, set[str]] = field(default_factory=dict)  # turn → reply kinds currently on
     gaps: list[dict] = field(default_factory=list)  # pauses of a live source: time, seconds, frames_dropped
+    marks: list[fbk.Feedback] = field(default_factory=list)  # every mark in force (missed included)
     ended: str | None = None  # the end reason; None when the app died mid-session
     damaged_lines: int = 0
     problem: str | None = None  # what was damaged and skipped or set aside, for the user
@@ -256,6 +287,7 @@ class SavedSession:
             "steps": self.steps,
             "questions": self.questions,
             "feedback": {str(t): sorted(k) for t, k in sorted(self.feedback.items()) if k},
+            "marks": [{k: v for k, v in m.to_record().items() if k != "type"} for m in self.marks],
         }
 
 
@@ -272,8 +304,8 @@ def _valid_record(rec: object) -> bool:
                 and isinstance(rec.get("silent", False), bool)
                 and (rec.get("question") is None or isinstance(rec.get("question"), str))
                 and (rec.get("thumb") is None or _safe_thumb(rec.get("thumb"))))
-    if kind == "feedback":
-        return _is_int(rec.get("turn")) and rec.get("kind") in FEEDBACK_KINDS
+    if kind == "feedback":  # its fields are checked by the schema (app/core/feedback.py) when read
+        return isinstance(rec.get("kind"), str)
     if kind == "question":
         return isinstance(rec.get("text"), str)
     return kind == "end" or isinstance(kind, str)  # unknown kinds (a newer Duet's) are ignored, not damage
@@ -328,6 +360,7 @@ def load_session(directory: Path | str) -> SavedSession:
     out = SavedSession(directory, meta)
     out.problem = problem
     path = directory / "events.jsonl"
+    raw_marks: list[dict] = []
     if path.exists():
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -353,10 +386,23 @@ def load_session(directory: Path | str) -> SavedSession:
                             step["folded"] = True
                             break
                 elif kind == "feedback":
-                    kinds = out.feedback.setdefault(int(rec["turn"]), set())
-                    (kinds.add if rec.get("on", True) else kinds.discard)(rec["kind"])
+                    raw_marks.append(rec)
                 elif kind == "end":
                     out.ended = str(rec.get("reason", "stopped"))
+    # Feedback is read after the steps: a version-1 record takes its time from the step it names.
+    times = {int(s["turn"]): float(s.get("time", 0.0)) for s in out.steps if isinstance(s.get("turn"), int)}
+    parsed = []
+    for rec in raw_marks:
+        try:
+            parsed.append(fbk.from_record(rec, times))
+        except fbk.FeedbackError as e:
+            log.warning("%s: feedback record skipped (%s)", path, e)
+            out.damaged_lines += 1
+    out.marks = fbk.current(parsed)
+    for m in parsed:  # turn → reply kinds on; a turn whose marks were all withdrawn keeps an empty set
+        if m.turn is not None:
+            kinds = out.feedback.setdefault(m.turn, set())
+            (kinds.add if m.on else kinds.discard)(m.kind)
     if out.damaged_lines:
         note = f"{out.damaged_lines} damaged record(s) skipped"
         out.problem = f"{out.problem}; {note}" if out.problem else note
@@ -397,7 +443,15 @@ def export_markdown(session: SavedSession, *, include_silent: bool = False) -> s
         lines.append(f"- Device: {m['device']}")
     lines.append(f"- Ended: {session.ended or 'interrupted (the app stopped without closing the session)'}")
     lines += [f"- Turns: {len(session.steps)}, replies: {len(session.replies)}", ""]
+    by_turn: dict[int, list[fbk.Feedback]] = {}
+    missed = [m for m in session.marks if m.kind == "missed"]
+    for m in session.marks:
+        if m.turn is not None:
+            by_turn.setdefault(m.turn, []).append(m)
     for s in session.steps:
+        while missed and missed[0].time <= float(s.get("time", 0.0)) + 1e-6:
+            m = missed.pop(0)
+            lines += [f"**[{clock(m.time)}] Missed** _(should have said: “{m.text}”)_", ""]
         if s.get("silent") and not s.get("question") and not include_silent:
             continue
         stamp = clock(float(s.get("time", 0.0)))
@@ -405,8 +459,8 @@ def export_markdown(session: SavedSession, *, include_silent: bool = False) -> s
             lines.append(f"**[{stamp}] You:** {s['question']}")
             lines.append("")
         if not s.get("silent"):
-            tags = sorted(session.feedback.get(int(s["turn"]), set()))
-            note = f" _({', '.join(FEEDBACK_KINDS[t] for t in tags)})_" if tags else ""
+            tags = sorted(by_turn.get(int(s["turn"]), []), key=lambda m: m.kind)
+            note = f" _({'; '.join(m.describe() for m in tags)})_" if tags else ""
             fold = " _(folded on screen: near-repeat)_" if s.get("folded") else ""
             lines.append(f"**[{stamp}] Duet:** {s['text'].strip()}{note}{fold}")
             if s.get("thumb"):
@@ -416,6 +470,8 @@ def export_markdown(session: SavedSession, *, include_silent: bool = False) -> s
         elif include_silent:
             lines.append(f"[{stamp}] _(silent)_")
             lines.append("")
+    for m in missed:
+        lines += [f"**[{clock(m.time)}] Missed** _(should have said: “{m.text}”)_", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -423,16 +479,6 @@ def export_json(session: SavedSession) -> str:
     return json.dumps(session.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 
-def feedback_examples(store: SessionStore) -> list[dict]:
-    """Every reply that carries feedback, with its context, in the shape the trainer reads."""
-    out = []
-    for s in store.sessions():
-        by_turn = {int(st["turn"]): st for st in s.steps}
-        for turn, kinds in sorted(s.feedback.items()):
-            step = by_turn.get(turn)
-            if step is None or not kinds:
-                continue
-            out.append({"session": s.id, "turn": turn, "time": step.get("time"), "text": step.get("text"),
-                        "question": step.get("question"), "feedback": sorted(kinds),
-                        "model": s.meta.get("model"), "source": s.meta.get("source")})
-    return out
+def sessions_with_feedback(store: SessionStore) -> list[SavedSession]:
+    """Sessions that carry at least one mark in force (what "my sessions with feedback" trains on)."""
+    return [s for s in store.sessions() if s.marks]

@@ -27,11 +27,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from app.capture.base import CaptureError, FrameSource, SourceHealth
+from app.capture.parse import parse_spec
 from app.core.config import SessionConfig
 from app.core.errors import DuetError
-from app.core.sessions import SessionStore, SessionWriter
+from app.core.sessions import SessionStore, SessionWriter, session_meta
 from app.core.types import Frame, StepResult
 from app.engine.backend import Backend, BackendError
 from app.engine.events import (
@@ -74,6 +76,7 @@ class SessionController:
         self.session: ProactiveSession | None = None
         self.source: FrameSource | None = None
         self.writer: SessionWriter | None = None
+        self.last_session_id: str | None = None  # the saved session of the latest run (None: not saved)
         self.last_result: StepResult | None = None  # the newest step, for the time stamp of a question
         self.replies: dict[int, dict] = {}  # turn → its transcript record, so feedback attaches to a reply
         self._state = State.IDLE
@@ -333,6 +336,7 @@ class SessionController:
                     writer.close(reason)
                 else:  # it never got a turn (the reason was shown): no empty "0 replies" entry
                     writer.discard()
+                    self.last_session_id = None
             except (OSError, ValueError) as e:
                 self._emit(Problem(f"The transcript could not be closed ({e})."))
         with self._lock:
@@ -380,14 +384,21 @@ class SessionController:
 
     # ---- transcript ---------------------------------------------------------------------------
     def _open_transcript(self, request: RunRequest, device: str, source_name: str) -> None:
+        self.last_session_id = None
         if self.store is None:
             return
         c = request.config
-        meta = {"source": request.source, "model": request.model, "interval": c.interval,
-                "frames_per_turn": c.frames_per_turn, "talkativeness": c.talkativeness,
-                "max_new_tokens": c.max_new_tokens, "device": device, "source_name": source_name}
+        try:
+            spec = parse_spec(request.source)
+            video = str(Path(spec.path).resolve()) if spec.kind == "file" and spec.path else None
+        except CaptureError:
+            video = None
+        meta = session_meta(request.source, request.model, interval=c.interval, frames_per_turn=c.frames_per_turn,
+                            tokens_per_frame=c.tokens_per_frame, talkativeness=c.talkativeness, video=video)
+        meta.update(max_new_tokens=c.max_new_tokens, device=device, source_name=source_name)
         try:
             self.writer = self.store.create(meta)
+            self.last_session_id = self.writer.id
         except OSError as e:
             self._emit(Problem(f"This session cannot be saved ({e}); it will run without a transcript."))
 

@@ -6,14 +6,16 @@ Usage::
     duet train grpo RECIPE
     duet train export RECIPE [--no-parity]
     duet train demo [RECIPE] [--if-missing]     SFT → GRPO → export, registered as "demo" (source "demo")
+    duet train feedback --base demo --name mine [--sessions ID,ID | --all] [--steps 40] [--replay DATA.jsonl]
+                                                your marked sessions → SFT with replay → GGUF → library "mine"
     duet train runtime install|status|remove    the private PyTorch environment of the installed app
 
 Without PyTorch in this interpreter (the installed app ships none), a job runs in the private runtime
 that ``duet train runtime install`` makes (app/trainer/runtime.py).
 
-A killed or cancelled job (SIGTERM, Ctrl-C, or a file named CANCEL in the recipe's out_dir) resumes
-from its last checkpoint when the same command is run again. With several CUDA GPUs the job
-re-launches itself under ``accelerate launch`` (one process per GPU, data sharded by rank).
+A killed or cancelled job (SIGTERM, Ctrl-C, or a file named CANCEL in the job's out_dir) resumes
+from its last checkpoint when the same command is run again. Training uses one device (one GPU or
+the CPU); several GPUs are not used together.
 Exit status: 0 done, 2 bad input (recipe, data, missing stage), 3 out of memory (with advice),
 130 cancelled, 1 anything else.
 """
@@ -26,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("sft", "grpo", "export", "demo", "runtime")
+ACTIONS = ("sft", "grpo", "export", "demo", "feedback", "runtime")
 DEFAULT_DEMO_RECIPE = Path(__file__).resolve().parents[2] / "models" / "recipes" / "demo.toml"
 
 
@@ -43,6 +45,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-parity", action="store_true", help="export: skip the engine-vs-trainer check")
     p.add_argument("--if-missing", action="store_true", help="demo: do nothing if the demo model is registered")
     p.add_argument("--json", action="store_true", help="runtime: progress and status as JSON lines")
+    f = p.add_argument_group("feedback (duet train feedback)")
+    f.add_argument("--base", help="feedback: the model to start from: demo, a model made by this command, or an "
+                                  "HF checkpoint folder")
+    f.add_argument("--name", help="feedback: the new model's name in the library")
+    f.add_argument("--sessions", help="feedback: comma-separated session ids (see `duet sessions list`)")
+    f.add_argument("--all", action="store_true", help="feedback: every saved session that has feedback")
+    f.add_argument("--steps", type=int, default=40, help="feedback: optimizer steps (default 40)")
+    f.add_argument("--replay", action="append", default=[], metavar="DATASET",
+                   help="feedback: a dataset file (Duet .jsonl or ProactiveVideoQA .json) mixed in against forgetting")
+    f.add_argument("--synthetic", action="store_true", help="feedback: also train on the demo's synthetic videos")
+    f.add_argument("--grpo-steps", type=int, default=0, help="feedback: GRPO steps after SFT (needs --replay or "
+                                                             "--synthetic; default 0)")
+    f.add_argument("--lr", type=float, help="feedback: learning rate (default 5e-4 full fine-tune, 1e-4 LoRA)")
+    f.add_argument("--parity", action="store_true", help="feedback: also check the GGUF against the trained "
+                                                         "weights on the held-out clips (slower)")
     p.set_defaults(func=cmd_train)
 
 
@@ -59,20 +76,6 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key.strip()] = raw
     return out
-
-
-def _maybe_multi_gpu() -> None:
-    """Re-exec under ``accelerate launch`` when several GPUs are visible and we are not already a rank."""
-    if "LOCAL_RANK" in os.environ or os.environ.get("DUET_NO_ACCELERATE"):
-        return
-    try:
-        import torch
-    except ImportError:
-        return
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n > 1:
-        os.execvp(sys.executable, [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n),
-                                   "-m", "app.trainer.cli", *sys.argv[sys.argv.index("train") + 1:]])
 
 
 def run_action(action: str, recipe: str | None, overrides: dict[str, Any], *, quiet: bool = False,
@@ -119,6 +122,68 @@ def run_action(action: str, recipe: str | None, overrides: dict[str, Any], *, qu
         stop.restore()
 
 
+def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library_root: Path | None = None,
+                        sessions_root: Path | None = None) -> int:
+    """``duet train feedback``: resolve the sessions, build the recipe, train, export, register."""
+    from app.core.sessions import SessionStore, sessions_with_feedback
+    from app.trainer.feedback_job import build_recipe, run_feedback
+    from app.trainer.jobs import EXIT_BAD_INPUT, JobError, Reporter, StopFlag, run_guarded
+
+    stream = stream if stream is not None else sys.stdout
+    store = SessionStore(sessions_root)
+
+    def fail(message: str, advice: str) -> int:
+        Reporter(stream).emit("error", stage="feedback", kind="config", message=message, advice=advice)
+        return EXIT_BAD_INPUT
+
+    if not args.base or not args.name:
+        return fail("--base and --name are required", "e.g. duet train feedback --base demo --name mine --all")
+    if args.sessions and args.all:
+        return fail("give either --sessions ID,… or --all, not both", "see `duet sessions list` for the ids")
+    if not (args.sessions or args.all or args.replay or args.synthetic):
+        return fail("nothing to train on: give --sessions ID,… or --all (or a dataset with --replay)",
+                    "see `duet sessions list` for the ids")
+    if args.all:
+        dirs = [s.directory for s in sessions_with_feedback(store)]
+    else:
+        dirs = []
+        for sid in [x.strip() for x in (args.sessions or "").split(",") if x.strip()]:
+            d = store.root / sid
+            if "/" in sid or not (d / "events.jsonl").is_file():
+                return fail(f"no saved session {sid!r} in {store.root}", "see `duet sessions list` for the ids")
+            dirs.append(d)
+    try:
+        cfg, raw = build_recipe(args.base, args.name, dirs, steps=args.steps, replay=args.replay, lr=args.lr,
+                                synthetic=args.synthetic, grpo_steps=args.grpo_steps)
+    except JobError as e:
+        Reporter(stream).emit("error", stage="feedback", kind=e.kind, message=str(e), advice=e.advice)
+        return e.code
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    _record_job(cfg.out)
+    reporter = Reporter(stream, cfg.out / "progress.jsonl", quiet=args.quiet)
+    cancel = cfg.out / "CANCEL"
+    cancel.unlink(missing_ok=True)
+    stop = StopFlag(cancel).install()
+    try:
+        return run_guarded(lambda: run_feedback(cfg, raw, reporter, stop, parity=args.parity,
+                                                library_root=library_root), reporter, "feedback")
+    finally:
+        stop.restore()
+
+
+def _record_job(folder: Path) -> None:
+    """``job.json`` (pid, the command to resume with), so the Train page finds a job started from a terminal."""
+    import time
+
+    from app.core.atomic import write_json_atomic
+
+    if "feedback" not in sys.argv:
+        return  # called in-process (tests): no command line to record
+    head = [sys.executable, "train"] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app.trainer.cli"]
+    argv = [*head, *sys.argv[sys.argv.index("feedback"):]]
+    write_json_atomic(folder / "job.json", {"pid": os.getpid(), "argv": argv, "started": time.time()})
+
+
 def _in_runtime(args: argparse.Namespace) -> int:
     """Run this job in the private PyTorch runtime (this interpreter has no torch: the installed app)."""
     import subprocess
@@ -133,10 +198,13 @@ def _in_runtime(args: argparse.Namespace) -> int:
                                   message=f"training needs PyTorch, which this app installs on first use ({st.state})",
                                   advice=st.describe())
         return EXIT_BAD_INPUT
-    argv = [args.action, *([args.recipe] if args.recipe else [])]
-    argv += [f"--set={item}" for item in args.set]
-    argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-parity", args.no_parity),
-                                   ("--if-missing", args.if_missing)) if on]
+    if "train" in sys.argv:  # the command as the user typed it (every action's flags, feedback's included)
+        argv = sys.argv[sys.argv.index("train") + 1:]
+    else:
+        argv = [args.action, *([args.recipe] if args.recipe else [])]
+        argv += [f"--set={item}" for item in args.set]
+        argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-parity", args.no_parity),
+                                       ("--if-missing", args.if_missing)) if on]
     cmd, env = rt.job_command(argv)
     return subprocess.call(cmd, env=env)
 
@@ -150,14 +218,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not torch_importable():
         return _in_runtime(args)
-    if args.action != "export":
-        _maybe_multi_gpu()
+    if args.action == "feedback":
+        return run_feedback_action(args)
     return run_action(args.action, args.recipe, _overrides(args.set), quiet=args.quiet, parity=not args.no_parity,
                       if_missing=args.if_missing)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m app.trainer.cli ACTION RECIPE``: what ``duet train`` runs (and accelerate re-launches)."""
+    """``python -m app.trainer.cli ACTION RECIPE``: what ``duet train`` runs (the Train page starts this)."""
     parser = argparse.ArgumentParser(prog="duet")
     sub = parser.add_subparsers(dest="command")
     add_commands(sub)

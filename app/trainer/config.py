@@ -55,7 +55,10 @@ class DataConfig:
     heldout_synthetic: SyntheticSource | None = field(
         default_factory=lambda: SyntheticSource(per_family=2, seed=1000))
     train_files: list[str] = field(default_factory=list)  # dataset files (.jsonl Duet / .json PVQA)
-    feedback_files: list[str] = field(default_factory=list)  # Duet session feedback (.jsonl)
+    sessions: list[str] = field(default_factory=list)  # saved session folders with feedback (app/core/feedback.py)
+    sessions_repeat: int = 1  # each session dialogue appears this many times per epoch (oversampling vs replay)
+    window_turns: int = 32  # long sessions are cut into windows of this many turns (one forward each)
+    sessions_digest: str = ""  # hash of the sessions' marks: a changed mark invalidates checkpoints
     heldout_files: list[str] = field(default_factory=list)
 
 

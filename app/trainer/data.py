@@ -20,9 +20,7 @@ earlier answers said (we have no LLM to summarise, so the summary is the earlier
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -166,82 +164,101 @@ def dialogue_from_example(ex: Example, frames: Sequence[TurnFrames], nqna: bool 
 # the user's own sessions with feedback
 
 
-FEEDBACK_KINDS = ("should_speak", "redundant")
+def session_video(session: Any) -> Path:
+    """The video file a saved session watched; live sources keep no frames, so they cannot train."""
+    meta = session.meta
+    video = meta.get("video")
+    if not video:
+        src = str(meta.get("source", ""))
+        head, sep, rest = src.partition(":")
+        video = rest if sep and head.lower() == "file" else src
+    p = Path(str(video)).expanduser()
+    if not video or not p.is_file():
+        raise DataError(f"session {session.id}: it watched {meta.get('source', '?')!r}, which is not a video file "
+                        "that still exists; only sessions of a video file can be trained on (Duet does not keep "
+                        "the frames of a camera or screen)")
+    return p
 
 
-def load_feedback(path: str | Path, interval: float, frames_per_turn: int, tokens_per_frame: int) -> list[Dialogue]:
-    """Dialogues from recorded Duet sessions the user annotated.
+def session_dialogue(session: Any) -> Dialogue:
+    """One saved session + its feedback → the dialogue the model should have had.
 
-    One JSON object a line::
-
-        {"id": "...", "video": "rec.mp4",
-         "turns": [{"time": 2.0, "question": "…", "text": "NO REPLY" | "reply",
-                    "feedback": null | "should_speak" | "redundant", "correction": "what to say"}]}
-
-    Unmarked turns keep what the model said (the user let it stand); ``redundant`` turns become
-    ``NO REPLY``; ``should_speak`` turns say ``correction``. Turns are matched to the video's user
-    turns by time.
+    Frames are re-read from the session's video with the session's own stream geometry (interval,
+    frames per turn, tokens per frame from its meta), so the dialogue is what the model saw. Each
+    step is matched to its turn by the video time of its last frame; the questions ride where they
+    rode. Targets: what the model said, changed by the marks in force (``app.core.feedback.targets``:
+    wrong → the correction, late → one turn earlier, redundant → NO REPLY, missed → the text there).
     """
-    p = Path(path)
+    from dataclasses import replace as dc_replace
+
+    from app.core import feedback as fbk
+    from app.core.protocol import DEFAULT_TOKENS_PER_FRAME
+
+    meta = session.meta
+    where = f"session {session.id}: "
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e})") from e
-    out: list[Dialogue] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{p}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: expected a JSON object")
-        rid = rec.get("id")
-        if not isinstance(rid, str) or not rid:
-            raise DataError(f"{where}: field 'id': expected a non-empty string, got {rid!r}")
-        where = f"{where} (id {rid!r}): "
-        video = rec.get("video")
-        if not isinstance(video, str) or not video:
-            raise DataError(f"{where}field 'video': expected a path, got {video!r}")
-        vpath = Path(video) if Path(video).is_absolute() else p.parent / video
-        raw_turns = rec.get("turns")
-        if not isinstance(raw_turns, list) or not raw_turns:
-            raise DataError(f"{where}field 'turns': expected a non-empty list")
-        frames = read_turn_frames(vpath, interval, frames_per_turn, tokens_per_frame, where)
-        by_time = {round(f.time, 3): f for f in frames}
-        turns: list[DialogueTurn] = []
-        for i, t in enumerate(raw_turns):
-            tw = f"turns[{i}]"
-            if not isinstance(t, dict):
-                raise DataError(f"{where}field '{tw}': expected an object")
-            tm = t.get("time")
-            if isinstance(tm, bool) or not isinstance(tm, (int, float)) or not math.isfinite(tm):
-                raise DataError(f"{where}field '{tw}.time': expected a number, got {tm!r}")
-            fr = by_time.get(round(float(tm), 3))
-            if fr is None:
-                raise DataError(f"{where}field '{tw}.time': {tm} is not a user-turn time of {vpath.name} "
-                                f"at {interval} s × {frames_per_turn} frames")
-            fb = t.get("feedback")
-            if fb is not None and fb not in FEEDBACK_KINDS:
-                raise DataError(f"{where}field '{tw}.feedback': expected one of {FEEDBACK_KINDS} or null, got {fb!r}")
-            text = t.get("text", protocol.NO_REPLY)
-            if not isinstance(text, str):
-                raise DataError(f"{where}field '{tw}.text': expected a string")
-            if fb == "redundant":
-                text = protocol.NO_REPLY
-            elif fb == "should_speak":
-                corr = t.get("correction")
-                if not isinstance(corr, str) or not corr.strip():
-                    raise DataError(f"{where}field '{tw}.correction': 'should_speak' needs the text to say")
-                text = corr.strip()
-            q = t.get("question") or ""
-            if not isinstance(q, str):
-                raise DataError(f"{where}field '{tw}.question': expected a string")
-            turns.append(DialogueTurn(fr.time, list(fr.images), q, text.strip() or protocol.NO_REPLY))
-        turns.sort(key=lambda x: x.time)
-        out.append(Dialogue(rid, turns, meta={"form": "feedback"}))
+        interval = float(meta.get("interval", 1.0))
+        fpt = int(meta.get("frames_per_turn", 2))
+        tpf = int(meta.get("tokens_per_frame", DEFAULT_TOKENS_PER_FRAME))
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}meta.json: stream settings unreadable ({e})") from None
+    frames = read_turn_frames(session_video(session), interval, fpt, tpf, where)
+    times = [f.time for f in frames]
+    said = [protocol.NO_REPLY] * len(frames)
+    asked = [""] * len(frames)
+    step_index: dict[int, int] = {}
+    for st in session.steps:
+        ft = st.get("frame_times") or []
+        t = float(ft[-1]) if ft else float(st.get("time", 0.0))
+        i = next((k for k, tt in enumerate(times) if abs(tt - t) < 1e-3), None)
+        if i is None:
+            continue  # a turn of a live-paced run that skipped frames: no equal turn in the re-read video
+        step_index[int(st["turn"])] = i
+        said[i] = protocol.NO_REPLY if st.get("silent") else str(st.get("text", "")).strip() or protocol.NO_REPLY
+        asked[i] = st.get("question") or ""
+    marks = []
+    for m in session.marks:
+        if m.turn is not None:  # a reply mark: place it at the turn its step was matched to
+            if m.turn not in step_index:
+                continue
+            m = dc_replace(m, time=times[step_index[m.turn]],
+                           to_time=None if m.to_time is None else min(m.to_time, times[step_index[m.turn]] - 1e-3))
+        marks.append(m)
+    targets = fbk.targets(times, said, marks)
+    turns = [DialogueTurn(f.time, list(f.images), asked[i], targets[i]) for i, f in enumerate(frames)]
+    touched = sorted({i for i in range(len(turns)) if targets[i] != said[i]}
+                     | {step_index[m.turn] for m in marks if m.kind == "good" and m.turn in step_index})
+    return Dialogue(f"session/{session.id}", turns, meta={"form": "feedback", "marks": len(marks),
+                                                          "touched": touched})
+
+
+def windows(d: Dialogue, window_turns: int) -> list[Dialogue]:
+    """A long session cut into windows of ``window_turns`` turns; only those holding a mark are kept.
+
+    Why: one dialogue is one forward pass, and an hour at 1 s is 1800 turns (≈ 480 k tokens at 128
+    tokens a frame), far past any GPU; the engine itself forgets old turns as its context fills, so a
+    window that starts with an empty history is a situation the model meets at inference too.
+    """
+    if window_turns <= 0 or len(d.turns) <= window_turns:
+        return [d]
+    touched = set(d.meta.get("touched", []))
+    out = []
+    for k in range(0, len(d.turns), window_turns):
+        if touched & set(range(k, k + window_turns)):
+            out.append(replace(d, id=f"{d.id}#w{k // window_turns}", turns=d.turns[k:k + window_turns]))
+    return out
+
+
+def load_session_dialogues(dirs: Iterable[str | Path], window_turns: int = 32) -> list[Dialogue]:
+    """The dialogues of saved sessions (folders of the session store), long ones cut into windows."""
+    from app.core.sessions import load_session
+
+    out = []
+    for d in dirs:
+        p = Path(d)
+        if not (p / "events.jsonl").is_file():
+            raise DataError(f"{p}: not a saved session (no events.jsonl)")
+        out += windows(session_dialogue(load_session(p)), window_turns)
     return out
 
 
@@ -446,9 +463,7 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
         train += load_examples(synthetic_dataset(d.train_synthetic, work_dir))
     for f in d.train_files:
         train += load_examples(f)
-    feedback: list[Dialogue] = []
-    for f in d.feedback_files:
-        feedback += load_feedback(f, d.interval, d.frames_per_turn, d.tokens_per_frame)
+    feedback = load_session_dialogues(d.sessions, d.window_turns)
     held: list[Example] = []
     if d.heldout_synthetic is not None:
         held += load_examples(synthetic_dataset(d.heldout_synthetic, work_dir))
@@ -457,7 +472,7 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
     # Synthetic sets number their videos per family, so train and held-out ids collide: prefix.
     held = [replace(ex, id=f"heldout/{ex.id}") for ex in held]
     if not train and not feedback:
-        raise DataError(f"{cfg.path}: no training data (data.train_synthetic, data.train_files, data.feedback_files)")
+        raise DataError(f"{cfg.path}: no training data (data.train_synthetic, data.train_files, data.sessions)")
     frames: dict[str, list[TurnFrames]] = {}
     for ex in [*train, *held]:
         if ex.id in frames:
@@ -468,10 +483,11 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
     return Sources(train, feedback, Dataset(held), frames)
 
 
-def training_dialogues(src: Sources, nqna_fraction: float, variants: int, seed: int) -> list[Dialogue]:
+def training_dialogues(src: Sources, nqna_fraction: float, variants: int, seed: int, repeat: int = 1) -> list[Dialogue]:
+    """Replay dialogues (datasets) + the sessions' dialogues, these ``repeat`` times (oversampled)."""
     out: list[Dialogue] = []
     for k, ex in enumerate(src.train):
         for v in range(variants):
             rng = np.random.default_rng([seed, k, v])
             out.append(dialogue_from_example(ex, src.frames[ex.id], nqna=bool(rng.random() < nqna_fraction), rng=rng))
-    return out + list(src.feedback)
+    return out + list(src.feedback) * max(1, repeat)

@@ -74,7 +74,7 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
     from app.trainer.rollout import heldout_pauc, play, stream_dialogue
     from app.trainer.sft import _heldout, batch_indices, make_judge, recipe_hash
 
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()  # not `stop or …`: an unset flag is falsy
     g = cfg.grpo
     out = cfg.out / "grpo"
     start = cfg.out / "sft" / "final"

@@ -37,7 +37,14 @@ from app.trainer.jobs import (
 def recipe_hash(cfg: TrainConfig, stage: str) -> str:
     """What a checkpoint's validity depends on (step counts and logging cadence excluded)."""
     skip = {"steps", "ckpt_every", "eval_every", "eval_limit"}
-    d = {"seed": cfg.seed, "model": asdict(cfg.model), "data": asdict(cfg.data),
+    data = asdict(cfg.data)
+    # Keys added with session training are left out at their defaults, and the old (empty) feedback_files
+    # key kept, so checkpoints made before them (the cached demo model) stay valid.
+    for key, default in (("sessions", []), ("sessions_repeat", 1), ("sessions_digest", ""), ("window_turns", 32)):
+        if data.get(key) == default:
+            data.pop(key)
+    data.setdefault("feedback_files", [])
+    d = {"seed": cfg.seed, "model": asdict(cfg.model), "data": data,
          stage: {k: v for k, v in asdict(getattr(cfg, stage)).items() if k not in skip}}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -60,13 +67,19 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> list[int]:
 
 
 def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
-    """Mean cross-entropy over the dialogue's trained (assistant) tokens."""
+    """Mean cross-entropy over the dialogue's trained (assistant) tokens.
+
+    Logits are computed only where a trained token is predicted (``logits_to_keep``): a 152 k-word
+    vocabulary at every position of a window of frames would cost ~1.5 MB a token in fp32 with its
+    gradient, while the assistant tokens are a few percent of a dialogue (docs/training-estimates.md).
+    """
     import torch.nn.functional as F
 
-    out = model(**e.model_inputs(enc.image_pad, device))
-    logits = out.logits[0, :-1].float()
-    labels = e.labels[1:].to(logits.device)
-    return F.cross_entropy(logits, labels, ignore_index=-100)
+    labels = e.labels[1:]
+    pos = (labels != -100).nonzero().squeeze(1)
+    out = model(**e.model_inputs(enc.image_pad, device), logits_to_keep=pos.to(device))
+    logits = out.logits[0].float()
+    return F.cross_entropy(logits, labels[pos].to(logits.device))
 
 
 def make_judge(name: str, url: str = "", model: str = "") -> Any:
@@ -103,7 +116,7 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     )
     from app.trainer.rollout import heldout_pauc
 
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()  # not `stop or …`: an unset flag is falsy
     s = cfg.sft
     out = cfg.out / "sft"
     final = out / "final"
@@ -115,7 +128,8 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     base = base_checkpoint(cfg)
     enc = Encoder(base)
     src = load_sources(cfg, cfg.out / "data")
-    dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed)
+    dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed,
+                                   cfg.data.sessions_repeat)
     encoded = [enc.encode(d) for d in dialogues]
     held = _heldout(cfg, s.eval_limit, src)
     model = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision, lora=s.lora,

@@ -1,5 +1,6 @@
 """The chat: the user's questions and the model's replies at their video time, with a thumbnail of the
-frame each reply answered and per-reply feedback buttons the trainer learns from.
+frame each reply answered and per-reply feedback buttons (the schema of app/core/feedback.py) that
+``duet train feedback`` turns into training data.
 
 A plain scroll area of small bubble widgets rather than a model/view list: a session holds hundreds
 of replies, not millions, and real widgets give real buttons for feedback without delegate tricks.
@@ -15,6 +16,7 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QScrollArea,
     QSizePolicy,
@@ -23,12 +25,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.sessions import FEEDBACK_KINDS
+from app.core.feedback import KINDS, REPLY_KINDS
 from app.core.timefmt import clock
 from app.ui.images import rgb_to_pixmap
 
 THUMB_W = 112
-FEEDBACK_ICONS = {"late": "◷", "redundant": "↺", "wrong": "✗"}
+FEEDBACK_ICONS = {"late": "◷", "redundant": "↺", "wrong": "✗", "good": "✓"}
+# What each mark does to the training data (app/core/feedback.py, docs/feedback.md): said in the tooltip.
+FEEDBACK_EFFECT = {
+    "late": "trains this reply one turn earlier",
+    "redundant": "trains silence (NO REPLY) here",
+    "wrong": "trains silence here, or your correction if you give one with ✎",
+    "good": "keeps this reply as a training target",
+}
+TRAIN_HOW = "saved with the session; `duet train feedback` fine-tunes a model on your marked sessions"
 _LONG_RUN = 28
 
 
@@ -43,9 +53,11 @@ class Bubble(QFrame):
     """One message. Replies carry a turn number, a thumbnail and feedback toggles."""
 
     feedback = Signal(int, str, bool)  # turn, kind, on
+    correction = Signal(int, str)  # turn, what it should have said (a "wrong" mark with its correction)
 
     def __init__(self, who: str, text: str, stamp: str, *, turn: int | None = None,
-                 thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> None:
+                 thumb: QPixmap | None = None, feedback_on: set[str] | None = None,
+                 corrections: bool = False) -> None:
         super().__init__()
         self.who, self.text, self.turn = who, text, turn
         self.spoken = False
@@ -78,16 +90,26 @@ class Bubble(QFrame):
             fb = QHBoxLayout()
             fb.setSpacing(4)
             fb.addStretch(1)
-            for kind, label in FEEDBACK_KINDS.items():
+            for kind in REPLY_KINDS:
+                label = KINDS[kind]
                 b = QToolButton()
                 b.setObjectName("feedbackButton")
                 b.setCheckable(True)
                 b.setChecked(kind in (feedback_on or set()))
                 b.setText(f"{FEEDBACK_ICONS[kind]} {label}")
-                b.setToolTip(f"Mark this reply as “{label}” (saved with the session for training)")
+                b.setToolTip(f"Mark this reply as “{label}”: {FEEDBACK_EFFECT[kind]} ({TRAIN_HOW})")
                 b.toggled.connect(lambda on, k=kind: self.feedback.emit(self.turn, k, on))
                 fb.addWidget(b)
                 self.buttons[kind] = b
+            if corrections:
+                fix = QToolButton()
+                fix.setObjectName("feedbackButton")
+                fix.setText("✎ correct…")
+                fix.setToolTip(f"Type what Duet should have said here: marks the reply “wrong” with your "
+                               f"correction, which is trained at this moment ({TRAIN_HOW})")
+                fix.clicked.connect(self.ask_correction)
+                fb.addWidget(fix)
+                self.buttons["correct"] = fix
             col.addLayout(fb)
         row.addLayout(col, 1)
 
@@ -96,14 +118,33 @@ class Bubble(QFrame):
         grey = f"<span style='color:#8a93a6'>{stamp}</span>"
         self.head.setText(f"<b>{self.name}</b>&nbsp;&nbsp;{grey}" if self.name else grey)
 
+    def ask_correction(self) -> None:
+        text, ok = QInputDialog.getText(self, "Correct this reply", "What should Duet have said here?",
+                                        text=self.text)
+        if ok and text.strip() and self.turn is not None:
+            self.apply_correction(text.strip())
+
+    def apply_correction(self, text: str) -> None:
+        """Record the correction (the "wrong" button shows it is marked)."""
+        self.correction.emit(self.turn, text)
+        b = self.buttons.get("wrong")
+        if b is not None:
+            b.blockSignals(True)  # the correction record already says "wrong"
+            b.setChecked(True)
+            b.blockSignals(False)
+            b.setToolTip(f"Marked wrong; your correction: “{text}”")
+
 
 class ChatView(QScrollArea):
     """Append-only list of bubbles that follows the newest one unless the user scrolled up."""
 
     feedback = Signal(int, str, bool)
+    correction = Signal(int, str)
 
-    def __init__(self) -> None:
+    def __init__(self, *, corrections: bool = False) -> None:
+        """``corrections``: offer "✎ correct…" on replies (its owner connects :attr:`correction`)."""
         super().__init__()
+        self.corrections = corrections
         self.setObjectName("chat")
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -132,6 +173,7 @@ class ChatView(QScrollArea):
         self._col.addWidget(bubble)
         self.bubbles.append(bubble)
         bubble.feedback.connect(self.feedback)
+        bubble.correction.connect(self.correction)
         if self._follow:
             QTimer.singleShot(0, self, self._scroll_to_end)  # dropped if the view is gone by then
         return bubble
@@ -143,7 +185,8 @@ class ChatView(QScrollArea):
                   *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:
         if thumb is None and frame is not None:
             thumb = rgb_to_pixmap(frame, THUMB_W)
-        return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on))
+        return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on,
+                                corrections=self.corrections))
 
     def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False,
                      pending: bool = False) -> Bubble:

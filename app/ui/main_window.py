@@ -34,6 +34,7 @@ from app.ui.settings_dialog import SettingsDialog
 from app.ui.source_picker import describe, pick_source
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
+from app.ui.train_page import TrainPage
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
 from app.ui.watch_panel import SessionStatus, WatchPanel, video_file_of
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         w.overlay_button.toggled.connect(self.set_overlay_visible)
         w.settings_button.clicked.connect(self.open_settings)
         w.chat.feedback.connect(self._on_feedback)
+        w.chat.correction.connect(self._on_correction)
         w.question.returnPressed.connect(self.ask_from_box)
         w.ask_button.clicked.connect(self.ask_from_box)
         w.talk_button.clicked.connect(self.push_to_talk)
@@ -149,6 +151,9 @@ class MainWindow(QMainWindow):
         self.model_page.changed.connect(self._refresh_models)
         self.model_page.default_chosen.connect(lambda name: (self.set_model(name), self.save_settings()))
         self.tabs.addTab(self.model_page, "Models")
+        self.train_page = TrainPage(self.sessions)
+        self.train_page.use_model.connect(lambda name: (self.model_page.refresh(), self.set_model(name)))
+        self.tabs.addTab(self.train_page, "Train")
         self.tabs.currentChanged.connect(self._tab_changed)
         from app.ui.about import about_button
         from app.ui.runtime_dialog import runtime_button
@@ -467,6 +472,10 @@ class MainWindow(QMainWindow):
     @Slot(int, str, bool)
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
         self.controller.add_feedback(turn, kind, on)
+
+    @Slot(int, str)
+    def _on_correction(self, turn: int, text: str) -> None:
+        self.controller.add_feedback(turn, "wrong", True, text)  # a "wrong" mark carrying the correction
 
     def _update_pace(self, *_: object) -> None:
         self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))

@@ -167,7 +167,7 @@ class WatchPanel(QWidget):
         rcol = QVBoxLayout(right)
         rcol.setContentsMargins(8, 0, 0, 0)
         rcol.addWidget(section("Conversation"))
-        self.chat = ChatView()
+        self.chat = ChatView(corrections=True)
         rcol.addWidget(self.chat, 1)
         ask_row = QHBoxLayout()
         self.question = QLineEdit()

@@ -18,8 +18,8 @@ from app.core.sessions import (
     add_feedback,
     export_json,
     export_markdown,
-    feedback_examples,
     load_session,
+    sessions_with_feedback,
 )
 from app.core.types import Frame, StepResult
 
@@ -63,10 +63,12 @@ def test_steps_questions_feedback_and_export(tmp_path: Path) -> None:
     assert data["feedback"] == {"1": ["late"], "2": ["wrong"]}
     assert len(data["steps"]) == 3
 
-    add_feedback(w.directory, 1, "wrong")  # later, from the session browser
-    examples = feedback_examples(store)
-    assert [(e["turn"], e["feedback"]) for e in examples] == [(1, ["late", "wrong"]), (2, ["wrong"])]
-    assert examples[0]["question"] == "what is on the table?"
+    add_feedback(w.directory, 1, "wrong", text="A knife and a tomato.")  # later, from the session browser
+    (marked,) = sessions_with_feedback(store)
+    assert [(m.turn, m.kind, m.time, m.text) for m in marked.marks] == [
+        (1, "late", 4.0, ""), (1, "wrong", 4.0, "A knife and a tomato."), (2, "wrong", 6.0, "")]
+    assert "A knife and an onion. _(should have spoken earlier; wrong: “A knife and a tomato.”)_" in \
+        export_markdown(marked)
 
 
 def _watch_fsync(monkeypatch: pytest.MonkeyPatch, log: Path) -> list[int]:
@@ -126,8 +128,11 @@ def test_every_record_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_unknown_feedback_kind_is_rejected(tmp_path: Path) -> None:
     w = SessionStore(tmp_path).create({})
+    w.add_step(_result(0, "hello"))
     with pytest.raises(ValueError, match="unknown feedback"):
         w.add_feedback(0, "boring")
+    with pytest.raises(ValueError, match="no turn 5"):
+        w.add_feedback(5, "late")
 
 
 def test_cut_off_last_line_is_skipped(tmp_path: Path) -> None:

@@ -138,10 +138,14 @@ def test_live_feedback_lands_in_the_running_session(qtbot, make_window, vtest_av
     w.start()
     qtbot.waitUntil(lambda: len(w.chat.replies()) >= 1, timeout=30_000)
     w.chat.replies()[0].buttons["redundant"].click()
+    w.chat.replies()[0].apply_correction("Two people cross the hall.")  # what "✎ correct…" records
     directory = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=30_000)
-    assert load_session(directory).feedback[w.chat.replies()[0].turn] == {"redundant"}
+    saved = load_session(directory)
+    assert saved.feedback[w.chat.replies()[0].turn] == {"redundant", "wrong"}
+    assert [(m.kind, m.text) for m in saved.marks if m.kind == "wrong"] == [("wrong", "Two people cross the hall.")]
+    assert w.chat.replies()[0].buttons["wrong"].isChecked()
 
 
 def test_model_page_validates_and_imports_a_pair(qtbot, make_window, tiny_model, tmp_path: Path) -> None:

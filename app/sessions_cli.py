@@ -1,0 +1,132 @@
+"""``duet sessions list | show ID | export ID | feedback ID``: the Sessions page, headless.
+
+Usage::
+
+    duet sessions list
+    duet sessions show ID                       the transcript (replies, questions, feedback)
+    duet sessions export ID --format md|json [--out FILE]
+    duet sessions feedback ID --at SECONDS --kind late|missed|redundant|wrong|good [--correction TEXT] [--undo]
+
+Feedback goes through the one schema (``app/core/feedback.py``, ``docs/feedback.md``): reply kinds
+attach to the reply at or nearest ``--at``; ``missed`` needs ``--correction`` (what should have been
+said) and no reply. It is appended to the session's log exactly as the chat's buttons append it, and
+``duet train feedback`` trains on it.
+
+A top-level module rather than part of ``app.core``: it parses source specs (``app.capture``), which
+the core may not import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _store(a: argparse.Namespace):  # noqa: ANN202
+    from app.core.sessions import SessionStore
+
+    return SessionStore(Path(a.root) if getattr(a, "root", None) else None)
+
+
+def _load(a: argparse.Namespace):  # noqa: ANN202
+    from app.core.sessions import load_session
+
+    store = _store(a)
+    sid = a.id.strip()
+    d = store.root / sid
+    if not sid or "/" in sid or sid.startswith(".") or not (d / "events.jsonl").is_file():
+        raise FileNotFoundError(f"no saved session {sid!r} in {store.root} (see `duet sessions list`)")
+    return load_session(d)
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    store = _store(a)
+    sessions = list(store.sessions())
+    if not sessions:
+        print(f"No saved sessions in {store.root}. `duet run … --save-session` or the app's Watch page make them.")
+        return 0
+    for s in sessions:
+        state = s.ended or "interrupted"
+        print(f"{s.id}  {s.title}  model={s.meta.get('model', '?')}  turns={len(s.steps)} "
+              f"replies={len(s.replies)} feedback={len(s.marks)}  {state}")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from app.core.sessions import export_markdown
+
+    print(export_markdown(_load(a), include_silent=a.silent), end="")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from app.core.sessions import export_json, export_markdown
+
+    s = _load(a)
+    text = export_markdown(s) if a.format == "md" else export_json(s)
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
+        print(f"wrote {a.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_feedback(a: argparse.Namespace) -> int:
+    from app.core import feedback as fbk
+    from app.core.sessions import add_mark
+
+    s = _load(a)
+    if a.at < 0:
+        raise ValueError("--at must be a video time in seconds ≥ 0")
+    if a.undo:
+        placeholder = "-" if a.kind == "missed" else ""  # only the mark's key matters for an undo
+        target = fbk.make(a.kind, a.at, s.steps, text=placeholder)
+        live = [m for m in s.marks if m.key == target.key]
+        if not live:
+            raise ValueError(f"no '{a.kind}' mark in force at {a.at:g} s to undo")
+        m = live[0]
+        mark = fbk.Feedback(m.kind, m.time, m.turn, m.text, m.to_time, on=False)
+    else:
+        mark = fbk.make(a.kind, a.at, s.steps, text=a.correction or "", to_time=a.to)
+    add_mark(s.directory, mark)
+    where = f"the reply at {_clock(mark.time)} (turn {mark.turn})" if mark.turn is not None else _clock(mark.time)
+    print(f"{'withdrew' if a.undo else 'marked'} {where}: {mark.describe()}")
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``sessions`` on the ``duet`` command's sub-parsers."""
+    from app.core.feedback import KINDS
+
+    p = subparsers.add_parser("sessions", help="saved sessions: list, show, export, give feedback",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", help="the session store (default: the app's, or $DUET_DATA_DIR/sessions)")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="every saved session, newest first").set_defaults(func=cmd_list)
+    sh = sub.add_parser("show", help="a session's transcript with its feedback")
+    sh.add_argument("id")
+    sh.add_argument("--silent", action="store_true", help="also list silent turns")
+    sh.set_defaults(func=cmd_show)
+    ex = sub.add_parser("export", help="a session as Markdown or JSON")
+    ex.add_argument("id")
+    ex.add_argument("--format", choices=["md", "json"], default="md")
+    ex.add_argument("--out", help="write here instead of stdout")
+    ex.set_defaults(func=cmd_export)
+    fb = sub.add_parser("feedback", help="mark a reply (or a missed moment) for training")
+    fb.add_argument("id")
+    fb.add_argument("--at", type=float, required=True, metavar="SECONDS",
+                    help="video time: the reply at or nearest it; for 'missed', the moment itself")
+    fb.add_argument("--kind", required=True, choices=list(KINDS),
+                    help="; ".join(f"{k}: {v}" for k, v in KINDS.items()))
+    fb.add_argument("--correction", metavar="TEXT", help="wrong: what it should have said; missed: required")
+    fb.add_argument("--to", type=float, metavar="SECONDS", help="late: when it should have spoken (default: one "
+                                                                "turn earlier)")
+    fb.add_argument("--undo", action="store_true", help="withdraw this mark")
+    fb.set_defaults(func=cmd_feedback)

@@ -1,0 +1,186 @@
+"""``duet train feedback``: the user's marked sessions → a fine-tuned model in the library.
+
+What the Train page's "quick on my feedback" preset runs, too. Steps:
+
+1. the base model's HF weights (``--base``: ``demo``, a model this command made earlier, or an HF
+   checkpoint folder);
+2. one dialogue per marked session (``app.trainer.data.session_dialogue``: the session's frames
+   re-read from its video, the model's replies changed by the marks), oversampled so that about a
+   quarter of the dialogues in each epoch are the user's;
+3. replay data mixed in so the model keeps what it knew: for the demo base the synthetic set it
+   was trained on (a subset), for another base the ``--replay`` dataset files;
+4. SFT (full fine-tune for a small base such as the demo; LoRA for a large one such as the 3B),
+   with held-out PAUC before and after on clips the sessions never showed;
+5. export to GGUF and registration in the model library under NEW (usable without a restart).
+
+The recipe is built here and written to ``<out>/recipe.json``; running the same command again
+resumes from the last checkpoint (the recipe's hash includes the marks, so changed feedback starts
+over instead of resuming onto other data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from app.trainer.config import TrainConfig, _build, check
+from app.trainer.jobs import JobError, Reporter, StopFlag
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_RECIPE = REPO / "models" / "recipes" / "demo.toml"
+# A base whose weights are smaller than this is fully fine-tuned; larger ones get LoRA.
+FULL_FINETUNE_MAX_BYTES = 200 * 2**20
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def data_root() -> Path:
+    env = os.environ.get("DUET_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("duet"))
+
+
+def job_dir(name: str) -> Path:
+    """Where the job for model NAME keeps its recipe, checkpoints, progress and weights."""
+    return data_root() / "train" / name
+
+
+def _demo_cfg() -> TrainConfig:
+    from app.trainer.config import load_config
+
+    return load_config(DEMO_RECIPE)
+
+
+def resolve_base(base: str) -> tuple[Path, bool]:
+    """(HF checkpoint folder, is_demo) for ``--base``."""
+    p = Path(base).expanduser()
+    if (p / "config.json").is_file():
+        return p, False
+    if base == "demo":
+        cfg = _demo_cfg()
+        for out in (cfg.out, REPO / cfg.out_dir):
+            for stage in ("grpo", "sft"):
+                if (out / stage / "final" / "config.json").is_file():
+                    return out / stage / "final", True
+        raise JobError("missing", "the demo model's trained weights are not on this machine",
+                       "run `duet train demo` first (it trains them in a few minutes)", code=2)
+    mine = job_dir(base) / "sft" / "final"
+    if (mine / "config.json").is_file():
+        meta = job_dir(base) / "recipe.json"
+        is_demo = meta.is_file() and json.loads(meta.read_text()).get("demo_family", False)
+        return mine, bool(is_demo)
+    raise JobError("missing", f"--base {base!r}: not 'demo', not a model trained by `duet train feedback`, and not "
+                   "an HF checkpoint folder (a folder with config.json)",
+                   "pass the folder of the Hugging Face weights, e.g. a download of MMDuet2", code=2)
+
+
+def marks_digest(session_dirs: list[Path]) -> str:
+    from app.core.sessions import load_session
+
+    h = hashlib.sha256()
+    for d in session_dirs:
+        s = load_session(d)
+        h.update(s.id.encode())
+        for m in s.marks:
+            h.update(json.dumps(m.to_record() | {"wall": 0}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int = 40, replay: list[str] | None = None,
+                 out_dir: Path | None = None, lr: float | None = None, synthetic: bool = False,
+                 grpo_steps: int = 0) -> tuple[TrainConfig, dict[str, Any]]:
+    """The recipe of a job (a TrainConfig), and the raw dict it was built from.
+
+    ``session_dirs`` are the marked sessions; ``replay`` dataset files and ``synthetic`` (the demo's
+    synthetic set, per_family 12) are mixed in, and are the whole training set when no session is
+    given (the Train page's "dataset folder" and "synthetic" choices). ``grpo_steps`` > 0 adds GRPO
+    after SFT (it needs gold answers, so it trains on the datasets, not on the sessions).
+    """
+    if not NAME_RE.match(name) or name in ("demo", "tiny"):
+        raise JobError("config", f"--name {name!r}: use letters, digits, '.', '_' or '-' (not 'demo' or 'tiny')",
+                       "pick another name", code=2)
+    if not session_dirs and not replay and not synthetic:
+        raise JobError("data", "no sessions with feedback to train on",
+                       "mark replies while watching (or `duet sessions feedback ID --at SECONDS --kind KIND`)", code=2)
+    if grpo_steps and not replay and not synthetic:
+        raise JobError("config", "GRPO needs clips with gold answers: add a dataset (--replay) or --synthetic",
+                       code=2)
+    if steps < 1:
+        raise JobError("config", "--steps must be ≥ 1", code=2)
+    hf, is_demo = resolve_base(base)
+    size = sum(f.stat().st_size for f in hf.glob("*.safetensors"))
+    lora = size > FULL_FINETUNE_MAX_BYTES
+    out = Path(out_dir) if out_dir else job_dir(name)
+    data: dict[str, Any] = {"sessions": [str(d) for d in session_dirs], "sessions_digest": marks_digest(session_dirs),
+                            "train_synthetic": False, "heldout_synthetic": False,
+                            "train_files": list(replay or []), "nqna_fraction": 0.0}
+    raw: dict[str, Any] = {"out_dir": str(out), "seed": 0, "device": "auto", "model": {"base": str(hf)}}
+    if is_demo or synthetic:
+        demo = _demo_cfg()
+        d = demo.data
+        data.update(interval=d.interval, frames_per_turn=d.frames_per_turn, tokens_per_frame=d.tokens_per_frame,
+                    nqna_fraction=d.nqna_fraction)
+        if d.train_synthetic is not None and (is_demo or synthetic):  # replay: a subset of the demo's training set
+            t = d.train_synthetic
+            data["train_synthetic"] = {"families": t.families, "difficulties": t.difficulties, "per_family": 48,
+                                       "seed": t.seed, "size": t.size}
+        if d.heldout_synthetic is not None:  # held-out: the demo's own held-out clips
+            h = d.heldout_synthetic
+            data["heldout_synthetic"] = {"families": h.families, "difficulties": h.difficulties,
+                                         "per_family": h.per_family, "seed": h.seed, "size": h.size}
+    n_replay = 96 if (is_demo or synthetic) else 0
+    data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs)))) if session_dirs else 1
+    raw["data"] = data
+    raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (5e-4 if not lora else 1e-4),
+                  "warmup": min(5, steps), "min_lr_ratio": 0.1, "lora": lora, "freeze_vision": True,
+                  "ckpt_every": max(1, min(25, steps)), "eval_every": 0, "gradient_checkpointing": lora}
+    if lora:
+        raw["model"]["dtype"] = "bfloat16"  # the 3B: bf16 weights (docs/training-estimates.md)
+    else:
+        raw["threads"] = 1  # a small model on the CPU: more threads fight the app for cores (models/recipes/demo.toml)
+    if grpo_steps:
+        raw["grpo"] = {"steps": grpo_steps, "lora": lora, "lr": 1e-4 if not lora else 1e-5, "ckpt_every": 4,
+                       "freeze_vision": True}
+    raw["export"] = {"name": name, "source": "trained", "quant": "Q8_0", "stage": "grpo" if grpo_steps else "sft"}
+    try:
+        cfg = _build(TrainConfig, raw, f"duet train feedback --name {name}")
+        cfg.path = str(out / "recipe.json")
+        check(cfg)
+    except ValueError as e:
+        raise JobError("config", str(e), code=2) from e
+    return cfg, raw | {"demo_family": is_demo}
+
+
+def run_feedback(cfg: TrainConfig, raw: dict[str, Any], reporter: Reporter, stop: StopFlag | None = None, *,
+                 parity: bool = False, library_root: Path | None = None) -> Any:
+    """SFT on the recipe, then export + register; writes ``<out>/summary.json`` (PAUC before/after)."""
+    from app.trainer.export import run_export
+    from app.trainer.sft import run_sft
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "recipe.json").write_text(json.dumps(raw, indent=1))
+    reporter.emit("start", stage="feedback", name=cfg.export.name, base=cfg.model.base,
+                  sessions=len(cfg.data.sessions), lora=cfg.sft.lora, steps=cfg.sft.steps)
+    run_sft(cfg, reporter, stop)
+    if raw.get("grpo"):
+        from app.trainer.grpo import run_grpo
+
+        run_grpo(cfg, reporter, stop)
+    entry = run_export(cfg, reporter, parity=parity, library_root=library_root)
+    sft = json.loads((cfg.out / "sft" / "summary.json").read_text())
+    evals = sft.get("evals", [])
+    summary = {"name": entry.name, "model": str(entry.model), "base": cfg.model.base, "lora": cfg.sft.lora,
+               "sessions": cfg.data.sessions, "steps": cfg.sft.steps, "losses": sft.get("losses", []),
+               "pauc_before": evals[0]["pauc"] if evals else None,
+               "pauc_after": evals[-1]["pauc"] if len(evals) > 1 else None}
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    reporter.emit("done", stage="feedback", name=entry.name, model=str(entry.model),
+                  pauc_before=summary["pauc_before"], pauc_after=summary["pauc_after"],
+                  summary=str(cfg.out / "summary.json"))
+    return entry
