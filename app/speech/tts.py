@@ -20,6 +20,7 @@ tests (real espeak-ng, no speaker needed) and handy to record a session's voice 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class Speaker:
     # ---- any thread ---------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
+            _preload_driver(self.driver)
             self._thread = threading.Thread(target=self._run, name="duet-tts", daemon=True)
             self._thread.start()
 
@@ -231,3 +233,20 @@ def _wait_written(path: Path, timeout: float = 10.0) -> None:
             return
         last = size
         time.sleep(0.05)
+
+
+def _preload_driver(driver: str | None) -> None:
+    """Load espeak's shared library on the thread that starts the speaker (the GUI thread), not on ours.
+
+    Why: ctypes keeps the GIL while ``dlopen`` waits for the dynamic loader's lock. If the GUI thread
+    is loading a Qt plugin at that moment (QtMultimedia's, when the window builds its video player)
+    and that plugin logs through a Python message handler (pytest-qt installs one), each thread waits
+    for the lock the other holds and the app hangs at start. Loaded here, the engine thread finds the
+    library already imported and never calls ``dlopen``.
+    """
+    if not sys.platform.startswith("linux") or driver not in (None, "espeak"):
+        return
+    try:
+        import pyttsx3.drivers._espeak  # noqa: F401 - imported for its side effect: the dlopen
+    except Exception:  # noqa: BLE001 - the engine thread reports a missing espeak with the real reason
+        pass

@@ -269,8 +269,10 @@ class MainWindow(QMainWindow):
             self.show_problem(no_model_message())
             return
         try:
+            # The window watches in real time, so a slow machine stays live (skips stale frames, fewer
+            # tokens per frame) and the status bar says what it traded (app/engine/cadence.py).
             config = SessionConfig(interval=s.interval, frames_per_turn=s.frames_per_turn,
-                                   talkativeness=s.talkativeness)
+                                   talkativeness=s.talkativeness, cadence="live")
         except SettingError as e:
             self.show_problem(str(e))
             return
