@@ -396,7 +396,7 @@ def load_session(directory: Path | str) -> SavedSession:
         try:
             parsed.append(fbk.from_record(rec, times))
         except fbk.FeedbackError as e:
-            log.warning("%s: feedback record skipped (%s)", path, e)
+            log.debug("%s: feedback record skipped (%s)", path, e)  # counted; reported once below
             out.damaged_lines += 1
     out.marks = fbk.current(parsed)
     for m in parsed:  # turn → reply kinds on; a turn whose marks were all withdrawn keeps an empty set

@@ -13,7 +13,7 @@ import stat
 import numpy as np
 import pytest
 
-from app.core.sessions import SessionStore, export_json, export_markdown, feedback_examples, load_session
+from app.core.sessions import SessionStore, export_json, export_markdown, load_session, sessions_with_feedback
 from app.core.types import Frame, StepResult, StepTimings
 
 
@@ -65,7 +65,7 @@ def test_a_damaged_record_is_skipped_and_reported_once(case, tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records] == [f"session {d}: 1 damaged record(s) skipped"]
     assert len(s.steps) == 3 and s.feedback == {1: {"wrong"}} and s.ended == "stopped"
     assert "a reply" in export_markdown(s) and json.loads(export_json(s))["id"] == d.name
-    assert feedback_examples(store)[0]["feedback"] == ["wrong"]
+    assert [m.kind for m in sessions_with_feedback(store)[0].marks] == ["wrong"]
 
 
 META_CASES = {
