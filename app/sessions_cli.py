@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.core.errors import InputError
+
 
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
@@ -84,13 +86,13 @@ def cmd_feedback(a: argparse.Namespace) -> int:
 
     s = _load(a)
     if a.at < 0:
-        raise ValueError("--at must be a video time in seconds ≥ 0")
+        raise InputError("--at must be a video time in seconds ≥ 0")
     if a.undo:
         placeholder = "-" if a.kind == "missed" else ""  # only the mark's key matters for an undo
         target = fbk.make(a.kind, a.at, s.steps, text=placeholder)
         live = [m for m in s.marks if m.key == target.key]
         if not live:
-            raise ValueError(f"no '{a.kind}' mark in force at {a.at:g} s to undo")
+            raise InputError(f"no '{a.kind}' mark in force at {a.at:g} s to undo")
         m = live[0]
         mark = fbk.Feedback(m.kind, m.time, m.turn, m.text, m.to_time, on=False)
     else:

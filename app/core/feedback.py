@@ -31,6 +31,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from app.core.errors import InputError
 from app.core.protocol import NO_REPLY
 
 SCHEMA_VERSION = 2
@@ -49,7 +50,7 @@ REPLY_KINDS = ("late", "redundant", "wrong", "good")
 LEGACY_KINDS = {"should_speak": "missed"}
 
 
-class FeedbackError(ValueError):
+class FeedbackError(InputError):
     """A feedback record or request that cannot be used; the message says what to change."""
 
 

@@ -226,12 +226,13 @@ def _wait_written(path: Path, timeout: float = 10.0) -> None:
     ``runAndWait`` has returned (see ``_set``), so "finished" would otherwise name a file still being written.
     """
     deadline = time.monotonic() + timeout
-    last = -1
+    last, stable_since = -1, time.monotonic()
     while time.monotonic() < deadline:
         size = path.stat().st_size if path.exists() else -1
-        if size > 44 and size == last:  # more than a WAV header, and stable over one poll
-            return
-        last = size
+        if size != last:
+            last, stable_since = size, time.monotonic()
+        elif size > 44 and time.monotonic() - stable_since >= 0.25:  # past the header, unchanged for 250 ms
+            return  # (one 50 ms poll was not enough on a busy machine: espeak writes in bursts)
         time.sleep(0.05)
 
 

@@ -113,7 +113,7 @@ def test_corrupting_mirror_is_refused_and_nothing_imported(hub, lib):
         PullJob(NAME, quant="Q8_0", library=lib).run()
     assert e.value.kind == "integrity"
     assert "model.safetensors" in str(e.value) and "deleted" in str(e.value)
-    assert lib.entries() == []
+    assert lib.user_entries() == []
     assert not (lib.root / "tiny-vl-q8_0").exists()
     work = lib.root / ".pulls"
     assert not list(work.rglob("model.safetensors"))  # the bad file is gone
@@ -150,7 +150,7 @@ def test_sigkilled_pull_resumes_with_identical_files(hub, lib, tiny_model):
     finally:
         proc.wait(timeout=60)
     assert killed_at is not None and proc.returncode == -signal.SIGKILL
-    assert lib.entries() == []  # nothing half-written in the library
+    assert lib.user_entries() == []  # nothing half-written in the library
     assert not (lib.root / "tiny-vl-q8_0").exists()
 
     hub.faults.rate = 0
@@ -184,7 +184,7 @@ def test_finished_stages_are_not_redone(hub, lib):
 
     with pytest.raises(PullStopped):
         PullJob(NAME, quant="Q4_K_M", library=lib, progress=progress, stop=stop).run()
-    assert lib.entries() == []
+    assert lib.user_entries() == []
     state = json.loads(next((lib.root / ".pulls").glob("*/state.json")).read_text())
     assert state["converted"] and len(state["verified"]) == len(hub.repos[NAME])
     hub.faults.requests.clear()
@@ -207,7 +207,7 @@ def test_http_errors_have_distinct_messages(hub, lib, status, kind, words):
     with pytest.raises(HubError) as e:
         PullJob(NAME, library=lib, quant="Q8_0").run()
     assert e.value.kind == kind and words in str(e.value)
-    assert lib.entries() == []
+    assert lib.user_entries() == []
 
 
 def test_missing_repo_and_revision(hub, lib):

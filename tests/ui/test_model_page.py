@@ -51,7 +51,7 @@ def test_download_pause_close_reopen_resume_delete(qtbot, hub, tmp_path: Path, m
     row["pause"].click()
     assert jobs.get(REPO_ID).status.state == "paused"
     assert "Paused" in row["status"].text() and row["start"].text() == "Resume"
-    assert library.entries() == []
+    assert library.user_entries() == []
 
     # The page goes away (tab closed / window rebuilt); the job is the app's, not the page's.
     page.close()
@@ -101,7 +101,7 @@ def test_failed_pull_says_why_and_cancel_cleans_up(qtbot, hub, tmp_path: Path) -
     row["cancel"].click()
     assert "Cancelled" in row["status"].text()
     assert not (library.root / ".pulls").exists() or not any((library.root / ".pulls").iterdir())
-    assert library.entries() == []
+    assert library.user_entries() == []
 
 
 def test_a_pull_left_unfinished_by_an_earlier_run_is_offered_for_resuming(qtbot, hub, tmp_path: Path) -> None:
