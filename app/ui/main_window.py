@@ -386,8 +386,7 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def show_problem(self, text: str) -> None:
         self.last_error = text
-        self.watch.show_problem(text)
-        self.statusBar().showMessage(text, 8000)
+        self.watch.show_problem(text)  # the banner; the status bar keeps its live figures (no overlap)
 
     def hide_problem(self) -> None:
         self.watch.hide_problem()
