@@ -92,7 +92,8 @@ def gui_check(exe: Path, work: Path, shot: Path) -> None:
         env = fresh_env(work / "home-gui")
         env.update(DISPLAY=f":{n}", QT_QPA_PLATFORM="xcb")
         log = open(work / "gui.log", "w")  # noqa: SIM115 - closed below
-        app = subprocess.Popen([str(exe)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Past the first-run wizard (tested by tests/ui/test_first_run.py) to the main window itself.
+        app = subprocess.Popen([str(exe), "gui", "--no-first-run"], env=env, stdout=log, stderr=subprocess.STDOUT)
         tree, deadline = "", time.monotonic() + 120
         while time.monotonic() < deadline and app.poll() is None:
             tree = subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, text=True,
