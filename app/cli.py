@@ -171,22 +171,16 @@ class _JsonlOut:
 
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.good = 0
         self.records = 0
 
     def write(self, record: dict) -> None:
-        import os
+        from app.core.atomic import append_whole
 
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            append_whole(self.fd, (json.dumps(record, ensure_ascii=False) + "\n").encode())
         except OSError as e:
-            os.ftruncate(self.fd, self.good)
             e.filename = e.filename or f"{self.path} (it keeps its first {self.records} records, whole)"
             raise
-        self.good += len(data)
         self.records += 1
 
     def close(self) -> None:

@@ -67,3 +67,21 @@ def install_pair(staged: list[tuple[Path, Path]]) -> None:
     for _target, backup in backups:
         if backup is not None:
             backup.unlink(missing_ok=True)
+
+
+def append_whole(fd: int, data: bytes, *, fsync: bool = False) -> None:
+    """Append ``data`` to the file open at ``fd`` as a whole, or not at all.
+
+    Why: on a write error (a full disk) a half-written line would swallow the next record of a
+    JSON-lines log; the file is cut back to its size before this record and the error goes up.
+    """
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.atomic import append_whole
+
 
 @dataclass
 class Prediction:
@@ -69,15 +71,7 @@ def append_prediction(path: str | os.PathLike[str], pred: Prediction) -> None:
     data = (json.dumps(pred.to_json(), ensure_ascii=False) + "\n").encode()
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        size = os.fstat(fd).st_size
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except OSError:
-            os.ftruncate(fd, size)  # a full disk: no half line that would swallow the next record
-            raise
+        append_whole(fd, data, fsync=True)
     finally:
         os.close(fd)
 

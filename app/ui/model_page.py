@@ -342,13 +342,6 @@ class ModelPage(QWidget):
         self.refresh()
         self.changed.emit()
 
-    def model_names(self) -> list[str]:
-        names = ["tiny"]
-        if self.library.get("demo"):
-            names.append("demo")
-        names += [e.name for e in self.library.entries() if e.name not in ("demo", "tiny")]
-        return names
-
     # ---- import ---------------------------------------------------------------------------------
     def _browse(self, edit: QLineEdit) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF file", edit.text(), "GGUF (*.gguf);;All files (*)")

@@ -38,8 +38,6 @@ from app.ui.chat_view import ChatView
 from app.ui.images import rgb_to_pixmap
 from app.ui.pace import pace_text
 
-MODEL_LABELS = {"tiny": "tiny — built-in test model", "demo": "demo — offline demo model"}
-
 
 def video_file_of(spec: str) -> Path | None:
     """The file a source spec names, when it is a video file (the in-app player can then show it)."""
@@ -186,14 +184,6 @@ class WatchPanel(QWidget):
     # ---- presentation --------------------------------------------------------------------------
     def _update_cadence(self) -> None:
         self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
-
-    def set_models(self, names: list[str], current: str) -> None:
-        self.model_combo.clear()
-        for name in names:
-            self.model_combo.addItem(MODEL_LABELS.get(name, name), name)
-        if self.model_combo.findData(current) < 0:  # a path or a model removed since
-            self.model_combo.addItem(current, current)
-        self.model_combo.setCurrentIndex(self.model_combo.findData(current))
 
     def show_session_settings(self, s: SessionSettings) -> None:
         self.interval_spin.setValue(s.interval)

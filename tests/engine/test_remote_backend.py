@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import threading
 import time
 
@@ -14,14 +13,7 @@ import pytest
 from app.core import protocol
 from app.engine.backend import BackendError
 from app.engine.remote_backend import RemoteBackend
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.engine.loopback import free_port
 
 
 @pytest.fixture(scope="module")
