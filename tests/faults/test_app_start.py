@@ -21,12 +21,6 @@ from ..speech.fake_sounddevice import FakeSoundDevice
 
 
 def test_the_app_starts_on_damaged_files_and_says_what_was_set_aside(qtbot, tmp_path, monkeypatch):
-    # Loaded here, before the window starts its speech thread: that thread dlopens libespeak (ctypes,
-    # holding the GIL) while the window's QMediaPlayer dlopens the FFmpeg plugin (holding the loader
-    # lock, calling back into Python): the two deadlock now and then on a busy machine. Reported for
-    # app/speech to fix; this test is about damaged files, not that race.
-    import pyttsx3.drivers._espeak  # noqa: F401
-
     from app.ui.main_window import MainWindow
 
     monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))

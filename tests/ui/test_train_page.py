@@ -96,10 +96,6 @@ def test_bad_choices_are_explained_and_start_nothing(qtbot, page_env) -> None:
 
 
 def test_use_this_model_selects_it_in_the_window(make_window) -> None:
-    # Loaded here first: the window's speech thread loading espeak while the main thread creates the
-    # QMediaPlayer (ffmpeg plugin) deadlocked in dlopen in 2 of 4 runs (a startup race outside this page).
-    import pyttsx3.drivers._espeak  # noqa: F401
-
     w = make_window()
     w.train_page.use_model.emit("my-duet")
     assert w.settings.session.model == "my-duet"
