@@ -35,6 +35,7 @@ from app.core import protocol  # noqa: E402
 from app.core.config import usable_cores  # noqa: E402
 from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from bench._common import REPO, load_frames, machine_info, med, print_table, rss_mib, write_results  # noqa: E402
+from bench.model_3b import WORK as MODEL_3B_WORK  # noqa: E402
 from bench.model_3b import RandomCheckpoint, build  # noqa: E402
 
 QUIET = -30.0
@@ -43,7 +44,7 @@ QUIET = -30.0
 class HFStream:
     """The demo's way: one transformers model, one DynamicCache kept across turns."""
 
-    def __init__(self, hf_dir: Path, cfg: dict, threads: int) -> None:
+    def __init__(self, hf_dir: Path, cfg: dict, threads: int, device: str = "cpu") -> None:
         import torch
         from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -57,13 +58,18 @@ class HFStream:
         ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"),
                ("video_token_id", "<|video_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
                ("vision_end_token_id", "<|vision_end|>"))}
-        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(cfg | ids))).eval()
+        # On a GPU the demo's way is bfloat16 (the official demo's dtype); on the CPU float32.
+        self.device, self.dtype = device, (torch.bfloat16 if device != "cpu" else torch.float32)
+        with torch.device(device):  # random init on the GPU is seconds; the 3B on the CPU is minutes
+            model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(cfg | ids))).eval()
         shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
         ck = RandomCheckpoint(shapes)  # the same seeded tensors the GGUF was written from
         state = {n: torch.from_numpy(ck.load(n)) for n in shapes if n != "lm_head.weight"}
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
         model.tie_weights()  # the 3B ties lm_head to the embeddings, as the converter assumes
+        del state
+        model.to(self.dtype)
         # HFReference's tokenizer and image processor (the PIL one), around this in-memory model.
         ref = HFReference.__new__(HFReference)
         ref.torch = torch
@@ -91,7 +97,8 @@ class HFStream:
         torch = self.torch
         t0 = time.perf_counter()
         text = tail + protocol.user_turn(len(images), "", MARKER) + protocol.assistant_prefix(False)
-        inp = self.ref.inputs(text, images)
+        inp = {k: (v.to(self.device, self.dtype) if k == "pixel_values" else v.to(self.device))
+               for k, v in self.ref.inputs(text, images).items()}
         ids = inp["input_ids"]
         with torch.no_grad():
             pos, _ = self.model.model.get_rope_index(ids, mm_token_type_ids=inp["mm_token_type_ids"],
@@ -103,7 +110,7 @@ class HFStream:
                              **{self.cache_kw: self.cache})
         self.cache = out.past_key_values if getattr(out, "past_key_values", None) is not None else self.cache
         self.next_pos = int(pos.max()) + 1
-        logits = out.logits[0, -1].float().numpy()
+        logits = out.logits[0, -1].float().cpu().numpy()  # .cpu() waits for the GPU: the time below is whole
         return logits, (time.perf_counter() - t0) * 1e3, int(ids.shape[1])
 
 
@@ -122,20 +129,26 @@ def main() -> None:
     ap.add_argument("--at", type=int, nargs="+", default=[10, 100], help="turns (1-based) to report")
     ap.add_argument("--tokens-per-frame", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files")
+    ap.add_argument("--gpu", action="store_true",
+                    help="both on the GPU: every engine layer and the projector offloaded (needs a GPU build of "
+                         "llama-cpp-python, see bench/gpu.sh); transformers on CUDA in bfloat16")
     a = ap.parse_args()
     if a.quick:
         a.shape, a.turns, a.at = "small", 12, [5, 10]
     info = machine_info()
     threads = usable_cores()
-    work = REPO / ".cache" / f"bench-hf-{a.shape}"
+    # The 3B is the one bench/model_3b.py builds (reused when already there: a conversion takes minutes).
+    work = MODEL_3B_WORK if a.shape == "3b" else REPO / ".cache" / f"bench-hf-{a.shape}"
     t_all = time.perf_counter()
     print(f"building the random {a.shape} model…", flush=True)
     built = build(a.shape, work, quant=None)  # F16 text + F16 mmproj: the same weights transformers gets
     print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s", flush=True)
     frames = load_frames(40, a.tokens_per_frame)
     n_ctx = 32768
-    eng = LlamaBackend(built["f16"], built["mmproj"], LlamaSettings(n_ctx=n_ctx, n_gpu_layers=0, embed_cache_mib=0))
-    hf = HFStream(built["hf_dir"], built["config"], threads)
+    eng = LlamaBackend(built["f16"], built["mmproj"],
+                       LlamaSettings(n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0))
+    hf = HFStream(built["hf_dir"], built["config"], threads, "cuda" if a.gpu else "cpu")
+    eng_device = eng.device
     log = []
     try:
         for turn in range(a.turns):
@@ -177,14 +190,15 @@ def main() -> None:
     agree = sum(e["speaks_engine"] == e["speaks_hf"] for e in log)
     top1 = sum(e["top1_engine"] == e["top1_hf"] for e in log)
     same_pos = all(e["engine_positions"] == e["hf_positions"] for e in log)
-    print_table(f"per-step latency, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), {threads} threads each, "
+    print_table(f"per-step latency on {'the GPU' if a.gpu else 'the CPU'}, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), {threads} threads each, "
                 f"2 frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px, median of turns t±1 (ms)",
                 ["turn", "engine", "transformers + past_key_values", "ratio", "engine KV cells", "tokens fed (HF)"], rows)
     print(f"decisions (speak/silent at talkativeness 0) agree on {agree}/{len(log)} turns; top-1 first token on "
           f"{top1}/{len(log)}; positions {'identical on every turn' if same_pos else 'DIFFER'}")
-    write_results(f"hf_vs_engine_{a.shape}" + ("_quick" if a.quick else ""),
+    write_results(f"hf_vs_engine_{a.shape}" + ("_quick" if a.quick else "") + ("_gpu" if a.gpu else ""),
                   {"machine": info, "shape": a.shape, "config": built["config"], "n_params": built["n_params"],
-                   "weights": "engine: F16 GGUF text + F16 mmproj; transformers: the same values in float32",
+                   "weights": "engine: F16 GGUF text + F16 mmproj; transformers: the same values in "
+                              + ("bfloat16 on CUDA" if a.gpu else "float32"), "engine_device": eng_device,
                    "threads": threads, "n_ctx": n_ctx, "frame_px": list(frames[0].shape[:2]),
                    "points": points, "decisions_agree": agree, "positions_identical": same_pos, "top1_agree": top1, "turns": len(log), "log": log,
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})

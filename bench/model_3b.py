@@ -23,13 +23,13 @@ import time
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 from app.core import protocol  # noqa: E402
-from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.modelhub.convert import convert  # noqa: E402
 from app.modelhub.quantize import quantize  # noqa: E402
 from app.modelhub.tiny import build_tiny, write_processor_files  # noqa: E402
@@ -45,6 +45,9 @@ from bench._common import (  # noqa: E402
     write_results,
 )
 from tests.modelhub.test_real_3b_plan import REAL_3B  # noqa: E402
+
+if TYPE_CHECKING:  # llama.cpp is imported where it runs: `--prepare` needs none (bench/gpu.sh runs it mid-build)
+    from app.engine.llama_backend import LlamaBackend
 
 WORK = REPO / ".cache" / "bench-3b"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
@@ -100,12 +103,55 @@ def hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return {n: tuple(t.shape) for n, t in model.state_dict().items()}
 
 
+def _reuse(work: Path, cfg_key: str) -> dict | None:
+    """The record of an earlier ``build`` in ``work`` of the same config whose files are all still there, else None.
+    A 3B conversion takes minutes; a GPU run (``bench/gpu.sh``) converts while the CUDA wheel compiles and the
+    benchmarks after it reuse the files."""
+    try:
+        rec = json.loads((work / "built.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("config_key") != cfg_key or rec.get("code") != codekey_of_build():
+        return None
+    paths = [rec[k] for k in ("f16", "mmproj", "hf_dir", "q4") if k in rec]
+    if not all(Path(x).exists() for x in paths):
+        return None
+    return rec | {k: Path(rec[k]) for k in ("f16", "mmproj", "hf_dir", "q4") if k in rec}
+
+
+def codekey_of_build() -> str:
+    """Files made by older converter/quantizer code are not reused (see app/core/codekey.py)."""
+    from app.core.codekey import code_key
+
+    return code_key("app.modelhub.convert", "app.modelhub.quantize", "bench.model_3b")
+
+
+def _record(work: Path, out: dict, cfg_key: str) -> None:
+    rec = {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+    rec |= {"code": codekey_of_build(), "config_key": cfg_key}
+    (work / "built.json").write_text(json.dumps(rec, indent=1))
+
+
 def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M") -> dict:
-    """Write the random model as GGUF (F16 text + F16 mmproj, then ``quant`` of the text model unless None)."""
+    """Write the random model as GGUF (F16 text + F16 mmproj, then ``quant`` of the text model unless None).
+    Files of an earlier build of the same config and code in ``work`` are reused (``convert_s`` then says 0)."""
     work.mkdir(parents=True, exist_ok=True)
+    cfg = config_for(quick)
+    cfg_key = json.dumps(cfg, sort_keys=True)  # before transformers adds its defaults to the dict in place
+    done = _reuse(work, cfg_key)
+    if done is not None:
+        done["sizes_mib"] = dict(done["sizes_mib"])
+        print(f"  reusing the model built earlier in {work}", flush=True)
+        out = done | {"convert_s": 0.0, "reused": True}
+        if quant and "q4" not in done:
+            t0 = time.perf_counter()
+            q = quantize(done["f16"], quant, overwrite=True)
+            out |= {"q4": q.path, "quantize_s": time.perf_counter() - t0, "q4_fallbacks": len(q.fallbacks)}
+            out["sizes_mib"]["text_q4_k_m"] = q.path.stat().st_size / 2**20
+            _record(work, out, cfg_key)
+        return out
     hf = work / "hf"
     hf.mkdir(exist_ok=True)
-    cfg = config_for(quick)
     (hf / "config.json").write_text(json.dumps(cfg, indent=2))
     tiny = build_tiny()
     for f in TOKENIZER_FILES:
@@ -126,6 +172,7 @@ def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M") -> dict:
         q = quantize(res.model, quant, overwrite=True)
         out |= {"q4": q.path, "quantize_s": time.perf_counter() - t0, "q4_fallbacks": len(q.fallbacks)}
         sizes["text_q4_k_m"] = q.path.stat().st_size / 2**20
+    _record(work, out, cfg_key)
     return out
 
 
@@ -176,17 +223,27 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files under .cache/bench-3b[-quick]")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
     ap.add_argument("--gpu", action="store_true", help="offload every layer and the projector (needs a GPU build)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="only convert the random model to F16 GGUF in .cache/bench-3b (no llama.cpp needed; a later "
+                         "run reuses it): bench/gpu.sh does this while the CUDA wheel compiles")
     args = ap.parse_args()
-    info = machine_info()
     q = args.quick
+    work = WORK.with_name(WORK.name + "-quick") if q else WORK
+    if args.prepare:
+        built = build(q, work, quant=None)
+        print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s; sizes MiB "
+              f"{built['sizes_mib']}", flush=True)
+        return
+    from app.engine.llama_backend import LlamaBackend, LlamaSettings
+
+    info = machine_info()
     n_steps = 1 if q else args.steps
     t_all = time.perf_counter()
-    work = WORK.with_name(WORK.name + "-quick") if q else WORK
     try:
         print("building the random model…", flush=True)
         built = build(q, work)
         print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s, quantize "
-              f"{built['quantize_s']:.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
+              f"{built.get('quantize_s', 0):.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
         layers = -1 if args.gpu else 0
         b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0))
         print(f"  device: {b.device}", flush=True)

@@ -93,12 +93,13 @@ def soak_stream(a: argparse.Namespace) -> dict:
     from app.engine.session import ProactiveSession, SessionConfig
 
     model, mmproj = _model(a.model)
-    backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=0))
+    layers = -1 if a.gpu else 0
+    backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=layers))
     session = ProactiveSession(backend, SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
     session.ask("Tell me when something changes.")
     # A fresh stream steps in lockstep with the long one for the last REF_TURNS turns of each window:
     # the machine's load hits both alike, so long/fresh isolates what stream length costs.
-    ref = ProactiveSession(LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=0)),
+    ref = ProactiveSession(LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=layers)),
                            SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
     seconds = a.hours * 3600
     window_s = a.window_min * 60
@@ -151,7 +152,7 @@ def soak_stream(a: argparse.Namespace) -> dict:
                "turns": samples[-1]["turns"], "replies": replies, "evicted_turns": evicted}
     print(f"\nRSS {first} → {last} MiB ({last - first:+.1f} MiB) over {a.hours:g} h of video in "
           f"{verdict['wall_s']:.0f} s wall")
-    return {"model": str(model), "n_ctx": a.n_ctx, "samples": samples, "verdict": verdict}
+    return {"model": str(model), "n_ctx": a.n_ctx, "device": backend.device, "samples": samples, "verdict": verdict}
 
 
 def soak_serve(a: argparse.Namespace) -> dict:
@@ -252,11 +253,12 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=2.0, help="stream: hours of video time")
     ap.add_argument("--window-min", type=float, default=10.0, help="stream: minutes of video between samples")
     ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--gpu", action="store_true", help="stream: offload the model to the GPU (a GPU build, bench/gpu.sh)")
     ap.add_argument("--clients", type=int, default=4, help="serve: concurrent chat clients")
     ap.add_argument("--seconds", type=float, default=60.0, help="serve: how long they send")
     a = ap.parse_args()
     out = soak_stream(a) if a.what == "stream" else soak_serve(a)
-    path = write_results(f"soak-{a.what}", {"machine": machine_info(), "args": vars(a), **out})
+    path = write_results(f"soak-{a.what}" + ("-gpu" if a.gpu else ""), {"machine": machine_info(), "args": vars(a), **out})
     print(f"results: {path}")
     return 0 if a.what == "stream" or out["errors"] == 0 else 1
 
