@@ -101,6 +101,9 @@ def soak_stream(a: argparse.Namespace) -> dict:
     # the machine's load hits both alike, so long/fresh isolates what stream length costs.
     ref = ProactiveSession(LlamaBackend(model, mmproj, LlamaSettings(n_ctx=a.n_ctx, n_gpu_layers=layers)),
                            SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
+    def cache_mib() -> float:  # both backends' embedding caches (each bounded, 64 MiB by default)
+        return (backend.embed_cache.stats.bytes + ref.backend.embed_cache.stats.bytes) / 2**20
+
     seconds = a.hours * 3600
     window_s = a.window_min * 60
     samples: list[dict] = []
@@ -132,6 +135,9 @@ def soak_stream(a: argparse.Namespace) -> dict:
                 fresh_ms = statistics.median(p[1] for p in paired)
                 samples.append({"video_min": round(r.video_time / 60, 1), "wall_s": round(time.perf_counter() - t0, 1),
                                 "rss_mib": round(cur, 1), "peak_mib": round(peak, 1), "turns": r.turn + 1,
+                                # bounded by LlamaSettings.embed_cache_mib: RSS grows by this much, then stops
+                                "embed_cache_mib": round(cache_mib(), 1),
+                                "rss_less_cache_mib": round(cur - cache_mib(), 1),
                                 "n_tokens": r.n_tokens, "evicted_turns": r.evicted_turns,
                                 "step_p50_ms": round(statistics.median(steps), 1),
                                 "step_p95_ms": round(pct(steps, 95), 1), "replies": replies,
@@ -142,16 +148,18 @@ def soak_stream(a: argparse.Namespace) -> dict:
                 next_sample += window_s
     backend.close()
     ref.backend.close()
-    rows = [[s["video_min"], s["wall_s"], s["rss_mib"], s["step_p50_ms"], s["step_p95_ms"], s["long_over_fresh"],
-             s["n_tokens"], s["evicted_turns"]] for s in samples]
+    rows = [[s["video_min"], s["wall_s"], s["rss_mib"], s["embed_cache_mib"], s["step_p50_ms"], s["step_p95_ms"],
+             s["long_over_fresh"], s["n_tokens"], s["evicted_turns"]] for s in samples]
     print_table(f"soak stream: {a.hours:g} h of video, {model.name}", ["video min", "wall s", "RSS MiB",
-                "step p50 ms", "step p95 ms", "long/fresh (paired)", "KV cells", "evicted turns"], rows)
+                "embedding caches MiB", "step p50 ms", "step p95 ms", "long/fresh (paired)", "KV cells", "evicted turns"], rows)
     first, last = samples[0]["rss_mib"], samples[-1]["rss_mib"]
+    growth_less_cache = round(samples[-1]["rss_less_cache_mib"] - samples[0]["rss_less_cache_mib"], 1)
     verdict = {"rss_first_window_mib": first, "rss_end_mib": last, "rss_growth_mib": round(last - first, 1),
+               "rss_growth_less_cache_mib": growth_less_cache, "embed_cache_end_mib": samples[-1]["embed_cache_mib"],
                "video_hours": a.hours, "wall_s": round(time.perf_counter() - t0, 1),
                "turns": samples[-1]["turns"], "replies": replies, "evicted_turns": evicted}
-    print(f"\nRSS {first} → {last} MiB ({last - first:+.1f} MiB) over {a.hours:g} h of video in "
-          f"{verdict['wall_s']:.0f} s wall")
+    print(f"\nRSS {first} → {last} MiB ({last - first:+.1f} MiB; {growth_less_cache:+.1f} MiB beside the bounded "
+          f"embedding caches) over {a.hours:g} h of video in {verdict['wall_s']:.0f} s wall")
     return {"model": str(model), "n_ctx": a.n_ctx, "device": backend.device, "samples": samples, "verdict": verdict}
 
 

@@ -81,16 +81,18 @@ def parse_spec(spec: str) -> SourceSpec:
 
 def build_source(spec: SourceSpec | str, realtime: bool = False, *, exclude: object = None) -> FrameSource:
     """A source for the spec, not yet opened. ``realtime`` only matters for files (live ones always are)."""
-    # Imported here so that parsing alone never loads OpenCV or mss.
-    from app.capture.camera import CameraSource
-    from app.capture.screen import ScreenSource
-    from app.capture.video import VideoFileSource
-
+    # Imported per kind, so that parsing never loads OpenCV or mss and a file never needs a screen grabber.
     s = parse_spec(spec) if isinstance(spec, str) else spec
     if s.kind == "file":
+        from app.capture.video import VideoFileSource
+
         return VideoFileSource(s.path, realtime=realtime)
     if s.kind == "camera":
+        from app.capture.camera import CameraSource
+
         return CameraSource(s.device)
+    from app.capture.screen import ScreenSource
+
     if s.kind == "screen":
         return ScreenSource(s.monitor, exclude=exclude)  # type: ignore[arg-type]
     if s.kind == "region":
