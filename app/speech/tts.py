@@ -29,12 +29,17 @@ from pathlib import Path
 
 log = logging.getLogger("duet.speech")
 
+UTTERANCE_TIMEOUT = 60.0  # seconds a line may take to synthesise (and play) before the speaker moves on
+
 EventCallback = Callable[[str, str], None]  # (kind, detail); called on the speaker's thread
 
 # Engines are kept alive for the life of the process: when a pyttsx3 espeak engine is garbage
 # collected its driver resets espeak-ng's *process-wide* synthesis callback to NULL, silencing
 # whichever engine was created after it. A strong reference here means that never happens.
-_KEEP_ALIVE: dict[str | None, object] = {}
+_KEEP_ALIVE: dict[str | None, tuple[object, threading.Event]] = {}
+# One engine per process, so one thread at a time may drive it: a speaker closed while it was still speaking
+# finishes its line before a newer speaker's thread may use the engine.
+_ENGINE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Speaker:
         self._closed = False
         self._busy = False
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # the engine's end-of-utterance flag (shared by the process's speakers)
         if autostart:
             self.start()
 
@@ -137,10 +143,16 @@ class Speaker:
         try:
             import pyttsx3
 
-            engine = _KEEP_ALIVE.get(self.driver)
-            if engine is None:
-                engine = pyttsx3.init(self.driver) if self.driver else pyttsx3.init()
-                _KEEP_ALIVE[self.driver] = engine
+            with _ENGINE_LOCK:
+                kept = _KEEP_ALIVE.get(self.driver)
+                if kept is None:
+                    engine = pyttsx3.init(self.driver) if self.driver else pyttsx3.init()
+                    done = threading.Event()
+                    # The driver's own end-of-utterance signal: the espeak driver writes the WAV (or plays it) and
+                    # then notifies, sometimes after runAndWait has returned (see _set).
+                    engine.connect("finished-utterance", lambda **_kw: done.set())  # type: ignore[attr-defined]
+                    kept = _KEEP_ALIVE[self.driver] = (engine, done)
+            engine, self._done = kept
             self.voices = [(v.id, v.name) for v in engine.getProperty("voices") or []]
         except Exception as e:  # ImportError, RuntimeError("could not initialize espeak"), OSError …
             self.available = False
@@ -194,21 +206,26 @@ class Speaker:
                 if time.monotonic() - line.queued > self.max_age:
                     self._emit("stale", line.text)
                     continue
-                self._configure(engine)
                 self._emit("started", line.text)
+                path = None
                 if self.output_dir is not None:
                     self.output_dir.mkdir(parents=True, exist_ok=True)
                     n += 1
                     path = self.output_dir / f"reply-{n:04d}.wav"
-                    engine.save_to_file(line.text, str(path))  # type: ignore[attr-defined]
+                with _ENGINE_LOCK:
+                    self._configure(engine)
+                    self._done.clear()
+                    if path is not None:
+                        engine.save_to_file(line.text, str(path))  # type: ignore[attr-defined]
+                    else:
+                        engine.say(line.text)  # type: ignore[attr-defined]
                     engine.runAndWait()  # type: ignore[attr-defined]
+                    if not self._done.wait(UTTERANCE_TIMEOUT):
+                        log.warning("the speech engine did not report the end of %r", line.text)
+                if path is not None:
                     _wait_written(path)
                     self.files.append(path)
-                    detail = str(path)
-                else:
-                    engine.say(line.text)  # type: ignore[attr-defined]
-                    engine.runAndWait()  # type: ignore[attr-defined]
-                    detail = line.text
+                detail = str(path) if path is not None else line.text
                 self.spoken.append(line.text)
                 self._emit("finished", detail)
             except Exception as e:
