@@ -16,7 +16,8 @@
 # installed); without it pip downloads the pinned sdist. CUDA_ARCH (default: native, the GPU in this machine).
 # CUDA_FA=OFF leaves llama.cpp's FlashAttention kernels out (a build several minutes shorter; attention then runs
 # without them). The CMake build folder .cache/gpu-llama-build is kept, so an interrupted build resumes.
-# Needs the NVIDIA driver and the CUDA toolkit (nvcc). Not run on the 2-core development machine (no GPU).
+# Needs the NVIDIA driver and the CUDA toolkit (nvcc). Run once on an H100: see docs/benchmarks.md §9, which also
+# records a crash of that CUDA build when numpy is imported before llama_cpp (outside Duet's code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
