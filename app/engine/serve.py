@@ -20,7 +20,10 @@ is a plain ASGI layer in front of it that makes the defaults safe:
 * ``/v1/models`` is answered by the guard itself, so it answers while a chat is running; chats are
   queued one at a time and a queued one gives up with HTTP 503 after ``queue_timeout`` seconds;
 * replies are capped in tokens, and generation stops at ``generation_timeout`` seconds (a logits
-  processor forces the end-of-text token), so no request holds the model indefinitely.
+  processor forces the end-of-text token), so no request holds the model indefinitely;
+* a client that closes its connection gives the model back: a chat still queued is dropped, and one
+  being generated is ended at its next token (:class:`GenerationControl`), so the next request is
+  served at once instead of after a reply nobody will read.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import json
 import logging
 import os
 import secrets
 import stat
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -80,6 +85,31 @@ class ServePolicy:
     generation_timeout: float = 120.0  # seconds of token generation before the reply is ended
 
 
+class GenerationControl:
+    """Lets the guard end the generation in progress when its client has gone away.
+
+    The guard runs one chat at a time, so one control serves the whole server: the guard calls
+    :meth:`begin` when a chat gets the model and :meth:`cancel` when that chat's client disconnects;
+    the chat handler's logits processor (in llama.cpp's worker thread) reads :meth:`stop_requested`
+    before every token and counts them. Prompt evaluation (image encoding, prefill) cannot be
+    interrupted in llama.cpp: a cancel takes effect at the first generated token.
+    """
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self.tokens = 0
+
+    def begin(self) -> None:
+        self._cancel.clear()
+        self.tokens = 0
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def stop_requested(self) -> bool:
+        return self._cancel.is_set()
+
+
 class MMDuet2ChatHandler(Qwen25VLChatHandler):
     DEFAULT_SYSTEM_MESSAGE = protocol.SYSTEM_PROMPT
     # The stock template with its final newline emitted by an expression, which Jinja does not trim.
@@ -88,6 +118,10 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
 
     generation_timeout: float | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.control = GenerationControl()
+
     def load_image(self, image_url: str) -> bytes:
         """Inline data only: the guard has already turned every allowed file or URL into a data URL."""
         if not image_url.startswith("data:"):
@@ -95,20 +129,32 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
         return decode_data_url(image_url, 1 << 62)
 
     def __call__(self, **kwargs: Any) -> Any:
-        if self.generation_timeout:
-            deadline = time.monotonic() + self.generation_timeout
-            eos = kwargs["llama"].token_eos()
-            from llama_cpp import LogitsProcessorList
+        """Generate, ending the reply (end-of-text forced) past the time limit or when cancelled."""
+        from llama_cpp import LogitsProcessorList
 
-            def stop_at_deadline(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-                if time.monotonic() > deadline:
-                    log.warning("generation passed %.0f s; ending the reply", self.generation_timeout)
-                    scores = np.full_like(scores, -np.inf)
-                    scores[eos] = 0.0
+        limit = self.generation_timeout
+        deadline = time.monotonic() + limit if limit else None
+        eos = kwargs["llama"].token_eos()
+        control = self.control
+        ended = False
+
+        def stop_when_told(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+            nonlocal ended
+            if ended:  # already forced: the end-of-text token is being sampled
                 return scores
+            if control.stop_requested():
+                log.warning("generation cancelled after %d tokens: the client went away", control.tokens)
+            elif deadline is not None and time.monotonic() > deadline:
+                log.warning("generation passed %.0f s; ending the reply", limit)
+            else:
+                control.tokens += 1
+                return scores
+            ended = True
+            scores = np.full_like(scores, -np.inf)
+            scores[eos] = 0.0
+            return scores
 
-            kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []),
-                                                              stop_at_deadline])
+        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), stop_when_told])
         return super().__call__(**kwargs)
 
 
@@ -276,11 +322,15 @@ class ServeGuard:
 
     ROUTES = {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
 
-    def __init__(self, app: Callable[..., Awaitable[None]], policy: ServePolicy) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], policy: ServePolicy,
+                 control: GenerationControl | None = None) -> None:
         self.app = app
         self.policy = policy
         self._model = asyncio.Semaphore(1)  # one chat on the model at a time; the rest wait, bounded
+        self.control = control
         self.served = 0
+        self.cancelled = 0  # chats whose client left while they were on the model
+        self.waiting = 0  # chats queued for the model now
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):
@@ -353,30 +403,104 @@ class ServeGuard:
         except (TimeoutError, asyncio.TimeoutError):
             await _respond(send, 408, _error("the request's images could not be read in time"))
             return
+        await self._run_chat(scope, receive, send, json.dumps(body).encode())
+
+    async def _run_chat(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
+        """Queue for the model, then hand the rewritten request to the app; give up when the client does.
+
+        After the body, the client's next ASGI message can only be ``http.disconnect``, so a watcher
+        waits for it: a chat still queued is dropped; one on the model has its generation ended
+        (:class:`GenerationControl`), so the model is free for the next request.
+        """
+        host, port = scope.get("client") or ("?", "?")
+        client = f"{host}:{port}"
+        gone = asyncio.Event()
+        state = {"on_model": False, "answered": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if state["answered"]:  # uvicorn reports the end of a finished exchange the same way
+                return
+            gone.set()
+            if state["on_model"]:
+                self.cancelled += 1
+                log.warning("client %s closed the connection during its chat; ending the generation", client)
+                if self.control is not None:
+                    self.control.cancel()
+            else:
+                log.warning("client %s closed the connection while queued; its chat is dropped", client)
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait_for(self._model.acquire(), self.policy.queue_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            await _respond(send, 503, _error(f"the model is busy; no turn within {self.policy.queue_timeout:g} s",
-                                             "server_busy"), [(b"retry-after", b"5")])
-            return
-        new = json.dumps(body).encode()
+            if not await self._acquire(gone):
+                if not gone.is_set():
+                    await _respond(send, 503, _error(
+                        f"the model is busy; no turn within {self.policy.queue_timeout:g} s", "server_busy"),
+                        [(b"retry-after", b"5")])
+                return
+            try:
+                state["on_model"] = True
+                if self.control is not None:
+                    self.control.begin()
+                await self.app(self._with_body(scope, body), self._replay(body, gone), self._sender(send, state))
+                if not gone.is_set():
+                    self.served += 1
+            finally:
+                self._model.release()
+        finally:
+            watcher.cancel()
+
+    async def _acquire(self, gone: asyncio.Event) -> bool:
+        """The model, or False when the queue timeout passes or the client leaves first."""
+        got = asyncio.ensure_future(self._model.acquire())
+        left = asyncio.ensure_future(gone.wait())
+        self.waiting += 1
+        try:
+            await asyncio.wait({got, left}, timeout=self.policy.queue_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.waiting -= 1
+        left.cancel()
+        if not got.done():
+            got.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await got
+        acquired = got.done() and not got.cancelled()
+        if acquired and gone.is_set():
+            self._model.release()
+            return False
+        return acquired
+
+    @staticmethod
+    def _with_body(scope: Scope, body: bytes) -> Scope:
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
-            (b"content-length", str(len(new)).encode())]
+            (b"content-length", str(len(body)).encode())]
+        return scope
+
+    @staticmethod
+    def _replay(body: bytes, gone: asyncio.Event) -> Receive:
+        """The app's receive: the rewritten body, then ``http.disconnect`` once the watcher saw one."""
         sent = False
 
-        async def replay() -> dict:
+        async def receive() -> dict:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": new, "more_body": False}
-            return await receive()
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
 
-        try:
-            await self.app(scope, replay, send)
-            self.served += 1
-        finally:
-            self._model.release()
+        return receive
+
+    @staticmethod
+    def _sender(send: Send, state: dict) -> Send:
+        async def sender(message: dict) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                state["answered"] = True
+            await send(message)
+
+        return sender
 
 
 class _TooLarge(Exception):
@@ -405,6 +529,7 @@ def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, 
     llama = server_app._llama_proxy(alias)  # the stock proxy has no hook for a custom handler
     handler = MMDuet2ChatHandler(clip_model_path=str(mmproj), verbose=False)
     llama.chat_handler = handler
+    app.state.duet_control = handler.control  # found by secure(): the guard cancels through it
     if policy is None:
         return app
     handler.generation_timeout = policy.generation_timeout
@@ -415,13 +540,16 @@ def secure(app: Any, policy: ServePolicy) -> Any:
     """``app`` (the stock server) behind a :class:`ServeGuard`, with CORS only for the named origins.
 
     The stock app allows every origin with credentials; that middleware is removed. Allowed origins
-    get CORS outside the guard, so its own answers (401, /v1/models) carry the headers too.
+    get CORS outside the guard, so its own answers (401, /v1/models) carry the headers too. An app
+    made by :func:`create_server_app` carries its handler's :class:`GenerationControl`, so a chat
+    whose client disconnects is cancelled.
     """
     from starlette.middleware.cors import CORSMiddleware
 
     app.user_middleware = [m for m in app.user_middleware if m.cls is not CORSMiddleware]
     app.middleware_stack = None  # rebuilt from user_middleware on the next request
-    guarded = ServeGuard(app, policy)
+    state = getattr(app, "state", None)
+    guarded = ServeGuard(app, policy, getattr(state, "duet_control", None))
     if policy.cors_origins:
         return CORSMiddleware(guarded, allow_origins=list(policy.cors_origins), allow_credentials=False,
                               allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
