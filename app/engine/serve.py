@@ -32,17 +32,19 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import http.client
 import io
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import socket
+import ssl
 import stat
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,9 @@ class ServePolicy:
     api_key: str
     alias: str = "mmduet2"
     allow_files: Path | None = None  # a folder whose regular files may be named by path / file:// URL
-    allow_urls: bool = False  # fetch http(s) image URLs
+    allow_urls: bool = False  # fetch http(s) image URLs (public addresses only, see url_address_allowed)
+    url_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # non-public ones allowed too
+    max_redirects: int = 3  # each hop checked like the first
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 64 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024
@@ -232,24 +236,140 @@ def _read_allowed_file(ref: str, policy: ServePolicy) -> bytes:
         return fh.read(policy.max_image_bytes + 1)[: policy.max_image_bytes]
 
 
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def parse_networks(specs: list[str] | tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``--allow-url-net`` values → networks (a bare address is a one-address network)."""
+    nets = []
+    for spec in specs:
+        try:
+            nets.append(ipaddress.ip_network(spec.strip(), strict=False))
+        except ValueError:
+            raise InputError(f"--allow-url-net {spec}: not a network; give an address or CIDR such as "
+                             "192.168.1.0/24 or 127.0.0.1") from None
+    return tuple(nets)
+
+
+def url_address_allowed(address: str, policy: ServePolicy) -> bool:
+    """Whether the server may connect to ``address`` for an image URL.
+
+    Public addresses are; loopback, private (RFC 1918, ULA), link-local (cloud metadata services at
+    169.254.169.254), carrier-grade NAT, multicast and reserved ones are not, unless inside one of
+    ``policy.url_networks`` (``--allow-url-net``): a client holding the key must not be able to make
+    the server probe its own machine or network.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope id (fe80::1%eth0) is not part of it
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+        ip = ip.ipv4_mapped
+    if any(ip.version == net.version and ip in net for net in policy.url_networks):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
 def _fetch_allowed_url(url: str, policy: ServePolicy) -> bytes:
+    """Fetch an image URL, checking every redirect hop against the same policy.
+
+    One deadline (``fetch_timeout``) and one size cap cover the whole chain, however many hops;
+    at most ``max_redirects`` redirects are followed; each hop must be http(s) to an allowed
+    address. The address checked is the address connected to (the name is resolved once per hop
+    and the socket opened to that very address), so a name that resolves differently the second
+    time cannot slip past the check.
+    """
     if not policy.allow_urls:
         raise ImageRefused("remote image URLs are not allowed on this server (start it with --allow-urls); "
                            "send images inline as data: URLs")
     deadline = time.monotonic() + policy.fetch_timeout
+    first = url
+    for hop in range(policy.max_redirects + 1):
+        where = url if hop == 0 else f"{first} (redirected to {url})"
+        status, location, data = _get_once(url, where, policy, deadline)
+        if status in REDIRECTS:
+            if not location:
+                raise ImageRefused(f"{where}: a redirect ({status}) without a Location")
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if status != 200:
+            raise ImageRefused(f"{where}: answered HTTP {status}")
+        return data
+    raise ImageRefused(f"{first}: more than {policy.max_redirects} redirects; not followed further")
+
+
+def _get_once(url: str, where: str, policy: ServePolicy, deadline: float) -> tuple[int, str | None, bytes]:
+    """One GET (no redirect following): (status, Location, body — read only for a 200)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ImageRefused(f"{where}: scheme {scheme!r} is not fetched (http and https only)")
     try:
-        with urllib.request.urlopen(url, timeout=policy.fetch_timeout) as resp:  # noqa: S310 - http(s) only, checked
-            chunks, size = [], 0
-            while chunk := resp.read(65536):
-                size += len(chunk)
-                if size > policy.max_image_bytes:
-                    raise ImageRefused(f"{url}: larger than the server's limit of {policy.max_image_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise ImageRefused(f"{url}: not fetched within {policy.fetch_timeout:g} s")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise ImageRefused(f"{url}: could not be fetched ({e})") from None
+        host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+    except ValueError as e:  # a port that is not a number, or out of range
+        raise ImageRefused(f"{where}: {e}") from None
+    if not host:
+        raise ImageRefused(f"{where}: no host")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ImageRefused(f"{where}: not fetched within {policy.fetch_timeout:g} s")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ImageRefused(f"{where}: could not be fetched ({e})") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    allowed = [a for a in addresses if url_address_allowed(a, policy)]
+    if not allowed:
+        shown = ", ".join(addresses)
+        raise ImageRefused(f"{where}: {host} is {shown}, a loopback, private or otherwise non-public address; "
+                           f"this server fetches only public addresses (start it with --allow-url-net "
+                           f"{addresses[0].split('%')[0]}/{32 if ':' not in addresses[0] else 128} to allow it)")
+    expired = threading.Event()
+    sock: socket.socket | None = None
+
+    def cut() -> None:  # the deadline covers the whole exchange: a server trickling bytes is cut off too
+        expired.set()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(remaining, cut)
+    watchdog.daemon = True
+    watchdog.start()
+    conn = None
+    try:
+        sock = socket.create_connection((allowed[0], port), timeout=remaining)
+        if expired.is_set():
+            raise TimeoutError
+        if scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        conn = (http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection)(host, port)
+        conn.sock = sock  # pinned: the checked address, with the name in Host (and for TLS, SNI and the certificate)
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     headers={"User-Agent": "duet-serve", "Accept": "image/*"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            return resp.status, resp.getheader("Location"), b""
+        if (resp.length or 0) > policy.max_image_bytes:
+            raise ImageRefused(f"{where}: {resp.length} bytes; the server accepts at most {policy.max_image_bytes}")
+        chunks, size = [], 0
+        while chunk := resp.read(65536):
+            size += len(chunk)
+            if size > policy.max_image_bytes:
+                raise ImageRefused(f"{where}: larger than the server's limit of {policy.max_image_bytes} bytes")
+            chunks.append(chunk)
+        if expired.is_set():
+            raise TimeoutError
+        return 200, None, b"".join(chunks)
+    except ImageRefused:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        if expired.is_set() or isinstance(e, TimeoutError):
+            raise ImageRefused(f"{where}: not fetched within {policy.fetch_timeout:g} s") from None
+        raise ImageRefused(f"{where}: could not be fetched ({e})") from None
+    finally:
+        watchdog.cancel()
+        if conn is not None:
+            conn.close()
+        elif sock is not None:
+            sock.close()
 
 
 def resolve_image(ref: str, policy: ServePolicy) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from app.engine.serve import ServePolicy, create_server_app, load_or_create_api_
 from tests.engine.loopback import serve_asgi, serve_http
 
 KEY = "k" * 32
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)  # the test servers' address, allowed explicitly
 
 
 def png_url(w: int = 64, h: int = 48, seed: int = 0) -> str:
@@ -167,6 +169,20 @@ def test_no_url_is_fetched_unless_allowed(server):
     assert rec.requests == []  # the server never reached the URL
 
 
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("93.184.215.14", True), ("2606:4700::1111", True),
+    ("127.0.0.1", False), ("::1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.20", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
+    ("fd00::1", False), ("fe80::1%lo", False), ("::ffff:127.0.0.1", False), ("::ffff:192.168.1.20", False),
+])
+def test_urls_reach_public_addresses_only_by_default(address, allowed):
+    from app.engine.serve import url_address_allowed
+
+    assert url_address_allowed(address, ServePolicy(api_key=KEY, allow_urls=True)) is allowed
+    lan = ServePolicy(api_key=KEY, allow_urls=True, url_networks=(ipaddress.ip_network("192.168.1.0/24"),))
+    assert url_address_allowed(address, lan) is (allowed or address.endswith("192.168.1.20"))
+
+
 def test_an_image_with_too_many_pixels_is_refused(server):
     status, _, out = call(server, "POST", "/v1/chat/completions", chat(png_url(400, 300)))
     assert status == 400
@@ -229,7 +245,7 @@ def test_models_answers_while_a_chat_waits_on_a_slow_url(stock_app):
         release.wait(20)
         h.send_error(404)
 
-    policy = ServePolicy(api_key=KEY, allow_urls=True, fetch_timeout=3.0)
+    policy = ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK, fetch_timeout=3.0)
     with serve_http(hang) as (slow, _), serve_asgi(secure(stock_app, policy)) as base:
         result: dict = {}
         t = threading.Thread(target=lambda: result.update(
@@ -241,7 +257,7 @@ def test_models_answers_while_a_chat_waits_on_a_slow_url(stock_app):
         t.join(30)
         release.set()
     status, _, out = result["slow"]
-    assert status == 400 and "could not be fetched" in out["error"]["message"]
+    assert status == 400 and out["error"]["message"] == f"{slow}/never.png: not fetched within 3 s"
 
 
 def test_an_allowed_url_is_fetched_and_served(stock_app):
@@ -255,9 +271,25 @@ def test_an_allowed_url_is_fetched_and_served(stock_app):
         h.wfile.write(png)
 
     with serve_http(ok) as (site, rec), \
-            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True))) as base:
+            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK))) as base:
         status, _, out = call(base, "POST", "/v1/chat/completions", chat(f"{site}/f.png"))
     assert status == 200, out
+    assert [r[1] for r in rec.requests] == ["/f.png"]
+
+
+def test_a_redirect_off_the_policy_is_refused_by_the_server(stock_app):
+    def to_file(h, rec):
+        h.send_response(302)
+        h.send_header("Location", "file:///etc/passwd")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with serve_http(to_file) as (site, rec), \
+            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK))) as base:
+        status, _, out = call(base, "POST", "/v1/chat/completions", chat(f"{site}/f.png"))
+    assert status == 400
+    assert out["error"]["message"] == (f"{site}/f.png (redirected to file:///etc/passwd): scheme 'file' is not "
+                                       "fetched (http and https only)")
     assert [r[1] for r in rec.requests] == ["/f.png"]
 
 
