@@ -47,18 +47,24 @@ result = {}
 '''
 
 
-def in_tiny_fs(tmp_path: Path, size_kb: int, body: str, env: dict[str, str] | None = None) -> dict:
-    """Run ``body`` (Python, after CHILD's helpers) with ``root`` on a fresh tmpfs of ``size_kb``."""
+def run_on_tiny_fs(tmp_path: Path, size_kb: int, argv: list[str], env: dict[str, str] | None = None,
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``argv`` in a private mount namespace where ``$FS`` (``tmp_path/fs``) is a tmpfs of ``size_kb``."""
     if not shutil.which("unshare"):
         pytest.skip("needs util-linux's unshare")
     fs = tmp_path / "fs"
     fs.mkdir()
-    script = CHILD + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
     flags = ["-m"] if os.geteuid() == 0 else ["-rm"]
-    cmd = ["unshare", *flags, "sh", "-c", f'mount -t tmpfs -o size={size_kb}k tmpfs "$FS" && exec "$0" -c "$1"',
-           sys.executable, script]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+    cmd = ["unshare", *flags, "sh", "-c", f'mount -t tmpfs -o size={size_kb}k tmpfs "$FS" && exec "$@"', "sh",
+           *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env={**os.environ, "FS": str(fs), "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def in_tiny_fs(tmp_path: Path, size_kb: int, body: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``body`` (Python, after CHILD's helpers) with ``root`` on a fresh tmpfs of ``size_kb``."""
+    script = CHILD + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
+    proc = run_on_tiny_fs(tmp_path, size_kb, [sys.executable, "-c", script], env)
     if proc.returncode != 0 and "mount" in proc.stderr and "RESULT" not in proc.stdout:
         pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()[:200]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
