@@ -176,7 +176,8 @@ class SessionsPage(QWidget):
             add_feedback(self.current.directory, turn, kind, on)
         except OSError as e:
             self.show_problem(describe_write_failure(
-                e, "Your mark could not be saved", "the session's log is as it was; mark the reply again then"))
+                e, "Your mark could not be saved",
+                "the session's log is as it was; mark the reply again once there is room"))
             for bubble in self.chat.replies():  # the button shows what is saved, not what was tried
                 button = bubble.buttons.get(kind) if bubble.turn == turn else None
                 if button is not None:
@@ -223,7 +224,7 @@ class SessionsPage(QWidget):
         except OSError as e:
             self.show_problem(describe_write_failure(
                 e, "The export could not be written", "nothing half-written was left, and a file that was "
-                "there before is kept; export again then"))
+                "there before is kept; export again once there is room"))
             return False
         self.banner.hide()
         return True

@@ -226,7 +226,8 @@ def test_an_export_on_a_full_disk_keeps_the_earlier_file(qtbot, window, disk, ro
     page.md_button.click()  # the same file again: an overwrite that cannot be written
     assert page.banner.isVisible() and page.banner.text() == page.last_error == (
         f"The export could not be written: the disk is full (writing {out / 'street.md'}). Free some space; "
-        "nothing half-written was left, and a file that was there before is kept; export again then.")
+        "nothing half-written was left, and a file that was there before is kept; export again once there is "
+        "room.")
     assert (out / "street.md").read_bytes() == first
     target["path"] = str(out / "street.json")
     page.json_button.click()  # a new file: none is left behind, not even an empty one
@@ -255,7 +256,7 @@ def test_a_mark_on_a_full_disk_is_not_shown_as_saved(qtbot, window, disk, room):
     bubble.buttons["wrong"].click()
     assert page.banner.isVisible() and page.banner.text() == page.last_error == (
         f"Your mark could not be saved: the disk is full (writing {log}). Free some space; the session's log "
-        "is as it was; mark the reply again then.")
+        "is as it was; mark the reply again once there is room.")
     assert not bubble.buttons["wrong"].isChecked()  # the button shows what is saved
     assert sha(log) == before  # not even part of a line was left
 
