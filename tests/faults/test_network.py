@@ -320,6 +320,39 @@ def test_serve_checks_every_redirect_hop(case):
     assert other_rec.requests == []  # the address the policy does not allow was never reached
 
 
+@pytest.fixture
+def loopback_cert(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (openssl), as (certificate file, key file)."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_serve_fetches_https_with_the_certificate_checked(loopback_cert, monkeypatch):
+    """The connection is pinned to the checked address, and TLS still verifies the name: a
+    certificate the system does not trust is refused; trusted (SSL_CERT_FILE), the image is served
+    across an https → https redirect."""
+    import ipaddress
+
+    from app.engine.serve import ImageRefused, ServePolicy, resolve_image
+
+    policy = ServePolicy(api_key="k" * 32, allow_urls=True, url_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+                         fetch_timeout=5.0)
+    with serve_http(_site({"/a": ("redirect", "/b.png"), "/b.png": ("png",)}), tls=loopback_cert) as (base, rec):
+        assert base.startswith("https://127.0.0.1:")
+        with pytest.raises(ImageRefused, match=r"/a: could not be fetched \(.*CERTIFICATE_VERIFY_FAILED"):
+            resolve_image(f"{base}/a", policy)
+        monkeypatch.setenv("SSL_CERT_FILE", loopback_cert[0])  # OpenSSL's default trust store, read per context
+        assert resolve_image(f"{base}/a", policy).startswith("data:image/png;base64,")
+    assert [r[1] for r in rec.requests] == ["/a", "/b.png"]  # the refused handshake sent no request
+
+
 def test_serve_with_allow_urls_alone_reaches_no_loopback_address():
     from app.engine.serve import ImageRefused, ServePolicy, resolve_image
 
