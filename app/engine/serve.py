@@ -14,8 +14,10 @@ is a plain ASGI layer in front of it that makes the defaults safe:
   (``/v1/chat/completions``, ``/v1/models``) exist; no CORS unless origins are named;
 * a request body is read with a size cap and a deadline (a client trickling bytes is cut off);
 * images must be inline ``data:`` URLs, unless the user allowed a folder (files inside it, regular
-  files only) or remote URLs; allowed ones are fetched *here*, with size and time limits, and passed
-  on as data URLs, so the chat handler itself never opens a path or a URL (it refuses to);
+  files only) or remote URLs (public addresses, plus networks named with ``--allow-url-net``; every
+  redirect hop checked the same way); allowed ones are fetched *here*, with size and time limits
+  covering the whole redirect chain, and passed on as data URLs, so the chat handler itself never
+  opens a path or a URL (it refuses to);
 * every image is checked for its pixel count before the model sees it (decompression bombs);
 * ``/v1/models`` is answered by the guard itself, so it answers while a chat is running; chats are
   queued one at a time and a queued one gives up with HTTP 503 after ``queue_timeout`` seconds;
