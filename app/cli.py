@@ -276,13 +276,22 @@ def cmd_serve(a: argparse.Namespace) -> int:
     import uvicorn
 
     from app.core.errors import InputError
-    from app.engine.serve import ServePolicy, create_server_app, default_key_file, load_or_create_api_key
+    from app.engine.serve import (
+        ServePolicy,
+        create_server_app,
+        default_key_file,
+        load_or_create_api_key,
+        parse_networks,
+    )
     from app.modelhub.library import resolve_model
 
     if a.allow_files and not Path(a.allow_files).is_dir():
         raise InputError(f"--allow-files {a.allow_files}: not a folder")
     if a.max_body_mb <= 0 or a.max_tokens < 1 or a.timeout <= 0:
         raise InputError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
+    url_networks = parse_networks(a.allow_url_net)
+    if url_networks and not a.allow_urls:
+        raise InputError("--allow-url-net only widens --allow-urls; add --allow-urls")
     model, mmproj = resolve_model(a.model, a.mmproj)
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
     if os.environ.get("DUET_SERVE_API_KEY"):
@@ -292,7 +301,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     else:
         key, new = load_or_create_api_key(key_file)
     policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
-                         allow_urls=a.allow_urls, cors_origins=tuple(a.cors_origin),
+                         allow_urls=a.allow_urls, url_networks=url_networks, cors_origins=tuple(a.cors_origin),
                          max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
                          generation_timeout=a.timeout, queue_timeout=a.timeout)
     app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias, policy=policy)
@@ -393,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key-file", help="where the API key is kept (created, 0600, on first start); "
                     "or set DUET_SERVE_API_KEY")
     sv.add_argument("--allow-files", metavar="DIR", help="also accept image paths / file:// URLs inside DIR")
-    sv.add_argument("--allow-urls", action="store_true", help="also fetch http(s) image URLs (off: inline only)")
+    sv.add_argument("--allow-urls", action="store_true",
+                    help="also fetch http(s) image URLs at public addresses, redirects checked hop by hop "
+                    "(off: inline only)")
+    sv.add_argument("--allow-url-net", action="append", default=[], metavar="CIDR",
+                    help="with --allow-urls, also fetch from this loopback/private network, e.g. 192.168.1.0/24 "
+                    "(repeatable; default: none)")
     sv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                     help="allow browser pages from ORIGIN (repeatable; default: no CORS)")
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted")

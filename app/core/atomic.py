@@ -26,9 +26,11 @@ def write_bytes_atomic(path: Path | str, data: bytes, *, fsync: bool = True) -> 
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # say which file failed
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

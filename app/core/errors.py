@@ -32,3 +32,17 @@ class ResourceError(DuetError, RuntimeError):
 
 class SettingError(InputError):
     """A setting outside its valid range; the message gives the range (see :mod:`app.core.config`)."""
+
+
+def describe_write_failure(e: OSError, what: str, then: str) -> str:
+    """A failed write as the window says it: what was not saved, why (a full disk by name), what now.
+
+    ``what`` names the thing ("Settings could not be saved"), ``then`` says what happens next and
+    what was kept ("the settings saved before are kept"). The cause is the OS's, never a traceback.
+    """
+    import errno
+
+    where = f" (writing {e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}: the disk is full{where}. Free some space; {then}."
+    return f"{what}: {e.strerror or e}{where}; {then}."

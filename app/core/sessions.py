@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core import feedback as fbk
-from app.core.atomic import write_bytes_atomic, write_json_atomic
+from app.core.atomic import append_whole, write_bytes_atomic, write_json_atomic
 from app.core.formats import SESSION_FORMAT, upgrade
 from app.core.timefmt import clock
 from app.core.types import StepResult
@@ -43,6 +43,8 @@ log = logging.getLogger("duet.sessions")
 FEEDBACK_KINDS: dict[str, str] = {k: fbk.KINDS[k] for k in fbk.REPLY_KINDS}
 THUMB_WIDTH = 160
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+# The end reason of a transcript whose writing failed (a full disk) while its session went on.
+CUT_SHORT = "write failed"
 
 
 def default_sessions_root() -> Path:
@@ -142,11 +144,17 @@ class SessionWriter:
         self.id = directory.name
         self.durable = durable
         _private_dir(directory.parent)
-        _private_dir(directory)
-        _private_dir(directory / "thumbs")
-        self.meta = {"id": self.id, "started": time.time(), **meta, "format": SESSION_FORMAT}
-        write_json_atomic(directory / "meta.json", self.meta)  # mkstemp: created 0600
-        fd = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        existed = directory.exists()
+        try:
+            _private_dir(directory)
+            _private_dir(directory / "thumbs")
+            self.meta = {"id": self.id, "started": time.time(), **meta, "format": SESSION_FORMAT}
+            write_json_atomic(directory / "meta.json", self.meta)  # mkstemp: created 0600
+            fd = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        except OSError:  # a full disk: no half-made session folder is left behind
+            if not existed:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         self._fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the session
         self._syncer = _Syncer(self._fh.fileno()) if durable else None
         self.closed = False
@@ -163,8 +171,13 @@ class SessionWriter:
         if self.closed:
             raise ValueError(f"session {self.id} is closed")
         record.setdefault("wall", round(time.time(), 3))
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()  # in the kernel now: a kill of the app cannot lose it
+        # Whole or not at all (a full disk leaves no half line), and in the kernel at once: a kill
+        # of the app cannot lose it.
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            append_whole(self._fh.fileno(), line)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.directory / "events.jsonl")) from e
         if self._syncer is not None:
             self._syncer.request()
 
@@ -211,6 +224,15 @@ class SessionWriter:
         self.closed = True
         _RUNNING.discard(self.directory.resolve())
 
+    def abandon(self) -> None:
+        """Stop writing without an end record (its write failed): the file is let go, whole."""
+        if not self.closed:
+            if self._syncer is not None:
+                self._syncer.close()
+            self._fh.close()
+            self.closed = True
+        _RUNNING.discard(self.directory.resolve())
+
     def discard(self) -> None:
         """Close and delete a session that recorded nothing (a start that failed before its first turn).
 
@@ -238,10 +260,14 @@ def _reply_mark(steps: list[dict], turn: int, kind: str, on: bool, text: str = "
 def add_mark(directory: Path, mark: fbk.Feedback) -> None:
     """Feedback on a past session (Sessions page, ``duet sessions feedback``): appended, fsynced."""
     rec = mark.to_record() | {"wall": mark.wall or round(time.time(), 3)}
-    with open(Path(directory) / "events.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = Path(directory) / "events.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+    try:  # whole or not at all: on a full disk the log is left as it was
+        append_whole(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"), fsync=True)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
+    finally:
+        os.close(fd)
 
 
 def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, text: str = "") -> fbk.Feedback:

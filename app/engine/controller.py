@@ -32,8 +32,8 @@ from pathlib import Path
 from app.capture.base import CaptureError, FrameSource, SourceHealth
 from app.capture.parse import parse_spec
 from app.core.config import SessionConfig
-from app.core.errors import DuetError
-from app.core.sessions import SessionStore, SessionWriter, session_meta
+from app.core.errors import DuetError, describe_write_failure
+from app.core.sessions import CUT_SHORT, SessionStore, SessionWriter, session_meta
 from app.core.types import Frame, StepResult
 from app.engine.backend import Backend, BackendError
 from app.engine.events import (
@@ -76,6 +76,7 @@ class SessionController:
         self.session: ProactiveSession | None = None
         self.source: FrameSource | None = None
         self.writer: SessionWriter | None = None
+        self._cut_short: SessionWriter | None = None  # a transcript whose writing failed mid-session
         self.last_session_id: str | None = None  # the saved session of the latest run (None: not saved)
         self.last_result: StepResult | None = None  # the newest step, for the time stamp of a question
         self.replies: dict[int, dict] = {}  # turn → its transcript record, so feedback attaches to a reply
@@ -330,6 +331,9 @@ class SessionController:
         if source is not None:
             _close_quietly(source)
         writer, self.writer = self.writer, None
+        cut, self._cut_short = self._cut_short, None
+        if cut is not None:
+            _end_cut_short(cut)
         if writer is not None:
             try:
                 if writer.records:
@@ -400,7 +404,8 @@ class SessionController:
             self.writer = self.store.create(meta)
             self.last_session_id = self.writer.id
         except OSError as e:
-            self._emit(Problem(f"This session cannot be saved ({e}); it will run without a transcript."))
+            self._emit(Problem(describe_write_failure(e, "This session cannot be saved",
+                                                      "it runs without a transcript")))
 
     def _record(self, result: StepResult) -> None:
         record: dict | None = None
@@ -425,9 +430,20 @@ class SessionController:
                 return True
             except OSError as e:
                 self.writer = None
-                message = f"The transcript could not be written ({e}); the session goes on unsaved."
+                self._cut_short = writer  # closed when the session ends: by then there may be room again
+                message = describe_write_failure(
+                    e, "The transcript could not be written",
+                    "the session goes on unsaved, and the turns saved before are kept")
         self._emit(Problem(message))
         return False
+
+
+def _end_cut_short(writer: SessionWriter) -> None:
+    """The end of a transcript whose writing failed: an end record saying it stops early, if that fits."""
+    try:
+        writer.close(CUT_SHORT)
+    except OSError:
+        writer.abandon()  # the disk is still full: the log stays whole, it just has no end record
 
 
 class _StartError(DuetError):

@@ -11,6 +11,7 @@ import sys
 
 from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWizard, QWizardPage
 
+from app.core.errors import describe_write_failure
 from app.core.settings import Settings, SettingsStore
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import PullManager, manager
@@ -48,6 +49,7 @@ class FirstRunWizard(QWizard):
         super().__init__()
         self.store = store
         self.settings: Settings = store.load()
+        self.save_problem = ""  # why the choices could not be saved, for the main window's banner
         self.library = library or ModelLibrary()
         self.jobs = jobs or manager()
         self.hw = hw or hardware.detect()
@@ -98,7 +100,11 @@ class FirstRunWizard(QWizard):
         """Save on finish and on cancel alike: the wizard is shown once."""
         self.settings.speech.muted = not self.voice.isChecked()
         self.settings.setup.first_run_done = True
-        self.store.save(self.settings)
+        try:
+            self.store.save(self.settings)
+        except OSError as e:  # a full disk: the app still starts, and its window shows this
+            self.save_problem = describe_write_failure(e, "Your first-run choices could not be saved",
+                                                       "Duet starts anyway and asks them again next time")
         if result and self.get_mmduet2.isChecked():
             self.jobs.start(catalog.MMDUET2.repo, self.rec.quant, library=self.library)
         super().done(result)

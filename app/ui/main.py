@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     store = SettingsStore(args.config_dir)
     from app.ui.first_run import FirstRunWizard, should_show
 
+    wizard = None
     if should_show(store) and not (args.start or args.no_first_run):  # once, before the window reads settings
-        FirstRunWizard(store).exec()
+        wizard = FirstRunWizard(store)
+        wizard.exec()
     window = MainWindow(store, tray=not args.no_tray)
+    if wizard is not None and wizard.save_problem:
+        window.show_problem(wizard.save_problem)
     if args.source:
         window.set_source(args.source)
     if args.model:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QTabWidget, QWidget
 
 from app.capture.base import SourceHealth
 from app.core.config import SessionConfig
-from app.core.errors import SettingError
+from app.core.errors import SettingError, describe_write_failure
 from app.core.sessions import SessionStore
 from app.core.settings import Settings, SettingsStore
 from app.core.timefmt import clock
@@ -254,7 +254,8 @@ class MainWindow(QMainWindow):
         try:
             self.store.save(self.settings)
         except OSError as e:
-            self.show_problem(f"Settings could not be saved: {e}")
+            self.show_problem(describe_write_failure(e, "Settings could not be saved",
+                                                     "the settings saved before are kept"))
 
     # ---- actions -------------------------------------------------------------------------------
     @Slot()

@@ -1,7 +1,8 @@
 """The Sessions page: every saved session, its transcript with thumbnails, feedback, export.
 
 Feedback given here is appended to the session's own log (never a rewrite), exactly like feedback
-given live, so the trainer reads one format.
+given live, so the trainer reads one format. A mark or an export that cannot be written (a full
+disk) says so in the page's banner; the log and any earlier export file are left as they were.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.atomic import write_text_atomic
+from app.core.errors import describe_write_failure
 from app.core.sessions import (
+    CUT_SHORT,
     SavedSession,
     SessionStore,
     add_feedback,
@@ -51,6 +55,11 @@ class SessionsPage(QWidget):
         self.json_button = QPushButton("Export JSON…")
         self.md_button.clicked.connect(lambda: self._export("md"))
         self.json_button.clicked.connect(lambda: self._export("json"))
+        self.banner = QLabel()  # a mark or an export that could not be written
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        self.last_error = ""
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         left = QWidget()
@@ -67,6 +76,7 @@ class SessionsPage(QWidget):
         top.addWidget(self.md_button)
         top.addWidget(self.json_button)
         rl.addLayout(top)
+        rl.addWidget(self.banner)
         rl.addWidget(self.chat, 1)
         split = QSplitter()
         split.addWidget(left)
@@ -106,6 +116,8 @@ class SessionsPage(QWidget):
             state = "interrupted (the app stopped)"
         elif s.ended == "error":
             state = "ended with an error"
+        elif s.ended == CUT_SHORT:
+            state = "the transcript stops early (a write failed)"
         else:
             state = ""
         if not s.steps and not s.questions:
@@ -152,16 +164,35 @@ class SessionsPage(QWidget):
         self.md_button.setEnabled(True)
         self.json_button.setEnabled(True)
 
+    def show_problem(self, text: str) -> None:
+        self.last_error = text
+        self.banner.setText(text)
+        self.banner.show()
+
     def _feedback(self, turn: int, kind: str, on: bool) -> None:
-        if self.current is not None:
+        if self.current is None:
+            return
+        try:
             add_feedback(self.current.directory, turn, kind, on)
+        except OSError as e:
+            self.show_problem(describe_write_failure(
+                e, "Your mark could not be saved",
+                "the session's log is as it was; mark the reply again once there is room"))
+            for bubble in self.chat.replies():  # the button shows what is saved, not what was tried
+                button = bubble.buttons.get(kind) if bubble.turn == turn else None
+                if button is not None:
+                    button.blockSignals(True)
+                    button.setChecked(not on)
+                    button.blockSignals(False)
+            return
+        self.banner.hide()
 
     def export_to(self, path: Path, fmt: str) -> Path:
         """Write the open session; Markdown links thumbnails relative to where the file is written.
 
         Relative links keep working when the export and the session folder move together (a
         synced folder, a zip); only across drives (Windows), where no relative path exists, is the
-        link absolute.
+        link absolute. The file is written atomically: a failure leaves an earlier file there whole.
         """
         assert self.current is not None
         if fmt == "md":
@@ -174,7 +205,7 @@ class SessionsPage(QWidget):
             text = text.replace("](thumbs/", f"]({quote(rel)}/")
         else:
             text = export_json(load_session(self.current.directory))
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
         return path
 
     def _export(self, fmt: str) -> None:
@@ -184,4 +215,16 @@ class SessionsPage(QWidget):
         default = str(Path.home() / f"duet-{self.current.id}{suffix}")
         path, _ = QFileDialog.getSaveFileName(self, "Export session", default)
         if path:
-            self.export_to(Path(path), fmt)
+            self.save_export(Path(path), fmt)
+
+    def save_export(self, path: Path, fmt: str) -> bool:
+        """Export to ``path``; a failure (a full disk, a folder not writable) is shown in the banner."""
+        try:
+            self.export_to(path, fmt)
+        except OSError as e:
+            self.show_problem(describe_write_failure(
+                e, "The export could not be written", "nothing half-written was left, and a file that was "
+                "there before is kept; export again once there is room"))
+            return False
+        self.banner.hide()
+        return True

@@ -49,8 +49,10 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def serve_http(handle: Callable[[http.server.BaseHTTPRequestHandler, Recorder], None]) -> Iterator[tuple[str, Recorder]]:
-    """A threading ``http.server`` whose every request is answered by ``handle``; yields (base URL, recorder)."""
+def serve_http(handle: Callable[[http.server.BaseHTTPRequestHandler, Recorder], None],
+               host: str = "127.0.0.1", tls: tuple[str, str] | None = None) -> Iterator[tuple[str, Recorder]]:
+    """A threading ``http.server`` on ``host`` (any of 127.0.0.0/8) whose every request is answered by
+    ``handle``; with ``tls`` = (certificate file, key file) it speaks https. Yields (base URL, recorder)."""
     rec = Recorder()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -68,12 +70,18 @@ def serve_http(handle: Callable[[http.server.BaseHTTPRequestHandler, Recorder], 
         def log_message(self, *args) -> None:
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = http.server.ThreadingHTTPServer((host, 0), Handler)
     srv.daemon_threads = True
+    if tls is not None:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", rec
+        yield f"{'https' if tls else 'http'}://{host}:{srv.server_address[1]}", rec
     finally:
         srv.shutdown()
         srv.server_close()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import ipaddress
 import json
+import logging
 import os
+import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -19,6 +23,7 @@ from app.engine.serve import ServePolicy, create_server_app, load_or_create_api_
 from tests.engine.loopback import serve_asgi, serve_http
 
 KEY = "k" * 32
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)  # the test servers' address, allowed explicitly
 
 
 def png_url(w: int = 64, h: int = 48, seed: int = 0) -> str:
@@ -58,7 +63,8 @@ def call(base: str, method: str, path: str, body: object = None, key: str | None
 @pytest.fixture(scope="module")
 def stock_app(tiny_model):
     """llama-cpp-python's app with the MMDuet2 handler, unguarded (each test wraps it in a policy)."""
-    return create_server_app(tiny_model.model, tiny_model.mmproj, n_ctx=2048, n_gpu_layers=0)
+    # n_ctx 8192: room for a reply of thousands of tokens, which the cancellation tests interrupt.
+    return create_server_app(tiny_model.model, tiny_model.mmproj, n_ctx=8192, n_gpu_layers=0)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +169,20 @@ def test_no_url_is_fetched_unless_allowed(server):
     assert rec.requests == []  # the server never reached the URL
 
 
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("93.184.215.14", True), ("2606:4700::1111", True),
+    ("127.0.0.1", False), ("::1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.20", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
+    ("fd00::1", False), ("fe80::1%lo", False), ("::ffff:127.0.0.1", False), ("::ffff:192.168.1.20", False),
+])
+def test_urls_reach_public_addresses_only_by_default(address, allowed):
+    from app.engine.serve import url_address_allowed
+
+    assert url_address_allowed(address, ServePolicy(api_key=KEY, allow_urls=True)) is allowed
+    lan = ServePolicy(api_key=KEY, allow_urls=True, url_networks=(ipaddress.ip_network("192.168.1.0/24"),))
+    assert url_address_allowed(address, lan) is (allowed or address.endswith("192.168.1.20"))
+
+
 def test_an_image_with_too_many_pixels_is_refused(server):
     status, _, out = call(server, "POST", "/v1/chat/completions", chat(png_url(400, 300)))
     assert status == 400
@@ -225,7 +245,7 @@ def test_models_answers_while_a_chat_waits_on_a_slow_url(stock_app):
         release.wait(20)
         h.send_error(404)
 
-    policy = ServePolicy(api_key=KEY, allow_urls=True, fetch_timeout=3.0)
+    policy = ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK, fetch_timeout=3.0)
     with serve_http(hang) as (slow, _), serve_asgi(secure(stock_app, policy)) as base:
         result: dict = {}
         t = threading.Thread(target=lambda: result.update(
@@ -237,7 +257,7 @@ def test_models_answers_while_a_chat_waits_on_a_slow_url(stock_app):
         t.join(30)
         release.set()
     status, _, out = result["slow"]
-    assert status == 400 and "could not be fetched" in out["error"]["message"]
+    assert status == 400 and out["error"]["message"] == f"{slow}/never.png: not fetched within 3 s"
 
 
 def test_an_allowed_url_is_fetched_and_served(stock_app):
@@ -251,9 +271,25 @@ def test_an_allowed_url_is_fetched_and_served(stock_app):
         h.wfile.write(png)
 
     with serve_http(ok) as (site, rec), \
-            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True))) as base:
+            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK))) as base:
         status, _, out = call(base, "POST", "/v1/chat/completions", chat(f"{site}/f.png"))
     assert status == 200, out
+    assert [r[1] for r in rec.requests] == ["/f.png"]
+
+
+def test_a_redirect_off_the_policy_is_refused_by_the_server(stock_app):
+    def to_file(h, rec):
+        h.send_response(302)
+        h.send_header("Location", "file:///etc/passwd")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    with serve_http(to_file) as (site, rec), \
+            serve_asgi(secure(stock_app, ServePolicy(api_key=KEY, allow_urls=True, url_networks=LOOPBACK))) as base:
+        status, _, out = call(base, "POST", "/v1/chat/completions", chat(f"{site}/f.png"))
+    assert status == 400
+    assert out["error"]["message"] == (f"{site}/f.png (redirected to file:///etc/passwd): scheme 'file' is not "
+                                       "fetched (http and https only)")
     assert [r[1] for r in rec.requests] == ["/f.png"]
 
 
@@ -290,3 +326,86 @@ def test_a_mismatched_pair_is_refused_before_serving(tiny_model, tmp_path):
 
     with pytest.raises(ModelFileError, match="not the text model; swap the two files"):
         create_server_app(tiny_model.mmproj, tiny_model.model, policy=ServePolicy(api_key=KEY))
+
+
+# ---- a client that goes away -------------------------------------------------------------------------
+def open_chat(base: str, body: dict) -> socket.socket:
+    """Send a chat on a raw socket and leave the answer unread: the client that will walk away."""
+    host, port = base.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+              f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    return s
+
+
+def wait_for(condition, what: str, limit: float = 60) -> None:
+    """Poll until ``condition()``; the limit only guards against a hang."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+LONG = 8000  # tokens: with n_ctx 8192 the random tiny model would talk for a long while
+
+
+def handler_control():
+    from llama_cpp.server import app as server_app
+
+    return server_app._llama_proxy("mmduet2").chat_handler.control
+
+
+def cancelled_after(caplog) -> list[int]:
+    return [int(m.group(1)) for r in caplog.records
+            if (m := re.fullmatch(r"generation cancelled after (\d+) tokens: the client went away", r.getMessage()))]
+
+
+def test_a_chat_whose_client_disconnects_is_cancelled_and_the_next_is_served(stock_app, caplog):
+    control = handler_control()
+    guarded = secure(stock_app, ServePolicy(api_key=KEY, max_tokens=LONG))
+    with caplog.at_level(logging.WARNING, logger="duet.serve"), serve_asgi(guarded) as base:
+        leaver = open_chat(base, chat(png_url(), max_tokens=LONG))
+        wait_for(lambda: control.tokens > 0, "generation started")
+        leaver.close()  # mid-generation
+        wait_for(lambda: cancelled_after(caplog), "the generation was cancelled")
+        status, _, out = call(base, "POST", "/v1/chat/completions", chat(png_url(seed=1), max_tokens=4), timeout=120)
+    assert status == 200, out
+    assert isinstance(out["choices"][0]["message"]["content"], str)
+    [n] = cancelled_after(caplog)
+    assert 0 < n < LONG // 2  # ended where the client left, far short of the reply it asked for
+    assert guarded.cancelled == 1 and guarded.served == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(r"client 127\.0\.0\.1:\d+ closed the connection during its chat; ending the generation",
+                            m) for m in messages), messages
+
+
+def test_a_queued_chat_whose_client_disconnects_never_reaches_the_model(stock_app, caplog):
+    control = handler_control()
+    guarded = secure(stock_app, ServePolicy(api_key=KEY, max_tokens=LONG))
+    with caplog.at_level(logging.WARNING, logger="duet.serve"), serve_asgi(guarded) as base:
+        first = open_chat(base, chat(png_url(), max_tokens=LONG))
+        wait_for(lambda: control.tokens > 0, "the first chat is generating")
+        queued = open_chat(base, chat(png_url(seed=2), max_tokens=LONG))
+        wait_for(lambda: guarded.waiting == 1, "the second chat is queued")
+        queued.close()
+        wait_for(lambda: guarded.waiting == 0, "the queued chat is dropped")
+        first.close()
+        status, _, out = call(base, "POST", "/v1/chat/completions", chat(png_url(seed=1), max_tokens=4), timeout=120)
+    assert status == 200, out
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("closed the connection while queued; its chat is dropped" in m for m in messages) == 1, messages
+    assert len(cancelled_after(caplog)) == 1  # the first; the queued one never generated a token
+    assert guarded.cancelled == 1 and guarded.served == 1  # three chats, two reached the model
+
+
+def test_a_client_that_stays_gets_its_whole_reply(stock_app, caplog):
+    """The disconnect watcher must not mistake the end of an answered exchange for a client leaving."""
+    guarded = secure(stock_app, ServePolicy(api_key=KEY, max_tokens=64))
+    with caplog.at_level(logging.WARNING, logger="duet.serve"), serve_asgi(guarded) as base:
+        for seed in range(3):
+            status, _, out = call(base, "POST", "/v1/chat/completions", chat(png_url(seed=seed), max_tokens=64))
+            # "length": it ran to the 64 tokens asked for (usage's count re-tokenizes the random text)
+            assert status == 200 and out["choices"][0]["finish_reason"] == "length", out
+    assert guarded.served == 3 and guarded.cancelled == 0
+    assert not [r for r in caplog.records if "closed the connection" in r.getMessage()]

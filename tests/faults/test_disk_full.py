@@ -47,18 +47,24 @@ result = {}
 '''
 
 
-def in_tiny_fs(tmp_path: Path, size_kb: int, body: str, env: dict[str, str] | None = None) -> dict:
-    """Run ``body`` (Python, after CHILD's helpers) with ``root`` on a fresh tmpfs of ``size_kb``."""
+def run_on_tiny_fs(tmp_path: Path, size_kb: int, argv: list[str], env: dict[str, str] | None = None,
+                   timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``argv`` in a private mount namespace where ``$FS`` (``tmp_path/fs``) is a tmpfs of ``size_kb``."""
     if not shutil.which("unshare"):
         pytest.skip("needs util-linux's unshare")
     fs = tmp_path / "fs"
     fs.mkdir()
-    script = CHILD + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
     flags = ["-m"] if os.geteuid() == 0 else ["-rm"]
-    cmd = ["unshare", *flags, "sh", "-c", f'mount -t tmpfs -o size={size_kb}k tmpfs "$FS" && exec "$0" -c "$1"',
-           sys.executable, script]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
+    cmd = ["unshare", *flags, "sh", "-c", f'mount -t tmpfs -o size={size_kb}k tmpfs "$FS" && exec "$@"', "sh",
+           *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env={**os.environ, "FS": str(fs), "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def in_tiny_fs(tmp_path: Path, size_kb: int, body: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``body`` (Python, after CHILD's helpers) with ``root`` on a fresh tmpfs of ``size_kb``."""
+    script = CHILD + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
+    proc = run_on_tiny_fs(tmp_path, size_kb, [sys.executable, "-c", script], env)
     if proc.returncode != 0 and "mount" in proc.stderr and "RESULT" not in proc.stdout:
         pytest.skip(f"cannot mount a private tmpfs here: {proc.stderr.strip()[:200]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -153,3 +159,56 @@ def test_importing_a_model_on_a_full_disk_leaves_the_library_as_it_was(tmp_path,
     assert after == r["before"]
     assert not any(".partial" in k for k in r["after"])
     assert "linked" in r["list"]["out"] and "copied" not in r["list"]["out"]
+
+
+def test_a_session_log_on_a_disk_that_stays_full_is_left_whole(tmp_path):
+    """The live transcript's writer: a step that cannot be written leaves no half line; when even the
+    end record does not fit, the log is let go as it is (whole, just without an end); a session that
+    cannot even be created leaves no half-made folder."""
+    r = in_tiny_fs(tmp_path, 64, '''
+        import errno
+        import numpy as np
+        from app.core.sessions import CUT_SHORT, SessionStore, is_running, load_session
+        from app.core.types import Frame, StepResult, StepTimings
+        store = SessionStore(root / "sessions")
+        w = store.create({"source": "file:x.mp4", "model": "tiny"})
+        img = np.full((24, 32, 3), 90, dtype=np.uint8)
+        step = lambda t: StepResult(turn=t, video_time=t + 1.0, silent=False, text=f"reply {t}",
+                                    frames=(Frame(image=img, time=t + 1.0, index=t, source="x"),),
+                                    timings=StepTimings(total_ms=1.0))
+        for t in range(3):
+            w.add_step(step(t))
+        log = w.directory / "events.jsonl"
+        rec = {"type": "fold", "turn": 1, "wall": 1.5, "pad": ""}  # a valid record, padded to a page boundary
+        rec["pad"] = " " * ((-log.stat().st_size - len(json.dumps(rec)) - 1) % 4096)
+        w.add_record(rec)
+        result["aligned"] = log.stat().st_size % 4096
+        before = log.read_bytes()
+        fill()
+        try:
+            w.add_step(step(3))
+        except OSError as e:
+            result["step"] = [errno.errorcode[e.errno], e.filename]
+        try:
+            w.close(CUT_SHORT)
+        except OSError as e:
+            result["close"] = [errno.errorcode[e.errno], e.filename]
+            w.abandon()
+        result["unchanged"] = log.read_bytes() == before
+        s = load_session(w.directory)
+        result["saved"] = [len(s.steps), s.damaged_lines, s.ended, is_running(w.directory)]
+        try:
+            store.create({"source": "file:y.mp4", "model": "tiny"})
+        except OSError as e:
+            result["create"] = errno.errorcode[e.errno]
+        result["sessions"] = [p.name for p in (root / "sessions").iterdir()]
+        (root / "filler").unlink()
+        result["listed"] = len(store.list())
+    ''')
+    assert r["aligned"] == 0  # the log ends on a page boundary: no slack for a record to slip into
+    assert r["step"][0] == "ENOSPC" and r["step"][1].endswith("/thumbs/turn-000003.jpg")
+    assert r["close"][0] == "ENOSPC" and r["close"][1].endswith("/events.jsonl")
+    assert r["unchanged"]
+    assert r["saved"] == [3, 0, None, False]  # three whole steps, nothing damaged, no longer "running"
+    assert r["create"] == "ENOSPC"
+    assert len(r["sessions"]) == 1 and r["listed"] == 1  # no half-made second session folder
