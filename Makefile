@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Qt's xcb/EGL/font/dbus libraries, speech (espeak-ng; alsa-utils for aplay, which pyttsx3 plays replies
 # with), audio, the real test videos, Xvfb, and a C++ toolchain
 # for llama-cpp-python (an sdist compiled on install).
-APT_PACKAGES := python3-venv python3-dev build-essential cmake git \
+APT_PACKAGES := python3-venv python3-dev build-essential cmake git openssl \
 	libegl1 libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 \
 	libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \

@@ -325,8 +325,7 @@ def loopback_cert(tmp_path) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1 (openssl), as (certificate file, key file)."""
     import shutil
 
-    if not shutil.which("openssl"):
-        pytest.skip("needs the openssl command")
+    assert shutil.which("openssl"), "needs the openssl command (`make sysdeps` installs it)"
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
