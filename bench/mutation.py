@@ -36,13 +36,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 ENGINE_TESTS = ("tests/engine/test_llama_backend_trained.py", "tests/engine/test_llama_backend.py",
-                "tests/engine/test_incremental.py")
+                "tests/engine/test_incremental.py", "tests/engine/test_llama_backend_unsayable.py")
 REWARD_TESTS = ("tests/trainer/test_reward.py",)
 PAUC_TESTS = ("tests/eval/test_pauc.py", "tests/eval/test_scoring.py")
 SESSION_TESTS = ("tests/core/test_sessions.py",)
 TRAINED = "tests/engine/test_llama_backend_trained.py::"
 EVICTION = f"{TRAINED}test_eviction_removes_oldest_frames_first_then_oldest_silent_turns"
 INCREMENTAL = f"{TRAINED}test_incremental_equals_full_history_with_replies_and_silences_kept"
+UNSAYABLE = "tests/engine/test_llama_backend_unsayable.py"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("engine-talkativeness-sign", "engine", E, "biased[quiet] -= talkativeness",
            "biased[quiet] += talkativeness", "positive talkativeness makes the model speak more"),
     Mutant("engine-unsayable-allowed", "engine", E, "biased[self._unsayable] = -np.inf",
-           "pass", "control tokens are never sampled at the decision"),
+           "pass", "control tokens are never sampled at the decision", (UNSAYABLE,)),
+    Mutant("engine-unsayable-in-reply", "engine", E, "logits[self._unsayable] = -np.inf",
+           "pass", "control tokens are never sampled after a reply's first token", (UNSAYABLE,)),
     Mutant("engine-frame-cells-not-freed", "engine", E, "self.n_cells -= sp.cells",
            "self.n_cells -= 0", "evicted frames free their cells", (EVICTION,)),
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
@@ -147,7 +150,8 @@ def _cache_keyed_files() -> set[str]:
     sys.path.insert(0, str(REPO))
     from app.core.codekey import source_closure
 
-    mods = source_closure(["app.modelhub.tiny", "app.trainer.sft", "app.trainer.grpo"], REPO)
+    mods = source_closure(["app.modelhub.tiny", "app.modelhub.tiny_variants", "app.trainer.sft", "app.trainer.grpo"],
+                          REPO)
     return {str(p.relative_to(REPO)) for p in mods.values()}
 
 
