@@ -39,7 +39,8 @@ ENGINE_TESTS = ("tests/engine/test_llama_backend_trained.py", "tests/engine/test
                 "tests/engine/test_incremental.py", "tests/engine/test_llama_backend_unsayable.py")
 REWARD_TESTS = ("tests/trainer/test_reward.py",)
 PAUC_TESTS = ("tests/eval/test_pauc.py", "tests/eval/test_scoring.py")
-SESSION_TESTS = ("tests/core/test_sessions.py",)
+# The session store's tests: test_sessions.py, and those of any module split off it (test_session_read.py …).
+SESSION_TESTS = tuple(sorted(str(p.relative_to(REPO)) for p in (REPO / "tests/core").glob("test_session*.py")))
 TRAINED = "tests/engine/test_llama_backend_trained.py::"
 EVICTION = f"{TRAINED}test_eviction_removes_oldest_frames_first_then_oldest_silent_turns"
 INCREMENTAL = f"{TRAINED}test_incremental_equals_full_history_with_replies_and_silences_kept"
@@ -50,7 +51,7 @@ UNSAYABLE = "tests/engine/test_llama_backend_unsayable.py"
 class Mutant:
     id: str
     group: str
-    file: str
+    file: str | tuple[str, ...]  # where the code lives (alternatives: the first holding the pattern once)
     find: str | tuple[str, ...]  # must occur exactly once in the file (alternatives: the first that does)
     replace: str | tuple[str, ...]  # one per alternative
     breaks: str  # the behaviour this mutant breaks
@@ -65,12 +66,21 @@ class Mutant:
                 return source.replace(f, r)
         return None
 
+    def locate(self, root: Path) -> tuple[str, str] | None:
+        """(file, mutated source) in the project at ``root``, or None when the pattern is stale everywhere."""
+        for f in (self.file,) if isinstance(self.file, str) else self.file:
+            path = root / f
+            if path.is_file() and (mutated := self.edit(path.read_text())) is not None:
+                return f, mutated
+        return None
+
     @property
     def tests(self) -> tuple[str, ...]:
         return {"engine": ENGINE_TESTS, "reward": REWARD_TESTS, "pauc": PAUC_TESTS, "sessions": SESSION_TESTS}[self.group]
 
 
 E, R, P, S = "app/engine/llama_backend.py", "app/trainer/reward.py", "app/eval/pauc.py", "app/core/sessions.py"
+SR = "app/core/session_read.py"  # load_session, once split off sessions.py
 MUTANTS: tuple[Mutant, ...] = (
     # --- the engine -------------------------------------------------------------------------------
     Mutant("engine-no-instant-silence", "engine", E,
@@ -135,11 +145,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "every record is in the kernel before add_* returns (survives a kill)"),
     Mutant("sessions-feedback-no-fsync", "sessions", S, "        os.fsync(fh.fileno())\n", "",
            "feedback added from the browser is fsynced"),
-    Mutant("sessions-feedback-toggle-ignored", "sessions", S,
-           "(kinds.add if rec.get(\"on\", True) else kinds.discard)(rec[\"kind\"])", "kinds.add(rec[\"kind\"])",
+    Mutant("sessions-feedback-toggle-ignored", "sessions", (SR, S),
+           "(kinds.add if m.on else kinds.discard)(m.kind)", "kinds.add(m.kind)",
            "feedback switched off again is off"),
-    Mutant("sessions-damaged-line-fatal", "sessions", S,
-           "                out.damaged_lines += 1\n                continue", "                raise",
+    Mutant("sessions-damaged-line-fatal", "sessions", (SR, S),
+           "                except json.JSONDecodeError:\n                    rec = None\n",
+           "                except json.JSONDecodeError:\n                    raise\n",
            "a cut-off last line (killed mid-write) is skipped"),
     Mutant("sessions-no-end-record", "sessions", S, "self._append({\"type\": \"end\", \"reason\": reason})",
            "pass", "a closed session says how it ended"),
@@ -175,7 +186,10 @@ def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
         return "timeout", time.monotonic() - t0, ""
     tail = (p.stdout + p.stderr).strip().splitlines()
     failed = next((line for line in tail if line.startswith(("FAILED", "ERROR"))), tail[-1] if tail else "")
-    return ("passed" if p.returncode == 0 else "failed"), time.monotonic() - t0, failed
+    # pytest's exit codes: 1 a test failed, 2 collection failed (the mutant broke an import); 3-5 (internal
+    # error, a test path missing, nothing collected) say the run itself is wrong, not that a test caught it.
+    status = {0: "passed", 1: "failed", 2: "failed"}.get(p.returncode, "error")
+    return status, time.monotonic() - t0, failed if status != "error" else f"pytest exit {p.returncode}: {failed}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m for m in MUTANTS if not args.only or m.group in args.only or m.id in args.only]
     if args.list or not chosen:
         for m in MUTANTS:
-            print(f"{m.id:36s} {m.file:30s} breaks: {m.breaks}")
+            where = m.locate(REPO)
+            print(f"{m.id:36s} {where[0] if where else 'STALE':30s} breaks: {m.breaks}")
         return 0 if chosen or args.list else 2
 
     stale = []
     for m in chosen:
-        if m.edit((REPO / m.file).read_text()) is None:
+        if m.locate(REPO) is None:
             stale.append(m)
             print(f"STALE    {m.id}: no pattern found exactly once in {m.file} (rebase the table)", flush=True)
     keyed = _cache_keyed_files()
@@ -212,24 +227,29 @@ def main(argv: list[str] | None = None) -> int:
             if m in stale:
                 continue
             root = Path(tmp) / m.id
-            _copy(root, share_cache=m.file not in keyed)
-            target = root / m.file
-            target.write_text(m.edit(target.read_text()))
+            _copy(root, share_cache=True)
+            file, mutated = m.locate(root)
+            if file in keyed:  # the caches would be rebuilt from mutated code: give it an empty one
+                (root / ".cache").unlink()
+            (root / file).write_text(mutated)
             status, secs, why = run_tests(root, m.focus, args.timeout) if m.focus else ("passed", 0.0, "")
             if status == "passed":
                 status, more, why = run_tests(root, m.tests, args.timeout)
                 secs += more
-            verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED"}[status]
+            verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED", "error": "ERROR"}[status]
             results.append((m, verdict, secs, why))
-            print(f"{verdict:8s} {m.id} ({secs:.0f} s) {why if verdict == 'KILLED' else 'breaks: ' + m.breaks}",
+            print(f"{verdict:8s} {m.id} ({secs:.0f} s) {'breaks: ' + m.breaks if verdict == 'SURVIVED' else why}",
                   flush=True)
             shutil.rmtree(root, ignore_errors=True)
     killed = sum(v == "KILLED" for _, v, _, _ in results)
     survived = [m.id for m, v, _, _ in results if v == "SURVIVED"]
-    print(f"\n{killed}/{len(results)} killed, {len(survived)} survived, {len(stale)} stale")
+    errors = [m.id for m, v, _, _ in results if v == "ERROR"]
+    print(f"\n{killed}/{len(results)} killed, {len(survived)} survived, {len(stale)} stale, {len(errors)} errors")
     for s in survived:
         print(f"  survived: {s}")
-    return 1 if survived or stale else 0
+    for e in errors:
+        print(f"  error (the test run itself failed, see above): {e}")
+    return 1 if survived or stale or errors else 0
 
 
 if __name__ == "__main__":
