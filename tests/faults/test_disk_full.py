@@ -50,7 +50,7 @@ result = {}
 def in_tiny_fs(tmp_path: Path, size_kb: int, body: str, env: dict[str, str] | None = None) -> dict:
     """Run ``body`` (Python, after CHILD's helpers) with ``root`` on a fresh tmpfs of ``size_kb``."""
     if not shutil.which("unshare"):
-        pytest.skip("needs util-linux's unshare")
+        pytest.fail("unshare is missing: apt install util-linux (Debian installs it everywhere)")
     fs = tmp_path / "fs"
     fs.mkdir()
     script = CHILD + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
