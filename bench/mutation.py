@@ -107,7 +107,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
            "self.ctx.decode_tokens([out[-1]], self.n_past, logits_last=False)", "return out",
            "a reply cut at max_new_tokens is in the cache whole",
-           ("tests/engine/test_incremental.py",)),
+           ("tests/engine/test_llama_backend.py::test_incremental_gives_same_transcript_as_full_reevaluation",)),
     # --- the GRPO reward -------------------------------------------------------------------------
     Mutant("reward-weights-swapped", "reward", R, "weights.rep * r_rep + weights.in_span * r_in_span",
            "weights.in_span * r_rep + weights.rep * r_in_span", "each weight multiplies its own part"),
