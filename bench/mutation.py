@@ -141,9 +141,12 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- the session store -------------------------------------------------------------------------
     Mutant("sessions-no-fsync", "sessions", S, "                os.fsync(self.fileno)", "                pass",
            "every record is fsynced (on the helper thread)"),
-    Mutant("sessions-no-flush", "sessions", S, "self._fh.flush()  # in the kernel now", "pass  #",
+    Mutant("sessions-no-flush", "sessions", S,
+           ("self._fh.flush()  # in the kernel now", "append_whole(self._fh.fileno(), line)"),
+           ("pass  #", "self._fh.write(line.decode(\"utf-8\"))"),  # the second: left in Python's buffer
            "every record is in the kernel before add_* returns (survives a kill)"),
-    Mutant("sessions-feedback-no-fsync", "sessions", S, "        os.fsync(fh.fileno())\n", "",
+    Mutant("sessions-feedback-no-fsync", "sessions", S,
+           ("        os.fsync(fh.fileno())\n", '"utf-8"), fsync=True)'), ("", '"utf-8"), fsync=False)'),
            "feedback added from the browser is fsynced"),
     Mutant("sessions-feedback-toggle-ignored", "sessions", (SR, S),
            "(kinds.add if m.on else kinds.discard)(m.kind)", "kinds.add(m.kind)",
