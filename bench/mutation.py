@@ -80,6 +80,7 @@ class Mutant:
 
 
 E, R, P, S = "app/engine/llama_backend.py", "app/trainer/reward.py", "app/eval/pauc.py", "app/core/sessions.py"
+N = "app/engine/llama_native.py"
 SR = "app/core/session_read.py"  # load_session, once split off sessions.py
 MUTANTS: tuple[Mutant, ...] = (
     # --- the engine -------------------------------------------------------------------------------
@@ -102,6 +103,11 @@ MUTANTS: tuple[Mutant, ...] = (
            "pass", "control tokens are never sampled at the decision", (UNSAYABLE,)),
     Mutant("engine-unsayable-in-reply", "engine", E, "logits[self._unsayable] = -np.inf",
            "pass", "control tokens are never sampled after a reply's first token", (UNSAYABLE,)),
+    Mutant("engine-unused-sayable", "engine", N, "LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED",
+           "LLAMA_TOKEN_ATTR_CONTROL", "unused padding tokens are unsayable too", (UNSAYABLE,)),
+    Mutant("engine-end-of-turn-unsayable", "engine", N, " and not self.is_eog(t)]", "]",
+           "end-of-turn tokens stay sayable (a reply can end; a turn can be silent by ending at once)",
+           (f"{TRAINED}test_instant_silence_decides_as_token_by_token_greedy_decoding",)),
     Mutant("engine-frame-cells-not-freed", "engine", E, "self.n_cells -= sp.cells",
            "self.n_cells -= 0", "evicted frames free their cells", (EVICTION,)),
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
