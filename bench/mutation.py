@@ -36,20 +36,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 ENGINE_TESTS = ("tests/engine/test_llama_backend_trained.py", "tests/engine/test_llama_backend.py",
-                "tests/engine/test_incremental.py")
+                "tests/engine/test_incremental.py", "tests/engine/test_llama_backend_unsayable.py")
 REWARD_TESTS = ("tests/trainer/test_reward.py",)
 PAUC_TESTS = ("tests/eval/test_pauc.py", "tests/eval/test_scoring.py")
-SESSION_TESTS = ("tests/core/test_sessions.py",)
+# The session store's tests: test_sessions.py, and those of any module split off it (test_session_read.py …).
+SESSION_TESTS = tuple(sorted(str(p.relative_to(REPO)) for p in (REPO / "tests/core").glob("test_session*.py")))
 TRAINED = "tests/engine/test_llama_backend_trained.py::"
 EVICTION = f"{TRAINED}test_eviction_removes_oldest_frames_first_then_oldest_silent_turns"
 INCREMENTAL = f"{TRAINED}test_incremental_equals_full_history_with_replies_and_silences_kept"
+UNSAYABLE = "tests/engine/test_llama_backend_unsayable.py"
 
 
 @dataclass(frozen=True)
 class Mutant:
     id: str
     group: str
-    file: str
+    file: str | tuple[str, ...]  # where the code lives (alternatives: the first holding the pattern once)
     find: str | tuple[str, ...]  # must occur exactly once in the file (alternatives: the first that does)
     replace: str | tuple[str, ...]  # one per alternative
     breaks: str  # the behaviour this mutant breaks
@@ -64,12 +66,22 @@ class Mutant:
                 return source.replace(f, r)
         return None
 
+    def locate(self, root: Path) -> tuple[str, str] | None:
+        """(file, mutated source) in the project at ``root``, or None when the pattern is stale everywhere."""
+        for f in (self.file,) if isinstance(self.file, str) else self.file:
+            path = root / f
+            if path.is_file() and (mutated := self.edit(path.read_text())) is not None:
+                return f, mutated
+        return None
+
     @property
     def tests(self) -> tuple[str, ...]:
         return {"engine": ENGINE_TESTS, "reward": REWARD_TESTS, "pauc": PAUC_TESTS, "sessions": SESSION_TESTS}[self.group]
 
 
 E, R, P, S = "app/engine/llama_backend.py", "app/trainer/reward.py", "app/eval/pauc.py", "app/core/sessions.py"
+N = "app/engine/llama_native.py"
+SR = "app/core/session_read.py"  # load_session, once split off sessions.py
 MUTANTS: tuple[Mutant, ...] = (
     # --- the engine -------------------------------------------------------------------------------
     Mutant("engine-no-instant-silence", "engine", E,
@@ -88,13 +100,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("engine-talkativeness-sign", "engine", E, "biased[quiet] -= talkativeness",
            "biased[quiet] += talkativeness", "positive talkativeness makes the model speak more"),
     Mutant("engine-unsayable-allowed", "engine", E, "biased[self._unsayable] = -np.inf",
-           "pass", "control tokens are never sampled at the decision"),
+           "pass", "control tokens are never sampled at the decision", (UNSAYABLE,)),
+    Mutant("engine-unsayable-in-reply", "engine", E, "logits[self._unsayable] = -np.inf",
+           "pass", "control tokens are never sampled after a reply's first token", (UNSAYABLE,)),
+    Mutant("engine-unused-sayable", "engine", N, "LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED",
+           "LLAMA_TOKEN_ATTR_CONTROL", "unused padding tokens are unsayable too", (UNSAYABLE,)),
+    Mutant("engine-end-of-turn-unsayable", "engine", N, " and not self.is_eog(t)]", "]",
+           "end-of-turn tokens stay sayable (a reply can end; a turn can be silent by ending at once)",
+           (f"{TRAINED}test_instant_silence_decides_as_token_by_token_greedy_decoding",)),
     Mutant("engine-frame-cells-not-freed", "engine", E, "self.n_cells -= sp.cells",
            "self.n_cells -= 0", "evicted frames free their cells", (EVICTION,)),
     Mutant("engine-cut-reply-not-evaluated", "engine", E,
            "self.ctx.decode_tokens([out[-1]], self.n_past, logits_last=False)", "return out",
            "a reply cut at max_new_tokens is in the cache whole",
-           ("tests/engine/test_incremental.py",)),
+           ("tests/engine/test_llama_backend.py::test_incremental_gives_same_transcript_as_full_reevaluation",)),
     # --- the GRPO reward -------------------------------------------------------------------------
     Mutant("reward-weights-swapped", "reward", R, "weights.rep * r_rep + weights.in_span * r_in_span",
            "weights.in_span * r_rep + weights.rep * r_in_span", "each weight multiplies its own part"),
@@ -128,15 +147,19 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- the session store -------------------------------------------------------------------------
     Mutant("sessions-no-fsync", "sessions", S, "                os.fsync(self.fileno)", "                pass",
            "every record is fsynced (on the helper thread)"),
-    Mutant("sessions-no-flush", "sessions", S, "self._fh.flush()  # in the kernel now", "pass  #",
+    Mutant("sessions-no-flush", "sessions", S,
+           ("self._fh.flush()  # in the kernel now", "append_whole(self._fh.fileno(), line)"),
+           ("pass  #", "self._fh.write(line.decode(\"utf-8\"))"),  # the second: left in Python's buffer
            "every record is in the kernel before add_* returns (survives a kill)"),
-    Mutant("sessions-feedback-no-fsync", "sessions", S, "        os.fsync(fh.fileno())\n", "",
+    Mutant("sessions-feedback-no-fsync", "sessions", S,
+           ("        os.fsync(fh.fileno())\n", '"utf-8"), fsync=True)'), ("", '"utf-8"), fsync=False)'),
            "feedback added from the browser is fsynced"),
-    Mutant("sessions-feedback-toggle-ignored", "sessions", S,
-           "(kinds.add if rec.get(\"on\", True) else kinds.discard)(rec[\"kind\"])", "kinds.add(rec[\"kind\"])",
+    Mutant("sessions-feedback-toggle-ignored", "sessions", (SR, S),
+           "(kinds.add if m.on else kinds.discard)(m.kind)", "kinds.add(m.kind)",
            "feedback switched off again is off"),
-    Mutant("sessions-damaged-line-fatal", "sessions", S,
-           "                out.damaged_lines += 1\n                continue", "                raise",
+    Mutant("sessions-damaged-line-fatal", "sessions", (SR, S),
+           "                except json.JSONDecodeError:\n                    rec = None\n",
+           "                except json.JSONDecodeError:\n                    raise\n",
            "a cut-off last line (killed mid-write) is skipped"),
     Mutant("sessions-no-end-record", "sessions", S, "self._append({\"type\": \"end\", \"reason\": reason})",
            "pass", "a closed session says how it ended"),
@@ -147,7 +170,8 @@ def _cache_keyed_files() -> set[str]:
     sys.path.insert(0, str(REPO))
     from app.core.codekey import source_closure
 
-    mods = source_closure(["app.modelhub.tiny", "app.trainer.sft", "app.trainer.grpo"], REPO)
+    mods = source_closure(["app.modelhub.tiny", "app.modelhub.tiny_variants", "app.trainer.sft", "app.trainer.grpo"],
+                          REPO)
     return {str(p.relative_to(REPO)) for p in mods.values()}
 
 
@@ -171,7 +195,10 @@ def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
         return "timeout", time.monotonic() - t0, ""
     tail = (p.stdout + p.stderr).strip().splitlines()
     failed = next((line for line in tail if line.startswith(("FAILED", "ERROR"))), tail[-1] if tail else "")
-    return ("passed" if p.returncode == 0 else "failed"), time.monotonic() - t0, failed
+    # pytest's exit codes: 1 a test failed, 2 collection failed (the mutant broke an import); 3-5 (internal
+    # error, a test path missing, nothing collected) say the run itself is wrong, not that a test caught it.
+    status = {0: "passed", 1: "failed", 2: "failed"}.get(p.returncode, "error")
+    return status, time.monotonic() - t0, failed if status != "error" else f"pytest exit {p.returncode}: {failed}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m for m in MUTANTS if not args.only or m.group in args.only or m.id in args.only]
     if args.list or not chosen:
         for m in MUTANTS:
-            print(f"{m.id:36s} {m.file:30s} breaks: {m.breaks}")
+            where = m.locate(REPO)
+            print(f"{m.id:36s} {where[0] if where else 'STALE':30s} breaks: {m.breaks}")
         return 0 if chosen or args.list else 2
 
     stale = []
     for m in chosen:
-        if m.edit((REPO / m.file).read_text()) is None:
+        if m.locate(REPO) is None:
             stale.append(m)
             print(f"STALE    {m.id}: no pattern found exactly once in {m.file} (rebase the table)", flush=True)
     keyed = _cache_keyed_files()
@@ -208,24 +236,29 @@ def main(argv: list[str] | None = None) -> int:
             if m in stale:
                 continue
             root = Path(tmp) / m.id
-            _copy(root, share_cache=m.file not in keyed)
-            target = root / m.file
-            target.write_text(m.edit(target.read_text()))
+            _copy(root, share_cache=True)
+            file, mutated = m.locate(root)
+            if file in keyed:  # the caches would be rebuilt from mutated code: give it an empty one
+                (root / ".cache").unlink()
+            (root / file).write_text(mutated)
             status, secs, why = run_tests(root, m.focus, args.timeout) if m.focus else ("passed", 0.0, "")
             if status == "passed":
                 status, more, why = run_tests(root, m.tests, args.timeout)
                 secs += more
-            verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED"}[status]
+            verdict = {"failed": "KILLED", "timeout": "KILLED", "passed": "SURVIVED", "error": "ERROR"}[status]
             results.append((m, verdict, secs, why))
-            print(f"{verdict:8s} {m.id} ({secs:.0f} s) {why if verdict == 'KILLED' else 'breaks: ' + m.breaks}",
+            print(f"{verdict:8s} {m.id} ({secs:.0f} s) {'breaks: ' + m.breaks if verdict == 'SURVIVED' else why}",
                   flush=True)
             shutil.rmtree(root, ignore_errors=True)
     killed = sum(v == "KILLED" for _, v, _, _ in results)
     survived = [m.id for m, v, _, _ in results if v == "SURVIVED"]
-    print(f"\n{killed}/{len(results)} killed, {len(survived)} survived, {len(stale)} stale")
+    errors = [m.id for m, v, _, _ in results if v == "ERROR"]
+    print(f"\n{killed}/{len(results)} killed, {len(survived)} survived, {len(stale)} stale, {len(errors)} errors")
     for s in survived:
         print(f"  survived: {s}")
-    return 1 if survived or stale else 0
+    for e in errors:
+        print(f"  error (the test run itself failed, see above): {e}")
+    return 1 if survived or stale or errors else 0
 
 
 if __name__ == "__main__":

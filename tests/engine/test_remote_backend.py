@@ -109,7 +109,9 @@ def test_remote_transcript_equals_in_process(demo_model, tmp_path):
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60
     while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
 
     def play(backend, video):

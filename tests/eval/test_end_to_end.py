@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from app.eval.cli import main
 from app.eval.synthetic import SyntheticConfig, make_synthetic
 
@@ -24,12 +26,13 @@ def test_duet_eval_tiny_model_on_a_synthetic_set(tiny_model, tmp_path: Path) -> 
     report = json.loads((out / "report.json").read_text())
     summary = report["summary"]
     assert summary["n_examples"] == 2 and summary["n_turns"] >= 2
-    for w in ("0.0", "0.5", "1.0"):
-        assert 0.0 <= summary["pauc"][w] <= 1.0
+    scored = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(scored) == summary["n_turns"]
+    for w in ("0.0", "0.5", "1.0"):  # the headline is the turn-weighted mean of what scores.jsonl holds
+        assert summary["pauc"][w] == pytest.approx(sum(t["pauc"][w] for t in scored) / len(scored))
     assert report["judge"]["id"] == "exact-match:1" and report["settings"]["model"].startswith(tiny_model.model.name)
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["n_turns"] for p in preds] == [4, 4] and all(p["error"] is None for p in preds)  # 8 s, 2 × 1 s a turn
-    assert len((out / "scores.jsonl").read_text().splitlines()) == summary["n_turns"]
     assert "PAUC ω=0.5 (headline)" in (out / "report.md").read_text()
     for e in report["examples"]:
         assert (out / e["timeline"]).read_bytes()[:4] == b"\x89PNG"

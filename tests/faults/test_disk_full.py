@@ -51,7 +51,7 @@ def run_on_tiny_fs(tmp_path: Path, size_kb: int, argv: list[str], env: dict[str,
                    timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``argv`` in a private mount namespace where ``$FS`` (``tmp_path/fs``) is a tmpfs of ``size_kb``."""
     if not shutil.which("unshare"):
-        pytest.skip("needs util-linux's unshare")
+        pytest.fail("unshare is missing: apt install util-linux (Debian installs it everywhere)")
     fs = tmp_path / "fs"
     fs.mkdir()
     flags = ["-m"] if os.geteuid() == 0 else ["-rm"]

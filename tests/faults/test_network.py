@@ -60,6 +60,7 @@ def test_duet_serve_end_to_end_generates_a_private_key_and_requires_it(tiny_mode
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                pytest.fail("duet serve answered /v1/models without an API key")
             except urllib.error.HTTPError as e:
                 assert e.code == 401
                 break

@@ -23,7 +23,7 @@ def test_wizard_once_with_choices_saved_and_pull_started(qtbot, tmp_path: Path, 
     qtbot.addWidget(wiz)
     wiz.show()
     titles = []
-    while True:
+    for _ in range(len(wiz.pageIds())):  # bounded: a page that refuses "Next" fails below instead of hanging
         titles.append(wiz.currentPage().title())
         if wiz.currentId() == wiz.pageIds()[-1]:
             break
