@@ -39,7 +39,7 @@ ENGINE_TESTS = ("tests/engine/test_llama_backend_trained.py", "tests/engine/test
                 "tests/engine/test_incremental.py")
 REWARD_TESTS = ("tests/trainer/test_reward.py",)
 PAUC_TESTS = ("tests/eval/test_pauc.py", "tests/eval/test_scoring.py")
-SESSION_TESTS = ("tests/core/test_sessions.py",)
+SESSION_TESTS = ("tests/core/test_sessions.py", "tests/core/test_session_read.py")
 TRAINED = "tests/engine/test_llama_backend_trained.py::"
 EVICTION = f"{TRAINED}test_eviction_removes_oldest_frames_first_then_oldest_silent_turns"
 INCREMENTAL = f"{TRAINED}test_incremental_equals_full_history_with_replies_and_silences_kept"
@@ -132,10 +132,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "every record is in the kernel before add_* returns (survives a kill)"),
     Mutant("sessions-feedback-no-fsync", "sessions", S, "        os.fsync(fh.fileno())\n", "",
            "feedback added from the browser is fsynced"),
-    Mutant("sessions-feedback-toggle-ignored", "sessions", S,
+    Mutant("sessions-feedback-toggle-ignored", "sessions", "app/core/session_read.py",
            "(kinds.add if rec.get(\"on\", True) else kinds.discard)(rec[\"kind\"])", "kinds.add(rec[\"kind\"])",
            "feedback switched off again is off"),
-    Mutant("sessions-damaged-line-fatal", "sessions", S,
+    Mutant("sessions-damaged-line-fatal", "sessions", "app/core/session_read.py",
            "                out.damaged_lines += 1\n                continue", "                raise",
            "a cut-off last line (killed mid-write) is skipped"),
     Mutant("sessions-no-end-record", "sessions", S, "self._append({\"type\": \"end\", \"reason\": reason})",

@@ -57,14 +57,14 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from app.core.sessions import export_markdown
+    from app.core.session_export import export_markdown
 
     print(export_markdown(_load(a), include_silent=a.silent), end="")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from app.core.sessions import export_json, export_markdown
+    from app.core.session_export import export_json, export_markdown
 
     s = _load(a)
     text = export_markdown(s) if a.format == "md" else export_json(s)

@@ -24,15 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.sessions import (
-    SavedSession,
-    SessionStore,
-    add_feedback,
-    export_json,
-    export_markdown,
-    is_running,
-    load_session,
-)
+from app.core.session_export import export_json, export_markdown
+from app.core.session_read import SavedSession, load_session
+from app.core.sessions import SessionStore, add_feedback, is_running
 from app.ui.chat_view import THUMB_W, ChatView
 
 
