@@ -25,9 +25,10 @@ from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
 from app.engine.controller import Gap, HealthChanged, State
 from app.modelhub.library import ModelLibrary
+from app.ui.capture_exclusion import CaptureExclusion
 from app.ui.model_choice import fill_combo, no_model_message
 from app.ui.model_page import ModelPage
-from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.overlay import Overlay
 from app.ui.pace import pace_text
 from app.ui.sessions_page import SessionsPage
 from app.ui.settings_dialog import SettingsDialog
