@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from app.capture.base import CaptureError, FrameSource, SourceHealth
@@ -74,7 +75,11 @@ class SessionController:
         self._backend_key: tuple[object, ...] | None = None
         self.session: ProactiveSession | None = None
         self.source: FrameSource | None = None
-        self.transcript = Transcript(store, self._emit)
+        # The transcript reports through this controller without holding it: a controller ↔ transcript
+        # cycle would leave the controller, and the model it holds, to Python's cyclic GC, which frees
+        # it on whatever thread it happens to run (a native crash when that is not the GUI's).
+        emit = weakref.WeakMethod(self._emit)
+        self.transcript = Transcript(store, lambda event: _call_alive(emit, event))
         self.last_result: StepResult | None = None  # the newest step, for the time stamp of a question
         self._state = State.IDLE
         self._lock = threading.RLock()
@@ -378,6 +383,12 @@ class SessionController:
 
 class _StartError(DuetError):
     """A failure to start whose message is already written for the user."""
+
+
+def _call_alive(method: weakref.WeakMethod, event: Event) -> None:
+    bound = method()
+    if bound is not None:
+        bound(event)
 
 
 def _close_quietly(source: FrameSource) -> None:

@@ -60,3 +60,21 @@ def test_a_session_without_a_turn_leaves_no_entry_and_no_store_keeps_nothing(tmp
     unsaved.open(RunRequest(source="screen", model="tiny"), "CPU", "Screen 1")
     unsaved.step(_step(0, "Hello."))
     assert unsaved.session_id is None and 0 in unsaved.replies and not unsaved.feedback(0, "late")
+
+
+def test_the_controller_is_freed_without_the_cyclic_gc(tmp_path: Path) -> None:
+    """The transcript reports through its controller without holding it: no cycle left for the cyclic GC
+    to free (with the model in it) on whatever thread it happens to run."""
+    import gc
+    import weakref
+
+    from app.engine.controller import SessionController
+
+    gc.disable()
+    try:
+        c = SessionController(store=SessionStore(tmp_path))
+        ref = weakref.ref(c)
+        del c
+        assert ref() is None
+    finally:
+        gc.enable()
