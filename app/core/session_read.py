@@ -20,6 +20,9 @@ from app.core.formats import upgrade
 
 log = logging.getLogger("duet.sessions")
 
+# Step fields an older Duet wrote under another name, read under today's (a saved session is never rewritten).
+RENAMED_STEP_FIELDS = {"n_tokens": "kv_cells", "evicted_turns": "turns_frames_dropped"}
+
 
 @dataclass
 class SavedSession:
@@ -145,6 +148,9 @@ def load_session(directory: Path | str) -> SavedSession:
                     continue
                 kind = rec.get("type")
                 if kind == "step":
+                    for old, new in RENAMED_STEP_FIELDS.items():
+                        if old in rec:
+                            rec.setdefault(new, rec.pop(old))
                     out.steps.append(rec)
                 elif kind == "question":
                     out.questions.append(rec)

@@ -25,7 +25,7 @@ def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
     assert [r["time"] for r in rows] == [0.5 * (i + 1) for i in range(12)]  # 1 frame × 0.5 s per turn
     assert [r["frame_times"] for r in rows] == [[0.5 * (i + 1)] for i in range(12)]
     assert rows[0]["question"] == "What is moving?" and rows[5]["question"] == "And now?"
-    assert all(r["n_tokens"] > 0 and r["timings_ms"]["total"] > 0 for r in rows)
+    assert all(r["kv_cells"] > 0 and r["timings_ms"]["total"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "[00:00] (you) What is moving?" in printed  # 0.5 s rounds to 00:00
     for r in rows:
