@@ -12,7 +12,6 @@ cache's hit rate.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,13 +23,11 @@ from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.eval.judges import ExactMatchJudge  # noqa: E402
 from app.eval.runner import RunSettings, run_eval  # noqa: E402
 from app.eval.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
-from bench._common import machine_info, print_table, write_results  # noqa: E402
-from bench.vision_cache import model_pair  # noqa: E402
+from bench._common import machine_info, model_bench_parser, model_pair, print_table, write_results  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="demo")
+    ap = model_bench_parser(__doc__)
     ap.add_argument("--per-family", type=int, default=2)
     ap.add_argument("--difficulty", default="easy,medium")
     ap.add_argument("--seed", type=int, default=4242, help="synthetic set seed (the demo trains on others)")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from app.core.sizes import human_bytes as _human_bytes
 from app.core.timefmt import clock as _fmt_time
 
 
@@ -56,14 +57,6 @@ def cmd_models_import(a: argparse.Namespace) -> int:
     e = ModelLibrary().add(a.name, a.model, a.mmproj, copy=not a.link)
     print(f"added {e.name}: {e.model}")
     return 0
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def cmd_models_pull(a: argparse.Namespace) -> int:

@@ -17,9 +17,7 @@ import weakref
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.capture.base import FrameSource
 from app.core.sessions import SessionStore
-from app.engine.backend import Backend
 from app.engine.controller import (
     BackendFactory,
     Event,
@@ -75,14 +73,6 @@ class SessionWorker(QObject):
         self.controller = SessionController(backend_factory, source_factory, store=store, listener=listener,
                                             exclude=exclude)
         self.start_requested.connect(self.run_session)
-
-    @property
-    def source(self) -> FrameSource | None:
-        return self.controller.source
-
-    @property
-    def backend(self) -> Backend | None:
-        return self.controller.backend
 
     def _relay(self, event: Event) -> None:
         """Controller event → signal (queued to the GUI when emitted on the worker thread)."""

@@ -73,3 +73,13 @@ def xdraw(display: str) -> Iterator[XDraw]:
     d = XDraw(display)
     yield d
     d.close()
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass (a source's reader runs on its own thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()

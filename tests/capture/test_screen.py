@@ -14,19 +14,11 @@ from app.capture.base import CaptureError
 from app.capture.screen import ScreenSource, list_monitors
 from app.capture.x11windows import find_window, list_windows
 
+from .conftest import wait_for
 from .xdraw import XDraw, rgb_of
 
 BLUE = 0x3366CC
 MAGENTA = 0xC81E50
-
-
-def _wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_list_monitors_reports_the_xvfb_screen(display):
@@ -80,13 +72,13 @@ def test_window_by_title_captures_its_rectangle_and_waits_while_hidden(xdraw: XD
     t = threading.Thread(target=consume)
     t.start()
     try:
-        assert _wait_for(lambda: len(frames) >= 2)
+        assert wait_for(lambda: len(frames) >= 2)
         xdraw.unmap(win)
-        assert _wait_for(lambda: "not visible" in src.status)
+        assert wait_for(lambda: "not visible" in src.status)
         seen = len(frames)
         time.sleep(0.2)  # several ticks pass with the window hidden
         xdraw.map(win)
-        assert _wait_for(lambda: len(frames) >= seen + 2)
+        assert wait_for(lambda: len(frames) >= seen + 2)
     finally:
         src.close()
         t.join(10)
