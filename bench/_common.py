@@ -135,3 +135,9 @@ def model_bench_parser(doc: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--model", default="demo", help="demo (the trained demo), a library name or a GGUF path")
     return ap
+
+
+def start_model_bench(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict, Path, Path]:
+    """The opening of every model benchmark: its arguments, the machine's facts, the model pair."""
+    a = ap.parse_args()
+    return (a, machine_info(), *model_pair(a.model))

@@ -25,11 +25,10 @@ from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.engine.session import ProactiveSession, SessionConfig  # noqa: E402
 from bench._common import (  # noqa: E402
     VIDEO,
-    machine_info,
     med,
     model_bench_parser,
-    model_pair,
     print_table,
+    start_model_bench,
     write_results,
 )
 
@@ -51,9 +50,7 @@ def main() -> None:
     ap = model_bench_parser(__doc__)
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--tokens-per-frame", type=int, default=128)
-    a = ap.parse_args()
-    info = machine_info()
-    model, mmproj = model_pair(a.model)
+    a, info, model, mmproj = start_model_bench(ap)
     cfg = SessionConfig(interval=1.0, frames_per_turn=2, tokens_per_frame=a.tokens_per_frame, max_new_tokens=32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

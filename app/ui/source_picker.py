@@ -161,20 +161,26 @@ class SourcePicker(QDialog):
         lay.addWidget(widget, 1)
         return page
 
-    def _region_tab(self) -> QWidget:
+    @staticmethod
+    def _entry_tab(intro: str, edit: QLineEdit, button: QPushButton) -> QWidget:
+        """A tab of one line: what it is for, then a text field with its button beside it."""
         page = QWidget()
         lay = QVBoxLayout(page)
-        lay.addWidget(QLabel("Watch a fixed rectangle of the desktop (X, Y, width, height in pixels)."))
+        lay.addWidget(QLabel(intro))
         row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        lay.addLayout(row)
+        lay.addStretch(1)
+        return page
+
+    def _region_tab(self) -> QWidget:
         self.region_edit = QLineEdit()
         self.region_edit.setPlaceholderText("e.g. 100,100,1280,720")
         draw = QPushButton("Draw on screen…")
         draw.clicked.connect(self._draw_region)
-        row.addWidget(self.region_edit, 1)
-        row.addWidget(draw)
-        lay.addLayout(row)
-        lay.addStretch(1)
-        return page
+        return self._entry_tab("Watch a fixed rectangle of the desktop (X, Y, width, height in pixels).",
+                               self.region_edit, draw)
 
     def _camera_tab(self) -> QWidget:
         page = QWidget()
@@ -192,18 +198,11 @@ class SourcePicker(QDialog):
         return page
 
     def _file_tab(self) -> QWidget:
-        page = QWidget()
-        lay = QVBoxLayout(page)
-        lay.addWidget(QLabel("Play a video file in Duet; replies are stamped with the video's own time."))
-        row = QHBoxLayout()
         self.file_edit = QLineEdit()
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
-        row.addWidget(self.file_edit, 1)
-        row.addWidget(browse)
-        lay.addLayout(row)
-        lay.addStretch(1)
-        return page
+        return self._entry_tab("Play a video file in Duet; replies are stamped with the video's own time.",
+                               self.file_edit, browse)
 
     # ---- content ---------------------------------------------------------------------------
     def _grabber(self) -> object:
