@@ -11,7 +11,7 @@ import pytest
 from app.capture.base import CaptureError
 from app.capture.camera import LOST, CameraSource
 
-from .conftest import wait_for
+from .conftest import drain_in_thread, wait_for
 
 
 def test_missing_camera_says_what_to_do():
@@ -90,16 +90,7 @@ def test_unplugged_camera_retries_and_resumes_without_raising():
     cam = FakeWebcam()
     src = CameraSource(0, opener=cam.open, retry_delays=(0.01, 0.02, 0.04))
     src.open()
-    frames, errors = [], []
-
-    def consume() -> None:
-        try:
-            frames.extend(src.sample(0.02))
-        except Exception as e:  # pragma: no cover - asserted below
-            errors.append(e)
-
-    t = threading.Thread(target=consume)
-    t.start()
+    frames, errors, t = drain_in_thread(src, 0.02)
     try:
         assert wait_for(lambda: len(frames) >= 3)
         cam.plugged.clear()

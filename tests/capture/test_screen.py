@@ -14,7 +14,7 @@ from app.capture.base import CaptureError
 from app.capture.screen import ScreenSource, list_monitors
 from app.capture.x11windows import find_window, list_windows
 
-from .conftest import wait_for
+from .conftest import drain_in_thread, wait_for
 from .xdraw import XDraw, rgb_of
 
 BLUE = 0x3366CC
@@ -59,18 +59,7 @@ def test_window_by_title_captures_its_rectangle_and_waits_while_hidden(xdraw: XD
     assert find_window("duet TEST") is not None  # case-insensitive substring
     src = ScreenSource(window="Duet test window")
     src.open()
-    frames: list = []
-    errors: list = []
-
-    def consume() -> None:
-        try:
-            for f in src.sample(0.03):
-                frames.append(f)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    t = threading.Thread(target=consume)
-    t.start()
+    frames, errors, t = drain_in_thread(src, 0.03)
     try:
         assert wait_for(lambda: len(frames) >= 2)
         xdraw.unmap(win)
