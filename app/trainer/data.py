@@ -18,85 +18,25 @@ question to a random turn and opens with an "immediate answer" that summarises w
 earlier answers said (we have no LLM to summarise, so the summary is the earlier answers joined).
 
 Dialogues become token ids and labels in :mod:`app.trainer.encode`; the user's saved sessions with
-feedback become dialogues in :mod:`app.trainer.session_dialogues`.
+feedback become dialogues in :mod:`app.trainer.session_dialogues`; the dialogue types and the frame
+reader they share are :mod:`app.trainer.dialogue`'s.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.core import protocol
-from app.core.errors import InputError
 from app.eval.dataset import DatasetError, Example, load_dataset
+from app.trainer.dialogue import DataError, Dialogue, DialogueTurn, TurnFrames, read_turn_frames
 
 log = logging.getLogger("duet.trainer.data")
-
-
-class DataError(InputError):
-    """Training data is unusable; the message names the file, record and field (or the video)."""
-
-
-@dataclass
-class TurnFrames:
-    time: float  # video time after this turn's frames
-    images: list[np.ndarray]
-
-
-@dataclass
-class DialogueTurn:
-    time: float
-    images: list[np.ndarray]
-    user_text: str = ""
-    target: str = protocol.NO_REPLY
-    train: bool = True
-
-
-@dataclass
-class Dialogue:
-    id: str
-    turns: list[DialogueTurn]
-    system: str = protocol.SYSTEM_PROMPT
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_replies(self) -> int:
-        return sum(1 for t in self.turns if t.target != protocol.NO_REPLY)
-
-
-# ---------------------------------------------------------------------------------------------
-# frames
-
-
-def read_turn_frames(video: Path, interval: float, frames_per_turn: int, tokens_per_frame: int,
-                     where: str = "") -> list[TurnFrames]:
-    """The user turns' frames of one video, exactly as the evaluation runner feeds them."""
-    from app.capture.base import CaptureError
-    from app.capture.resize import fit_frame
-    from app.eval.runner import video_source
-
-    if not Path(video).is_file():
-        raise DataError(f"{where}field 'video': file not found: {video}")
-    turns: list[TurnFrames] = []
-    pending: list[np.ndarray] = []
-    try:
-        with video_source(Path(video)) as src:
-            for fr in src.sample(interval):
-                pending.append(fit_frame(fr.image, tokens_per_frame))
-                if len(pending) == frames_per_turn:
-                    turns.append(TurnFrames(round(fr.time, 6), pending))
-                    pending = []
-    except (CaptureError, OSError, ValueError) as e:
-        raise DataError(f"{where}field 'video': cannot read {video}: {e}") from e
-    if not turns:
-        raise DataError(f"{where}field 'video': {video} yields no complete turn "
-                        f"({frames_per_turn} frames at {interval} s)")
-    return turns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +170,7 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
         train += load_examples(synthetic_dataset(d.train_synthetic, work_dir))
     for f in d.train_files:
         train += load_examples(f)
-    from app.trainer.session_dialogues import load_session_dialogues  # it builds on this module
+    from app.trainer.session_dialogues import load_session_dialogues
 
     feedback = load_session_dialogues(d.sessions, d.window_turns)
     held: list[Example] = []

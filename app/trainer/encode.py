@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from app.core import protocol
-from app.trainer.data import Dialogue
+from app.trainer.dialogue import Dialogue
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core import protocol
-from app.trainer.data import DataError, Dialogue, DialogueTurn, read_turn_frames
+from app.trainer.dialogue import DataError, Dialogue, DialogueTurn, read_turn_frames
 
 
 def session_video(session: Any) -> Path:

@@ -62,7 +62,7 @@ def describe_status(st: JobStatus) -> str:
         return f"✓ {st.name} is installed"
     if ev.stage in ("download", "verify") and ev.total:
         eta = f", {clock(ev.eta)} left" if ev.eta is not None else ""
-        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {human_bytes(ev.rate)}/s{eta}"
+        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {ev.rate / 1e6:.1f} MB/s{eta}"
     return ev.message
 
 
