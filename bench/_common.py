@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian opencv-doc, 768×576 street scene
+DEMO = REPO / ".cache" / "test-data" / "models" / "demo"  # the trained demo model (the engine tests train it)
 
 os.environ.setdefault("DUET_CACHE_DIR", str(REPO / ".cache" / "tiny"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,3 +115,29 @@ def write_results(name: str, data: dict) -> Path:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
     print(f"\nwrote {path.relative_to(REPO)}")
     return path
+
+
+def model_pair(spec: str) -> tuple[Path, Path]:
+    """``demo`` (the cached trained demo), a library name or a GGUF path → (model, mmproj)."""
+    if spec == "demo":
+        model = next(DEMO.glob("demo-*.gguf"), None)
+        mmproj = next(DEMO.glob("mmproj-*.gguf"), None)
+        if not model or not mmproj:
+            raise SystemExit(f"no demo model under {DEMO}: run the engine tests once (they train it) or `duet train demo`")
+        return model, mmproj
+    from app.modelhub.library import resolve_model
+
+    return resolve_model(spec)
+
+
+def model_bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser a benchmark of one model starts from: its docstring's first line and ``--model``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--model", default="demo", help="demo (the trained demo), a library name or a GGUF path")
+    return ap
+
+
+def start_model_bench(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict, Path, Path]:
+    """The opening of every model benchmark: its arguments, the machine's facts, the model pair."""
+    a = ap.parse_args()
+    return (a, machine_info(), *model_pair(a.model))

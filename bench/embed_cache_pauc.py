@@ -12,7 +12,6 @@ cache's hit rate.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,20 +23,16 @@ from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.eval.judges import ExactMatchJudge  # noqa: E402
 from app.eval.runner import RunSettings, run_eval  # noqa: E402
 from app.eval.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
-from bench._common import machine_info, print_table, write_results  # noqa: E402
-from bench.vision_cache import model_pair  # noqa: E402
+from bench._common import model_bench_parser, print_table, start_model_bench, write_results  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="demo")
+    ap = model_bench_parser(__doc__)
     ap.add_argument("--per-family", type=int, default=2)
     ap.add_argument("--difficulty", default="easy,medium")
     ap.add_argument("--seed", type=int, default=4242, help="synthetic set seed (the demo trains on others)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 4.0])
-    a = ap.parse_args()
-    info = machine_info()
-    model, mmproj = model_pair(a.model)
+    a, info, model, mmproj = start_model_bench(ap)
     t0 = time.perf_counter()
     settings = {"cache off": (0, 0.0), "exact reuse (default)": (64, 0.0)}
     settings |= {f"near-identical ≤ {t:g}": (64, t) for t in a.thresholds}

@@ -62,8 +62,8 @@ class Stream:
         t0 = time.perf_counter()
         r = self.b.step(self.frames[i:i + FPT], "", talkativeness=QUIET, max_new_tokens=self.max_new_tokens)
         wall = (time.perf_counter() - t0) * 1e3
-        self.log.append({"turn": self.turn, "wall_ms": wall, **timings_dict(r.timings), "cells": r.n_tokens,
-                         "silent": r.silent, "text": r.text, "evicted": r.evicted_turns})
+        self.log.append({"turn": self.turn, "wall_ms": wall, **timings_dict(r.timings), "cells": r.kv_cells,
+                         "silent": r.silent, "text": r.text, "evicted": r.turns_frames_dropped})
         self.turn += 1
         return r
 
@@ -118,7 +118,7 @@ def bench_stream_length(model, frames, n_ctx: int, early: int, late: int, rss_at
         "n_ctx": n_ctx, "window": f"median of turns centre±{half}", "early_turn": early, "late_turn": late,
         "early_median_ms": med(a_early), "late_median_ms": med(a_late), "ratio_late_over_early": med(a_late) / med(a_early),
         "early_cells": cells_early, "late_cells": cells_late,
-        "evicted_turns_at_late": next(e["evicted"] for e in long_.log if e["turn"] == late),
+        "turns_frames_dropped_at_late": next(e["evicted"] for e in long_.log if e["turn"] == late),
         "split_median_ms": split, "build_seconds": build_s,
         "end_turn": max(rss_at), "end_window_median_ms_not_side_by_side": med(tail),
         "rss": {str(k): v for k, v in sorted(rss.items())}, "final_rss_mib": cur, "final_peak_rss_mib": peak,

@@ -162,7 +162,7 @@ def main() -> None:
             h_speak, h_top = decision(h_logits, eng._unsayable, eng._quiet_ids)
             log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms, "engine_silent": r.silent,
                         "engine_vision_ms": r.timings.vision_ms, "engine_image_prefill_ms": r.timings.image_prefill_ms,
-                        "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.n_tokens, "hf_tokens_fed": h_tokens,
+                        "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.kv_cells, "hf_tokens_fed": h_tokens,
                         "hf_positions": hf.next_pos, "engine_positions": eng.n_past,
                         "speaks_engine": e_speak, "speaks_hf": h_speak, "top1_engine": e_top, "top1_hf": h_top,
                         "max_abs_logit_diff": float(np.max(np.abs(e_logits - h_logits)))})

@@ -185,7 +185,7 @@ def one_step(b: LlamaBackend, imgs, label: str) -> dict:
     print(f"    {label}: {wall / 1e3:.1f} s (vision {t.vision_ms / 1e3:.1f}, image prefill {t.image_prefill_ms / 1e3:.1f}, "
           f"text prefill {t.prefill_ms / 1e3:.2f}, decode {t.decode_ms / 1e3:.2f}) {r.text!r}", flush=True)
     return {"wall_ms": wall, **timings_dict(r.timings), "silent": r.silent, "text": r.text,
-            "new_cells": r.n_tokens - cells0}
+            "new_cells": r.kv_cells - cells0}
 
 
 def run_interleaved(b: LlamaBackend, frames: dict[int, list], n_steps: int) -> dict:

@@ -10,7 +10,6 @@ repeated n-gram loop (the guard's own definition, checked on the re-tokenized te
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.engine.llama_reference import NO_GUARD  # noqa: E402
 from app.engine.reply_guard import ReplyGuard  # noqa: E402
 from app.engine.session import ProactiveSession, SessionConfig  # noqa: E402
-from bench._common import VIDEO, machine_info, print_table, write_results  # noqa: E402
-from bench.vision_cache import model_pair  # noqa: E402
+from bench._common import VIDEO, model_bench_parser, print_table, start_model_bench, write_results  # noqa: E402
 
 
 def has_loop(guard: ReplyGuard, tokens: list[int]) -> bool:
@@ -31,13 +29,10 @@ def has_loop(guard: ReplyGuard, tokens: list[int]) -> bool:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="demo")
+    ap = model_bench_parser(__doc__)
     ap.add_argument("--talkativeness", type=float, default=0.0)
     ap.add_argument("--max-turns", type=int, default=0)
-    a = ap.parse_args()
-    info = machine_info()
-    model, mmproj = model_pair(a.model)
+    a, info, model, mmproj = start_model_bench(ap)
     guard = ReplyGuard()
     cfg = SessionConfig(interval=1.0, frames_per_turn=2, tokens_per_frame=128, max_new_tokens=128,
                         talkativeness=a.talkativeness)

@@ -117,7 +117,7 @@ def soak_stream(a: argparse.Namespace) -> dict:
         for r in session.run(src):
             steps.append(r.timings.total_ms)
             replies += not r.silent
-            evicted = r.evicted_turns
+            evicted = r.turns_frames_dropped
             if r.video_time > next_sample - REF_TURNS * 2:
                 if not paired:
                     ref.reset()
@@ -138,7 +138,7 @@ def soak_stream(a: argparse.Namespace) -> dict:
                                 # bounded by LlamaSettings.embed_cache_mib: RSS grows by this much, then stops
                                 "embed_cache_mib": round(cache_mib(), 1),
                                 "rss_less_cache_mib": round(cur - cache_mib(), 1),
-                                "n_tokens": r.n_tokens, "evicted_turns": r.evicted_turns,
+                                "kv_cells": r.kv_cells, "turns_frames_dropped": r.turns_frames_dropped,
                                 "step_p50_ms": round(statistics.median(steps), 1),
                                 "step_p95_ms": round(pct(steps, 95), 1), "replies": replies,
                                 "paired_long_ms": round(long_ms, 1), "paired_fresh_ms": round(fresh_ms, 1),
@@ -149,15 +149,15 @@ def soak_stream(a: argparse.Namespace) -> dict:
     backend.close()
     ref.backend.close()
     rows = [[s["video_min"], s["wall_s"], s["rss_mib"], s["embed_cache_mib"], s["step_p50_ms"], s["step_p95_ms"],
-             s["long_over_fresh"], s["n_tokens"], s["evicted_turns"]] for s in samples]
+             s["long_over_fresh"], s["kv_cells"], s["turns_frames_dropped"]] for s in samples]
     print_table(f"soak stream: {a.hours:g} h of video, {model.name}", ["video min", "wall s", "RSS MiB",
-                "embedding caches MiB", "step p50 ms", "step p95 ms", "long/fresh (paired)", "KV cells", "evicted turns"], rows)
+                "embedding caches MiB", "step p50 ms", "step p95 ms", "long/fresh (paired)", "KV cells", "turns frames dropped"], rows)
     first, last = samples[0]["rss_mib"], samples[-1]["rss_mib"]
     growth_less_cache = round(samples[-1]["rss_less_cache_mib"] - samples[0]["rss_less_cache_mib"], 1)
     verdict = {"rss_first_window_mib": first, "rss_end_mib": last, "rss_growth_mib": round(last - first, 1),
                "rss_growth_less_cache_mib": growth_less_cache, "embed_cache_end_mib": samples[-1]["embed_cache_mib"],
                "video_hours": a.hours, "wall_s": round(time.perf_counter() - t0, 1),
-               "turns": samples[-1]["turns"], "replies": replies, "evicted_turns": evicted}
+               "turns": samples[-1]["turns"], "replies": replies, "turns_frames_dropped": evicted}
     print(f"\nRSS {first} → {last} MiB ({last - first:+.1f} MiB; {growth_less_cache:+.1f} MiB beside the bounded "
           f"embedding caches) over {a.hours:g} h of video in {verdict['wall_s']:.0f} s wall")
     return {"model": str(model), "n_ctx": a.n_ctx, "device": backend.device, "samples": samples, "verdict": verdict}

@@ -33,7 +33,8 @@ def main() -> int:
 
     from app.trainer.cli import _overrides
     from app.trainer.config import load_config
-    from app.trainer.data import Encoder, load_sources, training_dialogues
+    from app.trainer.data import load_sources, training_dialogues
+    from app.trainer.encode import Encoder
     from app.trainer.eval_tf import shuffled_frames, teacher_forced
     from app.trainer.jobs import set_threads
     from app.trainer.modeling import base_checkpoint, load_policy

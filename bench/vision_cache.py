@@ -11,7 +11,6 @@ frames reused, cache hit rate, and the whole step.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,21 +23,14 @@ import cv2  # noqa: E402
 from app.capture.video import VideoFileSource  # noqa: E402
 from app.engine.llama_backend import LlamaBackend, LlamaSettings  # noqa: E402
 from app.engine.session import ProactiveSession, SessionConfig  # noqa: E402
-from bench._common import REPO, VIDEO, machine_info, med, print_table, write_results  # noqa: E402
-
-DEMO = REPO / ".cache" / "test-data" / "models" / "demo"
-
-
-def model_pair(spec: str) -> tuple[Path, Path]:
-    if spec == "demo":
-        model = next(DEMO.glob("demo-*.gguf"), None)
-        mmproj = next(DEMO.glob("mmproj-*.gguf"), None)
-        if not model or not mmproj:
-            raise SystemExit(f"no demo model under {DEMO}: run the engine tests once (they train it) or `duet train demo`")
-        return model, mmproj
-    from app.modelhub.library import resolve_model
-
-    return resolve_model(spec)
+from bench._common import (  # noqa: E402
+    VIDEO,
+    med,
+    model_bench_parser,
+    print_table,
+    start_model_bench,
+    write_results,
+)
 
 
 def static_clip(path: Path, seconds: int = 90, fps: int = 10) -> Path:
@@ -55,13 +47,10 @@ def static_clip(path: Path, seconds: int = 90, fps: int = 10) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="demo")
+    ap = model_bench_parser(__doc__)
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--tokens-per-frame", type=int, default=128)
-    a = ap.parse_args()
-    info = machine_info()
-    model, mmproj = model_pair(a.model)
+    a, info, model, mmproj = start_model_bench(ap)
     cfg = SessionConfig(interval=1.0, frames_per_turn=2, tokens_per_frame=a.tokens_per_frame, max_new_tokens=32)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,6 +35,7 @@ class FrameSource(abc.ABC):
 
     name: str = "source"
     live: bool = True
+    _status: str = "ok"  # what :attr:`status` says; "closed" once closed
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -51,12 +52,12 @@ class FrameSource(abc.ABC):
     @property
     def status(self) -> str:
         """A short human-readable state ("playing", "camera lost, retrying…")."""
-        return "ok"
+        return self._status
 
     @property
     def health(self) -> SourceHealth:
         """The state as a type; ``status`` is the words for it."""
-        return SourceHealth.OK
+        return SourceHealth.CLOSED if self._status == "closed" else SourceHealth.OK
 
     def pause(self) -> bool:
         """Hold the source's own clock while the consumer pauses; True when it can.

@@ -182,14 +182,8 @@ class CameraSource(FrameSource):
         self._thread.start()
 
     @property
-    def status(self) -> str:
-        return self._status
-
-    @property
     def health(self) -> SourceHealth:
-        if self._status == "closed":
-            return SourceHealth.CLOSED
-        return SourceHealth.LOST if self._status == LOST else SourceHealth.OK
+        return SourceHealth.LOST if self._status == LOST else super().health
 
     def _newer_than(self, seq: int) -> tuple[np.ndarray, int] | None:
         """Block until a picture newer than ``seq`` exists (the camera may be reconnecting)."""

@@ -240,14 +240,8 @@ class ScreenSource(FrameSource):
                 raise CaptureError(f"Screen capture failed on {self.name}: {e}") from e
 
     @property
-    def status(self) -> str:
-        return self._status
-
-    @property
     def health(self) -> SourceHealth:
-        if self._status == "closed":
-            return SourceHealth.CLOSED
-        return SourceHealth.HIDDEN if getattr(self, "_window_hidden", False) else SourceHealth.OK
+        return SourceHealth.HIDDEN if getattr(self, "_window_hidden", False) else super().health
 
     def sample(self, interval: float) -> Iterator[Frame]:
         if not self._opened:

@@ -13,6 +13,9 @@ worst the very last line is cut short, and :func:`load_session` skips it. An fsy
 on a helper thread, covers power loss too without ever blocking the UI thread.
 A thumbnail is written (atomically) *before* the record that names it, so no record ever points at
 a missing picture. Feedback is appended too — never rewritten — so the trainer sees its history.
+
+This module writes and lists sessions; reading one back (with its validation) is
+:mod:`app.core.session_read`, turning one into Markdown or JSON :mod:`app.core.session_export`.
 """
 
 from __future__ import annotations
@@ -26,15 +29,14 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from app.core import feedback as fbk
 from app.core.atomic import append_whole, write_bytes_atomic, write_json_atomic
-from app.core.formats import SESSION_FORMAT, upgrade
-from app.core.timefmt import clock
+from app.core.formats import SESSION_FORMAT
+from app.core.session_read import SavedSession, load_session
 from app.core.types import StepResult
 
 log = logging.getLogger("duet.sessions")
@@ -277,167 +279,6 @@ def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, text: s
     return mark
 
 
-@dataclass
-class SavedSession:
-    """A session read back from disk."""
-
-    directory: Path
-    meta: dict
-    steps: list[dict] = field(default_factory=list)
-    questions: list[dict] = field(default_factory=list)
-    feedback: dict[int, set[str]] = field(default_factory=dict)  # turn → reply kinds currently on
-    gaps: list[dict] = field(default_factory=list)  # pauses of a live source: time, seconds, frames_dropped
-    marks: list[fbk.Feedback] = field(default_factory=list)  # every mark in force (missed included)
-    ended: str | None = None  # the end reason; None when the app died mid-session
-    damaged_lines: int = 0
-    problem: str | None = None  # what was damaged and skipped or set aside, for the user
-
-    @property
-    def id(self) -> str:
-        return self.directory.name
-
-    @property
-    def replies(self) -> list[dict]:
-        return [s for s in self.steps if not s.get("silent")]
-
-    @property
-    def title(self) -> str:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.meta.get("started", 0)))
-        return f"{started} · {self.meta.get('source', '?')}"
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "meta": self.meta,
-            "ended": self.ended,
-            "steps": self.steps,
-            "questions": self.questions,
-            "feedback": {str(t): sorted(k) for t, k in sorted(self.feedback.items()) if k},
-            "marks": [{k: v for k, v in m.to_record().items() if k != "type"} for m in self.marks],
-        }
-
-
-_REPORTED: set[tuple[str, int]] = set()  # (session folder, damaged lines) already logged: report once
-
-
-def _valid_record(rec: object) -> bool:
-    """Whether a parsed line has the fields its readers index (a damaged one is skipped, not fatal)."""
-    if not isinstance(rec, dict):
-        return False
-    kind = rec.get("type")
-    if kind == "step":
-        return (_is_int(rec.get("turn")) and _is_num(rec.get("time", 0.0)) and isinstance(rec.get("text"), str)
-                and isinstance(rec.get("silent", False), bool)
-                and (rec.get("question") is None or isinstance(rec.get("question"), str))
-                and (rec.get("thumb") is None or _safe_thumb(rec.get("thumb"))))
-    if kind == "feedback":  # its fields are checked by the schema (app/core/feedback.py) when read
-        return isinstance(rec.get("kind"), str)
-    if kind == "question":
-        return isinstance(rec.get("text"), str)
-    return kind == "end" or isinstance(kind, str)  # unknown kinds (a newer Duet's) are ignored, not damage
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-
-def _safe_thumb(name: object) -> bool:
-    """A thumbnail path inside the session's thumbs/ folder (a record must not point elsewhere)."""
-    return isinstance(name, str) and name.startswith("thumbs/") and ".." not in name and "\\" not in name
-
-
-def _read_meta(directory: Path) -> tuple[dict, str | None]:
-    """meta.json, or a minimal one and the reason it was set aside (moved to meta.corrupt-*.json)."""
-    path = directory / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
-        return meta, None
-    except FileNotFoundError:
-        return {"id": directory.name}, None
-    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        aside = path.with_name(f"meta.corrupt-{int(time.time())}.json")
-        try:
-            os.replace(path, aside)
-        except OSError:
-            aside = path
-        return {"id": directory.name}, f"meta.json is damaged ({type(e).__name__}); set aside as {aside.name}"
-
-
-def load_session(directory: Path | str) -> SavedSession:
-    """Read a session, skipping damaged records (a cut-off last line when the app was killed, a hand edit).
-
-    Damage is counted on the result (``damaged_lines``, ``problem``) and logged once per session.
-    """
-    directory = Path(directory)
-    meta, problem = _read_meta(directory)
-    # An older meta.json is migrated in memory only (sessions are never rewritten on reading); a newer
-    # one is read for what this version knows, and its file stays as it is.
-    meta = upgrade("session", meta).data
-    for key, check in (("started", _is_num), ("source", lambda v: isinstance(v, str)),
-                       ("model", lambda v: isinstance(v, str))):
-        if key in meta and not check(meta[key]):
-            meta.pop(key)  # a wrong-typed field would break the title or the export
-    out = SavedSession(directory, meta)
-    out.problem = problem
-    path = directory / "events.jsonl"
-    raw_marks: list[dict] = []
-    if path.exists():
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    rec = None
-                if not _valid_record(rec):
-                    out.damaged_lines += 1
-                    continue
-                kind = rec.get("type")
-                if kind == "step":
-                    out.steps.append(rec)
-                elif kind == "question":
-                    out.questions.append(rec)
-                elif kind == "gap":
-                    out.gaps.append(rec)
-                elif kind == "fold":
-                    for step in reversed(out.steps):
-                        if step.get("turn") == rec.get("turn"):
-                            step["folded"] = True
-                            break
-                elif kind == "feedback":
-                    raw_marks.append(rec)
-                elif kind == "end":
-                    out.ended = str(rec.get("reason", "stopped"))
-    # Feedback is read after the steps: a version-1 record takes its time from the step it names.
-    times = {int(s["turn"]): float(s.get("time", 0.0)) for s in out.steps if isinstance(s.get("turn"), int)}
-    parsed = []
-    for rec in raw_marks:
-        try:
-            parsed.append(fbk.from_record(rec, times))
-        except fbk.FeedbackError as e:
-            log.debug("%s: feedback record skipped (%s)", path, e)  # counted; reported once below
-            out.damaged_lines += 1
-    out.marks = fbk.current(parsed)
-    for m in parsed:  # turn → reply kinds on; a turn whose marks were all withdrawn keeps an empty set
-        if m.turn is not None:
-            kinds = out.feedback.setdefault(m.turn, set())
-            (kinds.add if m.on else kinds.discard)(m.kind)
-    if out.damaged_lines:
-        note = f"{out.damaged_lines} damaged record(s) skipped"
-        out.problem = f"{out.problem}; {note}" if out.problem else note
-    if out.problem and (str(directory), out.damaged_lines) not in _REPORTED:
-        _REPORTED.add((str(directory), out.damaged_lines))
-        log.warning("session %s: %s", directory, out.problem)
-    return out
-
-
 class SessionStore:
     """All sessions under one root, newest first."""
 
@@ -457,52 +298,6 @@ class SessionStore:
     def sessions(self) -> Iterator[SavedSession]:
         for p in self.list():
             yield load_session(p)
-
-
-def export_markdown(session: SavedSession, *, include_silent: bool = False) -> str:
-    """A readable transcript: questions and replies at their video time, thumbnails linked, feedback noted."""
-    m = session.meta
-    lines = [f"# Duet session {session.id}", ""]
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.get("started", 0)))
-    lines += [f"- Started: {started}", f"- Source: `{m.get('source', '?')}`", f"- Model: `{m.get('model', '?')}`"]
-    if m.get("device"):
-        lines.append(f"- Device: {m['device']}")
-    lines.append(f"- Ended: {session.ended or 'interrupted (the app stopped without closing the session)'}")
-    lines += [f"- Turns: {len(session.steps)}, replies: {len(session.replies)}", ""]
-    by_turn: dict[int, list[fbk.Feedback]] = {}
-    missed = [m for m in session.marks if m.kind == "missed"]
-    for m in session.marks:
-        if m.turn is not None:
-            by_turn.setdefault(m.turn, []).append(m)
-    for s in session.steps:
-        while missed and missed[0].time <= float(s.get("time", 0.0)) + 1e-6:
-            m = missed.pop(0)
-            lines += [f"**[{clock(m.time)}] Missed** _(should have said: “{m.text}”)_", ""]
-        if s.get("silent") and not s.get("question") and not include_silent:
-            continue
-        stamp = clock(float(s.get("time", 0.0)))
-        if s.get("question"):
-            lines.append(f"**[{stamp}] You:** {s['question']}")
-            lines.append("")
-        if not s.get("silent"):
-            tags = sorted(by_turn.get(int(s["turn"]), []), key=lambda m: m.kind)
-            note = f" _({'; '.join(m.describe() for m in tags)})_" if tags else ""
-            fold = " _(folded on screen: near-repeat)_" if s.get("folded") else ""
-            lines.append(f"**[{stamp}] Duet:** {s['text'].strip()}{note}{fold}")
-            if s.get("thumb"):
-                lines.append("")
-                lines.append(f"![frame at {stamp}]({s['thumb']})")
-            lines.append("")
-        elif include_silent:
-            lines.append(f"[{stamp}] _(silent)_")
-            lines.append("")
-    for m in missed:
-        lines += [f"**[{clock(m.time)}] Missed** _(should have said: “{m.text}”)_", ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def export_json(session: SavedSession) -> str:
-    return json.dumps(session.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 
 def sessions_with_feedback(store: SessionStore) -> list[SavedSession]:

@@ -86,9 +86,9 @@ class StepResult:
     forced: bool = False  # "I must reply." prefill was used
     frames: tuple[Frame, ...] = field(default=(), repr=False)
     timings: StepTimings = field(default_factory=StepTimings)
-    n_tokens: int = 0  # KV cells in use after the step
+    kv_cells: int = 0  # KV cells in use after the step
     n_ctx: int = 0
-    evicted_turns: int = 0  # user turns whose frames were dropped so far
+    turns_frames_dropped: int = 0  # user turns whose frames were dropped so far
     first_token_margin: float | None = None  # logit(reply) − logit(NO REPLY) at the decision
     behind: bool = False  # a live source skipped frames because inference is slower than real time
     frames_reused: int = 0  # frames whose vision embeddings came from the engine's cache
@@ -111,9 +111,9 @@ class StepResult:
                 "decode": round(self.timings.decode_ms, 2),
                 "total": round(self.timings.total_ms, 2),
             },
-            "n_tokens": self.n_tokens,
+            "kv_cells": self.kv_cells,
             "n_ctx": self.n_ctx,
-            "evicted_turns": self.evicted_turns,
+            "turns_frames_dropped": self.turns_frames_dropped,
             "first_token_margin": self.first_token_margin,
             "behind": self.behind,
             "frames_reused": self.frames_reused,

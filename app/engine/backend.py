@@ -27,9 +27,9 @@ class BackendStep:
     text: str  # decoded assistant text ("NO REPLY" when silent); excludes "I must reply.\n"
     silent: bool
     timings: StepTimings = field(default_factory=StepTimings)
-    n_tokens: int = 0  # KV cells in use after the step
+    kv_cells: int = 0  # KV cells in use after the step
     n_ctx: int = 0
-    evicted_turns: int = 0
+    turns_frames_dropped: int = 0
     first_token_margin: float | None = None
     frames_reused: int = 0  # frames whose vision embeddings came from the cache (not encoded again)
 

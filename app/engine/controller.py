@@ -18,7 +18,8 @@ screen) cannot stop the world: the pause becomes an explicit gap — a :class:`G
 holds frames from two different moments.
 
 The backend stays loaded between sessions (loading is the slow part) and is only freed when no
-step can be using it (:meth:`release_backend`).
+step can be using it (:meth:`release_backend`). What a session records on disk goes through its
+:class:`~app.engine.transcript.Transcript`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import weakref
+from collections.abc import Iterator
 
 from app.capture.base import CaptureError, FrameSource, SourceHealth
-from app.capture.parse import parse_spec
 from app.core.config import SessionConfig
-from app.core.errors import DuetError, describe_write_failure
-from app.core.sessions import CUT_SHORT, SessionStore, SessionWriter, session_meta
+from app.core.errors import DuetError
+from app.core.sessions import SessionStore, SessionWriter
 from app.core.types import Frame, StepResult
 from app.engine.backend import Backend, BackendError
 from app.engine.events import (
@@ -53,6 +53,7 @@ from app.engine.events import (
 )
 from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
 from app.engine.session import ProactiveSession
+from app.engine.transcript import Transcript
 
 __all__ = ["Event", "Failed", "Finished", "FrameSampled", "Gap", "HealthChanged", "Listener", "Loading", "Problem",
            "RunRequest", "SessionController", "BackendFactory", "SourceFactory", "Started", "State", "StateChanged", "StepDone", "default_backend"]
@@ -68,18 +69,18 @@ class SessionController:
                  exclude: object = None) -> None:
         self.backend_factory = backend_factory
         self.source_factory = source_factory
-        self.store = store
         self.listener = listener
         self.exclude = exclude  # windows a screen source hides while grabbing (the overlay)
         self.backend: Backend | None = None
         self._backend_key: tuple[object, ...] | None = None
         self.session: ProactiveSession | None = None
         self.source: FrameSource | None = None
-        self.writer: SessionWriter | None = None
-        self._cut_short: SessionWriter | None = None  # a transcript whose writing failed mid-session
-        self.last_session_id: str | None = None  # the saved session of the latest run (None: not saved)
+        # The transcript reports through this controller without holding it: a controller ↔ transcript
+        # cycle would leave the controller, and the model it holds, to Python's cyclic GC, which frees
+        # it on whatever thread it happens to run (a native crash when that is not the GUI's).
+        emit = weakref.WeakMethod(self._emit)
+        self.transcript = Transcript(store, lambda event: _call_alive(emit, event))
         self.last_result: StepResult | None = None  # the newest step, for the time stamp of a question
-        self.replies: dict[int, dict] = {}  # turn → its transcript record, so feedback attaches to a reply
         self._state = State.IDLE
         self._lock = threading.RLock()
         self._resume = threading.Event()
@@ -99,6 +100,16 @@ class SessionController:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def writer(self) -> SessionWriter | None:
+        """The running session's saved transcript (None: not saved, or a write failed)."""
+        return self.transcript.writer
+
+    @property
+    def last_session_id(self) -> str | None:
+        """The id of the latest run's saved session (None: it was not saved)."""
+        return self.transcript.session_id
 
     def _emit(self, event: Event) -> None:
         if self.listener is not None:
@@ -122,7 +133,7 @@ class SessionController:
         if not text or session is None or self._state not in (State.RUNNING, State.PAUSED):
             return False
         session.ask(text, at=at)
-        self._write(lambda w: w.add_question(text, spoken=spoken))
+        self.transcript.question(text, spoken=spoken)
         return True
 
     @property
@@ -184,15 +195,11 @@ class SessionController:
 
     def add_feedback(self, turn: int, kind: str, on: bool = True, note: str = "") -> bool:
         """Attach the user's feedback to a reply of the running session's transcript."""
-        if turn not in self.replies:
-            return False
-        return self._write(lambda w: w.add_feedback(turn, kind, on, note))
+        return self.transcript.feedback(turn, kind, on, note)
 
     def mark_folded(self, turn: int) -> None:
         """The GUI folded this reply into an earlier one on screen; the transcript keeps it, marked."""
-        if turn in self.replies:
-            self.replies[turn]["folded"] = True
-            self._write(lambda w: w.add_record({"type": "fold", "turn": turn}))
+        self.transcript.fold(turn)
 
     def release_backend(self) -> None:
         """Free the model now if no session uses it, else as soon as the running one ends."""
@@ -235,7 +242,7 @@ class SessionController:
             self._resume.set()
             self._health = SourceHealth.OK
             self._pauses_seen = self._pauses
-            self.replies = {}
+            self.transcript.reset()
             self.last_result = None
         self._set_state(State.LOADING)
         return True
@@ -276,7 +283,7 @@ class SessionController:
         for text, at in request.questions:
             session.ask(text, at=at)
         device = getattr(backend, "device", "?")
-        self._open_transcript(request, device, source.name)
+        self.transcript.open(request, device, source.name)
         with self._lock:
             go = not self._stopping
             if go:
@@ -286,7 +293,7 @@ class SessionController:
         self._emit(Started(device, source.name))
         for result in session.run(_Tap(source, self)):
             self.last_result = result
-            self._record(result)
+            self.transcript.step(result)
             self._emit(StepDone(result))
             if self._stopping:
                 break
@@ -330,19 +337,7 @@ class SessionController:
             self._pauses_seen = self._pauses
         if source is not None:
             _close_quietly(source)
-        writer, self.writer = self.writer, None
-        cut, self._cut_short = self._cut_short, None
-        if cut is not None:
-            _end_cut_short(cut)
-        if writer is not None:
-            try:
-                if writer.records:
-                    writer.close(reason)
-                else:  # it never got a turn (the reason was shown): no empty "0 replies" entry
-                    writer.discard()
-                    self.last_session_id = None
-            except (OSError, ValueError) as e:
-                self._emit(Problem(f"The transcript could not be closed ({e})."))
+        self.transcript.close(reason)  # a session that never got a turn (the reason was shown) leaves none
         with self._lock:
             self._in_run = False
             free = self._free_after_run
@@ -381,73 +376,21 @@ class SessionController:
         session = self.session
         dropped = session.break_turn() if session is not None else 0
         at = session.video_time if session is not None else 0.0
-        self._write(lambda w: w.add_record({"type": "gap", "time": round(at, 3), "seconds": round(seconds, 3),
-                                            "frames_dropped": dropped}))
+        self.transcript.gap(at, seconds, dropped)
         self._emit(Gap(at, seconds, dropped))
         return True
 
-    # ---- transcript ---------------------------------------------------------------------------
-    def _open_transcript(self, request: RunRequest, device: str, source_name: str) -> None:
-        self.last_session_id = None
-        if self.store is None:
-            return
-        c = request.config
-        try:
-            spec = parse_spec(request.source)
-            video = str(Path(spec.path).resolve()) if spec.kind == "file" and spec.path else None
-        except CaptureError:
-            video = None
-        meta = session_meta(request.source, request.model, interval=c.interval, frames_per_turn=c.frames_per_turn,
-                            tokens_per_frame=c.tokens_per_frame, talkativeness=c.talkativeness, video=video)
-        meta.update(max_new_tokens=c.max_new_tokens, device=device, source_name=source_name)
-        try:
-            self.writer = self.store.create(meta)
-            self.last_session_id = self.writer.id
-        except OSError as e:
-            self._emit(Problem(describe_write_failure(e, "This session cannot be saved",
-                                                      "it runs without a transcript")))
 
-    def _record(self, result: StepResult) -> None:
-        record: dict | None = None
-
-        def add(w: SessionWriter) -> None:
-            nonlocal record
-            record = w.add_step(result)
-
-        if not self._write(add) and record is None:
-            record = {"type": "step", **result.to_json()}
-        if not result.silent and record is not None:
-            self.replies[result.turn] = record
-
-    def _write(self, action: Callable[[SessionWriter], object]) -> bool:
-        """Apply one write to the transcript; on a failure say so once and go on unsaved."""
-        with self._lock:
-            writer = self.writer
-            if writer is None:
-                return False
-            try:
-                action(writer)
-                return True
-            except OSError as e:
-                self.writer = None
-                self._cut_short = writer  # closed when the session ends: by then there may be room again
-                message = describe_write_failure(
-                    e, "The transcript could not be written",
-                    "the session goes on unsaved, and the turns saved before are kept")
-        self._emit(Problem(message))
-        return False
-
-
-def _end_cut_short(writer: SessionWriter) -> None:
-    """The end of a transcript whose writing failed: an end record saying it stops early, if that fits."""
-    try:
-        writer.close(CUT_SHORT)
-    except OSError:
-        writer.abandon()  # the disk is still full: the log stays whole, it just has no end record
 
 
 class _StartError(DuetError):
     """A failure to start whose message is already written for the user."""
+
+
+def _call_alive(method: weakref.WeakMethod, event: Event) -> None:
+    bound = method()
+    if bound is not None:
+        bound(event)
 
 
 def _close_quietly(source: FrameSource) -> None:

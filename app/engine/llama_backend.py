@@ -147,7 +147,7 @@ class LlamaBackend:
         self.turns: list[_TurnRecord] = []  # turns still (partly) in the cache, oldest first
         self.turns_seen = 0
         self.pending = protocol.system_turn(system_prompt)  # text evaluated at the head of the next step
-        self.evicted_turns = 0
+        self.turns_frames_dropped = 0
 
     # ---- eviction -----------------------------------------------------------------------------
     def _evict(self, need: int) -> None:
@@ -164,7 +164,7 @@ class LlamaBackend:
                     self.n_cells -= sp.cells
                     t.cells -= sp.cells
                 t.frames_dropped = True
-                self.evicted_turns += 1
+                self.turns_frames_dropped += 1
         for dialogue in (False, True):  # 2. silent turns, then 3. dialogue turns
             for t in closed:
                 if free() >= need:
@@ -195,8 +195,8 @@ class LlamaBackend:
         self._after_step(text_out)
         timings.decode_ms = (time.perf_counter() - t0) * 1e3
         timings.total_ms = (time.perf_counter() - t_start) * 1e3
-        return BackendStep(text=text_out, silent=silent, timings=timings, n_tokens=self.n_cells, n_ctx=self.n_ctx,
-                           evicted_turns=self.evicted_turns, first_token_margin=margin, frames_reused=reused)
+        return BackendStep(text=text_out, silent=silent, timings=timings, kv_cells=self.n_cells, n_ctx=self.n_ctx,
+                           turns_frames_dropped=self.turns_frames_dropped, first_token_margin=margin, frames_reused=reused)
 
     def _prompt_head(self, images: list[np.ndarray], user: str) -> tuple[str, list[np.ndarray]]:
         """What to evaluate before the new user turn, and the frames of the prompt: here the previous

@@ -197,8 +197,9 @@ class RemoteBackend:
         self.messages.append({"role": "assistant",
                               "content": (protocol.MUST_REPLY_PREFIX if must_reply else "") + out})
         total = (time.perf_counter() - t0) * 1e3
+        # The server re-reads the whole dialogue each request: its context holds the prompt's tokens.
         return BackendStep(text=protocol.NO_REPLY if silent and not out.strip() else out, silent=silent,
-                           timings=StepTimings(total_ms=total), n_tokens=_int(usage.get("prompt_tokens", 0)))
+                           timings=StepTimings(total_ms=total), kv_cells=_int(usage.get("prompt_tokens", 0)))
 
     def close(self) -> None:
         pass

@@ -150,6 +150,40 @@ def _span(v: Any, where: str, name: str, errs: _Errors) -> tuple[float, float] |
     return a, b
 
 
+def _id_video_duration(rec: dict, id_value: Any, id_field: str, where: str,
+                       errs: _Errors) -> tuple[str | None, str, str | None, float | None]:
+    """The fields every layout has: the id (named in ``where`` from then on), the video, its duration."""
+    ex_id = _text(id_value, where, id_field, errs)
+    if ex_id is not None:
+        where = f"{where} ({id_field} {ex_id!r})"
+    video = _text(rec.get("video"), where, "video", errs)
+    duration = _number(rec["duration"], where, "duration", errs) if rec.get("duration") is not None else None
+    return ex_id, where, video, duration
+
+
+def _objects(raw: Any, where: str, field: str, errs: _Errors, *, expected: str, item: str,
+             nonempty: bool) -> Iterator[tuple[str, dict]]:
+    """The objects of a list field as (name, object); a wrong list or entry is recorded in ``errs`` and skipped."""
+    if not isinstance(raw, list) or (nonempty and not raw):
+        errs.add(where, field, f"expected {expected}, got {raw!r}")
+        return
+    for i, x in enumerate(raw):
+        name = f"{field}[{i}]"
+        if not isinstance(x, dict):
+            errs.add(where, name, f"expected {item}")
+            continue
+        yield name, x
+
+
+def _answer_fields(a: dict, where: str, name: str, errs: _Errors, text_key: str, span_key: str,
+                   related_key: str) -> tuple[str | None, tuple[float, float] | None, tuple[float, float] | None]:
+    """An answer's text, reply span and optional related span, under the field names of its layout."""
+    txt = _text(a.get(text_key), where, f"{name}.{text_key}", errs)
+    span = _span(a.get(span_key), where, f"{name}.{span_key}", errs)
+    related = _span(a[related_key], where, f"{name}.{related_key}", errs) if a.get(related_key) is not None else None
+    return txt, span, related
+
+
 def _resolve(video: str, base: Path | None, video_root: Path | None) -> Path:
     p = Path(video).expanduser()
     if p.is_absolute():
@@ -168,48 +202,26 @@ def _example_from_jsonl(rec: Any, where: str, errs: _Errors) -> Example | None:
         errs.add(where, "<record>", f"expected a JSON object, got {type(rec).__name__}")
         return None
     n0 = len(errs.lines)
-    ex_id = _text(rec.get("id"), where, "id", errs)
-    if ex_id is not None:
-        where = f"{where} (id {ex_id!r})"
-    video = _text(rec.get("video"), where, "video", errs)
-    duration = None
-    if rec.get("duration") is not None:
-        duration = _number(rec["duration"], where, "duration", errs)
+    ex_id, where, video, duration = _id_video_duration(rec, rec.get("id"), "id", where, errs)
     qs_raw = rec.get("questions")
     questions: list[UserText] = []
-    if not isinstance(qs_raw, list) or not qs_raw:
-        errs.add(where, "questions", f"expected a non-empty list, got {qs_raw!r}")
-    else:
-        for i, q in enumerate(qs_raw):
-            if not isinstance(q, dict):
-                errs.add(where, f"questions[{i}]", "expected an object with 'time' and 'text'")
-                continue
-            t = _number(q.get("time"), where, f"questions[{i}].time", errs)
-            txt = _text(q.get("text"), where, f"questions[{i}].text", errs)
-            if t is not None and txt is not None:
-                questions.append(UserText(t, txt))
-    ans_raw = rec.get("answers")
+    for name, q in _objects(qs_raw, where, "questions", errs, expected="a non-empty list",
+                            item="an object with 'time' and 'text'", nonempty=True):
+        t = _number(q.get("time"), where, f"{name}.time", errs)
+        txt = _text(q.get("text"), where, f"{name}.text", errs)
+        if t is not None and txt is not None:
+            questions.append(UserText(t, txt))
     answers: list[GoldAnswer] = []
-    if not isinstance(ans_raw, list):
-        errs.add(where, "answers", f"expected a list, got {ans_raw!r}")
-    else:
-        for i, a in enumerate(ans_raw):
-            name = f"answers[{i}]"
-            if not isinstance(a, dict):
-                errs.add(where, name, "expected an object with 'text' and 'reply_span'")
-                continue
-            txt = _text(a.get("text"), where, f"{name}.text", errs)
-            span = _span(a.get("reply_span"), where, f"{name}.reply_span", errs)
-            related = None
-            if a.get("related_span") is not None:
-                related = _span(a["related_span"], where, f"{name}.related_span", errs)
-            qi = a.get("question", 0)
-            if isinstance(qi, bool) or not isinstance(qi, int) or not 0 <= qi < max(len(qs_raw or []), 1):
-                errs.add(where, f"{name}.question", f"expected an index into 'questions', got {qi!r}")
-                continue
-            if txt is not None and span is not None:
-                meta = {k: v for k, v in a.items() if k not in ("text", "reply_span", "related_span", "question")}
-                answers.append(GoldAnswer(txt, span, related, qi, meta))
+    for name, a in _objects(rec.get("answers"), where, "answers", errs, expected="a list",
+                            item="an object with 'text' and 'reply_span'", nonempty=False):
+        txt, span, related = _answer_fields(a, where, name, errs, "text", "reply_span", "related_span")
+        qi = a.get("question", 0)
+        if isinstance(qi, bool) or not isinstance(qi, int) or not 0 <= qi < max(len(qs_raw or []), 1):
+            errs.add(where, f"{name}.question", f"expected an index into 'questions', got {qi!r}")
+            continue
+        if txt is not None and span is not None:
+            meta = {k: v for k, v in a.items() if k not in ("text", "reply_span", "related_span", "question")}
+            answers.append(GoldAnswer(txt, span, related, qi, meta))
     if len(errs.lines) > n0 or ex_id is None or video is None:
         return None
     task = rec.get("task") or ""
@@ -252,50 +264,25 @@ def _example_from_pvqa(rec: Any, where: str, errs: _Errors) -> Example | None:
     qid = rec.get("question_id")
     if isinstance(qid, (int, float)) and not isinstance(qid, bool):
         qid = str(qid)
-    ex_id = _text(qid, where, "question_id", errs)
-    if ex_id is not None:
-        where = f"{where} (question_id {ex_id!r})"
-    video = _text(rec.get("video"), where, "video", errs)
-    duration = None
-    if rec.get("duration") is not None:
-        duration = _number(rec["duration"], where, "duration", errs)
-    conv = rec.get("conversation")
+    ex_id, where, video, duration = _id_video_duration(rec, qid, "question_id", where, errs)
     questions: list[UserText] = []
-    if not isinstance(conv, list) or not conv:
-        errs.add(where, "conversation", f"expected a non-empty list of user turns, got {conv!r}")
-    else:
-        for i, turn in enumerate(conv):
-            name = f"conversation[{i}]"
-            if not isinstance(turn, dict):
-                errs.add(where, name, "expected an object")
-                continue
-            if turn.get("role", "user") != "user":
-                continue  # the reference file has only user turns here; anything else is not model input
-            t = _number(turn.get("time", 0), where, f"{name}.time", errs)
-            txt = _text(turn.get("content"), where, f"{name}.content", errs)
-            if t is not None and txt is not None:
-                questions.append(UserText(t, txt))
-        if not questions and len(errs.lines) == n0:
-            errs.add(where, "conversation", "has no user turn (the first one is the question)")
-    ans_raw = rec.get("answer")
+    for name, turn in _objects(rec.get("conversation"), where, "conversation", errs,
+                               expected="a non-empty list of user turns", item="an object", nonempty=True):
+        if turn.get("role", "user") != "user":
+            continue  # the reference file has only user turns here; anything else is not model input
+        t = _number(turn.get("time", 0), where, f"{name}.time", errs)
+        txt = _text(turn.get("content"), where, f"{name}.content", errs)
+        if t is not None and txt is not None:
+            questions.append(UserText(t, txt))
+    if not questions and len(errs.lines) == n0:  # a list of turns, none of them the user's
+        errs.add(where, "conversation", "has no user turn (the first one is the question)")
     answers: list[GoldAnswer] = []
-    if not isinstance(ans_raw, list):
-        errs.add(where, "answer", f"expected a list, got {ans_raw!r}")
-    else:
-        for i, a in enumerate(ans_raw):
-            name = f"answer[{i}]"
-            if not isinstance(a, dict):
-                errs.add(where, name, "expected an object")
-                continue
-            txt = _text(a.get("content"), where, f"{name}.content", errs)
-            span = _span(a.get("reply_timespan"), where, f"{name}.reply_timespan", errs)
-            related = None
-            if a.get("related_timespan") is not None:
-                related = _span(a["related_timespan"], where, f"{name}.related_timespan", errs)
-            if txt is not None and span is not None:
-                meta = {k: v for k, v in a.items()
-                        if k not in ("role", "content", "reply_timespan", "related_timespan")}
-                answers.append(GoldAnswer(txt, span, related, 0, meta))
+    for name, a in _objects(rec.get("answer"), where, "answer", errs, expected="a list", item="an object",
+                            nonempty=False):
+        txt, span, related = _answer_fields(a, where, name, errs, "content", "reply_timespan", "related_timespan")
+        if txt is not None and span is not None:
+            meta = {k: v for k, v in a.items() if k not in ("role", "content", "reply_timespan", "related_timespan")}
+            answers.append(GoldAnswer(txt, span, related, 0, meta))
     if len(errs.lines) > n0 or ex_id is None or video is None:
         return None
     known = {"video", "question_id", "duration", "conversation", "answer"}

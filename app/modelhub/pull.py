@@ -29,6 +29,7 @@ from pathlib import Path
 
 from app.core.atomic import write_json_atomic
 from app.core.errors import DuetError, ResourceError
+from app.core.sizes import human_bytes
 from app.modelhub import hardware, hub
 from app.modelhub.hub import HubError, RemoteFile
 from app.modelhub.library import ModelEntry, ModelLibrary
@@ -79,10 +80,6 @@ class PullPlan:
     disk_free: int
     ram_needed: int  # 0 when no conversion is left
     ram_available: int
-
-
-def human(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def work_key(repo: str, revision: str) -> str:
@@ -284,8 +281,8 @@ class PullJob:
         r = convert(self.hf_dir, out, outtype="f16", name=base, overwrite=True)
         self.state["converted"] = {"model": str(r.model), "mmproj": str(r.mmproj)}
         self._save()
-        self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: model {human(r.model.stat().st_size)} + "
-                              f"mmproj {human(r.mmproj.stat().st_size)}")
+        self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: model {human_bytes(r.model.stat().st_size)} + "
+                              f"mmproj {human_bytes(r.mmproj.stat().st_size)}")
         return r.model, r.mmproj
 
     def quantize(self, f16: Path) -> Path:
@@ -302,8 +299,8 @@ class PullJob:
         r = quantize(f16, self.quant, out / f"{self.name}.gguf", overwrite=True, threads=self.threads)
         self.state["quantized"][self.quant] = str(r.path)
         self._save()
-        self._emit("quantize", f"Quantized in {time.monotonic() - t0:.1f} s: {human(r.size_in)} → "
-                               f"{human(r.size_out)}")
+        self._emit("quantize", f"Quantized in {time.monotonic() - t0:.1f} s: {human_bytes(r.size_in)} → "
+                               f"{human_bytes(r.size_out)}")
         return r.path
 
     def import_pair(self, model: Path, mmproj: Path) -> ModelEntry:
@@ -364,8 +361,8 @@ class PullJob:
         self.resolve()
         plan = self.plan()
         self.check(plan)
-        ram = f"; RAM: {human(plan.ram_needed)} needed, {human(plan.ram_available)} available" if plan.ram_needed else ""
-        self._emit("check", f"Disk: {human(plan.disk_needed)} needed, {human(plan.disk_free)} free{ram}")
+        ram = f"; RAM: {human_bytes(plan.ram_needed)} needed, {human_bytes(plan.ram_available)} available" if plan.ram_needed else ""
+        self._emit("check", f"Disk: {human_bytes(plan.disk_needed)} needed, {human_bytes(plan.disk_free)} free{ram}")
         self.download(plan)
         self._check_stop()
         if plan.kind == "gguf":

@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.trainer.config import DEFAULT_DEMO_RECIPE
+
 ACTIONS = ("sft", "grpo", "export", "demo", "feedback", "runtime")
-DEFAULT_DEMO_RECIPE = Path(__file__).resolve().parents[2] / "models" / "recipes" / "demo.toml"
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -27,6 +27,8 @@ import tomllib
 from app.core.errors import InputError
 from app.core.settings import KIND_NAMES, coerce_like
 
+DEFAULT_DEMO_RECIPE = Path(__file__).resolve().parents[2] / "models" / "recipes" / "demo.toml"  # `duet train demo`
+
 
 class ConfigError(InputError):
     """The recipe is unusable; the message names the file, table and key."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.atomic import write_json_atomic
-from app.trainer.config import TrainConfig
+from app.trainer.config import DEFAULT_DEMO_RECIPE, TrainConfig
 from app.trainer.jobs import Reporter, StopFlag
 
 
@@ -49,8 +49,6 @@ def demo_key(cfg: TrainConfig) -> dict[str, str]:
 
 
 def _bundled_recipe(cfg: TrainConfig) -> bool:
-    from app.trainer.cli import DEFAULT_DEMO_RECIPE
-
     return bool(cfg.path) and Path(cfg.path).resolve() == DEFAULT_DEMO_RECIPE.resolve()
 
 

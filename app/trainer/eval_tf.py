@@ -18,7 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from app.core import protocol
-from app.trainer.data import Dialogue, Encoded, Encoder, dialogue_from_example
+from app.trainer.data import Dialogue, dialogue_from_example
+from app.trainer.encode import Encoded, Encoder
 
 
 def _task(d: Dialogue) -> str:

@@ -107,7 +107,8 @@ def compare(hf_preds: dict, engine_preds: dict, frames: dict) -> dict[str, Any]:
 
 
 def run_export(cfg: TrainConfig, reporter: Reporter, *, parity: bool = True, library_root: Path | None = None) -> Any:
-    from app.trainer.data import Encoder, load_sources
+    from app.trainer.data import load_sources
+    from app.trainer.encode import Encoder
     from app.trainer.modeling import load_policy
     from app.trainer.rollout import greedy_predictions
     from app.trainer.sft import _heldout

@@ -4,7 +4,7 @@ What the Train page's "quick on my feedback" preset runs, too. Steps:
 
 1. the base model's HF weights (``--base``: ``demo``, a model this command made earlier, or an HF
    checkpoint folder);
-2. one dialogue per marked session (``app.trainer.data.session_dialogue``: the session's frames
+2. one dialogue per marked session (``app.trainer.session_dialogues.session_dialogue``: the session's frames
    re-read from its video, the model's replies changed by the marks), oversampled so that about a
    quarter of the dialogues in each epoch are the user's;
 3. replay data mixed in so the model keeps what it knew: for the demo base the synthetic set it

@@ -68,7 +68,8 @@ def rollout_seed(seed: int, step: int, clip: int, member: int) -> int:
 def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) -> Path:
     import torch
 
-    from app.trainer.data import Encoder, load_sources
+    from app.trainer.data import load_sources
+    from app.trainer.encode import Encoder
     from app.trainer.modeling import load_policy, load_trainable, pick_device, save_hf, trainable_state
     from app.trainer.reward import EvalJudgeReward, Weights, gold_spans, pauc_reward
     from app.trainer.rollout import heldout_pauc, play, stream_dialogue

@@ -23,7 +23,8 @@ from typing import Any
 
 from app.core import protocol
 from app.eval.dataset import Dataset, Example
-from app.trainer.data import Dialogue, DialogueTurn, Encoder, TurnFrames, question_turn
+from app.trainer.data import Dialogue, DialogueTurn, TurnFrames, question_turn
+from app.trainer.encode import Encoder
 
 
 @dataclass

@@ -104,7 +104,8 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     """Train; returns the final HF checkpoint folder (``<out>/sft/final``). Resumes when possible."""
     import torch
 
-    from app.trainer.data import Encoder, load_sources, training_dialogues
+    from app.trainer.data import load_sources, training_dialogues
+    from app.trainer.encode import Encoder
     from app.trainer.eval_tf import heldout_dialogues, shuffled_frames, teacher_forced
     from app.trainer.modeling import (
         base_checkpoint,

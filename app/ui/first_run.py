@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWizard, QWizardPa
 
 from app.core.errors import describe_write_failure
 from app.core.settings import Settings, SettingsStore
+from app.core.sizes import human_bytes
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import PullManager, manager
 from app.modelhub.library import ModelLibrary
@@ -81,7 +82,7 @@ class FirstRunWizard(QWizard):
                           f"{item.about}<br><br><b>This machine</b><br>{lines}<br><br>"
                           f"<b>Recommended</b>: {self.rec.quant} on {self.rec.device} — "
                           f"{catalog.fits(self.hw, self.rec.quant) != 'no' and 'fits' or 'does not fit'}; "
-                          f"{_gb(item.download_bytes)} to download, {_gb(item.size(self.rec.quant))} on disk "
+                          f"{human_bytes(item.download_bytes)} to download, {human_bytes(item.size(self.rec.quant))} on disk "
                           f"afterwards.<br>" + "<br>".join(f"· {r}" for r in self.rec.reasons if r != hint)
                           + (f"<br><br>{hint}" if hint else ""))
         self.get_mmduet2 = QCheckBox(f"Download MMDuet2 ({self.rec.quant}) now — progress in the Models tab; "
@@ -108,10 +109,6 @@ class FirstRunWizard(QWizard):
         if result and self.get_mmduet2.isChecked():
             self.jobs.start(catalog.MMDUET2.repo, self.rec.quant, library=self.library)
         super().done(result)
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 def should_show(store: SettingsStore) -> bool:

@@ -12,32 +12,32 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtCore import QTimer, Slot
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QTabWidget, QWidget
 
 from app.capture.base import SourceHealth
 from app.core.config import SessionConfig
-from app.core.errors import SettingError, describe_write_failure
+from app.core.errors import SettingError
 from app.core.sessions import SessionStore
 from app.core.settings import Settings, SettingsStore
 from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
 from app.engine.controller import Gap, HealthChanged, State
 from app.modelhub.library import ModelLibrary
-from app.ui.model_choice import fill_combo, no_model_message
+from app.ui.capture_exclusion import CaptureExclusion
+from app.ui.model_choice import no_model_message
 from app.ui.model_page import ModelPage
-from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.overlay import Overlay
 from app.ui.pace import pace_text
 from app.ui.sessions_page import SessionsPage
-from app.ui.settings_dialog import SettingsDialog
-from app.ui.source_picker import describe, pick_source
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.train_page import TrainPage
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
 from app.ui.watch_panel import SessionStatus, WatchPanel, video_file_of
+from app.ui.window_settings import WindowSettingsMixin
 from app.ui.worker import (
     BackendFactory,
     RunRequest,
@@ -50,7 +50,7 @@ from app.ui.worker import (
 log = logging.getLogger("duet.ui")
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowSettingsMixin, QMainWindow):
     """States: idle → loading → running ⇄ paused → stopping → idle."""
 
     def __init__(self, settings_store: SettingsStore, *, session_store: SessionStore | None = None,
@@ -175,48 +175,6 @@ class MainWindow(QMainWindow):
         if s.x >= 0 and s.y >= 0:
             self.move(s.x, s.y)
 
-    def _refresh_models(self) -> None:
-        # Never the random test model unless asked for (app/ui/model_choice.py says why).
-        fill_combo(self.model_combo, self.library, self.settings.session.model,
-                   explicit=getattr(self, "_explicit_model", ""))
-
-    def _apply_settings_to_controls(self) -> None:
-        s = self.settings
-        self.source_label.setText(describe(s.session.source))
-        self._refresh_models()
-        self.watch.show_session_settings(s.session)
-        self.mute_button.setChecked(s.speech.muted)
-        self._label_mute(s.speech.muted)
-        self.overlay_button.setChecked(s.overlay.visible)
-        o = s.overlay
-        if o.x >= 0 and o.y >= 0:
-            self.overlay.move(o.x, o.y)
-        else:
-            screen = QGuiApplication.primaryScreen()
-            if screen is not None:
-                g = screen.availableGeometry()
-                self.overlay.move(g.right() - o.width - 24, g.bottom() - o.height - 48)
-        self.overlay.resize(o.width, o.height)
-        self.overlay.fade_seconds = o.fade_seconds
-        self.overlay.font_size = o.font_size
-        self.overlay.panel_opacity = o.opacity
-        self.overlay.set_click_through(o.click_through)
-
-    def _install_shortcuts(self) -> None:
-        for sc in getattr(self, "_shortcuts", []):
-            sc.setEnabled(False)
-            sc.deleteLater()
-        k = self.settings.shortcuts
-        pairs = ((k.pause, self.toggle_pause), (k.ask, self.focus_question), (k.mute, self.toggle_mute),
-                 (k.overlay, self.toggle_overlay), (k.talk, self.push_to_talk))
-        self._shortcuts = []
-        for seq, slot in pairs:
-            sc = QShortcut(QKeySequence(seq), self)
-            sc.setContext(Qt.ShortcutContext.ApplicationShortcut)
-            sc.activated.connect(slot)
-            self._shortcuts.append(sc)
-        self.question.setPlaceholderText(f"Ask about what Duet sees…  ({k.ask}, or {k.talk} to speak)")
-
     # ---- state ---------------------------------------------------------------------------------
     def _show_state(self, state: State) -> None:
         self.state = state
@@ -240,22 +198,6 @@ class MainWindow(QMainWindow):
             self.player.stop()
             self.source_status.setText("")
         self._show_state(state)
-
-    def _collect_settings(self) -> None:
-        self.watch.read_session_settings(self.settings.session)
-
-    def save_settings(self) -> None:
-        self._collect_settings()
-        w = self.settings.window
-        w.x, w.y, w.width, w.height = self.x(), self.y(), self.width(), self.height()
-        o = self.settings.overlay
-        g = self.overlay.resting_geometry()
-        o.x, o.y, o.width, o.height = g.x(), g.y(), g.width(), g.height()
-        try:
-            self.store.save(self.settings)
-        except OSError as e:
-            self.show_problem(describe_write_failure(e, "Settings could not be saved",
-                                                     "the settings saved before are kept"))
 
     # ---- actions -------------------------------------------------------------------------------
     @Slot()
@@ -314,74 +256,11 @@ class MainWindow(QMainWindow):
     def push_to_talk(self) -> None:
         self.voice.toggle()
 
-    @Slot(bool)
-    def set_muted(self, muted: bool) -> None:
-        self.settings.speech.muted = muted
-        self.speech.set_muted(muted)
-        self._label_mute(muted)
-        if self.mute_button.isChecked() != muted:
-            self.mute_button.setChecked(muted)
-
-    def _label_mute(self, muted: bool) -> None:
-        blocked = getattr(self.speech, "blocked", None) if not muted else None
-        self.mute_button.setText("Voice off" if muted else ("Voice on ⚠ no sound" if blocked else "Voice on"))
-        self.mute_button.setToolTip(blocked or "")
-
-    @Slot()
-    def toggle_mute(self) -> None:
-        self.set_muted(not self.settings.speech.muted)
-
-    @Slot(bool)
-    def set_overlay_visible(self, visible: bool) -> None:
-        self.settings.overlay.visible = visible
-        self.overlay.set_user_visible(visible)  # hidden overlay + capture on: a small "Watching" pill stays
-        if self.overlay_button.isChecked() != visible:
-            self.overlay_button.setChecked(visible)
-
-    @Slot()
-    def toggle_overlay(self) -> None:
-        self.set_overlay_visible(not self.settings.overlay.visible)
-
     @Slot()
     def show_and_raise(self) -> None:
         self.showNormal()
         self.raise_()
         self.activateWindow()
-
-    @Slot()
-    def choose_source(self) -> None:
-        spec = pick_source(self.settings.session.source, self)
-        if spec:
-            self.set_source(spec)
-
-    def set_model(self, spec: str) -> None:
-        """Select a model by reference (library name, "tiny", "demo" or a GGUF path)."""
-        self.settings.session.model = self._explicit_model = spec
-        self.model_combo.setCurrentIndex(-1)
-        self._refresh_models()
-
-    def set_source(self, spec: str) -> None:
-        self.settings.session.source = spec
-        self.source_label.setText(describe(spec))
-
-    def open_settings(self) -> SettingsDialog:
-        note = "" if self.speech.speaker.available is not False else (self.speech.speaker.error or "")
-        dlg = SettingsDialog(self.settings, voices=self.speech.speaker.voices, speech_note=note,
-                             voice_input=self.voice, parent=self)
-        dlg.accepted.connect(lambda: self.apply_settings(dlg.result_settings()))
-        dlg.open()
-        return dlg
-
-    def apply_settings(self, settings: Settings) -> None:
-        self._collect_settings()
-        settings.session = self.settings.session
-        self.settings = settings
-        self.speech.apply(settings.speech)
-        self.voice.settings = settings.speech
-        self._apply_settings_to_controls()
-        self.set_overlay_visible(settings.overlay.visible)
-        self._install_shortcuts()
-        self.save_settings()
 
     # ---- messages ------------------------------------------------------------------------------
     @Slot(str)

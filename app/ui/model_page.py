@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.sizes import human_bytes
+from app.core.timefmt import clock
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import JobStatus, PullManager, manager
 from app.modelhub.library import ModelLibrary
@@ -40,14 +42,9 @@ from app.ui.background import BackgroundOp, describe_error
 
 def _size(path: Path) -> str:
     try:
-        return _gb(path.stat().st_size)
+        return human_bytes(path.stat().st_size)
     except OSError:
         return "missing"
-
-
-def _gb(n: float) -> str:
-    """Bytes for people: GB from 1 GB up, MB below (a tiny model is not "0.0 GB")."""
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def describe_status(st: JobStatus) -> str:
@@ -64,8 +61,8 @@ def describe_status(st: JobStatus) -> str:
     if st.state == "done":
         return f"✓ {st.name} is installed"
     if ev.stage in ("download", "verify") and ev.total:
-        eta = f", {int(ev.eta) // 60}:{int(ev.eta) % 60:02d} left" if ev.eta is not None else ""
-        return f"Downloading {_gb(ev.done)} of {_gb(ev.total)} · {ev.rate / 1e6:.1f} MB/s{eta}"
+        eta = f", {clock(ev.eta)} left" if ev.eta is not None else ""
+        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {ev.rate / 1e6:.1f} MB/s{eta}"
     return ev.message
 
 
@@ -193,7 +190,7 @@ class ModelPage(QWidget):
         quant = QComboBox()
         for q in QUANTS:
             item = next((c for c in catalog.CATALOG if c.repo == repo), None)
-            size = f" · {_gb(item.size(q))}" if item else ""
+            size = f" · {human_bytes(item.size(q))}" if item else ""
             where = catalog.fits(self.hw, q)
             fit = {"GPU": "fits your GPU", "CPU": "fits your RAM (CPU)", "no": "does not fit"}[where]
             rec = " · recommended" if q == self.rec.quant else ""

@@ -27,16 +27,9 @@ from PySide6.QtWidgets import (
 
 from app.core.atomic import write_text_atomic
 from app.core.errors import describe_write_failure
-from app.core.sessions import (
-    CUT_SHORT,
-    SavedSession,
-    SessionStore,
-    add_feedback,
-    export_json,
-    export_markdown,
-    is_running,
-    load_session,
-)
+from app.core.session_export import export_json, export_markdown
+from app.core.session_read import SavedSession, load_session
+from app.core.sessions import CUT_SHORT, SessionStore, add_feedback, is_running
 from app.ui.chat_view import THUMB_W, ChatView
 
 

@@ -256,6 +256,6 @@ class SessionStatus:
                                    + (f" · {r.cadence.describe()}" if r.cadence.behind else ""))
         else:
             self.rtf_label.setText(f"RTF {r.timings.total_ms / 1000 / video_s:.2f}")
-        fill = 100 * r.n_tokens / r.n_ctx if r.n_ctx else 0
-        self.context_label.setText(f"context {r.n_tokens}/{r.n_ctx} ({fill:.0f}%)")
+        fill = 100 * r.kv_cells / r.n_ctx if r.n_ctx else 0
+        self.context_label.setText(f"context {r.kv_cells}/{r.n_ctx} ({fill:.0f}%)")
 

@@ -17,27 +17,10 @@ import weakref
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.capture.base import FrameSource
 from app.core.sessions import SessionStore
-from app.engine.backend import Backend
-from app.engine.controller import (
-    BackendFactory,
-    Event,
-    Failed,
-    Finished,
-    FrameSampled,
-    Gap,
-    HealthChanged,
-    Loading,
-    Problem,
-    RunRequest,
-    SessionController,
-    SourceFactory,
-    Started,
-    StateChanged,
-    StepDone,
-    default_backend,
-)
+from app.engine import events
+from app.engine.controller import SessionController
+from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
 
 log = logging.getLogger("duet.ui.worker")
 
@@ -67,7 +50,7 @@ class SessionWorker(QObject):
         # by Python's cyclic GC on whatever thread it happens to run, deleting this QObject off its thread.
         relay = weakref.WeakMethod(self._relay)
 
-        def listener(event: Event) -> None:
+        def listener(event: events.Event) -> None:
             method = relay()
             if method is not None:
                 method(event)
@@ -76,35 +59,27 @@ class SessionWorker(QObject):
                                             exclude=exclude)
         self.start_requested.connect(self.run_session)
 
-    @property
-    def source(self) -> FrameSource | None:
-        return self.controller.source
-
-    @property
-    def backend(self) -> Backend | None:
-        return self.controller.backend
-
-    def _relay(self, event: Event) -> None:
+    def _relay(self, event: events.Event) -> None:
         """Controller event → signal (queued to the GUI when emitted on the worker thread)."""
-        if isinstance(event, StepDone):
+        if isinstance(event, events.StepDone):
             self.step.emit(event.result)
-        elif isinstance(event, FrameSampled):
+        elif isinstance(event, events.FrameSampled):
             self.frame.emit(event.frame)
-        elif isinstance(event, StateChanged):
+        elif isinstance(event, events.StateChanged):
             self.state_changed.emit(event.state.value)
-        elif isinstance(event, Loading):
+        elif isinstance(event, events.Loading):
             self.loading.emit(event.what)
-        elif isinstance(event, Started):
+        elif isinstance(event, events.Started):
             self.started.emit(event.device, event.source_name)
-        elif isinstance(event, Gap):
+        elif isinstance(event, events.Gap):
             self.gap.emit(event)
-        elif isinstance(event, HealthChanged):
+        elif isinstance(event, events.HealthChanged):
             self.health.emit(event)
-        elif isinstance(event, Problem):
+        elif isinstance(event, events.Problem):
             self.problem.emit(event.message)
-        elif isinstance(event, Failed):
+        elif isinstance(event, events.Failed):
             self.error.emit(event.message)
-        elif isinstance(event, Finished):
+        elif isinstance(event, events.Finished):
             self.finished.emit(event.reason)
 
     @Slot(object)

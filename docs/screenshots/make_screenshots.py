@@ -65,7 +65,7 @@ class ScriptedBackend:
         timings = StepTimings(vision_ms=41.0, image_prefill_ms=20.0, prefill_ms=34.0, decode_ms=48.0 if reply else 0.0,
                               total_ms=143.0 if reply else 95.0)
         return BackendStep(text=reply or "NO REPLY", silent=reply is None, timings=timings,
-                           n_tokens=240 * self.turn, n_ctx=8192)
+                           kv_cells=240 * self.turn, n_ctx=8192)
 
     def close(self) -> None:
         pass

@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -73,3 +74,30 @@ def xdraw(display: str) -> Iterator[XDraw]:
     d = XDraw(display)
     yield d
     d.close()
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass (a source's reader runs on its own thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def drain_in_thread(src, interval: float) -> tuple[list, list, threading.Thread]:
+    """Sample ``src`` on a thread of its own, as a session does: (frames so far, errors, the thread)."""
+    frames: list = []
+    errors: list = []
+
+    def drain() -> None:
+        try:
+            for f in src.sample(interval):
+                frames.append(f)
+        except Exception as e:  # pragma: no cover - the caller asserts there is none
+            errors.append(e)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    return frames, errors, t

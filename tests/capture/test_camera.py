@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -12,14 +11,7 @@ import pytest
 from app.capture.base import CaptureError
 from app.capture.camera import LOST, CameraSource
 
-
-def _wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+from .conftest import drain_in_thread, wait_for
 
 
 def test_missing_camera_says_what_to_do():
@@ -98,25 +90,16 @@ def test_unplugged_camera_retries_and_resumes_without_raising():
     cam = FakeWebcam()
     src = CameraSource(0, opener=cam.open, retry_delays=(0.01, 0.02, 0.04))
     src.open()
-    frames, errors = [], []
-
-    def consume() -> None:
-        try:
-            frames.extend(src.sample(0.02))
-        except Exception as e:  # pragma: no cover - asserted below
-            errors.append(e)
-
-    t = threading.Thread(target=consume)
-    t.start()
+    frames, errors, t = drain_in_thread(src, 0.02)
     try:
-        assert _wait_for(lambda: len(frames) >= 3)
+        assert wait_for(lambda: len(frames) >= 3)
         cam.plugged.clear()
-        assert _wait_for(lambda: src.status == LOST)
+        assert wait_for(lambda: src.status == LOST)
         opens_before = cam.opens
-        assert _wait_for(lambda: cam.opens >= opens_before + 3)  # it keeps trying, with backoff
+        assert wait_for(lambda: cam.opens >= opens_before + 3)  # it keeps trying, with backoff
         seen = len(frames)
         cam.plugged.set()
-        assert _wait_for(lambda: len(frames) >= seen + 3)
+        assert wait_for(lambda: len(frames) >= seen + 3)
         assert src.status == "live"
     finally:
         src.close()
@@ -137,7 +120,7 @@ def test_close_ends_sampling_even_while_the_camera_is_lost():
     src = CameraSource(0, opener=cam.open, retry_delays=(0.05,))
     src.open()
     cam.plugged.clear()
-    assert _wait_for(lambda: src.status == LOST)
+    assert wait_for(lambda: src.status == LOST)
     it = src.sample(0.01)
     threading.Timer(0.1, src.close).start()
     assert list(it) == []

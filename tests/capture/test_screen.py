@@ -14,19 +14,11 @@ from app.capture.base import CaptureError
 from app.capture.screen import ScreenSource, list_monitors
 from app.capture.x11windows import find_window, list_windows
 
+from .conftest import drain_in_thread, wait_for
 from .xdraw import XDraw, rgb_of
 
 BLUE = 0x3366CC
 MAGENTA = 0xC81E50
-
-
-def _wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_list_monitors_reports_the_xvfb_screen(display):
@@ -67,26 +59,15 @@ def test_window_by_title_captures_its_rectangle_and_waits_while_hidden(xdraw: XD
     assert find_window("duet TEST") is not None  # case-insensitive substring
     src = ScreenSource(window="Duet test window")
     src.open()
-    frames: list = []
-    errors: list = []
-
-    def consume() -> None:
-        try:
-            for f in src.sample(0.03):
-                frames.append(f)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    t = threading.Thread(target=consume)
-    t.start()
+    frames, errors, t = drain_in_thread(src, 0.03)
     try:
-        assert _wait_for(lambda: len(frames) >= 2)
+        assert wait_for(lambda: len(frames) >= 2)
         xdraw.unmap(win)
-        assert _wait_for(lambda: "not visible" in src.status)
+        assert wait_for(lambda: "not visible" in src.status)
         seen = len(frames)
         time.sleep(0.2)  # several ticks pass with the window hidden
         xdraw.map(win)
-        assert _wait_for(lambda: len(frames) >= seen + 2)
+        assert wait_for(lambda: len(frames) >= seen + 2)
     finally:
         src.close()
         t.join(10)

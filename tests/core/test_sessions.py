@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,14 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.sessions import (
-    SessionStore,
-    add_feedback,
-    export_json,
-    export_markdown,
-    load_session,
-    sessions_with_feedback,
-)
+from app.core.sessions import SessionStore, add_feedback, load_session, sessions_with_feedback
 from app.core.types import Frame, StepResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +24,7 @@ def _result(turn: int, text: str, *, silent: bool = False, question: str | None 
                       frames=(Frame(img, time=turn),))
 
 
-def test_steps_questions_feedback_and_export(tmp_path: Path) -> None:
+def test_steps_questions_feedback_are_recorded(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     w = store.create({"source": "file:clip.mp4", "model": "tiny"})
     w.add_question("what is on the table?")
@@ -51,24 +43,14 @@ def test_steps_questions_feedback_and_export(tmp_path: Path) -> None:
     assert [st["turn"] for st in s.steps] == [0, 1, 2]
     assert "thumb" not in s.steps[0]  # silent and unasked: no picture kept
     assert (w.directory / s.steps[1]["thumb"]).stat().st_size > 0
+    assert s.steps[2]["folded"] is True
     assert s.feedback == {1: {"late"}, 2: {"wrong"}}
     assert s.meta["device"] == "CPU"
-
-    md = export_markdown(s)
-    assert "**[00:04] You:** what is on the table?" in md
-    assert "A knife and an onion. _(should have spoken earlier)_" in md
-    assert "folded on screen" in md
-    assert "](thumbs/turn-000001.jpg)" in md
-    data = json.loads(export_json(s))
-    assert data["feedback"] == {"1": ["late"], "2": ["wrong"]}
-    assert len(data["steps"]) == 3
 
     add_feedback(w.directory, 1, "wrong", text="A knife and a tomato.")  # later, from the session browser
     (marked,) = sessions_with_feedback(store)
     assert [(m.turn, m.kind, m.time, m.text) for m in marked.marks] == [
         (1, "late", 4.0, ""), (1, "wrong", 4.0, "A knife and a tomato."), (2, "wrong", 6.0, "")]
-    assert "A knife and an onion. _(should have spoken earlier; wrong: “A knife and a tomato.”)_" in \
-        export_markdown(marked)
 
 
 def _watch_fsync(monkeypatch: pytest.MonkeyPatch, log: Path) -> list[int]:
@@ -133,16 +115,6 @@ def test_unknown_feedback_kind_is_rejected(tmp_path: Path) -> None:
         w.add_feedback(0, "boring")
     with pytest.raises(ValueError, match="no turn 5"):
         w.add_feedback(5, "late")
-
-
-def test_cut_off_last_line_is_skipped(tmp_path: Path) -> None:
-    w = SessionStore(tmp_path).create({"source": "screen"})
-    w.add_step(_result(0, "hello"))
-    w._fh.write('{"type": "step", "turn": 1, "te')  # the kill landed mid-write
-    w._fh.flush()
-    s = load_session(w.directory)
-    assert len(s.steps) == 1 and s.damaged_lines == 1 and s.ended is None
-    assert "interrupted" in export_markdown(s)
 
 
 def test_list_newest_first(tmp_path: Path) -> None:

@@ -118,8 +118,8 @@ def test_long_stream_stays_in_window_with_dialogue_intact(tiny_model):
         for turn in range(1000):
             out = b.step(frame, "Where is the dog?" if turn in questions else "",
                          talkativeness=30.0 if turn in talk_turns else -30.0, max_new_tokens=4)
-            assert out.n_tokens <= b.n_ctx
-            kept.append(out.n_tokens)
+            assert out.kv_cells <= b.n_ctx
+            kept.append(out.kv_cells)
             if not out.silent:
                 replies.add(turn)
         live = {t.index for t in b.turns if not t.removed}
@@ -127,7 +127,7 @@ def test_long_stream_stays_in_window_with_dialogue_intact(tiny_model):
         assert replies, "the bias should have produced at least one spoken reply"
         assert questions | replies == dialogue
         assert dialogue <= live  # the conversation survives eviction
-        assert len(live) < 100 and out.evicted_turns > 900
+        assert len(live) < 100 and out.turns_frames_dropped > 900
         assert b.n_past > 10 * b.n_ctx  # positions kept growing past n_ctx; no shift was needed
     assert max(kept[500:]) <= 512 and min(kept[500:]) > 256  # steady state: bounded, not emptied
 

@@ -79,9 +79,9 @@ def test_instant_silence_decides_as_token_by_token_greedy_decoding(demo_model, c
             assert a.first_token_margin == pytest.approx(b.first_token_margin, abs=1e-4)
             if a.silent:
                 assert a.text == protocol.NO_REPLY  # the trained model's silence, not an empty turn
-                assert b.n_tokens - a.n_tokens == no_reply_tokens, f"turn {a.turn}: the instant path was not taken"
+                assert b.kv_cells - a.kv_cells == no_reply_tokens, f"turn {a.turn}: the instant path was not taken"
             else:
-                assert b.n_tokens == a.n_tokens
+                assert b.kv_cells == a.kv_cells
         silent_steps += sum(r.silent for r in inst)
         spoken_steps += sum(not r.silent for r in inst)
     assert silent_steps >= 4 and spoken_steps >= 2, (silent_steps, spoken_steps)
@@ -126,10 +126,10 @@ def test_incremental_equals_full_history_with_replies_and_silences_kept(demo_mod
             if out.silent:
                 kinds.add("silent")
                 assert out.text == protocol.NO_REPLY
-                assert out.n_tokens == cells  # instant silence: the tail is not in the cache yet
+                assert out.kv_cells == cells  # instant silence: the tail is not in the cache yet
             else:
                 # kept as decoded (canonical tokens), or taken back and re-rendered in the next step's head
-                kept = out.n_tokens - cells
+                kept = out.kv_cells - cells
                 assert kept in (0, len(backend.model.tokenize(out.text, parse_special=False))), f"turn {i}"
                 kinds.add("kept reply" if kept else "re-rendered reply")
             history += protocol.assistant_tail(out.text)
@@ -211,8 +211,8 @@ def test_eviction_removes_oldest_frames_first_then_oldest_silent_turns(demo_mode
                 gone_cells += oldest["cells"] - sum(f[2] for f in oldest["frames"][:oldest["frames_gone"]])
                 kinds.add("turn")
             kept_reply = 0 if out.silent or rerendered else len(backend.model.tokenize(out.text, parse_special=False))
-            assert out.n_tokens == cells_now + kept_reply - gone_cells, f"turn {n}: cells in use"
-            assert out.n_tokens <= 512
+            assert out.kv_cells == cells_now + kept_reply - gone_cells, f"turn {n}: cells in use"
+            assert out.kv_cells <= 512
             history += protocol.assistant_tail(out.text)
     finally:
         backend.close()

@@ -48,7 +48,7 @@ def test_remote_dialogue_grows_turn_by_turn(llama_server):
     for k in range(3):
         out = b.step(frames(k), "What is happening?" if k == 0 else "", max_new_tokens=6)
         texts.append(out.text)
-        assert out.n_tokens > 0 and out.timings.total_ms > 0
+        assert out.kv_cells > 0 and out.timings.total_ms > 0
         assert out.silent == (protocol.is_silence(out.text) or not out.text.strip())
     roles = [m["role"] for m in b.messages]
     assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
@@ -221,7 +221,7 @@ def test_escape_sequences_in_replies_never_reach_the_terminal():
     with serve_http(lambda h, rec: send_json(h, 200, {**chat_reply(evil), "usage": "nonsense"})) as (base, _):
         out = RemoteBackend(f"{base}/v1", timeout=5, retries=0).step(frames(0), "hi")
     assert out.text == "Look at this now"
-    assert out.n_tokens == 0
+    assert out.kv_cells == 0
 
 
 def test_a_refusal_names_the_server_and_strips_escapes():

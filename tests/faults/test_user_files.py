@@ -13,7 +13,8 @@ import stat
 import numpy as np
 import pytest
 
-from app.core.sessions import SessionStore, export_json, export_markdown, load_session, sessions_with_feedback
+from app.core.session_export import export_json, export_markdown
+from app.core.sessions import SessionStore, load_session, sessions_with_feedback
 from app.core.types import Frame, StepResult, StepTimings
 
 

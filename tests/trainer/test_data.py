@@ -9,26 +9,14 @@ import pytest
 
 from app.core import protocol
 from app.eval.dataset import Example, GoldAnswer, UserText
-from app.eval.synthetic import make_video
 from app.trainer.data import (
     DataError,
-    Dialogue,
-    DialogueTurn,
-    Encoder,
     TurnFrames,
     answer_turn,
     dialogue_from_example,
     load_examples,
     read_turn_frames,
 )
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    v = make_video("appear", "easy", 0, seed=3)
-    p = tmp_path_factory.mktemp("vid") / "v.avi"
-    v.write(p)
-    return v, p
 
 
 def test_frames_are_the_sessions_frames(video):
@@ -99,25 +87,6 @@ def test_nqna_folds_earlier_answers_into_the_immediate_answer():
     assert d.turns[0].target == d.turns[1].target == protocol.NO_REPLY
 
 
-def test_encoding_masks_everything_but_assistant_turns(tiny_model):
-    enc = Encoder(tiny_model.hf_dir)
-    img = np.zeros((56, 56, 3), np.uint8)
-    d = Dialogue("x", [DialogueTurn(2.0, [img, img], "What?"), DialogueTurn(4.0, [img, img], "", "A red circle.")])
-    e = enc.encode(d)
-    text = (protocol.system_turn() + protocol.user_turn(2, "What?", protocol.hf_image_placeholder(4))
-            + protocol.assistant_prefix() + protocol.assistant_tail(protocol.NO_REPLY)
-            + protocol.user_turn(2, "", protocol.hf_image_placeholder(4)) + protocol.assistant_prefix()
-            + protocol.assistant_tail("A red circle."))
-    whole = enc.tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert e.input_ids.tolist() == whole  # piecewise == whole-string tokenization
-    trained = enc.tokenizer.decode([t for t, lab in zip(e.input_ids.tolist(), e.labels.tolist(), strict=True)
-                                    if lab != -100])
-    assert trained == "NO REPLY<|im_end|>A red circle.<|im_end|>"
-    assert e.pixel_values.shape[0] == 4 * 16 and e.image_grid_thw.shape == (4, 3)
-    p = enc.prompt(d, 1, [enc.text_ids(protocol.NO_REPLY) + [enc.im_end]])
-    assert enc.tokenizer.decode(p.input_ids.tolist()).endswith("<|im_start|>assistant\n")
-
-
 def test_malformed_dataset_names_record_and_field(tmp_path):
     bad = tmp_path / "d.jsonl"
     bad.write_text(json.dumps({"id": "r1", "video": "v.avi", "questions": [{"time": "x", "text": "Q"}],
@@ -133,58 +102,3 @@ def test_unreadable_video_is_named(tmp_path):
         read_turn_frames(junk, 1.0, 2, 16, "record 'r': ")
     with pytest.raises(DataError, match="file not found"):
         read_turn_frames(tmp_path / "missing.avi", 1.0, 2, 16)
-
-
-def _saved_session(root, path, said, meta=None):
-    from app.core.sessions import SessionStore, session_meta
-    from app.core.types import Frame, StepResult
-
-    w = SessionStore(root).create(meta or session_meta(str(path), "demo", interval=1.0, frames_per_turn=2,
-                                                         tokens_per_frame=16, talkativeness=0.0,
-                                                         video=str(path.resolve())))
-    img = np.zeros((8, 8, 3), np.uint8)
-    for i, text in enumerate(said):
-        t = 2.0 * (i + 1)
-        w.add_step(StepResult(turn=i, video_time=t, text=text, silent=text == protocol.NO_REPLY,
-                              question="Q" if i == 0 else None,
-                              frames=(Frame(img, time=t - 1), Frame(img, time=t))), thumbnail=False)
-    w.close("ended")
-    return w.directory
-
-
-def test_session_with_feedback_becomes_the_dialogue_it_should_have_been(video, tmp_path):
-    from app.core import feedback as fbk
-    from app.core.sessions import add_mark, load_session
-    from app.trainer.data import load_session_dialogues
-
-    _, path = video
-    d = _saved_session(tmp_path, path, ["NO REPLY", "NO REPLY", "A thing appeared.", "Again a thing."])
-    steps = load_session(d).steps
-    add_mark(d, fbk.make("late", 6.0, steps))
-    add_mark(d, fbk.make("redundant", 8.0, steps))
-    add_mark(d, fbk.make("missed", 1.5, steps, text="Hello."))
-    (dlg,) = load_session_dialogues([d])
-    assert [t.target for t in dlg.turns] == ["Hello.", "A thing appeared.", "NO REPLY", "NO REPLY"]
-    assert [t.user_text for t in dlg.turns] == ["Q", "", "", ""]
-    frames = read_turn_frames(path, 1.0, 2, 16)  # the frames the model saw, re-read from the video
-    assert all(np.array_equal(a, b) for t, f in zip(dlg.turns, frames) for a, b in zip(t.images, f.images))
-    # a long session is cut into windows, and only windows holding a mark are trained
-    assert dlg.meta["touched"] == [0, 1, 2, 3]
-    assert [len(w.turns) for w in load_session_dialogues([d], window_turns=3)] == [3, 1]
-    add_mark(d, fbk.make("late", 6.0, steps, on=False))
-    add_mark(d, fbk.make("redundant", 8.0, steps, on=False))
-    assert [w.id[-3:] for w in load_session_dialogues([d], window_turns=2)] == ["#w0"]  # only "missed" at 1.5 s
-
-
-def test_session_of_a_live_source_or_a_moved_video_is_refused_by_name(video, tmp_path):
-    from app.trainer.data import load_session_dialogues
-
-    _, path = video
-    cam = _saved_session(tmp_path / "a", path, ["Hi."], meta={"source": "camera:0", "interval": 1.0})
-    with pytest.raises(DataError, match=r"camera:0.*not a video file"):
-        load_session_dialogues([cam])
-    moved = _saved_session(tmp_path / "b", path, ["Hi."], meta={"source": str(tmp_path / "gone.avi")})
-    with pytest.raises(DataError, match=r"session .*gone.avi"):
-        load_session_dialogues([moved])
-    with pytest.raises(DataError, match="not a saved session"):
-        load_session_dialogues([tmp_path])

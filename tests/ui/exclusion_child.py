@@ -14,7 +14,8 @@ import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from app.capture.screen import ScreenSource
-from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.capture_exclusion import CaptureExclusion
+from app.ui.overlay import Overlay
 
 
 def main() -> int:

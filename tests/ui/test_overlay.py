@@ -6,7 +6,8 @@ import numpy as np
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage
 
-from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.capture_exclusion import CaptureExclusion
+from app.ui.overlay import Overlay
 
 LONG = ("The man in the blue coat walks past the lamp post while two women cross the road behind him; "
         "a cyclist turns into the side street, a bus stops at the corner and three people get off, one of "

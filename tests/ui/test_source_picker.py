@@ -7,6 +7,8 @@ import pytest
 from app.capture.parse import parse_spec
 from app.ui.source_picker import SourcePicker, describe
 
+from .test_region_selector import drag
+
 
 def test_specs_from_each_tab(qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -43,51 +45,13 @@ def test_describe(spec: str, text: str) -> None:
     assert describe(spec) == text
 
 
-def _drag(qtbot, layer, a, b) -> None:
-    from PySide6.QtCore import Qt
-
-    qtbot.mousePress(layer, Qt.MouseButton.LeftButton, pos=a)
-    qtbot.mouseMove(layer, b)
-    qtbot.mouseRelease(layer, Qt.MouseButton.LeftButton, pos=b)
-
-
-def test_region_layer_drag_chooses_and_esc_cancels(qtbot) -> None:
-    from PySide6.QtCore import QPoint, Qt
-    from PySide6.QtGui import QGuiApplication
-
-    from app.ui.source_picker import RegionSelector
-
-    layer = RegionSelector()
-    qtbot.addWidget(layer)
-    assert layer.geometry() == QGuiApplication.primaryScreen().geometry()  # one screen offscreen
-    layer.show()
-    qtbot.waitExposed(layer)
-    with qtbot.waitSignal(layer.chosen) as got:
-        qtbot.mousePress(layer, Qt.MouseButton.LeftButton, pos=QPoint(300, 200))
-        qtbot.mouseMove(layer, QPoint(200, 150))
-        assert layer.selection() is not None and layer.selection().width() == 100
-        layer.grab()  # paints the cut-out and its size label
-        qtbot.mouseRelease(layer, Qt.MouseButton.LeftButton, pos=QPoint(100, 50))
-    assert got.args == [100, 50, 200, 150] and not layer.isVisible()
-
-    layer = RegionSelector()
-    qtbot.addWidget(layer)
-    layer.show()
-    qtbot.keyClick(layer, Qt.Key.Key_A)  # other keys do nothing
-    assert layer.isVisible()
-    _drag(qtbot, layer, QPoint(10, 10), QPoint(12, 13))  # a click, not a drag: keep the layer up
-    assert layer.isVisible()
-    with qtbot.waitSignal(layer.cancelled):
-        qtbot.keyClick(layer, Qt.Key.Key_Escape)
-    assert not layer.isVisible() and layer.result_rect is None
-
-
 def test_draw_on_screen_runs_the_layer_and_fills_the_region(qtbot) -> None:
     """The whole flow as a user clicks it: Region tab → Draw on screen… → drag → the picker is back, filled."""
     from PySide6.QtCore import QPoint, QTimer
     from PySide6.QtWidgets import QApplication, QPushButton
 
-    from app.ui.source_picker import RegionSelector, SourcePicker, pick_source
+    from app.ui.region_selector import RegionSelector
+    from app.ui.source_picker import SourcePicker, pick_source
 
     steps: list[str] = []
 
@@ -97,7 +61,7 @@ def test_draw_on_screen_runs_the_layer_and_fills_the_region(qtbot) -> None:
         layer = next((w for w in top if isinstance(w, RegionSelector)), None)
         if layer is not None:
             steps.append("layer")
-            _drag(qtbot, layer, QPoint(40, 30), QPoint(360, 270))
+            drag(qtbot, layer, QPoint(40, 30), QPoint(360, 270))
         elif picker is not None and "picker" not in steps:
             steps.append("picker")
             picker.tabs.setCurrentIndex(2)
@@ -119,7 +83,8 @@ def test_cancelling_the_layer_returns_to_the_region_tab(qtbot) -> None:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from app.ui.source_picker import RegionSelector, SourcePicker, pick_source
+    from app.ui.region_selector import RegionSelector
+    from app.ui.source_picker import SourcePicker, pick_source
 
     seen: list[int] = []
 

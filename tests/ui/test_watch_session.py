@@ -102,7 +102,7 @@ def test_pause_holds_the_model_and_stop_ends_the_session(qtbot, make_window, vte
     qtbot.wait(800)
     assert len(got) == after
     assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
-    assert w.worker.source is None and w.runner.thread.isRunning()  # ready for the next session
+    assert w.controller.source is None and w.runner.thread.isRunning()  # ready for the next session
     # A second session reuses the loaded model on the same thread.
     w.start()
     qtbot.waitUntil(lambda: len(got) > after, timeout=LONG)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -12,7 +10,7 @@ from PySide6.QtWidgets import QApplication
 from app.core.sessions import load_session
 from app.core.settings import Settings
 from app.core.types import Frame, StepResult
-from app.ui.overlay import CaptureExclusion, Overlay
+from app.ui.overlay import Overlay
 from app.ui.settings_dialog import SettingsDialog
 
 from .conftest import configure
@@ -74,28 +72,6 @@ def test_overlay_click_through_toggles_on_the_native_window(qtbot) -> None:
     assert ov.isVisible(), "toggling must not hide the window"
     ov.set_click_through(False)
     assert not ov.windowHandle().flags() & Qt.WindowType.WindowTransparentForInput
-
-
-def test_capture_exclusion_hides_the_overlay_around_a_grab_from_another_thread(qtbot) -> None:
-    ov = Overlay()
-    qtbot.addWidget(ov)
-    ov.show()
-    ex = CaptureExclusion([ov])
-    seen: list[bool] = []
-
-    def grabber() -> None:  # what ScreenSource does on the session thread around each grab
-        ex.hide()
-        seen.append(ov.isVisible())
-        ex.restore()
-
-    t = threading.Thread(target=grabber)
-    t.start()
-    while t.is_alive():
-        QApplication.processEvents()
-        time.sleep(0.005)
-    assert seen == [False]
-    qtbot.waitUntil(ov.isVisible, timeout=2000)
-    assert ex.hidden_count == 1
 
 
 def _step(turn: int, text: str) -> StepResult:

@@ -1,16 +1,11 @@
-"""`duet run` end to end on a real video with the tiny model, and the session's tolerance of bad frames."""
+"""`duet run` end to end on a real video with the tiny model, and its refusal of bad input."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from app.cli import main as duet
 from app.core.textsafe import terminal_safe
-from app.core.types import Frame
-from app.engine.llama_backend import LlamaBackend, LlamaSettings
-from app.engine.session import ProactiveSession, SessionConfig
 
 
 def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
@@ -25,7 +20,7 @@ def test_duet_run_writes_protocol_jsonl(tiny_model, tree_avi, tmp_path, capsys):
     assert [r["time"] for r in rows] == [0.5 * (i + 1) for i in range(12)]  # 1 frame × 0.5 s per turn
     assert [r["frame_times"] for r in rows] == [[0.5 * (i + 1)] for i in range(12)]
     assert rows[0]["question"] == "What is moving?" and rows[5]["question"] == "And now?"
-    assert all(r["n_tokens"] > 0 and r["timings_ms"]["total"] > 0 for r in rows)
+    assert all(r["kv_cells"] > 0 and r["timings_ms"]["total"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "[00:00] (you) What is moving?" in printed  # 0.5 s rounds to 00:00
     spoken = [r for r in rows if not r["silent"]]
@@ -45,13 +40,3 @@ def test_duet_run_bad_inputs(tiny_model, tree_avi, tmp_path, capsys):
     assert "unknown source kind" in capsys.readouterr().err
     assert duet(["run", "--source", str(tree_avi), "--model", str(tmp_path / "none.gguf")]) == 2
     assert "none.gguf" in capsys.readouterr().err
-
-
-def test_session_drops_zero_size_frames_and_keeps_going(tiny_model):
-    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=2048, n_gpu_layers=0)) as b:
-        s = ProactiveSession(b, SessionConfig(frames_per_turn=2, tokens_per_frame=32))
-        good = np.full((100, 120, 3), 128, np.uint8)
-        frames = [Frame(good, 1.0), Frame(np.zeros((0, 120, 3), np.uint8), 2.0), Frame(good, 3.0)]
-        results = [r for f in frames if (r := s.feed(f)) is not None]
-        assert s.bad_frames == 1 and len(results) == 1
-        assert results[0].video_time == 2.0  # two usable frames = one turn

@@ -12,8 +12,8 @@ attach to the reply at or nearest ``--at``; ``missed`` needs ``--correction`` (w
 said) and no reply. It is appended to the session's log exactly as the chat's buttons append it, and
 ``duet train feedback`` trains on it.
 
-A top-level module rather than part of ``app.core``: it parses source specs (``app.capture``), which
-the core may not import.
+Part of the ``duet`` command rather than ``app.core``: it parses source specs (``app.capture``),
+which the core may not import.
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ import sys
 from pathlib import Path
 
 from app.core.errors import InputError
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+from app.core.timefmt import clock as _clock
 
 
 def _store(a: argparse.Namespace):  # noqa: ANN202
@@ -61,14 +57,14 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from app.core.sessions import export_markdown
+    from app.core.session_export import export_markdown
 
     print(export_markdown(_load(a), include_silent=a.silent), end="")
     return 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from app.core.sessions import export_json, export_markdown
+    from app.core.session_export import export_json, export_markdown
 
     s = _load(a)
     text = export_markdown(s) if a.format == "md" else export_json(s)

@@ -1,0 +1,94 @@
+"""The ``duet`` command: ``gui`` (default), ``run`` (headless), ``serve``, ``models``, ``eval``, ``train``, ``sessions``.
+
+Every subcommand is a thin layer over the Qt-free packages, so what the GUI does can be scripted,
+benchmarked and tested from here. Each group of subcommands lives in its own module here
+(``run``, ``serve``, ``models``, ``sessions``) or beside its package (``app/eval/cli.py``,
+``app/trainer/cli.py``) and registers itself with ``add_commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's own action re-wraps the text into one line; this keeps its lines."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)  # type: ignore[arg-type]
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        from app.core.version import version_text
+
+        print(version_text())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.cli import models, run, serve, sessions
+    from app.eval.cli import add_commands as add_eval
+    from app.trainer.cli import add_commands as add_train
+
+    ap = argparse.ArgumentParser(prog="duet", description="Duet: an assistant that watches with you.")
+    ap.add_argument("-v", "--log-level", default="WARNING", help="DEBUG, INFO, WARNING …")
+    ap.add_argument("--version", action=_VersionAction, help="the version and where to get a newer one")
+    sub = ap.add_subparsers(dest="command")
+
+    sub.add_parser("gui", help="the desktop app (default; `duet gui --help` lists its flags)")
+    run.add_commands(sub)
+    serve.add_commands(sub)
+    models.add_commands(sub)
+    add_eval(sub)
+    add_train(sub)
+    sessions.add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "gui":  # the app's own flags (--start, --model, --no-first-run …): app/ui/main.py
+        from app.ui.main import main as gui_main
+
+        return gui_main(args[1:])
+    ap = build_parser()
+    a = ap.parse_args(args)
+    logging.basicConfig(level=a.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if getattr(a, "gpu", None) is not None and a.command != "models":
+        from app.modelhub.hardware import select_gpu
+
+        select_gpu(a.gpu)  # before llama.cpp starts: it reads the device visibility once
+    if a.command in (None, "gui"):
+        from app.ui.main import main as gui_main
+
+        return gui_main([])
+    import errno
+    import sqlite3
+
+    from app.core.errors import DuetError
+
+    try:
+        return a.func(a)
+    except DuetError as e:  # written for the user; anything else but the OS's errors below is a bug
+        print(f"duet: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"duet: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:  # the judge cache: "database or disk is full"
+        if "full" not in str(e):
+            raise
+        print(f"duet: error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OS error as a user can act on it: a full disk says so and that earlier files were kept."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return (f"the disk is full{where}; free some space and run the command again "
+                "(files written before were kept; nothing half-written was left in their place)")
+    return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
