@@ -427,4 +427,5 @@ class _Tap(FrameSource):
             c.check_health()
             c._emit(FrameSampled(frame))
             yield frame
-        c.check_health()
+        if not c._stopping:  # the source ended by itself (a file's end); a stop closing it is no health news
+            c.check_health()
