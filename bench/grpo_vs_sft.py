@@ -13,6 +13,12 @@ definition) is measured at step 0 (= SFT alone; greedy, so the same for every se
 
 Writes ``bench/results/grpo_vs_sft_<name>.json`` (curves per seed, mean and spread) and prints a table.
 Runs live in ``.cache/train/grpo-exp/<name>-s<seed>`` and are deleted first unless ``--keep``.
+
+The training reward of a step depends on which clips the step drew, and that is the same for every
+run with the same seed. A control run with the learning rate at its floor (``--set grpo.lr=1e-12``:
+the SFT policy, same clips, same sampling seeds) removes that: ``--compare NAME --control CONTROL``
+prints, per quarter of the run, the mean paired difference of the step reward (learning − control)
+with its standard error, read from the two results files (nothing is trained).
 """
 
 from __future__ import annotations
@@ -62,14 +68,47 @@ def one_run(name: str, seed: int, overrides: dict, per_family: int, keep: bool) 
                                            "trained_rollouts")} for r in s["rewards"]]}
 
 
+def compare(name: str, control: str) -> int:
+    from bench._common import RESULTS
+
+    a, c = (json.loads((RESULTS / f"grpo_vs_sft_{n}.json").read_text()) for n in (name, control))
+    seeds = sorted({r["seed"] for r in a["runs"]} & {r["seed"] for r in c["runs"]})
+    if not seeds:
+        raise SystemExit(f"{name} and {control} share no seed")
+    by_seed = {n: {r["seed"]: {x["step"]: x["reward"] for x in r["rewards"]} for r in d["runs"]}
+               for n, d in (("a", a), ("c", c))}
+    steps = sorted(set.intersection(*(set(by_seed[n][s]) for n in "ac" for s in seeds)))
+    q = max(1, len(steps) // 4)
+    rows, out = [], []
+    for i in range(0, len(steps), q):
+        diffs = [by_seed["a"][s][t] - by_seed["c"][s][t] for s in seeds for t in steps[i:i + q]]
+        m = statistics.fmean(diffs)
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        out.append({"steps": [steps[i], steps[min(i + q, len(steps)) - 1]], "mean_diff": m, "se": se, "n": len(diffs)})
+        rows.append([f"{steps[i]}-{steps[min(i + q, len(steps)) - 1]}", f"{m:+.3f}", f"{se:.3f}", len(diffs)])
+    print_table(f"step reward, {name} minus {control} (same seeds {seeds}: same clips, same sampling seeds)",
+                ["steps", "mean difference", "standard error", "pairs"], rows)
+    write_results(f"grpo_vs_sft_{name}_vs_{control}", {"name": name, "control": control, "seeds": seeds,
+                                                         "quarters": out})
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--name", required=True)
+    ap.add_argument("--name")
+    ap.add_argument("--compare", help="a results name to compare with --control (reads results, trains nothing)")
+    ap.add_argument("--control", help="the results name of a run at grpo.lr=1e-12 with the same seeds")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", action="append", default=[], help="recipe override KEY=VALUE (as `duet train --set`)")
     ap.add_argument("--heldout-per-family", type=int, default=24)
     ap.add_argument("--keep", action="store_true", help="resume runs left by an earlier call instead of restarting")
     args = ap.parse_args()
+    if args.compare or args.control:
+        if not (args.compare and args.control):
+            raise SystemExit("--compare and --control go together")
+        return compare(args.compare, args.control)
+    if not args.name:
+        raise SystemExit("--name is required (or --compare NAME --control NAME)")
     if not (EXP / "sft" / "final" / "config.json").is_file():
         if not (DEMO_SFT / "final" / "config.json").is_file():
             raise SystemExit(f"no SFT model at {DEMO_SFT / 'final'}: run `duet train demo` (or the trainer tests) first")
