@@ -119,17 +119,17 @@ class TurnCache:
 
     Per turn the cache already holds the history up to the previous reply's last *fed* token; the
     turn's chunk is the rest of the prompt ``Encoder.prompt`` renders (the last sampled token, the
-    closing ``<|im_end|>`` and ``\n``, the new user turn with its frames and text, and
-    ``<|im_start|>assistant\n``). Because the chunk is cut from the same full prompt the re-prefill
+    closing ``<|im_end|>`` and ``\\n``, the new user turn with its frames and text, and
+    ``<|im_start|>assistant\\n``). Because the chunk is cut from the same full prompt the re-prefill
     path feeds (and its head is checked to equal what the cache holds), the transcript is the same
     byte for byte.
 
-    Why positions and pixels are passed by hand: transformers' Qwen2.5-VL computes M-RoPE positions
-    from the whole sequence only when the cache is empty, and after that assumes text-only tokens;
-    here the 3-D positions of the whole prompt are computed with the model's own ``get_rope_index``
-    and the chunk's slice is passed as ``position_ids``, and only the new frames' ``pixel_values``
-    go through the vision tower (its attention is per image, so encoding a frame alone equals
-    encoding it with the others). Decoded tokens are text: each gets the next position.
+    Why positions and pixels are passed by hand: the forward of transformers' Qwen2.5-VL computes
+    M-RoPE positions itself only while the cache is empty, and with a non-empty cache it continues
+    them as text. Here the 3-D positions of the whole prompt are computed with the model's own
+    ``get_rope_index`` and the chunk's slice is passed as ``position_ids``, and only the new frames'
+    ``pixel_values`` go through the vision tower (its attention is per image, so encoding a frame
+    alone equals encoding it with the others). Decoded tokens are text: each gets the next position.
     """
 
     def __init__(self, model: Any, enc: Encoder, device: Any = "cpu") -> None:
