@@ -1,12 +1,15 @@
 """Multi-turn GRPO with the PAUC reward (docs/protocol.md §2.4–§2.6).
 
 One step: ``clips_per_step`` clips, ``group`` rollouts each, played turn by turn by the current
-policy with the paper's sampling (T = 1.2, top-k 10). Each rollout's reward is
+policy with the paper's sampling (T = 1.2, top-k 10) on one KV cache per clip
+(:class:`app.trainer.rollout.TurnCache`; no gradients). Each rollout's reward is
 :func:`app.trainer.reward.pauc_reward`; the advantage is the group-normalised reward
 ``(r − mean) / (std + ε)`` applied to every sampled assistant token (user/frame tokens masked);
 the loss is PPO's clipped surrogate (ε = 0.2), token-mean over the step, no KL and no entropy term
-(as the run scripts). With ``ppo_epochs = 1`` and one mini-batch (the paper's setting) the ratio is
-exactly 1 and the clipped loss reduces to the policy gradient; more epochs exercise the clip.
+(as the run scripts), on one full forward with gradients over each finished rollout's transcript
+(its log-probs equal those the cached rollout sampled with: tests/trainer/test_rollout.py).
+With ``ppo_epochs = 1`` and one mini-batch (the paper's setting) the ratio is exactly 1 and the
+clipped loss reduces to the policy gradient; more epochs exercise the clip.
 
 Rollout seeds derive from (seed, step, clip, member), so a resumed run replays the same rollouts.
 """
