@@ -19,6 +19,7 @@ tests (real espeak-ng, no speaker needed) and handy to record a session's voice 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import threading
@@ -40,6 +41,9 @@ _KEEP_ALIVE: dict[str | None, tuple[object, threading.Event]] = {}
 # One engine per process, so one thread at a time may drive it: a speaker closed while it was still speaking
 # finishes its line before a newer speaker's thread may use the engine.
 _ENGINE_LOCK = threading.Lock()
+# Let the engines go while the interpreter is still whole: at final teardown pyttsx3's DriverProxy.__del__
+# finds its modules already gone and prints an ignored AttributeError.
+atexit.register(_KEEP_ALIVE.clear)
 
 
 @dataclass
