@@ -220,14 +220,13 @@ class SessionWriter:
         if self.closed:
             return
         self._append({"type": "end", "reason": reason})
-        if self._syncer is not None:
-            self._syncer.close()  # its last fsync covers the end record
-        self._fh.close()
-        self.closed = True
-        _RUNNING.discard(self.directory.resolve())
+        self._let_go()  # the syncer's last fsync covers the end record
 
     def abandon(self) -> None:
         """Stop writing without an end record (its write failed): the file is let go, whole."""
+        self._let_go()
+
+    def _let_go(self) -> None:
         if not self.closed:
             if self._syncer is not None:
                 self._syncer.close()
@@ -243,12 +242,7 @@ class SessionWriter:
         """
         if self.records:
             raise ValueError(f"session {self.id} has {self.records} records; close it instead")
-        if not self.closed:
-            if self._syncer is not None:
-                self._syncer.close()
-            self._fh.close()
-            self.closed = True
-        _RUNNING.discard(self.directory.resolve())
+        self._let_go()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
