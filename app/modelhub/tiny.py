@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -193,17 +194,24 @@ def build_tiny(spec: TinySpec | None = None, cache_dir: Path | None = None, *, f
     later run would trust.
     """
     from app.core.codekey import code_key
-    from app.modelhub.convert import convert
 
     spec = spec or TinySpec()
     root = (cache_dir or default_cache_dir()) / f"qwen25vl-tiny-{spec.key()}-{code_key('app.modelhub.tiny')}"
+    return build_cached(root, lambda hf: _write_hf_checkpoint(spec, hf), force=force)
+
+
+def build_cached(root: Path, write_hf: Callable[[Path], None], *, force: bool = False) -> TinyModel:
+    """The tiny model pair at ``root``: reused when both files are there, else ``write_hf(folder)`` writes the
+    HF checkpoint, the converter makes the F32 GGUF pair, and the whole folder lands at ``root`` with one rename."""
+    from app.modelhub.convert import convert
+
     result = TinyModel(root / "hf", root / "tiny-f32.gguf", root / "mmproj-tiny-f32.gguf")
     if root.exists() and not force and result.model.exists() and result.mmproj.exists():
         return result
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
     try:
-        _write_hf_checkpoint(spec, tmp / "hf")
+        write_hf(tmp / "hf")
         convert(tmp / "hf", tmp, outtype="f32", name="tiny")
         if root.exists():
             shutil.rmtree(root)

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from app.modelhub.tiny import TinyModel, TinySpec, build_tiny, default_cache_dir
+from app.modelhub.tiny import TinyModel, TinySpec, build_cached, build_tiny, default_cache_dir
 
 # How the favoured tokens are lifted (see _favour): every input embedding holds LIFT_BASE in the last
 # hidden dimension, the favoured tokens LIFT_BASE + (k + 1)·LIFT_STEP for the k-th from the end.
@@ -62,43 +60,32 @@ def build_tiny_favouring(tokens: Sequence[str | int], spec: TinySpec | None = No
     from safetensors.numpy import save_file
 
     from app.core.codekey import code_key
-    from app.modelhub.convert import convert
 
     spec = spec or TinySpec()
     favoured = hashlib.sha256(json.dumps(list(tokens)).encode()).hexdigest()[:8]
     root = ((cache_dir or default_cache_dir())
             / f"qwen25vl-tiny-{spec.key()}-favour-{favoured}-{code_key('app.modelhub.tiny_variants')}")
-    result = TinyModel(root / "hf", root / "tiny-f32.gguf", root / "mmproj-tiny-f32.gguf")
-    if root.exists() and not force and result.model.exists() and result.mmproj.exists():
-        return result
-    base = build_tiny(spec, cache_dir)
-    vocab = json.loads((base.hf_dir / "tokenizer.json").read_text())
-    added = {t["content"]: t["id"] for t in vocab["added_tokens"]}
-    n_layers = json.loads((base.hf_dir / "config.json").read_text())["text_config"]["num_hidden_layers"]
-    weights = base.hf_dir / "model.safetensors"
-    with safe_open(weights, "np") as f:
-        metadata = f.metadata()
-        tensors = {k: f.get_tensor(k).copy() for k in f.keys()}  # noqa: SIM118 - safe_open is no mapping
-    n_vocab = tensors["model.embed_tokens.weight"].shape[0]
-    ids = []
-    for t in tokens:
-        tid = added.get(t) if isinstance(t, str) else t
-        if tid is None or not 0 <= tid < n_vocab:
-            raise ValueError(f"{t!r} is not an added token or a token id of the tiny model (vocabulary {n_vocab})")
-        ids.append(tid)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"favoured tokens repeat: {list(tokens)}")
-    _favour(tensors, ids, n_layers)
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
-    try:
-        shutil.copytree(base.hf_dir, tmp / "hf", ignore=shutil.ignore_patterns("*.safetensors"))
-        save_file(tensors, tmp / "hf" / "model.safetensors", metadata=metadata)
-        convert(tmp / "hf", tmp, outtype="f32", name="tiny")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
+    def write_hf(hf: Path) -> None:  # only on a cache miss
+        base = build_tiny(spec, cache_dir)
+        vocab = json.loads((base.hf_dir / "tokenizer.json").read_text())
+        added = {t["content"]: t["id"] for t in vocab["added_tokens"]}
+        n_layers = json.loads((base.hf_dir / "config.json").read_text())["text_config"]["num_hidden_layers"]
+        weights = base.hf_dir / "model.safetensors"
+        with safe_open(weights, "np") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k).copy() for k in f.keys()}  # noqa: SIM118 - safe_open is no mapping
+        n_vocab = tensors["model.embed_tokens.weight"].shape[0]
+        ids = []
+        for t in tokens:
+            tid = added.get(t) if isinstance(t, str) else t
+            if tid is None or not 0 <= tid < n_vocab:
+                raise ValueError(f"{t!r} is not an added token or a token id of the tiny model (vocabulary {n_vocab})")
+            ids.append(tid)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"favoured tokens repeat: {list(tokens)}")
+        _favour(tensors, ids, n_layers)
+        shutil.copytree(base.hf_dir, hf, ignore=shutil.ignore_patterns("*.safetensors"))
+        save_file(tensors, hf / "model.safetensors", metadata=metadata)
+
+    return build_cached(root, write_hf, force=force)

@@ -9,7 +9,6 @@ not start with ``test_``: it is collected only when that test names it, inside t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,20 +28,13 @@ from app.ui.main_window import MainWindow
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 
 from ..speech.fake_sounddevice import FakeSoundDevice
+from .fulldisk import fill_up, listing, sha
 
 FS = Path(os.environ.get("DUET_TINY_FS", "/nonexistent"))
 PAGE = 4096  # tmpfs allocates whole pages
 LONG = 60_000
 
 pytestmark = pytest.mark.skipif(not os.path.ismount(FS), reason="runs inside test_disk_full_gui.py's namespace")
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def listing(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class Disk:
@@ -52,13 +44,7 @@ class Disk:
         self.filler = FS / "filler"
 
     def fill(self) -> None:
-        with open(self.filler, "ab", buffering=0) as fh:
-            for size in (65536, 4096, 512, 1):
-                try:
-                    while True:
-                        fh.write(b"\0" * size)
-                except OSError:
-                    pass
+        fill_up(self.filler)
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)

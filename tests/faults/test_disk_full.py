@@ -25,18 +25,11 @@ CHILD = r'''
 import contextlib, hashlib, io, json, os, sys
 from pathlib import Path
 root = Path(os.environ["FS"])
+from tests.faults import fulldisk
 def listing():
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return fulldisk.listing(root)
 def fill():
-    """Leave the filesystem with no free byte (a filler file written until ENOSPC)."""
-    with open(root / "filler", "wb", buffering=0) as fh:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    fh.write(b"\0" * size)
-            except OSError:
-                pass
+    fulldisk.fill_up(root / "filler")
 from app.cli import main as duet
 def run(*argv):
     err, out = io.StringIO(), io.StringIO()
