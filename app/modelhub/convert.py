@@ -34,6 +34,15 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
 
 
+# The vision MLP's hidden width is padded with zeros to a multiple of this. ggml's tiled CPU matrix
+# multiply (llamafile's tinyBLAS) takes a product only when its inner dimension is a multiple of the SIMD
+# width (16 floats for F16/F32 with AVX-512, 32 for BF16); the 3B's 3,420 is not, so its down-projection
+# fell back to a row-by-row dot product and the vision encoder ran at half speed. Zero rows in gate/up
+# (weights and bias) give silu(0)·0 = 0 and meet zero columns in down: the output is exactly the same.
+# Measured in docs/benchmarks.md §1 ("the vision encoder's own speed").
+VISION_FFN_MULTIPLE = 32
+
+
 class ConversionError(InputError):
     """The input cannot be converted; the message names the file and what is wrong."""
 
@@ -124,6 +133,11 @@ class QwenVLConfig:
     def n_wa_pattern(self) -> int:
         return self.v_fullatt[0] + 1
 
+    @property
+    def v_ffn_padded(self) -> int:
+        """The vision MLP's hidden width as written: rounded up to a multiple of :data:`VISION_FFN_MULTIPLE`."""
+        return -(-self.v_ffn // VISION_FFN_MULTIPLE) * VISION_FFN_MULTIPLE
+
 
 def load_config(hf_dir: Path) -> QwenVLConfig:
     path = hf_dir / "config.json"
@@ -171,11 +185,31 @@ def _take(i: int) -> Transform:
     return lambda xs: xs[0]
 
 
+def _pad_to(axis: int, size: int) -> Transform:
+    """Zero-pad the sole source along ``axis`` to ``size`` (see :data:`VISION_FFN_MULTIPLE`)."""
+    def f(xs: list[np.ndarray]) -> np.ndarray:
+        widths = [(0, 0)] * xs[0].ndim
+        widths[axis] = (0, size - xs[0].shape[axis])
+        return np.pad(xs[0], widths)
+    return f
+
+
 def _slice(axis: int, part: int, parts: int) -> Transform:
     def f(xs: list[np.ndarray]) -> np.ndarray:
         n = xs[0].shape[axis] // parts
         return np.take(xs[0], np.arange(part * n, (part + 1) * n), axis=axis)
     return f
+
+
+def _vision_ffn_axis(name: str) -> int | None:
+    """The axis of a vision MLP tensor that runs along the MLP's hidden width, else None."""
+    if ".mlp." not in name:
+        return None
+    if ".down_proj.weight" in name:
+        return 1  # [hidden, ffn]
+    if ".gate_proj." in name or ".up_proj." in name:
+        return 0  # [ffn, hidden] and the [ffn] bias
+    return None
 
 
 def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[TensorPlan]:
@@ -209,6 +243,11 @@ def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[
             mapped = vis_map.get_name(name, try_suffixes=(".weight", ".bias"))
             if mapped is None:
                 unmapped.append(name)
+                continue
+            axis = _vision_ffn_axis(name)
+            if axis is not None and shape[axis] == cfg.v_ffn and cfg.v_ffn_padded != cfg.v_ffn:
+                padded = tuple(cfg.v_ffn_padded if i == axis else n for i, n in enumerate(shape))
+                plans.append(TensorPlan(mapped, (orig,), padded, _pad_to(axis, cfg.v_ffn_padded), True))
                 continue
             plans.append(TensorPlan(mapped, (orig,), shape, _take(0), True))
         else:
@@ -422,7 +461,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
         w.add_vision_image_size(560)
         w.add_vision_patch_size(cfg.v_patch)
         w.add_vision_embedding_length(cfg.v_hidden)
-        w.add_vision_feed_forward_length(cfg.v_ffn)
+        w.add_vision_feed_forward_length(cfg.v_ffn_padded)
         w.add_vision_block_count(cfg.v_depth)
         w.add_vision_head_count(cfg.v_heads)
         w.add_vision_image_mean(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073]))

@@ -91,3 +91,35 @@ def test_raw_unaligned_image_is_preprocessed_differently(ref, llama, record):
 def test_two_images_in_one_turn(ref, llama, record):
     imgs = frames(3, (168, 252), n=2)
     assert_close(ref.logits(prompt(2), imgs), llama_logits(llama, prompt(2), imgs), record, "two images")
+
+
+def test_vision_mlp_padding_is_exact(tmp_path, record):
+    """A vision MLP width that is not a multiple of 32 is zero-padded by the converter (so ggml's tiled
+    matrix multiply takes the down-projection) and the model still matches transformers."""
+    import gguf
+
+    from app.modelhub.convert import VISION_FFN_MULTIPLE
+    from app.modelhub.tiny import TinySpec, build_tiny
+
+    spec = TinySpec(vision_ffn=120)  # 120 % 32 = 24: padded to 128
+    tiny = build_tiny(spec, tmp_path)
+    tensors = {t.name: np.array(t.data) for t in gguf.GGUFReader(tiny.mmproj).tensors}
+    padded = -(-120 // VISION_FFN_MULTIPLE) * VISION_FFN_MULTIPLE
+    assert padded == 128
+    assert tensors["v.blk.0.ffn_up.weight"].shape == (padded, spec.vision_hidden)
+    assert tensors["v.blk.0.ffn_gate.bias"].shape == (padded,)
+    assert tensors["v.blk.0.ffn_down.weight"].shape == (spec.vision_hidden, padded)
+    assert not tensors["v.blk.0.ffn_up.weight"][120:].any() and not tensors["v.blk.0.ffn_down.weight"][:, 120:].any()
+    assert tensors["v.blk.0.ffn_up.weight"][:120].any()
+
+    model = Model(tiny.model)
+    ctx = Context(model, ContextSettings(n_ctx=4096, kv_f32=True))
+    proj = Projector(tiny.mmproj, model, 0, use_gpu=False, flash_attn=-1)
+    try:
+        imgs = frames(4, (168, 252), n=2)
+        assert_close(HFReference(tiny.hf_dir).logits(prompt(2), imgs), llama_logits((model, ctx, proj), prompt(2), imgs),
+                     record, "padded vision MLP")
+    finally:
+        proj.close()
+        ctx.close()
+        model.close()

@@ -38,7 +38,7 @@ def expected_ne(cfg: QwenVLConfig) -> dict[str, tuple[int, ...]]:
                 b + "attn_v.weight": (e, kv), b + "attn_v.bias": (kv,),
                 b + "attn_output.weight": (e, e),
                 b + "ffn_gate.weight": (e, ff), b + "ffn_up.weight": (e, ff), b + "ffn_down.weight": (ff, e)}
-    ve, vf, p = cfg.v_hidden, cfg.v_ffn, cfg.v_patch
+    ve, vf, p = cfg.v_hidden, cfg.v_ffn_padded, cfg.v_patch  # the vision MLP is zero-padded (convert.py)
     merged = ve * cfg.v_merge ** 2
     out |= {"v.patch_embd.weight": (p, p, 3, ve), "v.patch_embd.weight.1": (p, p, 3, ve),
             "v.post_ln.weight": (ve,), "mm.0.weight": (merged, merged), "mm.0.bias": (merged,),
@@ -64,6 +64,7 @@ def test_real_3b_every_tensor_maps_with_llama_cpp_shapes():
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     cfg = QwenVLConfig.from_dict(REAL_3B)
     cfg.check("real 3B")
+    assert (cfg.v_ffn, cfg.v_ffn_padded) == (3420, 3424)
     plans = plan_tensors(cfg, shapes)
     got = {p.gguf_name: p.ne for p in plans}
     want = expected_ne(cfg)
