@@ -156,7 +156,9 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="demo", help="library name, 'demo', 'tiny', or a text GGUF path")
     p.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
     add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
-    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto")
+    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto",
+                   help="auto (default): llama.cpp's choice on a GPU; on the CPU off for the text model and on for "
+                        "the vision encoder, the faster way for each there (docs/benchmarks.md)")
     p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="mmduet2", help="model name to send to the remote server")

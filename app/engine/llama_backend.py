@@ -54,15 +54,25 @@ class LlamaSettings:
     n_threads: int = 0
     n_gpu_layers: int = -1  # -1 = all layers when the build has GPU support
     mmproj_on_gpu: bool = True
-    flash_attn: str = "auto"  # auto | on | off
+    flash_attn: str = "auto"  # auto | on | off; auto: see flash_attn_type
     kv_f32: bool = False
     reserve: int = 0  # cells kept free beyond max_new_tokens (0 = automatic)
     embed_cache_mib: int = 64  # vision embeddings kept for frames seen again (0 = off); ~1 MiB a 3B frame
     near_identical: float = 0.0  # > 0: also reuse for frames this close (grey levels, see embed_cache); 0 = off
     guard: ReplyGuard = field(default_factory=ReplyGuard)  # reply length cap and loop guard
 
-    def flash_attn_type(self) -> int:
-        return {"auto": -1, "on": 1, "off": 0}[self.flash_attn]
+    def flash_attn_type(self, *, on_gpu: bool, projector: bool) -> int:
+        """llama.cpp's flash-attention setting for the text model or the projector.
+
+        "auto" on a GPU is llama.cpp's own choice. On the CPU it is off for the text model and on for
+        the projector: ggml's CPU flash-attention kernel walks one query row at a time, so a turn's
+        image prefill over a long history ran 2.4× slower with it (docs/benchmarks.md §2), while the
+        vision encoder's short sequences ran faster with it (§1)."""
+        if self.flash_attn != "auto":
+            return {"on": 1, "off": 0}[self.flash_attn]
+        if on_gpu:
+            return -1
+        return 1 if projector else 0
 
 
 @dataclass
@@ -113,10 +123,11 @@ class LlamaBackend:
             try:
                 self.model = stack.enter_context(closing(Model(Path(model_path), n_gpu_layers=n_layers)))
                 self.ctx = stack.enter_context(closing(Context(self.model, ContextSettings(
-                    n_ctx=s.n_ctx, n_threads=s.n_threads, flash_attn=s.flash_attn_type(), kv_f32=s.kv_f32))))
+                    n_ctx=s.n_ctx, n_threads=s.n_threads, flash_attn=s.flash_attn_type(on_gpu=n_layers > 0, projector=False),
+                    kv_f32=s.kv_f32))))
                 self.proj = stack.enter_context(closing(Projector(
                     Path(mmproj_path), self.model, s.n_threads, use_gpu=gpu and s.mmproj_on_gpu,
-                    flash_attn=s.flash_attn_type())))
+                    flash_attn=s.flash_attn_type(on_gpu=gpu and s.mmproj_on_gpu, projector=True))))
             except RuntimeError as e:
                 raise BackendError(str(e)) from e
             self._handles = stack.pop_all()

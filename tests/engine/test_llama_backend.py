@@ -198,3 +198,15 @@ def test_embedding_cache_reuses_identical_frames_bit_exactly(tiny_model):
         else:
             assert encoded == 6 and all(o.frames_reused == 0 for o in outs)
     assert np.array_equal(logits["cached"], logits["fresh"])
+
+
+def test_flash_attention_auto_is_chosen_per_part_and_device():
+    """auto: llama.cpp's choice on a GPU; on the CPU off for the text model, on for the projector."""
+    auto = LlamaSettings()
+    assert auto.flash_attn_type(on_gpu=False, projector=False) == 0
+    assert auto.flash_attn_type(on_gpu=False, projector=True) == 1
+    assert auto.flash_attn_type(on_gpu=True, projector=False) == -1
+    assert auto.flash_attn_type(on_gpu=True, projector=True) == -1
+    for name, want in (("on", 1), ("off", 0)):
+        s = LlamaSettings(flash_attn=name)
+        assert {s.flash_attn_type(on_gpu=g, projector=p) for g in (False, True) for p in (False, True)} == {want}
