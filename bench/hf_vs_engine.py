@@ -44,7 +44,7 @@ QUIET = -30.0
 class HFStream:
     """The demo's way: one transformers model, one DynamicCache kept across turns."""
 
-    def __init__(self, hf_dir: Path, cfg: dict, threads: int, device: str = "cpu") -> None:
+    def __init__(self, hf_dir: Path, cfg: dict, threads: int, device: str = "cpu", bf16: bool = False) -> None:
         import torch
         from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -58,18 +58,28 @@ class HFStream:
         ids = {k: tok.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"),
                ("video_token_id", "<|video_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
                ("vision_end_token_id", "<|vision_end|>"))}
-        # On a GPU the demo's way is bfloat16 (the official demo's dtype); on the CPU float32.
-        self.device, self.dtype = device, (torch.bfloat16 if device != "cpu" else torch.float32)
-        with torch.device(device):  # random init on the GPU is seconds; the 3B on the CPU is minutes
-            model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(cfg | ids))).eval()
-        shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-        ck = RandomCheckpoint(shapes)  # the same seeded tensors the GGUF was written from
-        state = {n: torch.from_numpy(ck.load(n)) for n in shapes if n != "lm_head.weight"}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+        # On a GPU the demo's way is bfloat16 (the official demo's dtype); on the CPU float32 unless asked.
+        self.device, self.dtype = device, (torch.bfloat16 if device != "cpu" or bf16 else torch.float32)
+        from transformers.initialization import no_init_weights
+
+        # Built straight in the target dtype without a random init (the 3B in float32 is 15 GiB and its
+        # init takes minutes), then filled tensor by tensor with the seeded values the GGUF was written
+        # from: the peak is the model plus one tensor, so the 3B in bfloat16 fits beside the engine.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            with torch.device(device), no_init_weights():
+                model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(cfg | ids))).eval()
+        finally:
+            torch.set_default_dtype(default)
+        params = model.state_dict()
+        ck = RandomCheckpoint({n: tuple(t.shape) for n, t in params.items()})
+        with torch.no_grad():
+            for n, t in params.items():
+                if n != "lm_head.weight":
+                    t.copy_(torch.from_numpy(ck.load(n)))  # float32 → the model's dtype, round to nearest even
         model.tie_weights()  # the 3B ties lm_head to the embeddings, as the converter assumes
-        del state
-        model.to(self.dtype)
+        assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
         # HFReference's tokenizer and image processor (the PIL one), around this in-memory model.
         ref = HFReference.__new__(HFReference)
         ref.torch = torch
@@ -129,6 +139,16 @@ def main() -> None:
     ap.add_argument("--at", type=int, nargs="+", default=[10, 100], help="turns (1-based) to report")
     ap.add_argument("--tokens-per-frame", type=int, default=64)
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files")
+    ap.add_argument("--with-flash-attn-on", action="store_true",
+                    help="also step a second engine with flash attention forced on (the default before "
+                         "2026-11-27 on the CPU), in the same lockstep")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                    help="f32: an F16 GGUF pair for the engine, the same values in float32 for transformers; bf16: a "
+                         "BF16 GGUF pair (patch kernels F32) and bfloat16 in transformers, bit for bit the same weights "
+                         "(the official checkpoint's dtype; half the memory, so the 3B fits both sides in 24 GiB)")
+    ap.add_argument("--kv", choices=["f16", "bf16", "f32"],
+                    help="the engine's KV cache type (default: bf16 with --dtype bf16, as transformers' cache is then; "
+                         "else f16)")
     ap.add_argument("--gpu", action="store_true",
                     help="both on the GPU: every engine layer and the projector offloaded (needs a GPU build of "
                          "llama-cpp-python, see bench/gpu.sh); transformers on CUDA in bfloat16")
@@ -138,16 +158,22 @@ def main() -> None:
     info = machine_info()
     threads = usable_cores()
     # The 3B is the one bench/model_3b.py builds (reused when already there: a conversion takes minutes).
-    work = MODEL_3B_WORK if a.shape == "3b" else REPO / ".cache" / f"bench-hf-{a.shape}"
+    work = (MODEL_3B_WORK if a.shape == "3b" and a.dtype == "f32"
+            else REPO / ".cache" / (f"bench-hf-{a.shape}" + ("-bf16" if a.dtype == "bf16" else "")))
     t_all = time.perf_counter()
     print(f"building the random {a.shape} model…", flush=True)
-    built = build(a.shape, work, quant=None)  # F16 text + F16 mmproj: the same weights transformers gets
+    # F16 (or BF16) text + mmproj: the same weights transformers gets
+    built = build(a.shape, work, quant=None, outtype="bf16" if a.dtype == "bf16" else "f16")
     print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s", flush=True)
     frames = load_frames(40, a.tokens_per_frame)
     n_ctx = 32768
+    kv = a.kv or ("bf16" if a.dtype == "bf16" else "f16")
     eng = LlamaBackend(built["f16"], built["mmproj"],
-                       LlamaSettings(n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0))
-    hf = HFStream(built["hf_dir"], built["config"], threads, "cuda" if a.gpu else "cpu")
+                       LlamaSettings(n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0, kv_type=kv))
+    eng_fa = (LlamaBackend(built["f16"], built["mmproj"], LlamaSettings(
+        n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0, kv_type=kv, flash_attn="on"))
+        if a.with_flash_attn_on else None)
+    hf = HFStream(built["hf_dir"], built["config"], threads, "cuda" if a.gpu else "cpu", bf16=a.dtype == "bf16")
     eng_device = eng.device
     log = []
     try:
@@ -157,10 +183,12 @@ def main() -> None:
             tail = eng.pending  # the previous turn's end (or the system prompt): the same text on both sides
             r = eng.step(imgs, "", talkativeness=QUIET, max_new_tokens=8)
             e_logits = eng.last_logits
+            fa_ms = eng_fa.step(imgs, "", talkativeness=QUIET, max_new_tokens=8).timings.total_ms if eng_fa else None
             h_logits, h_ms, h_tokens = hf.step(imgs, tail)
             e_speak, e_top = decision(e_logits, eng._unsayable, eng._quiet_ids)
             h_speak, h_top = decision(h_logits, eng._unsayable, eng._quiet_ids)
             log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms, "engine_silent": r.silent,
+                        "engine_fa_on_ms": fa_ms,
                         "engine_vision_ms": r.timings.vision_ms, "engine_image_prefill_ms": r.timings.image_prefill_ms,
                         "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.kv_cells, "hf_tokens_fed": h_tokens,
                         "hf_positions": hf.next_pos, "engine_positions": eng.n_past,
@@ -174,6 +202,8 @@ def main() -> None:
         cur, peak = rss_mib()
     finally:
         eng.close()
+        if eng_fa:
+            eng_fa.close()
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -185,20 +215,27 @@ def main() -> None:
         if t > len(log):
             continue
         em, hm = window(t, "engine_ms"), window(t, "hf_ms")
-        rows.append([t, em, hm, hm / em, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
-        points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em})
+        fm = window(t, "engine_fa_on_ms") if eng_fa else float("nan")
+        rows.append([t, em, hm, hm / em, fm, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
+        points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em}
+                      | ({"engine_fa_on_ms": fm} if eng_fa else {}))
     agree = sum(e["speaks_engine"] == e["speaks_hf"] for e in log)
     top1 = sum(e["top1_engine"] == e["top1_hf"] for e in log)
     same_pos = all(e["engine_positions"] == e["hf_positions"] for e in log)
-    print_table(f"per-step latency on {'the GPU' if a.gpu else 'the CPU'}, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), {threads} threads each, "
+    print_table(f"per-step latency on {'the GPU' if a.gpu else 'the CPU'}, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), "
+                f"{a.dtype} weights, engine KV {kv}, {threads} threads each, "
                 f"2 frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px, median of turns t±1 (ms)",
-                ["turn", "engine", "transformers + past_key_values", "ratio", "engine KV cells", "tokens fed (HF)"], rows)
+                ["turn", "engine", "transformers + past_key_values", "ratio", "engine, flash attn on",
+                 "engine KV cells", "tokens fed (HF)"], rows)
     print(f"decisions (speak/silent at talkativeness 0) agree on {agree}/{len(log)} turns; top-1 first token on "
           f"{top1}/{len(log)}; positions {'identical on every turn' if same_pos else 'DIFFER'}")
-    write_results(f"hf_vs_engine_{a.shape}" + ("_quick" if a.quick else "") + ("_gpu" if a.gpu else ""),
+    write_results(f"hf_vs_engine_{a.shape}" + ("_bf16" if a.dtype == "bf16" else "") + ("_quick" if a.quick else "")
+                  + ("_gpu" if a.gpu else ""),
                   {"machine": info, "shape": a.shape, "config": built["config"], "n_params": built["n_params"],
-                   "weights": "engine: F16 GGUF text + F16 mmproj; transformers: the same values in "
-                              + ("bfloat16 on CUDA" if a.gpu else "float32"), "engine_device": eng_device,
+                   "weights": (f"engine: {'BF16' if a.dtype == 'bf16' else 'F16'} GGUF text + mmproj, KV {kv}; "
+                               "transformers: the same values in "
+                               + ("bfloat16" if a.gpu or a.dtype == "bf16" else "float32") + (" on CUDA" if a.gpu else "")),
+                   "engine_device": eng_device, "engine_flash_attn": eng.settings.flash_attn, "engine_kv": kv,
                    "threads": threads, "n_ctx": n_ctx, "frame_px": list(frames[0].shape[:2]),
                    "points": points, "decisions_agree": agree, "positions_identical": same_pos, "top1_agree": top1, "turns": len(log), "log": log,
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})

@@ -132,12 +132,14 @@ def _record(work: Path, out: dict, cfg_key: str) -> None:
     (work / "built.json").write_text(json.dumps(rec, indent=1))
 
 
-def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M") -> dict:
-    """Write the random model as GGUF (F16 text + F16 mmproj, then ``quant`` of the text model unless None).
-    Files of an earlier build of the same config and code in ``work`` are reused (``convert_s`` then says 0)."""
+def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M", outtype: str = "f16") -> dict:
+    """Write the random model as GGUF (``outtype`` text + F16 mmproj, then ``quant`` of the text model unless
+    None); the unquantized text model is ``["f16"]`` whatever ``outtype`` is. Files of an earlier build of the
+    same config, outtype and code in ``work`` are reused (``convert_s`` then says 0)."""
     work.mkdir(parents=True, exist_ok=True)
     cfg = config_for(quick)
-    cfg_key = json.dumps(cfg, sort_keys=True)  # before transformers adds its defaults to the dict in place
+    # before transformers adds its defaults to the dict in place
+    cfg_key = json.dumps(cfg, sort_keys=True) + ("" if outtype == "f16" else f" {outtype}")
     done = _reuse(work, cfg_key)
     if done is not None:
         done["sizes_mib"] = dict(done["sizes_mib"])
@@ -162,9 +164,9 @@ def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M") -> dict:
     n_params = sum(int(np.prod(s)) for n, s in shapes.items() if n != "lm_head.weight")
     name = {False: "rand3b", True: "rand3b-quick"}.get(quick, f"rand-{quick}")
     t0 = time.perf_counter()
-    res = convert(hf, work, outtype="f16", name=name, overwrite=True, checkpoint=RandomCheckpoint(shapes))
+    res = convert(hf, work, outtype=outtype, name=name, overwrite=True, checkpoint=RandomCheckpoint(shapes))
     t_conv = time.perf_counter() - t0
-    sizes = {"text_f16": res.model.stat().st_size / 2**20, "mmproj_f16": res.mmproj.stat().st_size / 2**20}
+    sizes = {f"text_{outtype}": res.model.stat().st_size / 2**20, "mmproj_f16": res.mmproj.stat().st_size / 2**20}
     out = {"config": cfg, "n_params": n_params, "f16": res.model, "mmproj": res.mmproj, "convert_s": t_conv,
            "hf_dir": hf, "sizes_mib": sizes}
     if quant:

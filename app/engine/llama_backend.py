@@ -55,7 +55,7 @@ class LlamaSettings:
     n_gpu_layers: int = -1  # -1 = all layers when the build has GPU support
     mmproj_on_gpu: bool = True
     flash_attn: str = "auto"  # auto | on | off; auto: see flash_attn_type
-    kv_f32: bool = False
+    kv_type: str = "f16"  # f16 | bf16 | f32, see llama_native.KV_TYPES
     reserve: int = 0  # cells kept free beyond max_new_tokens (0 = automatic)
     embed_cache_mib: int = 64  # vision embeddings kept for frames seen again (0 = off); ~1 MiB a 3B frame
     near_identical: float = 0.0  # > 0: also reuse for frames this close (grey levels, see embed_cache); 0 = off
@@ -124,7 +124,7 @@ class LlamaBackend:
                 self.model = stack.enter_context(closing(Model(Path(model_path), n_gpu_layers=n_layers)))
                 self.ctx = stack.enter_context(closing(Context(self.model, ContextSettings(
                     n_ctx=s.n_ctx, n_threads=s.n_threads, flash_attn=s.flash_attn_type(on_gpu=n_layers > 0, projector=False),
-                    kv_f32=s.kv_f32))))
+                    kv_type=s.kv_type))))
                 self.proj = stack.enter_context(closing(Projector(
                     Path(mmproj_path), self.model, s.n_threads, use_gpu=gpu and s.mmproj_on_gpu,
                     flash_attn=s.flash_attn_type(on_gpu=gpu and s.mmproj_on_gpu, projector=True))))

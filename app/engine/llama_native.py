@@ -120,13 +120,19 @@ class Model:
             self.ptr = None
 
 
+# The KV cache's element type. BF16 is the dtype MMDuet2 was trained and is served in by transformers;
+# on a CPU with AVX-512 BF16 ggml multiplies it natively, which makes attention over a long history
+# faster than F16 there (docs/benchmarks.md §2). F32 is for parity checks.
+KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "bf16": 30, "f32": llama_cpp.GGML_TYPE_F32}  # 30: ggml.h's GGML_TYPE_BF16
+
+
 @dataclass
 class ContextSettings:
     n_ctx: int = 8192
     n_batch: int = 1024
     n_threads: int = 0  # 0 = llama.cpp's choice
     flash_attn: int = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-    kv_f32: bool = False  # F32 K/V: for parity checks, 2× the memory
+    kv_type: str = "f16"  # f16 | bf16 | f32 (parity checks; 2× the memory). See KV_TYPES
     offload_kqv: bool = True
 
 
@@ -144,15 +150,16 @@ class Context:
         p.flash_attn_type = s.flash_attn
         p.offload_kqv = s.offload_kqv
         p.no_perf = True
-        if s.kv_f32:
-            p.type_k = llama_cpp.GGML_TYPE_F32
-            p.type_v = llama_cpp.GGML_TYPE_F32
+        if s.kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {s.kv_type!r}")
+        p.type_k = p.type_v = KV_TYPES[s.kv_type]
         self.model = model
         self.ptr = llama_cpp.llama_init_from_model(model.ptr, p)
         if not self.ptr:
             raise RuntimeError(f"could not create a llama.cpp context of {s.n_ctx} tokens (out of memory?)")
         self.n_ctx = llama_cpp.llama_n_ctx(self.ptr)
         self.n_batch = s.n_batch
+        self.flash_attn = s.flash_attn  # as asked (a reference context built beside this one must match it)
         self.mem = llama_cpp.llama_get_memory(self.ptr)
         self._batch = llama_cpp.llama_batch_init(max(1, s.n_batch), 0, 1)
 

@@ -336,8 +336,9 @@ class ConversionResult:
 def _out_type(plan: TensorPlan, outtype: str) -> gguf.GGMLQuantizationType:
     if outtype == "f32" or len(plan.shape) == 1:
         return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
-    if plan.vision:
-        return gguf.GGMLQuantizationType.F16  # clip.cpp's conv and matmul paths all take F16
+    if plan.vision and plan.gguf_name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.V_ENC_EMBD_PATCH]):
+        # ggml's conv path (im2col) has no BF16: F16 for an F16 file, else F32 (llama.cpp's converter does the same)
+        return gguf.GGMLQuantizationType.F16 if outtype == "f16" else gguf.GGMLQuantizationType.F32
     return OUTTYPES[outtype]
 
 
@@ -454,7 +455,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
     def vision_kv(w: gguf.GGUFWriter) -> None:
         w.add_type(gguf.GGUFType.MMPROJ)
         w.add_name(name)
-        w.add_file_type(FILE_TYPES[outtype] if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+        w.add_file_type(FILE_TYPES[outtype])
         w.add_clip_has_vision_encoder(True)
         w.add_clip_projector_type(gguf.VisionProjectorType.QWEN25VL)
         w.add_vision_projection_dim(cfg.hidden)

@@ -33,13 +33,13 @@ def full_history_logits(backend: LlamaBackend, ctx: Context, text: str, images: 
     return ctx.last_logits(backend.model.n_vocab)
 
 
-@pytest.mark.parametrize("kv_f32", [True, False])
-def test_incremental_equals_full_history(tiny_model, kv_f32):
-    """F32 and F16 caches alike (measured: the logits agree bit for bit on this CPU build; 1e-3 leaves room
-    for other kernels, while an off-by-one position or a lost tail moves them by whole units)."""
+@pytest.mark.parametrize("kv_type", ["f32", "f16", "bf16"])
+def test_incremental_equals_full_history(tiny_model, kv_type):
+    """F32, F16 and BF16 caches alike (measured: the logits agree bit for bit on this CPU build; 1e-3 leaves
+    room for other kernels, while an off-by-one position or a lost tail moves them by whole units)."""
     backend = LlamaBackend(tiny_model.model, tiny_model.mmproj,
-                           LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_f32=kv_f32))
-    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_f32=kv_f32))
+                           LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_type=kv_type))
+    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_type=kv_type, flash_attn=backend.ctx.flash_attn))
     marker = backend.proj.marker
     history = protocol.system_turn()
     seen: list[np.ndarray] = []

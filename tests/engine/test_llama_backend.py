@@ -52,7 +52,7 @@ def test_session_protocol_times_and_turns(tiny_model, vtest_avi):
 
 
 def test_incremental_gives_same_transcript_as_full_reevaluation(tiny_model, tree_avi):
-    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True, guard=NO_GUARD)  # the guard is tested on its own
+    base = dict(n_ctx=8192, n_gpu_layers=0, kv_type="f32", guard=NO_GUARD)  # the guard is tested on its own
     inc_stats: dict = {}
     full_stats: dict = {}
     inc = run_video(tiny_model, tree_avi, LlamaSettings(**base), TALK, stats=inc_stats)
@@ -74,7 +74,7 @@ def test_instant_silence_decides_as_full_greedy_decoding(tiny_model, vtest_avi, 
 
 def test_reply_guard_ends_loops_and_caps_length(tiny_model, tree_avi):
     """The random tiny model loops ("helpful helpful helpful …") on tree.avi: the guard keeps one copy."""
-    base = dict(n_ctx=8192, n_gpu_layers=0, kv_f32=True)
+    base = dict(n_ctx=8192, n_gpu_layers=0, kv_type="f32")
     free = run_video(tiny_model, tree_avi, LlamaSettings(**base, guard=NO_GUARD), TALK)
     guard = ReplyGuard(max_tokens=6)
     kept = run_video(tiny_model, tree_avi, LlamaSettings(**base, guard=guard), TALK)
@@ -183,7 +183,7 @@ def test_embedding_cache_reuses_identical_frames_bit_exactly(tiny_model):
     still = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
     other = rng.integers(0, 256, (112, 140, 3), dtype=np.uint8)
     turns = [[still, still], [still, other], [still, still]]
-    cached = LlamaSettings(n_ctx=2048, n_gpu_layers=0, kv_f32=True)
+    cached = LlamaSettings(n_ctx=2048, n_gpu_layers=0, kv_type="f32")
     logits = {}
     for name, settings in (("cached", cached), ("fresh", LlamaSettings(**{**cached.__dict__, "embed_cache_mib": 0}))):
         with LlamaBackend(tiny_model.model, tiny_model.mmproj, settings) as b:

@@ -108,8 +108,8 @@ def test_incremental_equals_full_history_with_replies_and_silences_kept(demo_mod
     model, mmproj = demo_model
     tol = 1e-3 if kv_f32 else 5e-2
     video, question = clips[0]
-    backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_f32=kv_f32))
-    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_f32=kv_f32))
+    backend = LlamaBackend(model, mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_type="f32" if kv_f32 else "f16"))
+    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_type="f32" if kv_f32 else "f16", flash_attn=backend.ctx.flash_attn))
     history = protocol.system_turn()
     seen: list[np.ndarray] = []
     kinds: set[str] = set()

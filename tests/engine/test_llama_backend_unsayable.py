@@ -91,9 +91,9 @@ def test_unsayable_tokens_ranked_first_are_skipped_at_the_decision_and_in_replie
     second token would be it. Talkativeness alternates so that some steps must be silent.
     """
     tiny, pad = favouring
-    backend = LlamaBackend(tiny.model, tiny.mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_f32=True,
+    backend = LlamaBackend(tiny.model, tiny.mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0, kv_type="f32",
                                                                  guard=NO_GUARD))
-    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_f32=True))
+    fresh = Context(backend.model, ContextSettings(n_ctx=4096, kv_type="f32", flash_attn=backend.ctx.flash_attn))
     control = backend.model.tokenize(CONTROL)[0]
     unsayable = oracle_unsayable(tiny.model, backend)
     assert {control, pad} <= set(unsayable.tolist())

@@ -21,7 +21,7 @@ def ref(tiny_model):
 @pytest.fixture(scope="module")
 def llama(tiny_model):
     model = Model(tiny_model.model)
-    ctx = Context(model, ContextSettings(n_ctx=4096, kv_f32=True))
+    ctx = Context(model, ContextSettings(n_ctx=4096, kv_type="f32"))
     proj = Projector(tiny_model.mmproj, model, 0, use_gpu=False, flash_attn=-1)
     yield model, ctx, proj
     proj.close()
@@ -113,7 +113,7 @@ def test_vision_mlp_padding_is_exact(tmp_path, record):
     assert tensors["v.blk.0.ffn_up.weight"][:120].any()
 
     model = Model(tiny.model)
-    ctx = Context(model, ContextSettings(n_ctx=4096, kv_f32=True))
+    ctx = Context(model, ContextSettings(n_ctx=4096, kv_type="f32"))
     proj = Projector(tiny.mmproj, model, 0, use_gpu=False, flash_attn=-1)
     try:
         imgs = frames(4, (168, 252), n=2)
