@@ -117,6 +117,7 @@ class HFStream:
             pos = pos + self.next_pos
             out = self.model(input_ids=ids, pixel_values=inp.get("pixel_values"),
                              image_grid_thw=inp.get("image_grid_thw"), position_ids=pos, use_cache=True,
+                             logits_to_keep=1,  # what generate() passes: the last position's logits only
                              **{self.cache_kw: self.cache})
         self.cache = out.past_key_values if getattr(out, "past_key_values", None) is not None else self.cache
         self.next_pos = int(pos.max()) + 1
