@@ -2,7 +2,7 @@
 
 Qwen2.5-VL's vision MLP is 3,420 wide (the 3B), not a multiple of the 16/32 floats ggml's tiled CPU matrix
 multiply needs, so its down-projection ran on a row-by-row dot product. The converter now pads that width
-with zeros (``app/modelhub/convert.py``, ``VISION_FFN_MULTIPLE``; exact, see the parity test). This script
+with zeros (``app/modelhub/vision_pad.py``; exact, see the parity test). This script
 converts one set of random weights three ways (F16 plain, as before; F16 padded, the default; BF16 padded,
 ``--outtype bf16``) and times ``mtmd_encode_chunk`` alone on the same
 real frames, every variant once per round, round-robin, so that machine load hits all alike. It also checks
@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from app.core.config import usable_cores  # noqa: E402
 from app.engine.llama_native import Chunks, Model, Projector, init_backend  # noqa: E402
 from app.modelhub import convert as convert_mod  # noqa: E402
+from app.modelhub import vision_pad  # noqa: E402
 from bench._common import REPO, load_frames, machine_info, med, print_table, write_results  # noqa: E402
 from bench.model_3b import RandomCheckpoint, build, hf_shapes  # noqa: E402
 
@@ -36,13 +37,13 @@ FA = {"off": 0, "on": 1}
 def f16_mmproj(built: dict, work: Path, shape: str, padded: bool) -> Path:
     """The same weights as an F16 mmproj, padded or not (``VISION_FFN_MULTIPLE = 1``: the mmproj as before)."""
     out = work / "variants" / ("padded" if padded else "plain")
-    saved = convert_mod.VISION_FFN_MULTIPLE
-    convert_mod.VISION_FFN_MULTIPLE = saved if padded else 1
+    saved = vision_pad.VISION_FFN_MULTIPLE
+    vision_pad.VISION_FFN_MULTIPLE = saved if padded else 1
     try:
         res = convert_mod.convert(built["hf_dir"], out, outtype="f16", name=f"v-{shape}", overwrite=True,
                                   checkpoint=RandomCheckpoint(hf_shapes(built["config"])))
     finally:
-        convert_mod.VISION_FFN_MULTIPLE = saved
+        vision_pad.VISION_FFN_MULTIPLE = saved
     res.model.unlink()  # only the projector is compared; the text model is the BF16 build's
     return res.mmproj
 

@@ -24,27 +24,16 @@ import gguf
 import numpy as np
 
 from app.core.atomic import install_pair
-from app.core.errors import InputError
+from app.modelhub import vision_pad
+from app.modelhub.errors import ConversionError
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
+from app.modelhub.vocab import load_vocab
 
 SUPPORTED_ARCH = "Qwen2_5_VLForConditionalGeneration"
 OUTTYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
             "bf16": gguf.GGMLQuantizationType.BF16}
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
-
-
-# The vision MLP's hidden width is padded with zeros to a multiple of this. ggml's tiled CPU matrix
-# multiply (llamafile's tinyBLAS) takes a product only when its inner dimension is a multiple of the SIMD
-# width (16 floats for F16/F32 with AVX-512, 32 for BF16); the 3B's 3,420 is not, so its down-projection
-# fell back to a row-by-row dot product and the vision encoder ran at half speed. Zero rows in gate/up
-# (weights and bias) give silu(0)·0 = 0 and meet zero columns in down: the output is exactly the same.
-# Measured in docs/benchmarks.md §1 ("the vision encoder's own speed").
-VISION_FFN_MULTIPLE = 32
-
-
-class ConversionError(InputError):
-    """The input cannot be converted; the message names the file and what is wrong."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,8 +124,8 @@ class QwenVLConfig:
 
     @property
     def v_ffn_padded(self) -> int:
-        """The vision MLP's hidden width as written: rounded up to a multiple of :data:`VISION_FFN_MULTIPLE`."""
-        return -(-self.v_ffn // VISION_FFN_MULTIPLE) * VISION_FFN_MULTIPLE
+        """The vision MLP's hidden width as written (see :mod:`app.modelhub.vision_pad`)."""
+        return vision_pad.padded(self.v_ffn)
 
 
 def load_config(hf_dir: Path) -> QwenVLConfig:
@@ -185,31 +174,11 @@ def _take(i: int) -> Transform:
     return lambda xs: xs[0]
 
 
-def _pad_to(axis: int, size: int) -> Transform:
-    """Zero-pad the sole source along ``axis`` to ``size`` (see :data:`VISION_FFN_MULTIPLE`)."""
-    def f(xs: list[np.ndarray]) -> np.ndarray:
-        widths = [(0, 0)] * xs[0].ndim
-        widths[axis] = (0, size - xs[0].shape[axis])
-        return np.pad(xs[0], widths)
-    return f
-
-
 def _slice(axis: int, part: int, parts: int) -> Transform:
     def f(xs: list[np.ndarray]) -> np.ndarray:
         n = xs[0].shape[axis] // parts
         return np.take(xs[0], np.arange(part * n, (part + 1) * n), axis=axis)
     return f
-
-
-def _vision_ffn_axis(name: str) -> int | None:
-    """The axis of a vision MLP tensor that runs along the MLP's hidden width, else None."""
-    if ".mlp." not in name:
-        return None
-    if ".down_proj.weight" in name:
-        return 1  # [hidden, ffn]
-    if ".gate_proj." in name or ".up_proj." in name:
-        return 0  # [ffn, hidden] and the [ffn] bias
-    return None
 
 
 def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[TensorPlan]:
@@ -244,10 +213,10 @@ def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[
             if mapped is None:
                 unmapped.append(name)
                 continue
-            axis = _vision_ffn_axis(name)
+            axis = vision_pad.mlp_axis(name)
             if axis is not None and shape[axis] == cfg.v_ffn and cfg.v_ffn_padded != cfg.v_ffn:
                 padded = tuple(cfg.v_ffn_padded if i == axis else n for i, n in enumerate(shape))
-                plans.append(TensorPlan(mapped, (orig,), padded, _pad_to(axis, cfg.v_ffn_padded), True))
+                plans.append(TensorPlan(mapped, (orig,), padded, vision_pad.pad_transform(axis, cfg.v_ffn_padded), True))
                 continue
             plans.append(TensorPlan(mapped, (orig,), shape, _take(0), True))
         else:
@@ -259,67 +228,6 @@ def plan_tensors(cfg: QwenVLConfig, shapes: dict[str, tuple[int, ...]]) -> list[
     if unmapped:
         raise ConversionError(f"{len(unmapped)} tensor(s) have no GGUF name: {', '.join(unmapped[:8])}")
     return plans
-
-
-# ---------------------------------------------------------------------------------------------
-# Vocabulary
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Vocab:
-    tokens: list[str]
-    types: list[int]
-    merges: list[str]
-    ids: dict[str, int]  # added tokens by text
-    chat_template: str | None
-
-
-def load_vocab(hf_dir: Path, vocab_size: int) -> Vocab:
-    path = hf_dir / "tokenizer.json"
-    if not path.exists():
-        raise ConversionError(f"{path}: missing; the tokenizer is required to build the GGUF vocabulary")
-    try:
-        tj = json.loads(path.read_text(encoding="utf-8"))
-        model = tj["model"]
-        if model.get("type") != "BPE":
-            raise ConversionError(f"{path}: tokenizer model is {model.get('type')}, expected byte-level BPE")
-        vocab: dict[str, int] = dict(model["vocab"])
-        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-        added = tj.get("added_tokens", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ConversionError(f"{path}: malformed tokenizer ({e})") from e
-    reverse = {i: t for t, i in vocab.items()}
-    special: dict[int, bool] = {}
-    for a in added:
-        reverse[a["id"]] = a["content"]
-        special[a["id"]] = bool(a.get("special"))
-    if max(reverse) >= vocab_size:
-        raise ConversionError(f"{path}: token id {max(reverse)} ≥ vocab_size {vocab_size} in config.json")
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in reverse:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in special:
-            tokens.append(reverse[i])
-            types.append(gguf.TokenType.CONTROL if special[i] else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(reverse[i])
-            types.append(gguf.TokenType.NORMAL)
-    template = None
-    tc = hf_dir / "tokenizer_config.json"
-    if tc.exists():
-        template = json.loads(tc.read_text()).get("chat_template")
-    ct = hf_dir / "chat_template.jinja"
-    if template is None and ct.exists():
-        template = ct.read_text()
-    ctj = hf_dir / "chat_template.json"
-    if template is None and ctj.exists():
-        template = json.loads(ctj.read_text()).get("chat_template")
-    ids = {a["content"]: a["id"] for a in added}
-    for need in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>"):
-        if need not in ids:
-            raise ConversionError(f"{path}: Qwen special token {need} is missing")
-    return Vocab(tokens, [int(t) for t in types], merges, ids, template)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,8 +98,8 @@ def test_vision_mlp_padding_is_exact(tmp_path, record):
     matrix multiply takes the down-projection) and the model still matches transformers."""
     import gguf
 
-    from app.modelhub.convert import VISION_FFN_MULTIPLE
     from app.modelhub.tiny import TinySpec, build_tiny
+    from app.modelhub.vision_pad import VISION_FFN_MULTIPLE
 
     spec = TinySpec(vision_ffn=120)  # 120 % 32 = 24: padded to 128
     tiny = build_tiny(spec, tmp_path)

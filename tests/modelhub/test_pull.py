@@ -107,6 +107,26 @@ def test_gguf_pair_repo_is_pulled_without_conversion(hub, lib):
     assert not any("README" in r for r in hub.faults.requests)  # only the pair is downloaded
 
 
+def test_a_ready_projector_with_an_unpadded_vision_mlp_is_padded_on_import(hub, lib, tmp_path):
+    """A pair made by another converter (vision MLP 120 wide) is pulled as is, then its projector is padded."""
+    import gguf
+
+    from app.modelhub import vision_pad
+    from app.modelhub.tiny import TinySpec, build_tiny
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vision_pad, "VISION_FFN_MULTIPLE", 1)
+        other = build_tiny(TinySpec(vision_ffn=120), tmp_path / "other")
+    hub.repos["duet/other-gguf"] = {"m-f32.gguf": other.model.read_bytes(), "mmproj-m-f32.gguf": other.mmproj.read_bytes()}
+    events = []
+    entry = PullJob("duet/other-gguf", quant="F16", library=lib, progress=events.append).run()
+    assert sha(entry.model) == sha(other.model)
+    assert any("Padding the vision projector" in e.message for e in events)
+    widths = {int(t.shape[0]) for t in gguf.GGUFReader(str(entry.mmproj)).tensors if t.name.endswith("ffn_down.weight")}
+    assert widths == {128}
+    assert vision_pad.padded_width(entry.mmproj) is None
+
+
 def test_corrupting_mirror_is_refused_and_nothing_imported(hub, lib):
     hub.faults.corrupt = {"model.safetensors"}
     with pytest.raises(HubError) as e:
