@@ -120,9 +120,9 @@ class Model:
             self.ptr = None
 
 
-# The KV cache's element type. BF16 is the dtype MMDuet2 was trained and is served in by transformers;
-# on a CPU with AVX-512 BF16 ggml multiplies it natively, which makes attention over a long history
-# faster than F16 there (docs/benchmarks.md §2). F32 is for parity checks.
+# The KV cache's element type. F16 is llama.cpp's default and Duet's. BF16 is the dtype MMDuet2 was
+# trained in and transformers keeps its cache in, so the like-for-like comparison with it uses BF16
+# (docs/benchmarks.md §2); on a CPU with AVX-512 BF16 ggml multiplies it natively. F32 is for parity checks.
 KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "bf16": 30, "f32": llama_cpp.GGML_TYPE_F32}  # 30: ggml.h's GGML_TYPE_BF16
 
 
