@@ -53,14 +53,16 @@ def test_live_source_skips_by_itself_and_is_counted_once():
 
 
 def test_session_falls_behind_and_stays_live(tiny_model, vtest_avi):
-    """A 1 ms interval no machine can follow: 'live' skips stale frames, the clock keeps video time, and
-    tokens per frame come down to the minimum; 'keep' uses every frame."""
+    """A 0.1 ms interval no machine can follow: 'live' skips stale frames, the clock keeps video time, and
+    tokens per frame come down to the minimum; 'keep' uses every frame. (At 1 ms, a tiny-model step at the
+    minimum 16 tokens a frame once came in under the 2 ms its two frames cover.)"""
+    interval = 1e-4
     res = {}
     for policy in ("keep", "live"):
         with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=4096, n_gpu_layers=0)) as b:
             cfg = SessionConfig(interval=0.1, frames_per_turn=2, tokens_per_frame=64,
                                 talkativeness=-30.0, cadence=policy, min_tokens_per_frame=16)
-            cfg.interval = 0.001  # below the settings' floor on purpose: no machine can follow it
+            cfg.interval = interval  # below the settings' floor on purpose: no machine can follow it
             s = ProactiveSession(b, cfg)
             with VideoFileSource(vtest_avi, realtime=False) as src:
                 out = []
@@ -77,6 +79,6 @@ def test_session_falls_behind_and_stays_live(tiny_model, vtest_avi):
     skipped = live[-1].cadence.frames_skipped
     indices = [f.index for r in live for f in r.frames]
     assert skipped > 0 and indices[-1] - indices[0] == 7 + skipped  # the frames not shown are exactly the ones counted
-    assert live[-1].video_time == pytest.approx((8 + skipped) * 0.001)
+    assert live[-1].video_time == pytest.approx((8 + skipped) * interval)
     assert live[-1].cadence.tokens_per_frame == 16
     assert live[-1].to_json()["cadence"]["frames_skipped"] == skipped
