@@ -65,9 +65,9 @@ class LlamaSettings:
         """llama.cpp's flash-attention setting for the text model or the projector.
 
         "auto" on a GPU is llama.cpp's own choice. On the CPU it is off for the text model and on for
-        the projector: ggml's CPU flash-attention kernel walks one query row at a time, so a turn's
-        image prefill over a long history ran 2.4× slower with it (docs/benchmarks.md §2), while the
-        vision encoder's short sequences ran faster with it (§1)."""
+        the projector: ggml's CPU flash-attention kernel walks one query row at a time, so a step over a
+        long history took twice as long with it (docs/benchmarks.md §2), while the vision encoder's short
+        sequences ran faster with it (§1)."""
         if self.flash_attn != "auto":
             return {"on": 1, "off": 0}[self.flash_attn]
         if on_gpu:
