@@ -11,12 +11,9 @@ Outputs are written under a temporary name and renamed, so an interrupted run le
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import numpy as np
 from app.core.atomic import install_pair
 from app.modelhub import vision_pad
 from app.modelhub.errors import ConversionError
+from app.modelhub.gguf_write import write_gguf
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 from app.modelhub.vocab import load_vocab
 
@@ -259,36 +257,6 @@ def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     return gguf.quants.quantize(arr, qtype)
 
 
-def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
-           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> Path:
-    """Write one GGUF to a temporary sibling of ``path`` and fsync it; the caller renames it into place."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        w = gguf.GGUFWriter(str(tmp), arch)
-        kv(w)
-        for name, data, qtype in tensors:
-            w.add_tensor(name, data, raw_dtype=None if qtype in (gguf.GGMLQuantizationType.F32,
-                                                                   gguf.GGMLQuantizationType.F16) else qtype)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        return tmp
-    except OSError as e:
-        # numpy's tofile reports a short write as "N requested and M written", without an errno:
-        # on a filesystem with no room left that is the full disk, and the user should read so.
-        full = e.errno is None and "requested and" in str(e) and shutil.disk_usage(tmp.parent).free < (1 << 20)
-        tmp.unlink(missing_ok=True)
-        if full:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name: str | None = None,
             overwrite: bool = False, checkpoint: SafetensorsCheckpoint | None = None) -> ConversionResult:
     """Convert a Qwen2.5-VL checkpoint folder into ``{name}-{outtype}.gguf`` + ``mmproj-{name}-{outtype}.gguf``.
@@ -382,9 +350,9 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
 
     staged: list[tuple[Path, Path]] = []
     try:  # both files are written in full before either replaces anything: a pair or nothing
-        staged.append((_write(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False)),
+        staged.append((write_gguf(model_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN2VL], text_kv, tensors(False)),
                        model_path))
-        staged.append((_write(mmproj_path, "clip", vision_kv, tensors(True)), mmproj_path))
+        staged.append((write_gguf(mmproj_path, "clip", vision_kv, tensors(True)), mmproj_path))
         install_pair(staged)
     except BaseException:
         for tmp, _ in staged:

@@ -19,6 +19,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from app.modelhub.gguf_write import write_gguf
+
 # The vision MLP's hidden width is padded with zeros to a multiple of this. ggml's tiled CPU matrix
 # multiply (llamafile's tinyBLAS) takes a product only when its inner dimension is a multiple of the SIMD
 # width (16 floats for F16/F32 with AVX-512, 32 for BF16); the 3B's 3,420 is not, so its down-projection
@@ -63,10 +65,9 @@ def _ffn_tensors(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderTensor]:
     return {t.name: t for t in reader.tensors if t.name.startswith("v.blk.") and ".ffn_" in t.name}
 
 
-def padded_width(path: Path | str) -> int | None:
-    """The width :func:`pad_vision_mlp` would pad ``path``'s vision MLP to, or None when there is nothing to do:
+def _width_and_padded(r: gguf.GGUFReader) -> tuple[int, int] | None:
+    """(the vision MLP's width, the width to pad it to) for an opened file, or None when there is nothing to do:
     not a Qwen2.5-VL projector, already a multiple, or quantized MLP weights (their blocks cannot be padded)."""
-    r = gguf.GGUFReader(str(path))
     proj = r.fields.get("clip.projector_type")
     if proj is None or proj.contents() != _PROJECTOR:
         return None
@@ -77,7 +78,13 @@ def padded_width(path: Path | str) -> int | None:
     width = int(down.shape[0])  # GGUF order: ne0 (the inner dimension) first
     if padded(width) == width or any(t.tensor_type not in _FLOAT_TYPES for t in ffn.values()):
         return None
-    return padded(width)
+    return width, padded(width)
+
+
+def padded_width(path: Path | str) -> int | None:
+    """The width :func:`pad_vision_mlp` would pad ``path``'s vision MLP to, or None when there is nothing to do."""
+    plan = _width_and_padded(gguf.GGUFReader(str(path)))
+    return plan[1] if plan else None
 
 
 def _padded(t: gguf.ReaderTensor, width: int, new: int) -> np.ndarray:
@@ -99,15 +106,13 @@ def _padded(t: gguf.ReaderTensor, width: int, new: int) -> np.ndarray:
 def pad_vision_mlp(src: Path | str, dst: Path | str) -> bool:
     """Write ``src`` to ``dst`` with the vision MLP padded; False (and nothing written) when nothing is to do.
     ``dst`` appears whole or not at all."""
-    new = padded_width(src)
-    if new is None:
-        return False
     r = gguf.GGUFReader(str(src))
-    width = int(_ffn_tensors(r)["v.blk.0.ffn_down.weight"].shape[0])
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
-    try:
-        w = gguf.GGUFWriter(str(tmp), r.fields["general.architecture"].contents())
+    plan = _width_and_padded(r)
+    if plan is None:
+        return False
+    width, new = plan
+
+    def kv(w: gguf.GGUFWriter) -> None:
         for key, f in r.fields.items():
             if key.startswith("GGUF.") or key == "general.architecture":
                 continue
@@ -117,19 +122,9 @@ def pad_vision_mlp(src: Path | str, dst: Path | str) -> bool:
                 w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
             else:
                 w.add_key_value(key, f.contents(), f.types[0])
-        for t in r.tensors:
-            is_ffn = t.name.startswith("v.blk.") and ".ffn_" in t.name
-            data = _padded(t, width, new) if is_ffn else np.asarray(t.data)
-            raw = None if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) \
-                else t.tensor_type
-            w.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=raw)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    tensors = ((t.name, np.ascontiguousarray(_padded(t, width, new) if ".ffn_" in t.name and t.name.startswith("v.blk.")
+                                             else t.data), t.tensor_type) for t in r.tensors)
+    dst = Path(dst)
+    os.replace(write_gguf(dst, r.fields["general.architecture"].contents(), kv, tensors), dst)
     return True
