@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--with-flash-attn-on", action="store_true",
                     help="also step a second engine with flash attention forced on (the default before "
                          "2026-11-27 on the CPU), in the same lockstep")
+    ap.add_argument("--with-chunked", action="store_true",
+                    help="also step a second engine that evaluates each turn chunk by chunk (text as token ids, each "
+                         "frame apart: the way before one-pass turns), in the same lockstep")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                     help="f32: an F16 GGUF pair for the engine, the same values in float32 for transformers; bf16: a "
                          "BF16 GGUF pair (patch kernels F32) and bfloat16 in transformers, bit for bit the same weights "
@@ -174,6 +177,9 @@ def main() -> None:
     eng_fa = (LlamaBackend(built["f16"], built["mmproj"], LlamaSettings(
         n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0, kv_type=kv, flash_attn="on"))
         if a.with_flash_attn_on else None)
+    eng_chunked = (LlamaBackend(built["f16"], built["mmproj"], LlamaSettings(
+        n_ctx=n_ctx, n_gpu_layers=-1 if a.gpu else 0, embed_cache_mib=0, kv_type=kv, one_pass=False))
+        if a.with_chunked else None)
     hf = HFStream(built["hf_dir"], built["config"], threads, "cuda" if a.gpu else "cpu", bf16=a.dtype == "bf16")
     eng_device = eng.device
     log = []
@@ -185,11 +191,13 @@ def main() -> None:
             r = eng.step(imgs, "", talkativeness=QUIET, max_new_tokens=8)
             e_logits = eng.last_logits
             fa_ms = eng_fa.step(imgs, "", talkativeness=QUIET, max_new_tokens=8).timings.total_ms if eng_fa else None
+            ch_ms = (eng_chunked.step(imgs, "", talkativeness=QUIET, max_new_tokens=8).timings.total_ms
+                     if eng_chunked else None)
             h_logits, h_ms, h_tokens = hf.step(imgs, tail)
             e_speak, e_top = decision(e_logits, eng._unsayable, eng._quiet_ids)
             h_speak, h_top = decision(h_logits, eng._unsayable, eng._quiet_ids)
             log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms, "engine_silent": r.silent,
-                        "engine_fa_on_ms": fa_ms,
+                        "engine_fa_on_ms": fa_ms, "engine_chunked_ms": ch_ms,
                         "engine_vision_ms": r.timings.vision_ms, "engine_image_prefill_ms": r.timings.image_prefill_ms,
                         "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.kv_cells, "hf_tokens_fed": h_tokens,
                         "hf_positions": hf.next_pos, "engine_positions": eng.n_past,
@@ -203,8 +211,9 @@ def main() -> None:
         cur, peak = rss_mib()
     finally:
         eng.close()
-        if eng_fa:
-            eng_fa.close()
+        for other in (eng_fa, eng_chunked):
+            if other:
+                other.close()
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -217,9 +226,10 @@ def main() -> None:
             continue
         em, hm = window(t, "engine_ms"), window(t, "hf_ms")
         fm = window(t, "engine_fa_on_ms") if eng_fa else float("nan")
-        rows.append([t, em, hm, hm / em, fm, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
+        cm = window(t, "engine_chunked_ms") if eng_chunked else float("nan")
+        rows.append([t, em, hm, hm / em, fm, cm, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
         points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em}
-                      | ({"engine_fa_on_ms": fm} if eng_fa else {}))
+                      | ({"engine_fa_on_ms": fm} if eng_fa else {}) | ({"engine_chunked_ms": cm} if eng_chunked else {}))
     agree = sum(e["speaks_engine"] == e["speaks_hf"] for e in log)
     top1 = sum(e["top1_engine"] == e["top1_hf"] for e in log)
     same_pos = all(e["engine_positions"] == e["hf_positions"] for e in log)
@@ -227,7 +237,7 @@ def main() -> None:
                 f"{a.dtype} weights, engine KV {kv}, {threads} threads each, "
                 f"2 frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px, median of turns t±1 (ms)",
                 ["turn", "engine", "transformers + past_key_values", "ratio", "engine, flash attn on",
-                 "engine KV cells", "tokens fed (HF)"], rows)
+                 "engine, chunk by chunk", "engine KV cells", "tokens fed (HF)"], rows)
     print(f"decisions (speak/silent at talkativeness 0) agree on {agree}/{len(log)} turns; top-1 first token on "
           f"{top1}/{len(log)}; positions {'identical on every turn' if same_pos else 'DIFFER'}")
     write_results(f"hf_vs_engine_{a.shape}" + ("_bf16" if a.dtype == "bf16" else "") + ("_quick" if a.quick else "")

@@ -36,15 +36,21 @@ class StepTimings:
     """Milliseconds spent in each phase of one step."""
 
     vision_ms: float = 0.0  # the vision encoder alone on the new frames (0 for frames reused from the cache)
-    image_prefill_ms: float = 0.0  # the text model's pass over the frames' image embeddings
-    prefill_ms: float = 0.0  # text tokens of the new turn (incl. the previous NO REPLY tail)
+    # The text model's pass over the new turn. The engine evaluates a turn in one batch (text and frames
+    # together, the faster way), so all of it is in prefill_ms; evaluated chunk by chunk
+    # (LlamaSettings.one_pass off), the part over the frames' embeddings is timed apart in image_prefill_ms.
+    image_prefill_ms: float = 0.0
+    prefill_ms: float = 0.0  # the turn's text (incl. the previous NO REPLY tail), or the whole turn in one pass
     decode_ms: float = 0.0  # sampling loop; zero on a silent step
     total_ms: float = 0.0
 
     def describe(self) -> str:
         """One line for a status bar: where the step's time went."""
-        return (f"vision {self.vision_ms:.0f} ms · image {self.image_prefill_ms:.0f} ms · text "
-                f"{self.prefill_ms:.0f} ms · decode {self.decode_ms:.0f} ms")
+        if self.image_prefill_ms:
+            llm = f"image {self.image_prefill_ms:.0f} ms · text {self.prefill_ms:.0f} ms"
+        else:
+            llm = f"prompt {self.prefill_ms:.0f} ms"
+        return f"vision {self.vision_ms:.0f} ms · {llm} · decode {self.decode_ms:.0f} ms"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Per step it evaluates only what is new on top of the KV cache: the tail of the p
 turn, the new user turn (frames encoded once, here and never again; a frame identical to one already
 encoded reuses its embeddings, see :mod:`app.engine.embed_cache`) and the generation prompt.
 A step is three phases, each a method: **prefill** (evict if needed, encode the frames, evaluate
-the turn), **decide** (speak or stay silent, read from the first token's logits: "instant
+the turn, text and frames in one batch of embeddings: see :mod:`app.engine.token_embd`), **decide** (speak or stay silent, read from the first token's logits: "instant
 silence"; a silent step runs no decode loop, and its ``NO REPLY<|im_end|>`` tokens ride in the next
 step's batch) and **reply** (greedy decoding under :class:`~app.engine.reply_guard.ReplyGuard`).
 
@@ -43,6 +43,7 @@ from app.engine.llama_native import (
     system_info,
 )
 from app.engine.reply_guard import ReplyGuard, trim_to_sentence
+from app.engine.token_embd import TokenEmbeddings
 from app.modelhub.validate import ModelFileError, check_pair
 
 log = logging.getLogger("duet.engine")
@@ -60,6 +61,7 @@ class LlamaSettings:
     embed_cache_mib: int = 64  # vision embeddings kept for frames seen again (0 = off); ~1 MiB a 3B frame
     near_identical: float = 0.0  # > 0: also reuse for frames this close (grey levels, see embed_cache); 0 = off
     guard: ReplyGuard = field(default_factory=ReplyGuard)  # reply length cap and loop guard
+    one_pass: bool = True  # a turn as one batch of embeddings; False: chunk by chunk (times frames apart)
 
     def flash_attn_type(self, *, on_gpu: bool, projector: bool) -> int:
         """llama.cpp's flash-attention setting for the text model or the projector.
@@ -130,6 +132,7 @@ class LlamaBackend:
                     flash_attn=s.flash_attn_type(on_gpu=gpu and s.mmproj_on_gpu, projector=True))))
             except RuntimeError as e:
                 raise BackendError(str(e)) from e
+            self.token_embd = self._token_embeddings(Path(model_path))
             self._handles = stack.pop_all()
         self.device = self._describe_device(gpu, n_layers)
         self.n_ctx = self.ctx.n_ctx
@@ -141,6 +144,18 @@ class LlamaBackend:
         self._quiet_ids = np.array([self._no_reply_first, *eog])
         self._unsayable = self.model.unsayable()
         self.reset(protocol.SYSTEM_PROMPT)
+
+    def _token_embeddings(self, model_path: Path) -> TokenEmbeddings | None:
+        """The input-embedding table for one-pass turns, or None (chunk by chunk) when asked so or when
+        this model's text rows cannot share a batch with its image rows."""
+        where = self.info.token_embd
+        if not self.settings.one_pass or where is None or where.shape[1] != self.model.n_embd_inp:
+            return None
+        try:
+            return TokenEmbeddings(model_path, where)
+        except (ValueError, NotImplementedError, OSError) as e:  # a quantization gguf-py cannot read
+            log.warning("evaluating turns chunk by chunk: %s", e)
+            return None
 
     @staticmethod
     def _describe_device(gpu: bool, n_layers: int) -> str:
@@ -225,7 +240,6 @@ class LlamaBackend:
             chunks = Chunks(self.proj, head + user, images)
         except RuntimeError as e:
             raise BackendError(str(e)) from e
-        reused = 0
         with chunks:
             reserve = self.settings.reserve or max(16, max_new_tokens + 8)
             self._evict(chunks.n_tokens + reserve)
@@ -236,31 +250,60 @@ class LlamaBackend:
                 prev.end = turn_start
                 prev.cells += n_head_tokens
             rec = _TurnRecord(index=self.turns_seen, start=turn_start, dialogue=bool(text.strip()))
-            pos = self.n_past
-            last = len(chunks.info) - 1
-            frames = iter(images)
+            evaluate = self._eval_one_pass if self.token_embd is not None else self._eval_chunked
             try:
-                for i, ci in enumerate(chunks.info):
-                    if ci.is_image:
-                        embd, hit = self._embeddings(chunks, i, next(frames), timings)
-                        reused += hit
-                        t0 = time.perf_counter()
-                        new_pos = chunks.decode_image(self.ctx, i, pos, embd)
-                        timings.image_prefill_ms += (time.perf_counter() - t0) * 1e3
-                        rec.images.append(_Span(pos, new_pos, ci.n_tokens))
-                    else:
-                        t0 = time.perf_counter()
-                        new_pos = chunks.eval_chunk(self.ctx, i, pos, logits_last=(i == last))
-                        timings.prefill_ms += (time.perf_counter() - t0) * 1e3
-                    pos = new_pos
+                self.n_past, reused = evaluate(chunks, images, self.n_past, rec, timings)
             except RuntimeError as e:
                 raise BackendError(str(e)) from e
             rec.cells = chunks.n_tokens - n_head_tokens
             self.n_cells += chunks.n_tokens
-            self.n_past = pos
         self.turns.append(rec)
         self.turns_seen += 1
         return rec, reused
+
+    def _eval_one_pass(self, chunks: Chunks, images: list[np.ndarray], pos: int, rec: _TurnRecord,
+                       timings: StepTimings) -> tuple[int, int]:
+        """Evaluate the whole prompt as one batch of embeddings (text rows looked up, frames encoded or
+        reused) at their M-RoPE positions; returns the next position and the frames reused. One pass
+        reads the weights once per turn instead of once per chunk (app.engine.token_embd says why)."""
+        rows, positions, reused = [], [], 0
+        frames = iter(images)
+        for i, ci in enumerate(chunks.info):
+            if ci.is_image:
+                embd, hit = self._embeddings(chunks, i, next(frames), timings)
+                reused += hit
+                rows.append(embd.reshape(ci.n_tokens, -1))
+                rec.images.append(_Span(pos, pos + ci.n_pos, ci.n_tokens))
+            else:
+                rows.append(self.token_embd.lookup(chunks.text_tokens(i)))
+            positions.append(chunks.positions(i, pos))
+            pos += ci.n_pos
+        t0 = time.perf_counter()
+        self.ctx.decode_embeddings(np.concatenate(rows), np.concatenate(positions, axis=1), logits_last=True)
+        timings.prefill_ms += (time.perf_counter() - t0) * 1e3
+        return pos, reused
+
+    def _eval_chunked(self, chunks: Chunks, images: list[np.ndarray], pos: int, rec: _TurnRecord,
+                      timings: StepTimings) -> tuple[int, int]:
+        """Evaluate the prompt chunk by chunk (text as token ids, each frame's embeddings apart): one pass
+        of the model per chunk, slower, but it times the frames' pass apart from the text's."""
+        reused = 0
+        last = len(chunks.info) - 1
+        frames = iter(images)
+        for i, ci in enumerate(chunks.info):
+            if ci.is_image:
+                embd, hit = self._embeddings(chunks, i, next(frames), timings)
+                reused += hit
+                t0 = time.perf_counter()
+                new_pos = chunks.decode_image(self.ctx, i, pos, embd)
+                timings.image_prefill_ms += (time.perf_counter() - t0) * 1e3
+                rec.images.append(_Span(pos, new_pos, ci.n_tokens))
+            else:
+                t0 = time.perf_counter()
+                new_pos = chunks.eval_chunk(self.ctx, i, pos, logits_last=(i == last))
+                timings.prefill_ms += (time.perf_counter() - t0) * 1e3
+            pos = new_pos
+        return pos, reused
 
     def _embeddings(self, chunks: Chunks, i: int, frame: np.ndarray, timings: StepTimings) -> tuple[np.ndarray, bool]:
         """Image chunk ``i``'s vision embeddings: from the cache when this frame was seen, else encoded."""
@@ -357,6 +400,8 @@ class LlamaBackend:
     def close(self) -> None:
         """Free the projector, context and model (in that order); safe to call twice."""
         handles = getattr(self, "_handles", None)
+        if getattr(self, "token_embd", None) is not None:
+            self.token_embd.close()
         if handles is not None:
             handles.close()
 

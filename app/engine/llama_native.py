@@ -188,6 +188,37 @@ class Context:
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed ({rc}): the context is full or out of memory")
 
+    def decode_embeddings(self, embd: np.ndarray, pos: np.ndarray, logits_last: bool = True) -> None:
+        """Evaluate input embeddings (``n × n_embd_inp`` float32) at M-RoPE positions ``pos`` (``4 × n``:
+        the t, y, x and z sections, as libmtmd lays them out), in batches of ``n_batch``.
+
+        This is how a whole turn — text and frames — goes in at once: llama.cpp's batches hold either
+        token ids or embeddings, never both, so the text comes as embeddings too (app.engine.token_embd).
+        The ``llama_batch`` is built over numpy arrays here because ``llama_batch_init`` sizes ``pos`` for
+        one position per entry, and M-RoPE embeddings need four (section-major)."""
+        n = len(embd)
+        if embd.dtype != np.float32 or embd.ndim != 2 or pos.shape != (4, n):
+            raise ValueError(f"need n × n_embd float32 embeddings and 4 × n positions, got {embd.shape} {embd.dtype}, {pos.shape}")
+        seq0 = (llama_cpp.llama_seq_id * 1)(0)
+        for start in range(0, n, self.n_batch):
+            m = min(self.n_batch, n - start)
+            e = np.ascontiguousarray(embd[start:start + m])
+            p = np.ascontiguousarray(pos[:, start:start + m], dtype=np.int32)  # section-major
+            n_seq = np.ones(m, dtype=np.int32)
+            seq_ids = (ctypes.POINTER(llama_cpp.llama_seq_id) * m)(*([seq0] * m))
+            logits = np.zeros(m, dtype=np.int8)
+            if logits_last and start + m == n:
+                logits[-1] = 1
+            b = llama_cpp.llama_batch(
+                n_tokens=m, token=None, embd=e.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                pos=p.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos)),
+                n_seq_id=n_seq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+                seq_id=ctypes.cast(seq_ids, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))),
+                logits=logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)))
+            rc = llama_cpp.llama_decode(self.ptr, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}): the context is full or out of memory")
+
     def last_logits(self, n_vocab: int) -> np.ndarray:
         ptr = llama_cpp.llama_get_logits_ith(self.ptr, -1)
         return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
@@ -280,6 +311,26 @@ class Chunks:
         # The helper's text path adds to *new_n_past instead of setting it; the chunk's own n_pos is
         # the reliable advance (max(nx, ny) for a Qwen image, the token count for text).
         return n_past + self.info[i].n_pos
+
+    def text_tokens(self, i: int) -> np.ndarray:
+        """Text chunk ``i``'s token ids."""
+        if self.info[i].is_image:
+            raise ValueError(f"chunk {i} is an image, not text")
+        n = ctypes.c_size_t(0)
+        ptr = mtmd_cpp.mtmd_input_chunk_get_tokens_text(mtmd_cpp.mtmd_input_chunks_get(self.ptr, i), ctypes.byref(n))
+        return np.ctypeslib.as_array(ptr, shape=(n.value,)).astype(np.int32) if n.value else np.zeros(0, np.int32)
+
+    def positions(self, i: int, n_past: int) -> np.ndarray:
+        """Chunk ``i``'s M-RoPE positions at ``n_past``, ``4 × n_tokens`` (t, y, x, z), as llama.cpp uses them:
+        a text token's position in all four sections; an image's from libmtmd (same t, its rows and columns)."""
+        n = self.info[i].n_tokens
+        if not self.info[i].is_image:
+            return np.broadcast_to(np.arange(n_past, n_past + n, dtype=np.int32), (4, n)).copy()
+        image = mtmd_cpp.mtmd_input_chunk_get_tokens_image(mtmd_cpp.mtmd_input_chunks_get(self.ptr, i))
+        out = (mtmd_cpp.mtmd_decoder_pos * n)()
+        mtmd_cpp.mtmd_helper_image_get_decoder_pos(image, n_past, out)
+        txyz = np.ctypeslib.as_array(ctypes.cast(out, ctypes.POINTER(ctypes.c_uint32)), shape=(n, 4))  # t, x, y, z
+        return np.ascontiguousarray(txyz[:, [0, 2, 1, 3]].T, dtype=np.int32)
 
     def encode_image(self, i: int) -> np.ndarray:
         """Run the vision encoder alone on image chunk ``i``; returns a copy of its embeddings

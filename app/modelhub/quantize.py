@@ -45,8 +45,12 @@ def narrow_tensors(path: Path) -> list[str]:
 
 
 def quantize(src: Path | str, qtype: str, out: Path | str | None = None, *, overwrite: bool = False,
-             threads: int = 0) -> QuantizeResult:
-    """Quantize ``src`` to ``qtype`` (e.g. Q4_K_M); output defaults to ``<stem>-<qtype>.gguf`` beside it."""
+             threads: int = 0, token_embd_type: str | None = None) -> QuantizeResult:
+    """Quantize ``src`` to ``qtype`` (e.g. Q4_K_M); output defaults to ``<stem>-<qtype>.gguf`` beside it.
+
+    ``token_embd_type`` (a ggml type name such as ``Q4_K``) overrides the embedding table's type, as
+    llama-quantize's ``--token-embedding-type`` does; by default llama.cpp picks it (Q6_K for the K-quant
+    mixes of a model whose output head shares the table, as Qwen2.5-VL-3B's does)."""
     import llama_cpp
 
     src = Path(src)
@@ -69,6 +73,11 @@ def quantize(src: Path | str, qtype: str, out: Path | str | None = None, *, over
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[qtype]
     params.nthread = threads
+    if token_embd_type is not None:
+        try:
+            params.token_embedding_type = gguf.GGMLQuantizationType[token_embd_type.upper()].value
+        except KeyError:
+            raise QuantizeError(f"token_embd_type {token_embd_type}: not a ggml type name") from None
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0 or not tmp.exists():

@@ -19,6 +19,16 @@ class ModelFileError(InputError):
 
 
 @dataclass(frozen=True)
+class TensorLocation:
+    """Where one tensor's data lies in a GGUF file, so it can be memory-mapped without re-parsing."""
+
+    offset: int  # absolute byte offset in the file
+    n_bytes: int
+    ggml_type: int  # a gguf.GGMLQuantizationType value
+    shape: tuple[int, ...]  # numpy order (rows, columns): (n_vocab, n_embd) for token_embd
+
+
+@dataclass(frozen=True)
 class PairInfo:
     model: Path
     mmproj: Path
@@ -27,6 +37,7 @@ class PairInfo:
     vocab_size: int
     file_type: int | None
     projector: str
+    token_embd: TensorLocation | None = None  # the input embedding matrix (see app.engine.token_embd)
 
 
 def _read_meta(path: Path, role: str) -> dict:
@@ -56,6 +67,10 @@ def _read_meta(path: Path, role: str) -> dict:
         except Exception:
             continue
     meta["__n_tensors__"] = len(reader.tensors)
+    for t in reader.tensors:
+        if t.name == "token_embd.weight":
+            meta["__token_embd__"] = TensorLocation(int(t.data_offset), int(t.n_bytes), int(t.tensor_type),
+                                                    tuple(int(d) for d in reversed(t.shape)))
     return meta
 
 
@@ -84,7 +99,8 @@ def check_pair(model: Path | str, mmproj: Path | str) -> PairInfo:
         raise ModelFileError(
             f"{mmproj} does not belong to {model}: it projects to {proj_dim} dimensions but the model has {n_embd}")
     return PairInfo(model, mmproj, n_embd, int(m.get("qwen2vl.block_count", 0)),
-                    len(m.get("tokenizer.ggml.tokens", [])), m.get("general.file_type"), proj)
+                    len(m.get("tokenizer.ggml.tokens", [])), m.get("general.file_type"), proj,
+                    m.get("__token_embd__"))
 
 
 def find_mmproj(model: Path) -> Path | None:

@@ -250,7 +250,7 @@ class SessionStatus:
     def show_step(self, r: StepResult, interval: float) -> None:
         video_s = max(1e-6, len(r.frames) * (interval or 1.0))
         self.latency_label.setText(f"step {r.timings.total_ms:.0f} ms")
-        self.latency_label.setToolTip(r.timings.describe())  # vision encoder / image / text / decode
+        self.latency_label.setToolTip(r.timings.describe())  # vision encoder / text model's pass / decode
         if r.cadence is not None:  # what the cadence policy chose when the machine is slower than the video
             self.rtf_label.setText(f"RTF {r.cadence.realtime_factor:.2f}"
                                    + (f" · {r.cadence.describe()}" if r.cadence.behind else ""))
