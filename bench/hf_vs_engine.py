@@ -8,7 +8,12 @@ with a transformers model holding exactly the random weights the engine's GGUF w
 
 Both follow a silent stream (no turn speaks, as most turns of a real stream do): the engine decides
 under talkativeness −30 (``NO REPLY``, or an empty turn when a random model's first token is
-``<|im_end|>``), and transformers gets exactly the tail the engine will evaluate next. What is compared each turn, from each side's own first-token logits (unsayable ids masked on
+``<|im_end|>``), and transformers follows the same text. The demo calls ``generate()`` every turn, so a
+silent turn there is the prefill *and* ``NO REPLY`` decoded token by token (one forward per token, the
+``<|im_end|>`` that ends it needs none); transformers does that here (``HFStream.decode``), timed apart, so
+each run reports the ratio against the demo's whole step and against its prefill alone (the like-for-like
+share of the work; ``--hf-prefill-only`` skips the decoding). The engine decides silence from the first
+token's logits and evaluates ``NO REPLY<|im_end|>`` at the head of the next turn's batch. What is compared each turn, from each side's own first-token logits (unsayable ids masked on
 both): the silent/speak decision at talkativeness 0 and the top-1 first token.
 
 Transformers' own M-RoPE bookkeeping is wrong for images after the first turn when a cache is kept
@@ -90,6 +95,13 @@ class HFStream:
         ref.model = model
         ref.image_token_id = model.config.image_token_id
         self.ref, self.model = ref, model
+        # The vision tower's own time, as the engine's StepTimings.vision_ms (hooks cost microseconds; on a GPU,
+        # whose kernels run asynchronously, it is launch time only).
+        self.vision_ms = 0.0
+        visual = model.model.visual
+        visual.register_forward_pre_hook(lambda *_: setattr(self, "_v0", time.perf_counter()))
+        visual.register_forward_hook(lambda *_: setattr(
+            self, "vision_ms", self.vision_ms + (time.perf_counter() - self._v0) * 1e3))
         self.cache_kw = "cache"  # transformers ≥ 5.x; `past_key_values` is its deprecated name
         self.reset()
 
@@ -105,6 +117,7 @@ class HFStream:
         from app.modelhub.hf_reference import MARKER
 
         torch = self.torch
+        self.vision_ms = 0.0
         t0 = time.perf_counter()
         text = tail + protocol.user_turn(len(images), "", MARKER) + protocol.assistant_prefix(False)
         inp = {k: (v.to(self.device, self.dtype) if k == "pixel_values" else v.to(self.device))
@@ -123,6 +136,24 @@ class HFStream:
         self.next_pos = int(pos.max()) + 1
         logits = out.logits[0, -1].float().cpu().numpy()  # .cpu() waits for the GPU: the time below is whole
         return logits, (time.perf_counter() - t0) * 1e3, int(ids.shape[1])
+
+    def decode(self, text: str) -> float:
+        """What ``generate()`` does after the prefill when the model says ``text`` and then ``<|im_end|>``: one
+        forward per token of ``text`` (each yields the next token's logits; ``<|im_end|>`` ends the loop
+        without one). The demo calls ``generate()`` every turn, so a silent turn pays this for ``NO REPLY``;
+        returns ms. Text positions advance by one in all three M-RoPE sections."""
+        torch = self.torch
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for tok in self.ref.tokenizer.encode(text, add_special_tokens=False):
+                ids = torch.tensor([[tok]], device=self.device)
+                pos = torch.full((3, 1, 1), self.next_pos, device=self.device, dtype=torch.long)
+                out = self.model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=1,
+                                 **{self.cache_kw: self.cache})
+                self.cache = out.past_key_values if getattr(out, "past_key_values", None) is not None else self.cache
+                self.next_pos += 1
+                out.logits[0, -1].float().cpu()  # generate() reads every step's logits (and waits for a GPU)
+        return (time.perf_counter() - t0) * 1e3
 
 
 def decision(logits: np.ndarray, unsayable: np.ndarray, quiet: np.ndarray) -> tuple[bool, int]:
@@ -146,6 +177,10 @@ def main() -> None:
     ap.add_argument("--with-chunked", action="store_true",
                     help="also step a second engine that evaluates each turn chunk by chunk (text as token ids, each "
                          "frame apart: the way before one-pass turns), in the same lockstep")
+    ap.add_argument("--hf-prefill-only", action="store_true",
+                    help="transformers evaluates each turn and stops at the first token's logits; by default it also "
+                         "decodes the silent turn's NO REPLY token by token after it, as the demo's generate() call does "
+                         "(timed apart, so the prefill-only ratio is reported either way)")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                     help="f32: an F16 GGUF pair for the engine, the same values in float32 for transformers; bf16: a "
                          "BF16 GGUF pair (patch kernels F32) and bfloat16 in transformers, bit for bit the same weights "
@@ -183,29 +218,43 @@ def main() -> None:
     hf = HFStream(built["hf_dir"], built["config"], threads, "cuda" if a.gpu else "cpu", bf16=a.dtype == "bf16")
     eng_device = eng.device
     log = []
+    hf_said = ""  # what transformers already decoded into its cache at the end of the previous turn
     try:
         for turn in range(a.turns):
             i = (turn * 2) % (len(frames) - 1)
             imgs = frames[i:i + 2]
-            tail = eng.pending  # the previous turn's end (or the system prompt): the same text on both sides
+            # The previous turn's end (or the system prompt): the same text on both sides, less what transformers
+            # decoded already (the engine keeps a silent turn's NO REPLY out of the cache and evaluates it here).
+            tail = eng.pending[len(hf_said):]
             r = eng.step(imgs, "", talkativeness=QUIET, max_new_tokens=8)
             e_logits = eng.last_logits
             fa_ms = eng_fa.step(imgs, "", talkativeness=QUIET, max_new_tokens=8).timings.total_ms if eng_fa else None
             ch_ms = (eng_chunked.step(imgs, "", talkativeness=QUIET, max_new_tokens=8).timings.total_ms
                      if eng_chunked else None)
             h_logits, h_ms, h_tokens = hf.step(imgs, tail)
+            h_pos = hf.next_pos  # after the turn, before any decoding: where the engine stands too
+            # What the engine said this turn (NO REPLY; nothing when the first token was <|im_end|>) is either in
+            # its pending tail, evaluated at the head of the next turn, or already in its cache (a reply it
+            # decoded). transformers decodes it now as generate() would, unless asked for the prefill alone and
+            # the engine has not decoded it either.
+            in_tail = bool(r.text) and eng.pending.startswith(r.text)
+            decode = r.text if r.text and not (a.hf_prefill_only and in_tail) else ""
+            h_decode_ms = hf.decode(decode) if decode else 0.0
+            hf_said = decode if in_tail else ""  # to strip from the next tail
             e_speak, e_top = decision(e_logits, eng._unsayable, eng._quiet_ids)
             h_speak, h_top = decision(h_logits, eng._unsayable, eng._quiet_ids)
-            log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms, "engine_silent": r.silent,
+            log.append({"turn": turn + 1, "engine_ms": r.timings.total_ms, "hf_ms": h_ms + h_decode_ms,
+                        "hf_prefill_ms": h_ms, "hf_decode_ms": h_decode_ms, "hf_vision_ms": hf.vision_ms, "engine_silent": r.silent,
                         "engine_fa_on_ms": fa_ms, "engine_chunked_ms": ch_ms,
                         "engine_vision_ms": r.timings.vision_ms, "engine_image_prefill_ms": r.timings.image_prefill_ms,
                         "engine_prefill_ms": r.timings.prefill_ms, "engine_cells": r.kv_cells, "hf_tokens_fed": h_tokens,
-                        "hf_positions": hf.next_pos, "engine_positions": eng.n_past,
+                        "hf_positions": h_pos, "engine_positions": eng.n_past,
                         "speaks_engine": e_speak, "speaks_hf": h_speak, "top1_engine": e_top, "top1_hf": h_top,
                         "max_abs_logit_diff": float(np.max(np.abs(e_logits - h_logits)))})
             if (turn + 1) % 10 == 0 or turn + 1 in a.at:
                 e = log[-1]
-                print(f"  turn {turn + 1}: engine {e['engine_ms']:.0f} ms, transformers {e['hf_ms']:.0f} ms, "
+                print(f"  turn {turn + 1}: engine {e['engine_ms']:.0f} ms, transformers {e['hf_ms']:.0f} ms "
+                      f"(prefill {e['hf_prefill_ms']:.0f}, decode {e['hf_decode_ms']:.0f}), "
                       f"decisions {'agree' if e_speak == h_speak else 'DIFFER'}, top-1 "
                       f"{'same' if e_top == h_top else 'differs'}", flush=True)
         cur, peak = rss_mib()
@@ -224,11 +273,12 @@ def main() -> None:
     for t in a.at:
         if t > len(log):
             continue
-        em, hm = window(t, "engine_ms"), window(t, "hf_ms")
+        em, hm, hp = window(t, "engine_ms"), window(t, "hf_ms"), window(t, "hf_prefill_ms")
         fm = window(t, "engine_fa_on_ms") if eng_fa else float("nan")
         cm = window(t, "engine_chunked_ms") if eng_chunked else float("nan")
-        rows.append([t, em, hm, hm / em, fm, cm, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
-        points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em}
+        rows.append([t, em, hm, hm / em, hp, hp / em, fm, cm, log[t - 1]["engine_cells"], log[t - 1]["hf_tokens_fed"]])
+        points.append({"turn": t, "engine_ms": em, "hf_ms": hm, "ratio_hf_over_engine": hm / em,
+                       "hf_prefill_ms": hp, "ratio_hf_prefill_over_engine": hp / em}
                       | ({"engine_fa_on_ms": fm} if eng_fa else {}) | ({"engine_chunked_ms": cm} if eng_chunked else {}))
     agree = sum(e["speaks_engine"] == e["speaks_hf"] for e in log)
     top1 = sum(e["top1_engine"] == e["top1_hf"] for e in log)
@@ -236,8 +286,18 @@ def main() -> None:
     print_table(f"per-step latency on {'the GPU' if a.gpu else 'the CPU'}, {a.shape} shape ({built['n_params'] / 1e9:.2f} B), "
                 f"{a.dtype} weights, engine KV {kv}, {threads} threads each, "
                 f"2 frames/turn of {frames[0].shape[1]}×{frames[0].shape[0]} px, median of turns t±1 (ms)",
-                ["turn", "engine", "transformers + past_key_values", "ratio", "engine, flash attn on",
+                ["turn", "engine", "transformers + past_key_values" + (" (prefill only)" if a.hf_prefill_only else
+                                                                         " (prefill + NO REPLY decode)"),
+                 "ratio", "transformers: the prefill alone", "ratio", "engine, flash attn on",
                  "engine, chunk by chunk", "engine KV cells", "tokens fed (HF)"], rows)
+    for t in a.at:
+        if t <= len(log):
+            w = {k: window(t, k) for k in ("engine_vision_ms", "engine_image_prefill_ms", "engine_prefill_ms",
+                                           "hf_vision_ms", "hf_prefill_ms", "hf_decode_ms")}
+            print(f"turn {t}: engine vision {w['engine_vision_ms']:.0f}, text model "
+                  f"{w['engine_image_prefill_ms'] + w['engine_prefill_ms']:.0f} ms; transformers vision "
+                  f"{w['hf_vision_ms']:.0f}, rest of the prefill {w['hf_prefill_ms'] - w['hf_vision_ms']:.0f}, "
+                  f"NO REPLY decode {w['hf_decode_ms']:.0f} ms")
     print(f"decisions (speak/silent at talkativeness 0) agree on {agree}/{len(log)} turns; top-1 first token on "
           f"{top1}/{len(log)}; positions {'identical on every turn' if same_pos else 'DIFFER'}")
     write_results(f"hf_vs_engine_{a.shape}" + ("_bf16" if a.dtype == "bf16" else "") + ("_quick" if a.quick else "")
@@ -246,6 +306,7 @@ def main() -> None:
                    "weights": (f"engine: {'BF16' if a.dtype == 'bf16' else 'F16'} GGUF text + mmproj, KV {kv}; "
                                "transformers: the same values in "
                                + ("bfloat16" if a.gpu or a.dtype == "bf16" else "float32") + (" on CUDA" if a.gpu else "")),
+                   "hf_decodes_silence": not a.hf_prefill_only,
                    "engine_device": eng_device, "engine_flash_attn": eng.settings.flash_attn, "engine_kv": kv,
                    "threads": threads, "n_ctx": n_ctx, "frame_px": list(frames[0].shape[:2]),
                    "points": points, "decisions_agree": agree, "positions_identical": same_pos, "top1_agree": top1, "turns": len(log), "log": log,

@@ -16,6 +16,7 @@ smoke test of the pipeline whose timings say nothing about the 3B. The multi-GB 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -184,27 +185,33 @@ def one_step(b: LlamaBackend, imgs, label: str) -> dict:
     r = b.step(imgs, "", talkativeness=-30.0, max_new_tokens=8)
     wall = (time.perf_counter() - t0) * 1e3
     t = r.timings
-    print(f"    {label}: {wall / 1e3:.1f} s (vision {t.vision_ms / 1e3:.1f}, image prefill {t.image_prefill_ms / 1e3:.1f}, "
-          f"text prefill {t.prefill_ms / 1e3:.2f}, decode {t.decode_ms / 1e3:.2f}) {r.text!r}", flush=True)
+    print(f"    {label}: {wall / 1e3:.1f} s ({t.describe()}) {r.text!r}", flush=True)
     return {"wall_ms": wall, **timings_dict(r.timings), "silent": r.silent, "text": r.text,
             "new_cells": r.kv_cells - cells0}
 
 
-def run_interleaved(b: LlamaBackend, frames: dict[int, list], n_steps: int) -> dict:
-    """A warm-up step (system prompt + first turn; pages the weights in), then ``n_steps`` rounds of one
-    silent step per frame size, alternating sizes so that both see the same machine load."""
-    b.reset(protocol.SYSTEM_PROMPT)
+def run_interleaved(backends: dict[str, LlamaBackend], frames: dict[int, list], n_steps: int) -> dict:
+    """A warm-up step per backend (system prompt + first turn; pages the weights in), then ``n_steps`` rounds
+    of one silent step per frame size and backend, alternating so that all see the same machine load.
+    Returns ``{backend name: {"warmup": …, size: {…}}}``."""
     sizes = list(frames)
-    warm = one_step(b, frames[sizes[0]][:2], "warm-up")
-    steps: dict[int, list[dict]] = {k: [] for k in sizes}
+    out: dict[str, dict] = {}
+    for name, b in backends.items():
+        b.reset(protocol.SYSTEM_PROMPT)
+        out[name] = {"warmup": one_step(b, frames[sizes[0]][:2], f"{name}: warm-up")}
+    steps = {name: {k: [] for k in sizes} for name in backends}
     for rep in range(n_steps):
         for k in sizes:
-            steps[k].append(one_step(b, frames[k][2 * rep + 2:2 * rep + 4], f"{k} tokens/frame, step {rep + 1}"))
-    out = {"warmup": warm}
-    for k in sizes:
-        out[k] = {"steps": steps[k], "frame_px": list(frames[k][0].shape[:2]), "tokens_per_frame": tokens_of(frames[k][0]),
-                  "median": {m: med([s[m] for s in steps[k]]) for m in ("wall_ms", "vision_ms", "image_prefill_ms",
-                                                                        "prefill_ms", "decode_ms")}}
+            for name, b in backends.items():
+                steps[name][k].append(one_step(b, frames[k][2 * rep + 2:2 * rep + 4],
+                                               f"{name}: {k} tokens/frame, step {rep + 1}"))
+    for name in backends:
+        for k in sizes:
+            st = steps[name][k]
+            out[name][k] = {"steps": st, "frame_px": list(frames[k][0].shape[:2]),
+                            "tokens_per_frame": tokens_of(frames[k][0]),
+                            "median": {m: med([s[m] for s in st]) for m in ("wall_ms", "vision_ms", "image_prefill_ms",
+                                                                            "prefill_ms", "decode_ms")}}
     return out
 
 
@@ -224,6 +231,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small-model smoke test of the pipeline (< 1 min)")
     ap.add_argument("--keep", action="store_true", help="keep the GGUF files under .cache/bench-3b[-quick]")
     ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
+    ap.add_argument("--with-chunked", action="store_true",
+                    help="also step an engine that evaluates each turn chunk by chunk (one_pass=False), interleaved")
     ap.add_argument("--gpu", action="store_true", help="offload every layer and the projector (needs a GPU build)")
     ap.add_argument("--prepare", action="store_true",
                     help="only convert the random model to F16 GGUF in .cache/bench-3b (no llama.cpp needed; a later "
@@ -247,33 +256,41 @@ def main() -> None:
         print(f"  {built['n_params'] / 1e9:.2f} B parameters; convert {built['convert_s']:.0f} s, quantize "
               f"{built.get('quantize_s', 0):.0f} s; sizes MiB {built['sizes_mib']}", flush=True)
         layers = -1 if args.gpu else 0
-        b = LlamaBackend(built["q4"], built["mmproj"], LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0))
+        settings = LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0)
+        b = LlamaBackend(built["q4"], built["mmproj"], settings)
+        backends = {"one pass": b}
+        if args.with_chunked:
+            backends["chunk by chunk"] = LlamaBackend(built["q4"], built["mmproj"],
+                                                      dataclasses.replace(settings, one_pass=False))
         print(f"  device: {b.device}", flush=True)
         device = b.device
         frames = {tpf: load_frames(2 * (n_steps + 1), tpf) for tpf in (128, 64)}
         for tpf, fr_ in frames.items():
             print(f"  {tpf} tokens/frame budget → {fr_[0].shape[1]}×{fr_[0].shape[0]} px = {tokens_of(fr_[0])} tokens")
-        res = run_interleaved(b, frames, n_steps)
-        per_tpf = {k: res[k] for k in frames}
+        res = run_interleaved(backends, frames, n_steps)
+        per_tpf = {k: res["one pass"][k] for k in frames}
         fr = forced_reply(b, load_frames(2, 128), 4 if q else 8)
         print(f"  forced reply: {fr['tokens']} tokens, {fr['decode_ms_per_token']:.0f} ms/token", flush=True)
         cur, peak = rss_mib()
-        b.close()
+        for other in backends.values():
+            other.close()
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     rows = []
-    for tpf, r in per_tpf.items():
-        m = r["median"]
-        new_cells = med([st["new_cells"] for st in r["steps"]])
-        prefill_tps = new_cells / max(1e-9, (m["image_prefill_ms"] + m["prefill_ms"]) / 1e3)
-        rows.append([f"{tpf} ({r['tokens_per_frame']})", m["wall_ms"] / 1e3, m["vision_ms"] / 1e3,
-                     m["image_prefill_ms"] / 1e3, m["prefill_ms"] / 1e3, m["decode_ms"] / 1e3, prefill_tps,
-                     m["wall_ms"] / 1e3 / 2.0])
+    for name in backends:
+        for tpf in frames:
+            r = res[name][tpf]
+            m = r["median"]
+            new_cells = med([st["new_cells"] for st in r["steps"]])
+            prefill_tps = new_cells / max(1e-9, (m["image_prefill_ms"] + m["prefill_ms"]) / 1e3)
+            rows.append([f"{tpf} ({r['tokens_per_frame']})", name, m["wall_ms"] / 1e3, m["vision_ms"] / 1e3,
+                         (m["image_prefill_ms"] + m["prefill_ms"]) / 1e3, m["decode_ms"] / 1e3, prefill_tps,
+                         m["wall_ms"] / 1e3 / 2.0])
     print_table(f"per-step latency, {'QUICK small model' if q else 'Qwen2.5-VL-3B shape'}, Q4_K_M text + F16 "
                 f"mmproj, 2 frames/turn, median of {n_steps} silent steps (seconds)",
-                ["tokens/frame", "step", "vision encoder", "LLM over image embeddings", "text prefill", "decode",
+                ["tokens/frame", "turn evaluated", "step", "vision encoder", "text model over the turn", "decode",
                  "prefill tokens/s", "step / 2 s video"], rows)
     print(f"device: {device}")
     print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token = "
@@ -283,10 +300,12 @@ def main() -> None:
     built_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items()}
     write_results("model_3b" + ("_quick" if q else "") + ("_gpu" if args.gpu else ""),
                   {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
-                   "warmup_step": res["warmup"], "device": device,
+                   "warmup_step": res["one pass"]["warmup"], "device": device,
                    "settings": f"LlamaSettings(n_ctx=4096, n_gpu_layers={layers}, embed_cache_mib=0), other defaults (n_threads=0 → the usable "
                                "cores, flash_attn auto); talkativeness -30",
                    "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
+                   "chunked_per_tokens_per_frame": ({str(k): res["chunk by chunk"][k] for k in frames}
+                                                    if args.with_chunked else None),
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
 
 
