@@ -33,7 +33,7 @@ TEXT_BYTES = {"Q4_K_M": int(1.80 * GIB), "Q5_K_M": int(2.07 * GIB), "Q8_0": int(
               "F16": int(5.75 * GIB)}
 RUNTIME_BYTES = int(1.0 * GIB)  # KV cache at 8k context, vision activations, compute buffers
 N_LAYERS = 36
-CPU_SECONDS_PER_FRAME_2_CORES = {128: 15.6, 64: 8.6}
+CPU_SECONDS_PER_FRAME_2_CORES = {128: 7.2, 64: 3.4}
 QUANT_ORDER = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")  # best quality first
 
 
@@ -263,8 +263,9 @@ def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:
     hint = switch_hint(hw)
     if hint:
         reasons.append(hint)
-    # CPU: seconds of compute per frame measured for the 3B shape on 2 cores (docs/benchmarks.md §2:
-    # 31.3 s / 17.2 s a step of 2 frames at 128 / 64 tokens a frame), scaled by the core count. The
+    # CPU: seconds of compute per frame measured for the 3B shape, Q4_K_M + F16 mmproj, on 2 quiet Zen 4
+    # cores (docs/benchmarks.md §5: 14.4 s / 6.8 s a step of 2 frames at 128 / 64 tokens a frame, one batch
+    # a turn), scaled by the core count; a slower CPU falls behind and the cadence policy says so. The
     # interval must cover one frame's share of a step, so the model keeps up with what it watches.
     per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in CPU_SECONDS_PER_FRAME_2_CORES.items()}
     tokens = 128 if per_frame[128] <= 2.0 else 64
