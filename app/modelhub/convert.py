@@ -258,8 +258,13 @@ def _encode(arr: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 
 
 def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name: str | None = None,
-            overwrite: bool = False, checkpoint: SafetensorsCheckpoint | None = None) -> ConversionResult:
-    """Convert a Qwen2.5-VL checkpoint folder into ``{name}-{outtype}.gguf`` + ``mmproj-{name}-{outtype}.gguf``.
+            overwrite: bool = False, checkpoint: SafetensorsCheckpoint | None = None,
+            mmproj_outtype: str | None = None) -> ConversionResult:
+    """Convert a Qwen2.5-VL checkpoint folder into ``{name}-{outtype}.gguf`` + ``mmproj-{name}-{mmproj_outtype}.gguf``.
+
+    ``mmproj_outtype`` (default: ``outtype``) lets the projector differ from the text model: a BF16 projector
+    beside an F16 text model to be quantized is what a CPU with native BF16 products runs fastest
+    (docs/benchmarks.md §1).
 
     ``checkpoint`` replaces the folder's safetensors with any object of the same interface
     (``tensors`` with shapes, ``load``, ``close``): the benchmarks use it to write a model of the real
@@ -267,8 +272,10 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
     """
     t0 = time.perf_counter()
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    if outtype not in OUTTYPES:
-        raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    mmproj_outtype = mmproj_outtype or outtype
+    for t in (outtype, mmproj_outtype):
+        if t not in OUTTYPES:
+            raise ConversionError(f"--outtype {t!r}: choose one of {', '.join(OUTTYPES)}")
     if not hf_dir.is_dir():
         raise ConversionError(f"{hf_dir}: not a folder")
     cfg = load_config(hf_dir)
@@ -284,7 +291,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
         raise ConversionError(f"{hf_dir}: weights lack {', '.join(missing)}; the checkpoint is incomplete")
     name = name or hf_dir.resolve().name.lower()
     model_path = out_dir / f"{name}-{outtype}.gguf"
-    mmproj_path = out_dir / f"mmproj-{name}-{outtype}.gguf"
+    mmproj_path = out_dir / f"mmproj-{name}-{mmproj_outtype}.gguf"
     for p in (model_path, mmproj_path):
         if p.exists() and not overwrite:
             raise ConversionError(f"{p}: already exists; pass --overwrite to replace it")
@@ -301,7 +308,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
             data = p.transform([ckpt.load(s) for s in p.sources])
             if tuple(data.shape) != p.shape:
                 raise ConversionError(f"{p.gguf_name}: produced shape {data.shape}, planned {p.shape}")
-            qtype = _out_type(p, outtype)
+            qtype = _out_type(p, mmproj_outtype if vision else outtype)
             yield p.gguf_name, _encode(data, qtype), qtype
 
     def text_kv(w: gguf.GGUFWriter) -> None:
@@ -331,7 +338,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
     def vision_kv(w: gguf.GGUFWriter) -> None:
         w.add_type(gguf.GGUFType.MMPROJ)
         w.add_name(name)
-        w.add_file_type(FILE_TYPES[outtype])
+        w.add_file_type(FILE_TYPES[mmproj_outtype])
         w.add_clip_has_vision_encoder(True)
         w.add_clip_projector_type(gguf.VisionProjectorType.QWEN25VL)
         w.add_vision_projection_dim(cfg.hidden)

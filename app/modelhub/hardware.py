@@ -208,6 +208,22 @@ def build_backend() -> str:
     return next((b for b in ("CUDA", "Metal", "Vulkan", "ROCm", "HIP", "SYCL") if b in info), "GPU")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether llama.cpp's CPU backend multiplies BF16 natively here (x86 AVX-512 BF16)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    return "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def projector_type(hw: Hardware, native_bf16: bool) -> str:
+    """The vision projector's type for a model pulled on ``hw``: "bf16" where no GPU will run it and the CPU
+    multiplies BF16 natively (the 3B encoder 1.6× faster than F16 there, docs/benchmarks.md §1; MMDuet2 is
+    published in BF16, so it is also exact), else "f16", which every llama.cpp backend runs."""
+    return "bf16" if native_bf16 and not hw.gpus else "f16"
+
+
 def detect() -> Hardware:
     total, avail = ram()
     hw = Hardware(cpu_cores(), total, avail, build=build_backend())

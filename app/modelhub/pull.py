@@ -133,8 +133,10 @@ class PullJob:
     def __init__(self, repo: str, *, revision: str = "main", quant: str = "Q4_K_M", name: str | None = None,
                  keep_intermediate: bool = False, library: ModelLibrary | None = None,
                  progress: Callable[[PullEvent], None] | None = None, stop: threading.Event | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, projector: str = "auto") -> None:
         quant = quant.upper()
+        if projector not in ("auto", "f16", "bf16"):
+            raise PullError(f"--projector {projector}: choose auto, f16 or bf16", "usage")
         if quant not in QUANTS:
             raise PullError(f"--quant {quant}: choose one of {', '.join(QUANTS)}", "usage")
         if repo.count("/") != 1 or not all(repo.split("/")):
@@ -146,6 +148,7 @@ class PullJob:
         self.progress = progress or (lambda ev: None)
         self.stop = stop or threading.Event()
         self.threads = threads
+        self.projector = projector  # the mmproj's type when converting; auto: hardware.projector_type
         self.work = self.library.root / ".pulls" / work_key(repo, revision)
         self.state_path = self.work / "state.json"
         self.hf_dir = self.work / "hf"
@@ -277,9 +280,13 @@ class PullJob:
         out = self.work / "gguf"
         _remove_partials(out)
         base = self.repo.split("/")[-1].lower()
-        self._emit("convert", "Converting the checkpoint to GGUF (F16)")
+        proj = self.projector
+        if proj == "auto":
+            proj = hardware.projector_type(hardware.detect(), hardware.cpu_has_native_bf16())
+        why = " (this CPU multiplies BF16 natively)" if proj == "bf16" and self.projector == "auto" else ""
+        self._emit("convert", f"Converting the checkpoint to GGUF (F16 text model, {proj.upper()} projector{why})")
         t0 = time.monotonic()
-        r = convert(self.hf_dir, out, outtype="f16", name=base, overwrite=True)
+        r = convert(self.hf_dir, out, outtype="f16", name=base, overwrite=True, mmproj_outtype=proj)
         self.state["converted"] = {"model": str(r.model), "mmproj": str(r.mmproj)}
         self._save()
         self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: model {human_bytes(r.model.stat().st_size)} + "

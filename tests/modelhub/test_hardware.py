@@ -91,3 +91,12 @@ def test_select_gpu_sets_visibility_before_llama_cpp_loads():
 
 def test_free_disk_of_a_path_not_yet_created(tmp_path):
     assert hardware.free_disk(tmp_path / "a" / "b") == hardware.free_disk(tmp_path) > 0
+
+
+def test_projector_type_is_bf16_only_for_a_cpu_with_native_bf16_and_no_gpu():
+    cpu = Hardware(2, 8 * GIB, 6 * GIB)
+    gpu = Hardware(8, 32 * GIB, 30 * GIB, gpus=[GpuInfo(0, "CUDA0", "NVIDIA H100", 70 * GIB, 80 * GIB, "llama.cpp")])
+    assert hardware.projector_type(cpu, native_bf16=True) == "bf16"
+    assert hardware.projector_type(cpu, native_bf16=False) == "f16"
+    assert hardware.projector_type(gpu, native_bf16=True) == "f16"  # every GPU backend runs F16
+    assert isinstance(hardware.cpu_has_native_bf16(), bool)

@@ -98,6 +98,20 @@ def test_full_pull_then_duet_run(hub, lib, vtest_avi, capsys):
     assert "2 turns" in err
 
 
+@pytest.mark.parametrize("projector", ["bf16", "f16"])
+def test_projector_type_is_chosen_at_conversion(hub, lib, projector):
+    """BF16 projector (for CPUs with native BF16 products) or F16; the text model is quantized either way."""
+    import gguf
+
+    events = []
+    entry = PullJob(NAME, quant="Q8_0", library=lib, projector=projector, progress=events.append).run()
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(entry.mmproj)).tensors if t.name.endswith("ffn_up.weight")}
+    assert types == {projector.upper()}
+    assert any(f"{projector.upper()} projector" in e.message for e in events if e.stage == "convert")
+    with pytest.raises(PullError, match="--projector"):
+        PullJob(NAME, library=lib, projector="q4")
+
+
 def test_gguf_pair_repo_is_pulled_without_conversion(hub, lib):
     events = []
     entry = PullJob("duet/tiny-gguf", quant="F16", library=lib, progress=events.append).run()
