@@ -134,7 +134,7 @@ def _record(work: Path, out: dict, cfg_key: str) -> None:
 
 
 def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M", outtype: str = "f16") -> dict:
-    """Write the random model as GGUF (``outtype`` text + F16 mmproj, then ``quant`` of the text model unless
+    """Write the random model as GGUF (``outtype`` text + mmproj, then ``quant`` of the text model unless
     None); the unquantized text model is ``["f16"]`` whatever ``outtype`` is. Files of an earlier build of the
     same config, outtype and code in ``work`` are reused (``convert_s`` then says 0)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -233,6 +233,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="measured steps per frame size (after one warm-up)")
     ap.add_argument("--with-chunked", action="store_true",
                     help="also step an engine that evaluates each turn chunk by chunk (one_pass=False), interleaved")
+    ap.add_argument("--with-bf16-projector", action="store_true",
+                    help="also step the same Q4_K_M text model with the projector converted to BF16 (what `duet models "
+                         "pull` makes on a CPU with native BF16), interleaved")
     ap.add_argument("--gpu", action="store_true", help="offload every layer and the projector (needs a GPU build)")
     ap.add_argument("--prepare", action="store_true",
                     help="only convert the random model to F16 GGUF in .cache/bench-3b (no llama.cpp needed; a later "
@@ -259,6 +262,14 @@ def main() -> None:
         settings = LlamaSettings(n_ctx=4096, n_gpu_layers=layers, embed_cache_mib=0)
         b = LlamaBackend(built["q4"], built["mmproj"], settings)
         backends = {"one pass": b}
+        if args.with_bf16_projector:
+            from app.modelhub.convert import convert
+
+            hf = Path(built["hf_dir"])
+            conv = convert(hf, work / "bf16-projector", outtype="f16", mmproj_outtype="bf16", name="rand3b",
+                          overwrite=True, checkpoint=RandomCheckpoint(hf_shapes(json.loads((hf / "config.json").read_text()))))
+            conv.model.unlink()  # only its projector is used: the same weights as built["mmproj"], in BF16
+            backends["BF16 projector"] = LlamaBackend(built["q4"], conv.mmproj, settings)
         if args.with_chunked:
             backends["chunk by chunk"] = LlamaBackend(built["q4"], built["mmproj"],
                                                       dataclasses.replace(settings, one_pass=False))
@@ -290,7 +301,7 @@ def main() -> None:
                          m["wall_ms"] / 1e3 / 2.0])
     print_table(f"per-step latency, {'QUICK small model' if q else 'Qwen2.5-VL-3B shape'}, Q4_K_M text + F16 "
                 f"mmproj, 2 frames/turn, median of {n_steps} silent steps (seconds)",
-                ["tokens/frame", "turn evaluated", "step", "vision encoder", "text model over the turn", "decode",
+                ["tokens/frame", "variant", "step", "vision encoder", "text model over the turn", "decode",
                  "prefill tokens/s", "step / 2 s video"], rows)
     print(f"device: {device}")
     print(f"forced reply decode: {fr['decode_ms_per_token']:.0f} ms/token = "
@@ -298,7 +309,8 @@ def main() -> None:
           f"NO REPLY decoded token by token would add ≈ {2 * fr['decode_ms_per_token']:.0f} ms to a silent step")
     print(f"sizes MiB: {built['sizes_mib']}; RSS {cur:.0f} MiB (peak {peak:.0f})")
     built_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in built.items()}
-    write_results("model_3b" + ("_quick" if q else "") + ("_gpu" if args.gpu else ""),
+    write_results("model_3b" + ("_quick" if q else "") + ("_gpu" if args.gpu else "")
+                  + ("_bf16_projector" if args.with_bf16_projector else ""),
                   {"machine": info, "quick": q, "build": built_json, "steps_per_size": n_steps,
                    "warmup_step": res["one pass"]["warmup"], "device": device,
                    "settings": f"LlamaSettings(n_ctx=4096, n_gpu_layers={layers}, embed_cache_mib=0), other defaults (n_threads=0 → the usable "
@@ -306,6 +318,8 @@ def main() -> None:
                    "per_tokens_per_frame": {str(k): v for k, v in per_tpf.items()}, "forced_reply": fr,
                    "chunked_per_tokens_per_frame": ({str(k): res["chunk by chunk"][k] for k in frames}
                                                     if args.with_chunked else None),
+                   "bf16_projector_per_tokens_per_frame": ({str(k): res["BF16 projector"][k] for k in frames}
+                                                           if args.with_bf16_projector else None),
                    "rss_mib": cur, "peak_rss_mib": peak, "seconds": time.perf_counter() - t_all})
 
 
