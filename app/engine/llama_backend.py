@@ -4,9 +4,9 @@ Per step it evaluates only what is new on top of the KV cache: the tail of the p
 turn, the new user turn (frames encoded once, here and never again; a frame identical to one already
 encoded reuses its embeddings, see :mod:`app.engine.embed_cache`) and the generation prompt.
 A step is three phases, each a method: **prefill** (evict if needed, encode the frames, evaluate
-the turn, text and frames in one batch of embeddings: see :mod:`app.engine.token_embd`), **decide** (speak or stay silent, read from the first token's logits: "instant
-silence"; a silent step runs no decode loop, and its ``NO REPLY<|im_end|>`` tokens ride in the next
-step's batch) and **reply** (greedy decoding under :class:`~app.engine.reply_guard.ReplyGuard`).
+the turn: text and frames in one batch of embeddings, see :mod:`app.engine.token_embd`), **decide**
+(speak or stay silent, read from the first token's logits: "instant silence"; a silent step runs no
+decode loop, and its ``NO REPLY<|im_end|>`` tokens ride in the next step's batch) and **reply** (greedy decoding under :class:`~app.engine.reply_guard.ReplyGuard`).
 
 The context is bounded by evicting, oldest first, (1) frames, (2) whole turns that carry no dialogue
 (silent, no user text), (3) dialogue turns — never the system prompt. Cells are removed with

@@ -2,10 +2,11 @@
 
 llama.cpp refuses a batch that mixes token ids with embeddings, and a Qwen2.5-VL turn is both: text,
 then frames, then text. Evaluated as separate batches, each small text batch re-reads every weight of
-the model (on the 3B in BF16 on a CPU, the turn's ~40 text tokens took 1.1 s of a 5.5 s step). Feeding
+the model (on the 3B in BF16 on a CPU, three calls for a handful of text tokens took 1.1 s of a 5.5 s
+step: docs/benchmarks.md §2). Feeding
 the text as embeddings instead lets one batch carry the turn. An input embedding is just a row of
 ``token_embd.weight``; llama.cpp's graph does the same lookup (``get_rows``, no scaling for qwen2vl),
-so the logits agree with the token path (tests/engine/test_incremental.py).
+so the logits agree with the token path (tests/engine/test_one_pass.py, for every table type).
 
 The matrix is memory-mapped (llama.cpp maps the same file, so the pages are shared) and rows are
 dequantized with gguf-py's reference dequantizers, only for tokens actually seen, and kept: a stream
@@ -35,6 +36,11 @@ class TokenEmbeddings:
         self._raw = np.memmap(path, dtype=np.uint8, mode="r", offset=where.offset, shape=(self.n_vocab, self.row_bytes))
         self._rows: dict[int, np.ndarray] = {}
         self.max_rows = max_rows
+        self._dequantize(np.zeros(1, np.int64))  # a type gguf-py cannot read fails here, at load, not mid-stream
+
+    def _dequantize(self, ids: np.ndarray) -> np.ndarray:
+        rows = gguf.quants.dequantize(np.ascontiguousarray(self._raw[ids]), self.qtype)
+        return np.asarray(rows, dtype=np.float32).reshape(len(ids), self.n_embd)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """``len(ids) × n_embd`` float32 input embeddings."""
@@ -45,13 +51,10 @@ class TokenEmbeddings:
         if missing:
             if len(self._rows) + len(missing) > self.max_rows:
                 self._rows.clear()  # a bound, not a policy: real streams stay far below it
-            rows = gguf.quants.dequantize(np.ascontiguousarray(self._raw[missing]), self.qtype)
-            rows = np.asarray(rows, dtype=np.float32).reshape(len(missing), self.n_embd)
-            self._rows.update(zip(missing, rows))
-        out = np.empty((ids.size, self.n_embd), dtype=np.float32)
-        for i, t in enumerate(ids):
-            out[i] = self._rows[int(t)]
-        return out
+            self._rows.update(zip(missing, self._dequantize(np.array(missing))))
+        if not ids.size:
+            return np.zeros((0, self.n_embd), dtype=np.float32)
+        return np.stack([self._rows[int(t)] for t in ids])
 
     def close(self) -> None:
         """Drop the mapping (numpy unmaps when the last view goes)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 
 def write_gguf(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None],
-           tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> Path:
+               tensors: Iterable[tuple[str, np.ndarray, gguf.GGMLQuantizationType]]) -> Path:
     """Write one GGUF to a temporary sibling of ``path`` and fsync it; the caller renames it into place."""
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:

@@ -274,20 +274,21 @@ class PullJob:
     def convert(self) -> tuple[Path, Path]:
         from app.modelhub.convert import convert
 
+        proj = self.projector
+        if proj == "auto":
+            proj = hardware.projector_type(hardware.detect(), hardware.cpu_has_native_bf16())
         c = self.state.get("converted")
-        if c and Path(c["model"]).exists() and Path(c["mmproj"]).exists():
+        # A resumed pull reuses its conversion unless the projector type asked for has changed.
+        if c and c.get("projector", "f16") == proj and Path(c["model"]).exists() and Path(c["mmproj"]).exists():
             return Path(c["model"]), Path(c["mmproj"])
         out = self.work / "gguf"
         _remove_partials(out)
         base = self.repo.split("/")[-1].lower()
-        proj = self.projector
-        if proj == "auto":
-            proj = hardware.projector_type(hardware.detect(), hardware.cpu_has_native_bf16())
         why = " (this CPU multiplies BF16 natively)" if proj == "bf16" and self.projector == "auto" else ""
         self._emit("convert", f"Converting the checkpoint to GGUF (F16 text model, {proj.upper()} projector{why})")
         t0 = time.monotonic()
         r = convert(self.hf_dir, out, outtype="f16", name=base, overwrite=True, mmproj_outtype=proj)
-        self.state["converted"] = {"model": str(r.model), "mmproj": str(r.mmproj)}
+        self.state["converted"] = {"model": str(r.model), "mmproj": str(r.mmproj), "projector": proj}
         self._save()
         self._emit("convert", f"Converted in {time.monotonic() - t0:.1f} s: model {human_bytes(r.model.stat().st_size)} + "
                               f"mmproj {human_bytes(r.mmproj.stat().st_size)}")

@@ -99,4 +99,3 @@ def test_projector_type_is_bf16_only_for_a_cpu_with_native_bf16_and_no_gpu():
     assert hardware.projector_type(cpu, native_bf16=True) == "bf16"
     assert hardware.projector_type(cpu, native_bf16=False) == "f16"
     assert hardware.projector_type(gpu, native_bf16=True) == "f16"  # every GPU backend runs F16
-    assert isinstance(hardware.cpu_has_native_bf16(), bool)
