@@ -169,9 +169,13 @@ class ChatView(QScrollArea):
         if self._follow:
             self.verticalScrollBar().setValue(hi)
 
-    def _add(self, bubble: Bubble) -> Bubble:
-        self._col.addWidget(bubble)
-        self.bubbles.append(bubble)
+    def _add(self, bubble: Bubble, *, before: Bubble | None = None) -> Bubble:
+        if before is None:
+            self._col.addWidget(bubble)
+            self.bubbles.append(bubble)
+        else:
+            self._col.insertWidget(self._col.indexOf(before), bubble)
+            self.bubbles.insert(self.bubbles.index(before), bubble)
         bubble.feedback.connect(self.feedback)
         bubble.correction.connect(self.correction)
         if self._follow:
@@ -183,10 +187,14 @@ class ChatView(QScrollArea):
 
     def add_reply(self, text: str, video_time: float, turn: int, frame: np.ndarray | None = None,
                   *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:
+        """A reply bubble. It goes above questions still pending: those were asked while this turn ran,
+        so they ride with the next frames and the reply to them comes later (call :meth:`settle_questions`
+        with the turn's question first)."""
         if thumb is None and frame is not None:
             thumb = rgb_to_pixmap(frame, THUMB_W)
         return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on,
-                                corrections=self.corrections))
+                                corrections=self.corrections),
+                         before=self._pending[0] if self._pending else None)
 
     def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False,
                      pending: bool = False) -> Bubble:
