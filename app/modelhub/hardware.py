@@ -33,7 +33,10 @@ TEXT_BYTES = {"Q4_K_M": int(1.80 * GIB), "Q5_K_M": int(2.07 * GIB), "Q8_0": int(
               "F16": int(5.75 * GIB)}
 RUNTIME_BYTES = int(1.0 * GIB)  # KV cache at 8k context, vision activations, compute buffers
 N_LAYERS = 36
-CPU_SECONDS_PER_FRAME_2_CORES = {128: 7.2, 64: 3.4}
+# Seconds a frame of the 3B (Q4_K_M, one batch a turn) on 2 quiet AVX-512 cores, by tokens per frame, for each
+# vision projector type pull makes (docs/benchmarks.md §5: a 2-frame step of 14.4 / 6.8 s with an F16 projector;
+# the BF16 projector's step measured side by side with F16 at 11.3 / 5.0 vs 14.0 / 6.3 s, scaled to the same run).
+CPU_SECONDS_PER_FRAME_2_CORES = {"f16": {128: 7.2, 64: 3.4}, "bf16": {128: 5.8, 64: 2.7}}
 QUANT_ORDER = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M")  # best quality first
 
 
@@ -55,6 +58,7 @@ class Hardware:
     gpus: list[GpuInfo] = field(default_factory=list)  # usable by the installed llama.cpp build
     gpus_unused: list[GpuInfo] = field(default_factory=list)  # present, but this build cannot use them
     build: str = "CPU"  # the GPU backend compiled into llama.cpp, or CPU
+    cpu_bf16: bool = False  # llama.cpp's CPU backend multiplies BF16 natively (AVX-512 BF16)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -217,16 +221,16 @@ def cpu_has_native_bf16() -> bool:
     return "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
 
 
-def projector_type(hw: Hardware, native_bf16: bool) -> str:
+def projector_type(hw: Hardware) -> str:
     """The vision projector's type for a model pulled on ``hw``: "bf16" where no GPU will run it and the CPU
     multiplies BF16 natively (the 3B encoder 1.6× faster than F16 there, docs/benchmarks.md §1; MMDuet2 is
     published in BF16, so it is also exact), else "f16", which every llama.cpp backend runs."""
-    return "bf16" if native_bf16 and not hw.gpus else "f16"
+    return "bf16" if hw.cpu_bf16 and not hw.gpus else "f16"
 
 
 def detect() -> Hardware:
     total, avail = ram()
-    hw = Hardware(cpu_cores(), total, avail, build=build_backend())
+    hw = Hardware(cpu_cores(), total, avail, build=build_backend(), cpu_bf16=cpu_has_native_bf16())
     devices = llama_devices()
     if devices is not None:
         hw.gpus = devices
@@ -279,14 +283,15 @@ def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:
     hint = switch_hint(hw)
     if hint:
         reasons.append(hint)
-    # CPU: seconds of compute per frame measured for the 3B shape, Q4_K_M + F16 mmproj, on 2 quiet Zen 4
-    # cores (docs/benchmarks.md §5: 14.4 s / 6.8 s a step of 2 frames at 128 / 64 tokens a frame, one batch
-    # a turn), scaled by the core count; a slower CPU falls behind and the cadence policy says so. The
-    # interval must cover one frame's share of a step, so the model keeps up with what it watches.
-    per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in CPU_SECONDS_PER_FRAME_2_CORES.items()}
+    # CPU: seconds of compute per frame measured for the 3B shape on 2 quiet Zen 4 cores, with the projector
+    # type pull makes here, scaled by the core count; a slower CPU falls behind and the cadence policy says so.
+    # The interval must cover one frame's share of a step, so the model keeps up with what it watches.
+    measured = CPU_SECONDS_PER_FRAME_2_CORES[projector_type(hw)]
+    per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in measured.items()}
     tokens = 128 if per_frame[128] <= 2.0 else 64
     interval = max(1.0, math.ceil(per_frame[tokens] * 2) / 2)
-    reasons.append(f"on {hw.cores} CPU cores a frame of {tokens} tokens costs about {per_frame[tokens]:.1f} s: "
+    proj = " (BF16 vision projector: this CPU multiplies BF16 natively)" if projector_type(hw) == "bf16" else ""
+    reasons.append(f"on {hw.cores} CPU cores{proj} a frame of {tokens} tokens costs about {per_frame[tokens]:.1f} s: "
                    f"one frame every {interval:g} s keeps up")
     return Recommendation("Q4_K_M", "CPU", -1, 0, tokens, interval, fits, tuple(reasons))
 

@@ -276,7 +276,7 @@ class PullJob:
 
         proj = self.projector
         if proj == "auto":
-            proj = hardware.projector_type(hardware.detect(), hardware.cpu_has_native_bf16())
+            proj = hardware.projector_type(hardware.detect())
         c = self.state.get("converted")
         # A resumed pull reuses its conversion unless the projector type asked for has changed.
         if c and c.get("projector", "f16") == proj and Path(c["model"]).exists() and Path(c["mmproj"]).exists():
