@@ -221,9 +221,11 @@ class SessionController:
             health, detail = source.health, source.status
         except Exception:  # a source being closed on another thread
             return self._health
-        if health != self._health:
+        with self._lock:  # the GUI's poll and the loop thread both call this: one report per change
+            if health == self._health:
+                return health
             self._health = health
-            self._emit(HealthChanged(health, detail, source.name))
+        self._emit(HealthChanged(health, detail, source.name))
         return health
 
     # ---- the session (caller's thread) --------------------------------------------------------

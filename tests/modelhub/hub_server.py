@@ -182,6 +182,21 @@ class StandInHub:
         self.server.server_close()
 
 
+def partial_bytes(root: Path) -> int:
+    """The largest ``*.part`` download under ``root``, in bytes (0 if none).
+
+    A client moves each finished part into place while a test polls, so a part listed may be gone by
+    the time it is measured: that one counts as 0, never as an error that ends the poll.
+    """
+    largest = 0
+    for p in root.rglob("*.part"):
+        try:
+            largest = max(largest, p.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return largest
+
+
 def repo_from_folder(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (a checkpoint directory) as the repository's contents."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -22,7 +22,7 @@ from app.modelhub import hardware
 from app.modelhub.hub import HubError
 from app.modelhub.library import ModelLibrary
 from app.modelhub.pull import PullError, PullJob, PullStopped
-from tests.modelhub.hub_server import StandInHub, repo_from_folder
+from tests.modelhub.hub_server import StandInHub, partial_bytes, repo_from_folder
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "duet/tiny-vl"
@@ -175,8 +175,7 @@ def test_sigkilled_pull_resumes_with_identical_files(hub, lib, tiny_model):
             if ev["stage"] == "download" and ev["total"] and 500_000 < ev["done"] < ev["total"] - 500_000:
                 # huggingface_hub reports a chunk just before writing it: wait until it is on disk.
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not any(
-                        p.stat().st_size >= 1 << 20 for p in lib.root.rglob("*.part")):
+                while time.monotonic() < deadline and partial_bytes(lib.root) < 1 << 20:
                     time.sleep(0.05)
                 killed_at = ev["done"]
                 os.kill(proc.pid, signal.SIGKILL)

@@ -18,17 +18,31 @@ from app.ui.capture_exclusion import CaptureExclusion
 from app.ui.overlay import Overlay
 
 
+def _grab(region: tuple[int, int, int, int]) -> np.ndarray:
+    src = ScreenSource(region=region)
+    src.open()
+    try:
+        return src.grab()
+    finally:
+        src.close()
+
+
+def _differs(a: np.ndarray, b: np.ndarray) -> int:
+    return int((np.abs(a.astype(int) - b.astype(int)).sum(axis=2) > 30).sum())
+
+
 def main() -> int:
     app = QApplication(sys.argv[:1])
+    region = (100, 100, 400, 200)
+    background = _grab(region)  # the private display's bare root window, before any window of ours
     ov = Overlay(fade_seconds=600, opacity=1.0)
-    ov.setGeometry(100, 100, 400, 200)
+    ov.setGeometry(*region)
     ov.add_reply("A reply the model must never read back from the screen.", "00:01")
     ov.show()
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:
+    end = time.monotonic() + 30.0  # until the overlay is painted (late on a loaded machine)
+    while _differs(_grab(region), background) <= 5000 and time.monotonic() < end:
         app.processEvents()
-        time.sleep(0.01)
-    region = (100, 100, 400, 200)
+        time.sleep(0.05)
     results: dict[str, np.ndarray] = {}
 
     def grab(name: str, exclude: object) -> None:
@@ -47,17 +61,8 @@ def main() -> int:
         while time.monotonic() < end:
             app.processEvents()
             time.sleep(0.01)
-    ov.hide()
-    app.processEvents()
-    time.sleep(0.3)
-    app.processEvents()
-    src = ScreenSource(region=region)
-    src.open()
-    background = src.grab()
-    src.close()
     for name in ("plain", "excluded"):
-        diff = np.abs(results[name].astype(int) - background.astype(int)).sum(axis=2) > 30
-        print(name, int(diff.sum()))
+        print(name, _differs(results[name], background))
     return 0
 
 

@@ -21,12 +21,14 @@ from app.ui.main import main as gui_main
 
 def report() -> None:
     app = QApplication.instance()
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:
+    # Until X lists all three windows (a loaded machine maps them late); then what X sees is final.
+    end = time.monotonic() + 30.0
+    while True:
         app.processEvents()
-        time.sleep(0.01)
-    wins = list_windows()
-    titles = [w.title for w in wins]
+        titles = [w.title for w in list_windows()]
+        if {"Duet", "Duet overlay", "Some editor"} <= set(titles) or time.monotonic() > end:
+            break
+        time.sleep(0.05)
     print("order", titles.index("Duet"), titles.index("Duet overlay"), flush=True)
     from app.ui.source_picker import SourcePicker
 
@@ -42,9 +44,9 @@ def report() -> None:
 
 def main() -> int:
     # Another program's window, standing in for one the user may want to watch.
-    stranger = subprocess.Popen([sys.executable, "-c", STRANGER])
+    stranger = subprocess.Popen([sys.executable, "-c", STRANGER], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        stranger.stdout.readline()  # "shown": its window is mapped (or it died: the report says it is missing)
         QApplication(sys.argv[:1])
         QTimer.singleShot(1500, report)
         with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +63,8 @@ w = QLabel("another program")
 w.setWindowTitle("Some editor")
 w.resize(300, 200)
 w.show()
+app.processEvents()
+print("shown", flush=True)
 app.exec()
 """
 

@@ -90,8 +90,9 @@ def test_camera_unplugged_mid_session(qtbot, make_window) -> None:
     configure(w, interval=0.3, talk=50)
     w.start()
     qtbot.waitUntil(lambda: w.state == "running", timeout=LONG)
+    # The banner and the status label are refreshed by separate reads of the source: wait for both.
     qtbot.waitUntil(lambda: not w.banner.isHidden() and "camera lost" in w.banner.text(), timeout=LONG)
-    assert "lost" in w.source_status.text()
+    qtbot.waitUntil(lambda: "lost" in w.source_status.text(), timeout=LONG)
     assert w.state == "running", "the session waits for the camera to come back"
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)

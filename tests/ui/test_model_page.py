@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox
 from app.modelhub.jobs import PullManager
 from app.modelhub.library import ModelLibrary
 from app.ui.model_page import ModelPage
-from tests.modelhub.hub_server import StandInHub, repo_from_folder
+from tests.modelhub.hub_server import StandInHub, partial_bytes, repo_from_folder
 
 REPO_ID = "wangyueqian/MMDuet2"
 
@@ -47,7 +47,7 @@ def test_download_pause_close_reopen_resume_delete(qtbot, hub, tmp_path: Path, m
     qtbot.waitUntil(lambda: "Downloading" in row["status"].text() and row["bar"].value() > 0, timeout=60_000)
     assert "MB/s" in row["status"].text() and row["pause"].isEnabled()
     # Pause once part of the big file is on disk (huggingface_hub writes 1 MB pieces).
-    qtbot.waitUntil(lambda: any(p.stat().st_size >= 1 << 20 for p in library.root.rglob("*.part")), timeout=60_000)
+    qtbot.waitUntil(lambda: partial_bytes(library.root) >= 1 << 20, timeout=60_000)
     row["pause"].click()
     assert jobs.get(REPO_ID).status.state == "paused"
     assert "Paused" in row["status"].text() and row["start"].text() == "Resume"

@@ -46,7 +46,7 @@ def test_a_damaged_settings_file_is_reported_and_replaced(qtbot, make_window, tm
 
 
 def test_overlay_folds_near_repeats_and_fades(qtbot) -> None:
-    ov = Overlay(fade_seconds=0.6)
+    ov = Overlay(fade_seconds=3.0)  # long enough for the checks below on a loaded machine
     qtbot.addWidget(ov)
     ov.show()
     assert ov.add_reply("A man in a blue coat walks to the left.", "00:04")
@@ -56,7 +56,7 @@ def test_overlay_folds_near_repeats_and_fades(qtbot) -> None:
                                   "Two women cross the road near the lamp post."]
     assert ov.cards[0].count == 2
     ov.grab()  # paints without error, the ×2 badge included
-    qtbot.waitUntil(lambda: not ov.visible_texts(), timeout=5000)  # faded out
+    qtbot.waitUntil(lambda: not ov.visible_texts(), timeout=15_000)  # faded out
 
 
 def test_overlay_click_through_toggles_on_the_native_window(qtbot) -> None:
