@@ -17,6 +17,7 @@ from app.core.sizes import human_bytes
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import PullManager, manager
 from app.modelhub.library import ModelLibrary
+from app.ui.style import STYLE
 
 
 def permission_notes(platform: str = sys.platform) -> str:
@@ -56,7 +57,9 @@ class FirstRunWizard(QWizard):
         self.hw = hw or hardware.detect()
         self.rec = hardware.recommend(self.hw)
         self.setWindowTitle("Welcome to Duet")
-        self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
+        # The window's dark theme from the first screen on (Modern style paints its own white header).
+        self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
+        self.setStyleSheet(STYLE + "QWizard, QWizardPage { background: #14161c; }")
         self.resize(640, 460)
 
         page, _ = _page("What Duet does",
@@ -68,7 +71,7 @@ class FirstRunWizard(QWizard):
 
         demo = self.library.get("demo")
         demo_text = ("The offline demo model is installed: it runs without a network, on the CPU, and talks about "
-                     "the coloured shapes of Duet's demo videos (`make run`)." if demo else
+                     "coloured shapes appearing and changing, as in the synthetic videos `duet eval make-synthetic` makes." if demo else
                      "The offline demo model is not built yet: `make run` (or `duet train demo`) builds it in "
                      "about five minutes, without a network. It only knows the coloured shapes of the demo videos.")
         page, _ = _page("Models on this computer",

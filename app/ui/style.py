@@ -57,5 +57,9 @@ QTreeView, QListView, QTableView, QColumnView { background: #111318; color: #e6e
 QFileDialog QLineEdit, QFileDialog QComboBox { color: #e6e8ee; }
 QMenu { background: #1b1e26; color: #e6e8ee; border: 1px solid #2c313d; }
 QMenu::item:selected { background: #2a3550; }
+/* Qt's own indicator draws a pale tick on a white box: on the dark theme "on" and "off" look alike. */
+QCheckBox::indicator { width: 14px; height: 14px; border: 1px solid #5b6170; border-radius: 4px; background: #10121a; }
+QCheckBox::indicator:checked { background: #3d6df2; border-color: #5b8cff; }
+QCheckBox::indicator:disabled { background: #1e2129; border-color: #323745; }
 QToolTip { background: #23262f; color: #e6e8ee; border: 1px solid #3a3f4d; }
 """

@@ -1,4 +1,4 @@
-"""Text in the model drop-down and the file dialog is readable: measured on the painted pixels."""
+"""The dark theme holds everywhere a person looks: readable lists, visible tick boxes, a dark first-run wizard."""
 
 from __future__ import annotations
 
@@ -66,3 +66,45 @@ def test_file_dialog_list_is_readable(qtbot, tmp_path: Path) -> None:
     rect = view.visualRect(view.model().index(1, 0, view.rootIndex()))
     assert contrast(view, rect) >= 4.5
     dlg.close()
+
+
+def _pixels(widget: QWidget) -> np.ndarray:
+    img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
+    return arr[:, :img.width() * 3].reshape(img.height(), img.width(), 3)
+
+
+def test_a_ticked_box_looks_unlike_an_empty_one(qtbot) -> None:
+    from PySide6.QtWidgets import QCheckBox, QStyle, QStyleOptionButton
+
+    host = QWidget()
+    host.setStyleSheet(STYLE)
+    boxes = [QCheckBox("Speak replies aloud", host), QCheckBox("Speak replies aloud", host)]
+    boxes[0].setChecked(True)
+    layout = QVBoxLayout(host)
+    for b in boxes:
+        layout.addWidget(b)
+    qtbot.addWidget(host)
+    host.show()
+    opt = QStyleOptionButton()
+    boxes[0].initStyleOption(opt)
+    r = boxes[0].style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, opt, boxes[0])
+    inner = r.adjusted(3, 3, -3, -3)  # inside the border
+    on, off = (_luminance(_pixels(b)[inner.top():inner.bottom(), inner.left():inner.right()]).mean() for b in boxes)
+    hi, lo = max(on, off), min(on, off)
+    assert (hi + 0.05) / (lo + 0.05) >= 3.0, "ticked and empty boxes must differ at a glance"
+
+
+def test_the_first_run_wizard_wears_the_dark_theme(qtbot, tmp_path: Path) -> None:
+    from app.core.settings import SettingsStore
+    from app.modelhub.hardware import Hardware
+    from app.modelhub.library import ModelLibrary
+    from app.ui.first_run import FirstRunWizard
+
+    wizard = FirstRunWizard(SettingsStore(tmp_path / "settings.toml"), library=ModelLibrary(tmp_path / "models"),
+                            hw=Hardware(2, 8 << 30, 6 << 30))
+    qtbot.addWidget(wizard)
+    wizard.show()
+    px = _pixels(wizard)
+    colours, counts = np.unique(px.reshape(-1, 3), axis=0, return_counts=True)
+    assert _luminance(colours[counts.argmax()][None])[0] < 0.05  # mostly the window's dark background, not white
