@@ -139,6 +139,7 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         w.settings_button.clicked.connect(self.open_settings)
         w.chat.feedback.connect(self._on_feedback)
         w.chat.correction.connect(self._on_correction)
+        w.model_combo.activated.connect(lambda _i: self.fit_pace(self.model_combo.currentData() or ""))
         w.question.returnPressed.connect(self.ask_from_box)
         w.ask_button.clicked.connect(self.ask_from_box)
         w.talk_button.clicked.connect(self.push_to_talk)
@@ -149,10 +150,12 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         self.tabs.addTab(self.sessions_page, "Sessions")
         self.model_page = ModelPage(self.library)
         self.model_page.changed.connect(self._refresh_models)
-        self.model_page.default_chosen.connect(lambda name: (self.set_model(name), self.save_settings()))
+        self.model_page.default_chosen.connect(
+            lambda name: (self.set_model(name), self.fit_pace(name), self.save_settings()))
         self.tabs.addTab(self.model_page, "Models")
         self.train_page = TrainPage(self.sessions)
-        self.train_page.use_model.connect(lambda name: (self.model_page.refresh(), self.set_model(name)))
+        self.train_page.use_model.connect(
+            lambda name: (self.model_page.refresh(), self.set_model(name), self.fit_pace(name)))
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.currentChanged.connect(self._tab_changed)
         from app.ui.about import about_button

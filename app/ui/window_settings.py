@@ -13,8 +13,10 @@ from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 
 from app.core.errors import describe_write_failure
 from app.core.settings import Settings, SettingsStore
+from app.modelhub import hardware
 from app.modelhub.library import ModelLibrary
 from app.ui.model_choice import fill_combo
+from app.ui.model_page import ModelPage
 from app.ui.overlay import Overlay
 from app.ui.settings_dialog import SettingsDialog
 from app.ui.source_picker import describe, pick_source
@@ -29,6 +31,7 @@ class WindowSettingsMixin:
     library: ModelLibrary
     store: SettingsStore
     watch: WatchPanel
+    model_page: ModelPage
     overlay: Overlay
     speech: SpeechBridge
     voice: VoiceInput
@@ -132,6 +135,28 @@ class WindowSettingsMixin:
         self.settings.session.model = self._explicit_model = spec
         self.model_combo.setCurrentIndex(-1)
         self._refresh_models()
+
+    def fit_pace(self, name: str) -> bool:
+        """Slow the pace to the recommendation's when the user picks a model the size of MMDuet2 on a machine that
+        needs it (a 2-core CPU: a frame every 3 s, not 1 s); True if it did. The pace stays the user's to change:
+        this runs when a model is chosen, never at start."""
+        entry = self.library.get(name) if name else None
+        if entry is None:
+            return False
+        try:
+            size = entry.model.stat().st_size
+        except OSError:
+            return False
+        rec = self.model_page.rec
+        interval = hardware.pace_for(size, rec)
+        if interval is None or self.interval_spin.value() >= interval:
+            return False
+        self.interval_spin.setValue(interval)
+        self._collect_settings()
+        self.chat.add_notice(
+            f"Pace set to a frame every {interval:g} s: what {name} on {rec.device} keeps up with "
+            f"(Models › This machine). A shorter “Every” makes Duet skip frames and look at each in less detail.")
+        return True
 
     def set_source(self, spec: str) -> None:
         self.settings.session.source = spec

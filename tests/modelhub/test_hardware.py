@@ -102,3 +102,9 @@ def test_projector_type_is_bf16_only_for_a_cpu_with_native_bf16_and_no_gpu():
     assert hardware.projector_type(Hardware(2, 8 * GIB, 6 * GIB, cpu_bf16=False)) == "f16"
     # every GPU backend runs F16
     assert hardware.projector_type(Hardware(8, 32 * GIB, 30 * GIB, gpus=h100, cpu_bf16=True)) == "f16"
+
+
+def test_the_recommended_pace_is_for_models_the_size_of_mmduet2():
+    rec = hardware.recommend(Hardware(2, 8 * GIB, 6 * GIB))
+    assert hardware.pace_for(int(1.8 * GIB), rec) == rec.interval == 3.5  # Q4_K_M's text model
+    assert hardware.pace_for(200_000, rec) is None  # the demo: milliseconds a step anywhere

@@ -16,3 +16,44 @@ def test_the_window_updates_the_hint(qtbot, make_window) -> None:
     w.interval_spin.setValue(1.5)
     w.frames_spin.setValue(2)
     assert w.pace_label.text() == "The model decides every 3 s on 2 frames (one frame each 1.5 s)."
+
+
+def _sized_like(tiny_model, tmp_path, size: int):
+    """The tiny model's pair, its text model grown (sparse, zeros after the tensors) to ``size`` bytes."""
+    import os
+    import shutil
+
+    model = tmp_path / f"model-{size}.gguf"
+    shutil.copyfile(tiny_model.model, model)
+    os.truncate(model, max(size, model.stat().st_size))
+    return model, tiny_model.mmproj
+
+
+def test_choosing_a_model_the_size_of_mmduet2_sets_the_recommended_pace(qtbot, make_window, tiny_model,
+                                                                         tmp_path) -> None:
+    from dataclasses import replace
+
+    from app.modelhub import hardware
+
+    w = make_window()
+    w.model_page.rec = replace(w.model_page.rec, device="CPU", interval=3.0)  # what 2 cores get (test_hardware)
+    big = w.library.add("mmduet2-q4_k_m", *_sized_like(tiny_model, tmp_path, 2 * hardware.GIB), copy=False)
+    small = w.library.add("mine", *_sized_like(tiny_model, tmp_path, 0), copy=False)
+    w.interval_spin.setValue(1.0)
+
+    w.model_page.default_chosen.emit(small.name)  # "Use by default" on a small model: a fast step, pace kept
+    assert w.interval_spin.value() == 1.0 and not w.chat.notices()
+
+    w.model_page.default_chosen.emit(big.name)
+    assert w.settings.session.model == big.name
+    assert w.interval_spin.value() == 3.0 and w.settings.session.interval == 3.0
+    assert "a frame every 3 s" in w.chat.notices()[-1]
+    assert w.pace_label.text() == "The model decides every 6 s on 2 frames (one frame each 3 s)."
+
+    w.interval_spin.setValue(1.5)  # the user's own choice afterwards stands until a model is chosen again
+    w.save_settings()
+    assert w.settings.session.interval == 1.5
+    index = w.model_combo.findData(big.name)
+    w.model_combo.setCurrentIndex(index)
+    w.model_combo.activated.emit(index)  # picked again in the drop-down
+    assert w.interval_spin.value() == 3.0
