@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from app.eval.judges import (
     parse_score,
     token_f1,
 )
+from tests.engine.loopback import refused_port  # bound, never listening: connections are refused
 
 Reply = Callable[[dict], tuple[int, bytes]]
 
@@ -64,14 +64,6 @@ def server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-
-
-def a_dead_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: connections are refused
-    return port
 
 
 def rubric(body: dict) -> tuple[int, bytes]:
@@ -177,9 +169,10 @@ def test_llm_judge_does_not_retry_client_errors() -> None:
 
 
 def test_llm_judge_endpoint_down() -> None:
-    j = LLMJudge(f"http://127.0.0.1:{a_dead_port()}/v1", "m", retries=1, backoff=0, timeout=5)
-    with pytest.raises(JudgeError, match="2 attempt"):
-        j.score("q", "g", "p")
+    with refused_port() as port:
+        j = LLMJudge(f"http://127.0.0.1:{port}/v1", "m", retries=1, backoff=0, timeout=5)
+        with pytest.raises(JudgeError, match="2 attempt"):
+            j.score("q", "g", "p")
 
 
 # ---- cache and batch resolution ---------------------------------------------------------------
@@ -207,8 +200,9 @@ def test_judge_all_caches_every_verdict_so_a_rerun_costs_nothing(tmp_path) -> No
 
 def test_judge_all_reports_failures_and_does_not_cache_them(tmp_path) -> None:
     cache = JudgeCache(tmp_path / "cache.sqlite")
-    down = LLMJudge(f"http://127.0.0.1:{a_dead_port()}/v1", "m", retries=0, backoff=0, timeout=5)
-    out = judge_all(down, requests_(), cache)
+    with refused_port() as port:
+        down = LLMJudge(f"http://127.0.0.1:{port}/v1", "m", retries=0, backoff=0, timeout=5)
+        out = judge_all(down, requests_(), cache)
     assert not out.values and len(out.failures) == 3
     assert all("attempt" in msg for msg in out.failures.values())
     assert len(cache) == 0

@@ -179,16 +179,13 @@ def test_cli_rescoring_and_bad_input(synth: Path, tmp_path: Path, capsys: pytest
 
 def test_a_judge_that_is_down_marks_the_run_incomplete(synth: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
+    from tests.engine.loopback import refused_port
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
     run(synth, tmp_path)
-    argv = [str(synth), "--score-only", "--out", str(tmp_path), "--judge", "llm", "--judge-url",
-            f"http://127.0.0.1:{port}/v1", "--judge-model", "m", "--judge-retries", "0"]
-    assert main(argv) == 3
+    with refused_port() as port:  # bound, never listening, for the whole run: connections are refused
+        argv = [str(synth), "--score-only", "--out", str(tmp_path), "--judge", "llm", "--judge-url",
+                f"http://127.0.0.1:{port}/v1", "--judge-model", "m", "--judge-retries", "0"]
+        assert main(argv) == 3
     assert "INCOMPLETE" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["judge"]["failed"] == report["summary"]["judge_failures"] > 0

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.loopback import chat_reply, free_port, send_json, serve_http
+from tests.engine.loopback import chat_reply, listening_port, refused_port, send_json, serve_http
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,13 +49,14 @@ def test_serve_refuses_a_pair_that_does_not_belong_together(run, data_dir, tiny_
 
 
 def test_duet_serve_end_to_end_generates_a_private_key_and_requires_it(tiny_model, tmp_path):
-    port = free_port()
     env = {**os.environ, "DUET_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO)}
     env.pop("DUET_SERVE_API_KEY", None)
+    # Port 0: the kernel picks a free port as uvicorn binds (no free-then-reuse race); read back from /proc.
     proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", str(tiny_model.model), "--mmproj",
-                             str(tiny_model.mmproj), "--port", str(port), "--gpu-layers", "0", "--n-ctx", "1024"],
+                             str(tiny_model.mmproj), "--port", "0", "--gpu-layers", "0", "--n-ctx", "1024"],
                             cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
+        port = listening_port(proc)
         key_file = tmp_path / "data" / "serve-api-key"
         deadline = time.monotonic() + 120
         while True:
@@ -84,12 +86,26 @@ def test_duet_serve_cancels_a_chat_whose_client_leaves_and_serves_the_next(tiny_
     import base64
     import socket
 
-    port = free_port()
     key = "c" * 32
     env = {**os.environ, "DUET_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO), "DUET_SERVE_API_KEY": key}
     proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", str(tiny_model.model), "--mmproj",
-                             str(tiny_model.mmproj), "--port", str(port), "--gpu-layers", "0", "--n-ctx", "8192",
+                             str(tiny_model.mmproj), "--port", "0", "--gpu-layers", "0", "--n-ctx", "8192",
                              "--max-tokens", "8000"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    # stderr read as it comes: the test closes its socket only once the chat is provably on the model.
+    # llama.cpp's multimodal helper logs "image decoded" while it evaluates the prompt (even with
+    # verbose=False), i.e. after the guard has handed the chat to the model; closing earlier would test
+    # the silent "client left before its body was read" path or the "dropped while queued" one instead.
+    err_lines: list[str] = []
+    on_model = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "image decoded" in line:
+                on_model.set()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
     png = "data:image/png;base64," + base64.b64encode(_png(64, 48)).decode()
 
     def body(max_tokens: int) -> bytes:
@@ -101,25 +117,20 @@ def test_duet_serve_cancels_a_chat_whose_client_leaves_and_serves_the_next(tiny_
         return urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body(max_tokens),
                                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
-        deadline = time.monotonic() + 120
-        while True:  # until it listens
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        port = listening_port(proc)  # port 0 above: the kernel's pick, read back from /proc
         data = body(8000)  # with n_ctx 8192 the random tiny model would talk for minutes
         leaver = socket.create_connection(("127.0.0.1", port), timeout=30)
         leaver.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
                        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
-        time.sleep(2)  # on the model by now (a tiny image; nothing else is queued)
+        assert on_model.wait(120), "the chat never reached the model:\n" + "".join(err_lines)[-3000:]
         leaver.close()
         answer = json.loads(urllib.request.urlopen(chat(4), timeout=120).read())
         assert isinstance(answer["choices"][0]["message"]["content"], str)
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        pumper.join(timeout=30)
+    err = "".join(err_lines)
     lines = [ln for ln in err.splitlines() if ln.startswith("WARNING duet.serve")]
     assert lines[0].startswith("WARNING duet.serve: client 127.0.0.1:")
     assert lines[0].endswith(" closed the connection during its chat; ending the generation"), err[-3000:]
@@ -172,8 +183,9 @@ def test_run_remote_against_misbehaving_servers(case, run, data_dir, vtest_avi):
 
 
 def test_run_remote_with_nothing_listening(run, data_dir, vtest_avi):
-    url = f"http://127.0.0.1:{free_port()}/v1"
-    r = run("run", "--source", vtest_avi, "--remote", url, "--fast", "--max-turns", "1")
+    with refused_port() as port:  # bound, never listening: refused for the whole run, and nobody else's
+        url = f"http://127.0.0.1:{port}/v1"
+        r = run("run", "--source", vtest_avi, "--remote", url, "--fast", "--max-turns", "1")
     assert r.rc == 2 and f"{url}/chat/completions is not answering (" in r.err
 
 
@@ -243,9 +255,12 @@ def _site(routes: dict[str, object], other: str = ""):
 
 
 TOO_MANY = {f"/h{i}": ("redirect", f"/h{i + 1}") for i in range(6)}
-# Each hop is quick enough on its own (0.8 s), the chain is not (3 hops = 2.4 s > the 2 s for the whole fetch).
-SLOW_CHAIN = {"/h0": ("slow-redirect", 0.8, "/h1"), "/h1": ("slow-redirect", 0.8, "/h2"),
-              "/h2": ("slow-redirect", 0.8, "/img"), "/img": ("png",)}
+# Each hop is quick enough on its own (2 s), the chain is not (3 hops ≥ 6 s > the 5.5 s FETCH_TIMEOUT for the
+# whole fetch). The cut always comes in /h2: the chain cannot be faster than its sleeps, and two hops
+# (4 s) leave 1.5 s of the deadline for a loaded machine's overhead before /h2 is asked for.
+FETCH_TIMEOUT = 5.5
+SLOW_CHAIN = {"/h0": ("slow-redirect", 2.0, "/h1"), "/h1": ("slow-redirect", 2.0, "/h2"),
+              "/h2": ("slow-redirect", 2.0, "/img"), "/img": ("png",)}
 
 # case: (routes of the allowed server at 127.0.0.1, first path, expected message or None = fetched,
 #        paths the allowed server must have seen, whether the non-allowed server at 127.0.0.2 saw anything)
@@ -276,10 +291,10 @@ SERVE_URL_CASES = {
     "a redirect loop": (
         {"/a": ("redirect", "/a")}, "/a", "{base}/a: more than 3 redirects; not followed further", ["/a"] * 4),
     "the time limit covers the whole chain": (
-        SLOW_CHAIN, "/h0", "{base}/h0 (redirected to {base}/h2): not fetched within 2 s", ["/h0", "/h1", "/h2"]),
+        SLOW_CHAIN, "/h0", "{base}/h0 (redirected to {base}/h2): not fetched within 5.5 s", ["/h0", "/h1", "/h2"]),
     "a body trickled after a redirect": (
         {"/a": ("redirect", "/slow"), "/slow": ("trickle", 0.2)}, "/a",
-        "{base}/a (redirected to {base}/slow): not fetched within 2 s", ["/a", "/slow"]),
+        "{base}/a (redirected to {base}/slow): not fetched within 5.5 s", ["/a", "/slow"]),
     "a declared size over the limit after a redirect": (
         {"/a": ("redirect", "/big"), "/big": ("big", 10_000_000)}, "/a",
         "{base}/a (redirected to {base}/big): 10000000 bytes; the server accepts at most 65536", ["/a", "/big"]),
@@ -305,7 +320,7 @@ def test_serve_checks_every_redirect_hop(case):
 
     routes, first, message, seen = SERVE_URL_CASES[case]
     policy = ServePolicy(api_key="k" * 32, allow_urls=True, url_networks=(ipaddress.ip_network("127.0.0.1/32"),),
-                         fetch_timeout=2.0, max_image_bytes=65536)
+                         fetch_timeout=FETCH_TIMEOUT, max_image_bytes=65536)
     other_handle = _site({"/secret.png": ("png",)})
     with serve_http(other_handle, host="127.0.0.2") as (other, other_rec):
         with serve_http(_site(routes, other)) as (base, rec):
