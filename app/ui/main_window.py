@@ -384,7 +384,9 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
 
     # ---- shutdown ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        self.save_settings()
+        if not self.save_settings() and self.isVisible() and not self.confirm_close_unsaved(self.last_error):
+            event.ignore()  # the user frees some space first; the session (if any) runs on
+            return
         self._poll.stop()
         self.runner.close()  # stops the session; its transcript is closed by the controller
         self.voice.close()

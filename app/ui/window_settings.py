@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import QMessageBox
 
 from app.core.errors import describe_write_failure
 from app.core.settings import Settings, SettingsStore
@@ -83,7 +84,8 @@ class WindowSettingsMixin:
     def _collect_settings(self) -> None:
         self.watch.read_session_settings(self.settings.session)
 
-    def save_settings(self) -> None:
+    def save_settings(self) -> bool:
+        """Save; False (and the banner says why) when the file could not be written."""
         self._collect_settings()
         w = self.settings.window
         w.x, w.y, w.width, w.height = self.x(), self.y(), self.width(), self.height()
@@ -95,6 +97,17 @@ class WindowSettingsMixin:
         except OSError as e:
             self.show_problem(describe_write_failure(e, "Settings could not be saved",
                                                      "the settings saved before are kept"))
+            return False
+        return True
+
+    def confirm_close_unsaved(self, problem: str) -> bool:
+        """Asked when the settings cannot be saved as the window closes: a banner in a closing window
+        would never be read. True: close anyway (the settings saved before are kept)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Settings not saved", problem,
+                          QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel, self)
+        box.setInformativeText("Close Duet anyway, or cancel, free some space and close again.")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return box.exec() == QMessageBox.StandardButton.Close
 
     @Slot(bool)
     def set_muted(self, muted: bool) -> None:

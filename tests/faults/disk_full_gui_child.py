@@ -82,6 +82,9 @@ def window(qtbot, room: Path, tmp_path: Path, monkeypatch) -> Iterator[Callable[
         w = MainWindow(store, session_store=SessionStore(room / "sessions"), library=ModelLibrary(tmp_path / "models"),
                        speech=speech, voice_input=voice, tray=False)
         qtbot.addWidget(w)
+        # pytest-qt closes the window before the disk is freed: closing anyway is the answer there
+        # (the case on closing itself asks the real dialog).
+        w.confirm_close_unsaved = lambda problem: True  # type: ignore[method-assign]
         made.append(w)
         w.show()
         return w
@@ -251,3 +254,35 @@ def test_a_mark_on_a_full_disk_is_not_shown_as_saved(qtbot, window, disk, room):
     assert bubble.buttons["wrong"].isChecked() and not page.banner.isVisible()
     saved = load_session(directory)
     assert saved.feedback == {1: {"wrong"}} and saved.damaged_lines == 0
+
+
+def test_closing_on_a_full_disk_asks_before_the_settings_are_lost(qtbot, window, disk, room):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    w = window()
+    del w.confirm_close_unsaved  # the real question, not the fixture's stand-in
+    w.save_settings()
+    path = room / "config" / "settings.toml"
+    before = path.read_bytes()
+    disk.fill()
+    w.interval_spin.setValue(4.0)  # a change that cannot be saved
+    asked: list[str] = []
+
+    def answer(button: QMessageBox.StandardButton) -> None:
+        def click() -> None:
+            box = QApplication.activeModalWidget()
+            assert isinstance(box, QMessageBox)
+            asked.append(box.text())
+            box.button(button).click()
+        QTimer.singleShot(0, click)
+
+    answer(QMessageBox.StandardButton.Cancel)
+    assert not w.close() and w.isVisible()  # cancelled: the window stays, its banner says why
+    expected = (f"Settings could not be saved: the disk is full (writing {path}). Free some space; the settings "
+                "saved before are kept.")
+    assert asked == [expected] and w.watch.banner.text() == expected
+    answer(QMessageBox.StandardButton.Close)
+    assert w.close() and not w.isVisible()
+    assert len(asked) == 2
+    assert path.read_bytes() == before  # the earlier file, whole

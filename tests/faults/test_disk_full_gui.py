@@ -17,7 +17,7 @@ import pytest
 
 from .test_disk_full import REPO, run_on_tiny_fs
 
-CASES = 5
+CASES = 6
 
 
 def test_the_window_on_a_full_disk(tmp_path):
