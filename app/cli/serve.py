@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a port already in use is said at once, not after
+    a minute of loading, and ``--port 0`` prints the port the kernel chose."""
+    from app.core.errors import InputError
+
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise InputError(f"--host {host}: {e.strerror or e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}. Choose another --port, "
+                         "or stop the program that uses it.") from e
+    return sock
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -30,6 +52,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if url_networks and not a.allow_urls:
         raise InputError("--allow-url-net only widens --allow-urls; add --allow-urls")
     model, mmproj = resolve_model(a.model, a.mmproj)
+    sock = listen_socket(a.host, a.port)
+    port = sock.getsockname()[1]
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
     if os.environ.get("DUET_SERVE_API_KEY"):
         key, new = os.environ["DUET_SERVE_API_KEY"], False
@@ -42,13 +66,16 @@ def cmd_serve(a: argparse.Namespace) -> int:
                          max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
                          generation_timeout=a.timeout, queue_timeout=a.timeout)
     app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias, policy=policy)
-    print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{a.port}/v1", file=sys.stderr)
+    print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{port}/v1", file=sys.stderr)
     if new:
         print(f"new API key (stored in {key_file}, readable by you only):\n    {key}\n"
-              f"clients: DUET_API_KEY={key} duet run --remote http://HOST:{a.port}/v1 …", file=sys.stderr)
+              f"clients: DUET_API_KEY={key} duet run --remote http://HOST:{port}/v1 …", file=sys.stderr)
     elif not os.environ.get("DUET_SERVE_API_KEY"):
         print(f"API key: the one stored in {key_file}", file=sys.stderr)
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
+    config = uvicorn.Config(app, host=a.host, port=port, log_level="warning", limit_concurrency=64,
+                            timeout_keep_alive=5)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

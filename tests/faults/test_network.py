@@ -78,6 +78,19 @@ def test_duet_serve_end_to_end_generates_a_private_key_and_requires_it(tiny_mode
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"new API key (stored in {key_file}, readable by you only):\n    {key}" in err
+    assert f"on http://127.0.0.1:{port}/v1" in err  # --port 0: the port the kernel chose, not 0
+
+
+def test_serve_says_at_once_that_its_port_is_taken(run, data_dir, tiny_model):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run("serve", "--model", tiny_model.model, "--mmproj", tiny_model.mmproj, "--port", port)
+    assert r.rc == 2, r.err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use. Choose another --port" in r.err
 
 
 def test_duet_serve_cancels_a_chat_whose_client_leaves_and_serves_the_next(tiny_model, tmp_path):
