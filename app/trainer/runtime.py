@@ -24,6 +24,7 @@ downloaded or bundled; pip's wheel cache also makes a reinstall after ``remove``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,7 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,10 +271,34 @@ class TrainerRuntime:
                                     + "\n".join(r.stderr.strip().splitlines()[-6:]))
         return json.loads(r.stdout.strip().splitlines()[-1])
 
+    @contextlib.contextmanager
+    def _exclusive(self, doing: str) -> Iterator[None]:
+        """Hold the runtime's lock (a sibling file, so ``remove`` can delete the whole folder): two installs
+        from the app and a terminal would run pip into one venv at once, and a repair or removal would pull
+        it from under the other."""
+        from filelock import FileLock, Timeout
+
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root.with_name(self.root.name + ".lock")))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as e:
+            raise RuntimeSetupError(f"cannot {doing} the training runtime now: another Duet (the app or a "
+                                    "terminal) is installing or removing it. Wait for that to finish; an install "
+                                    "there makes it ready here too.") from e
+        try:
+            yield
+        finally:
+            lock.release()
+
     def install(self, on_event: Callable[[Event], None] | None = None, *, variant: str | None = None) -> RuntimeStatus:
-        """Make (or repair, or finish) the runtime; idempotent, so rerunning after any failure is the fix."""
-        emit = on_event or (lambda e: None)
+        """Make (or repair, or finish) the runtime; idempotent, so rerunning after any failure is the fix.
+        One at a time across processes (:meth:`_exclusive`)."""
         self._check_writable()
+        with self._exclusive("install"):
+            return self._install(on_event or (lambda e: None), variant)
+
+    def _install(self, emit: Callable[[Event], None], variant: str | None) -> RuntimeStatus:
         before = self.status()
         if before.ready:
             emit({"event": "runtime", "phase": "done", "fraction": 1.0, "message": "already installed"})
@@ -323,8 +348,9 @@ class TrainerRuntime:
         """Delete the runtime (record first, so a removal interrupted halfway reads as incomplete)."""
         if not self.root.exists():
             return False
-        self.record.unlink(missing_ok=True)
-        shutil.rmtree(self.root)
+        with self._exclusive("remove"):
+            self.record.unlink(missing_ok=True)
+            shutil.rmtree(self.root)
         return True
 
     # ---- jobs ------------------------------------------------------------------------------------

@@ -109,8 +109,12 @@ class RuntimeDialog(QDialog):
     def remove(self) -> None:
         if self.busy:
             return
-        self.runtime.remove()
-        self.step_label.setText("removed")
+        try:
+            self.runtime.remove()
+        except (RuntimeSetupError, OSError) as e:  # another Duet is installing it; a file in use
+            self.step_label.setText("not removed: " + str(e).splitlines()[0])
+        else:
+            self.step_label.setText("removed")
         self.refresh()
 
     def _on_progress(self, event: dict) -> None:

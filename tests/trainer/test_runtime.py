@@ -91,6 +91,42 @@ def test_an_interrupted_install_is_incomplete_and_resumes(tmp_path: Path) -> Non
     assert rt.python.stat().st_mtime_ns == made  # the usable venv was kept, not remade
 
 
+def test_a_second_install_or_removal_meanwhile_is_refused_and_the_first_finishes(tmp_path: Path) -> None:
+    """Two processes, as with the app and a terminal: the second is told to wait, the first is not disturbed."""
+    import subprocess
+    import sys
+    import time
+
+    ready, go = tmp_path / "verifying", tmp_path / "go"
+    # The first install holds still in its verification step until the test lets it go.
+    hold = (f"import json, os, sys, time; open({str(ready)!r}, 'w').close()\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+            "print(json.dumps({'torch': 'none', 'cuda': False, 'python': sys.version.split()[0]}))")
+    child = ("import sys; from app.trainer.runtime import TrainerRuntime\n"
+             f"rt = TrainerRuntime({str(tmp_path / 'rt')!r}, torch_spec=None, requirements=[], verify_code=sys.argv[1])\n"
+             "print(rt.install().state)")
+    first = subprocess.Popen([sys.executable, "-c", child, hold], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():  # the first install is inside its lock
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first install never reached its verification"
+            time.sleep(0.02)
+        second = light(tmp_path / "rt")
+        with pytest.raises(RuntimeSetupError, match="cannot install the training runtime now: another Duet"):
+            second.install()
+        with pytest.raises(RuntimeSetupError, match="cannot remove the training runtime now"):
+            second.remove()
+        assert second.venv.exists()
+    finally:
+        go.touch()
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and out.split() == ["ready"], err
+    assert second.status().ready and second.install().ready  # and now it is ready here too
+    assert second.remove() and second.status().state == "absent"
+
+
 def test_a_failed_verification_is_reported_not_recorded(tmp_path: Path) -> None:
     rt = TrainerRuntime(tmp_path / "rt", torch_spec=None, requirements=[], verify_code="import torch_is_not_here")
     with pytest.raises(RuntimeSetupError, match="does not import PyTorch"):

@@ -45,3 +45,27 @@ def test_a_failed_install_is_explained_and_can_be_retried(qtbot, tmp_path: Path,
     assert shown and "does not import PyTorch" in shown[0]
     assert d.state_label.text().startswith("incomplete") and d.install_button.text() == "Repair"
     assert d.install_button.isEnabled()
+
+
+def test_remove_while_another_duet_installs_says_so(qtbot, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rt = TrainerRuntime(tmp_path / "rt", torch_spec=None, requirements=[], verify_code=LIGHT)
+    rt.install()
+    d = RuntimeDialog(runtime=rt)
+    qtbot.addWidget(d)
+    lock = rt.root.with_name(rt.root.name + ".lock")  # what an install in another process holds
+    other = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; "
+                              f"held = FileLock({str(lock)!r}); held.acquire(); print('held', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        d.remove_button.click()
+        assert d.step_label.text().startswith("not removed: cannot remove the training runtime now: another Duet")
+        assert rt.status().ready
+    finally:
+        other.stdin.close()
+        other.wait(30)
+    d.remove_button.click()
+    assert d.step_label.text() == "removed" and not rt.root.exists()
