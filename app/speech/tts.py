@@ -13,8 +13,8 @@ and keeps accepting lines silently, so the app works on.
 One speaker per process: pyttsx3 caches one engine per driver and espeak-ng has a single
 process-wide synthesis callback, so a second live speaker would steal the first one's audio.
 
-``output_dir`` makes the engine speak to numbered WAV files instead of the sound card: used by the
-tests (real espeak-ng, no speaker needed) and handy to record a session's voice track.
+``output_dir`` makes the engine speak to numbered WAV files instead of the sound card: the tests use it
+(real espeak-ng, no speaker needed); the app does not offer it, so a full disk there is a test's concern.
 """
 
 from __future__ import annotations
