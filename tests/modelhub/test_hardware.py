@@ -108,3 +108,7 @@ def test_the_recommended_pace_is_for_models_the_size_of_mmduet2():
     rec = hardware.recommend(Hardware(2, 8 * GIB, 6 * GIB))
     assert hardware.pace_for(int(1.8 * GIB), rec) == rec.interval == 3.5  # Q4_K_M's text model
     assert hardware.pace_for(200_000, rec) is None  # the demo: milliseconds a step anywhere
+    gpu = hardware.recommend(Hardware(8, 32 * GIB, 30 * GIB, gpus=[_gpu(24)], build="CUDA"))
+    assert gpu.gpu_layers == -1 and hardware.pace_for(int(1.8 * GIB), gpu) is None  # whatever the user picks
+    part = hardware.recommend(Hardware(8, 32 * GIB, 30 * GIB, gpus=[_gpu(3)], build="CUDA"))
+    assert 0 < part.gpu_layers < hardware.N_LAYERS and hardware.pace_for(int(1.8 * GIB), part) == part.interval

@@ -36,7 +36,7 @@ def test_choosing_a_model_the_size_of_mmduet2_sets_the_recommended_pace(qtbot, m
     from app.modelhub import hardware
 
     w = make_window()
-    w.model_page.rec = replace(w.model_page.rec, device="CPU", interval=3.0)  # what 2 cores get (test_hardware)
+    w.model_page.rec = replace(w.model_page.rec, device="CPU", gpu_layers=0, interval=3.0)  # 2 cores (test_hardware)
     big = w.library.add("mmduet2-q4_k_m", *_sized_like(tiny_model, tmp_path, 2 * hardware.GIB), copy=False)
     small = w.library.add("mine", *_sized_like(tiny_model, tmp_path, 0), copy=False)
     w.interval_spin.setValue(1.0)
