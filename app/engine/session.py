@@ -108,7 +108,10 @@ class ProactiveSession:
 
     def _step(self, frames: tuple[Frame, ...]) -> StepResult:
         cfg = self.config
-        video_time = self.video_time + len(frames) * cfg.interval
+        # Each frame stands for its own tick and for the ticks a live source dropped before it while the model
+        # was busy (Frame.dropped): the world moved on meanwhile, so the clock does too, and a reply's time is
+        # that of the frames it saw, not behind them by every step the model took too long.
+        video_time = self.video_time + sum(1 + f.dropped for f in frames) * cfg.interval
         text, force = self._take_text(video_time)
         images = [fit_frame(f.image, self.cadence.budget(cfg.tokens_per_frame)) for f in frames]
         t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 "Every" is the time between two sampled frames and "Frames per turn" how many frames the model
 looks at before each decision (speak or stay silent), so one decision comes every
 ``interval × frames`` seconds of video — the same arithmetic the session uses to advance its clock
-(app/engine/session.py: ``video_time + len(frames) * interval``).
+(app/engine/session.py, which also counts the ticks a live source dropped while the model was busy).
 """
 
 from __future__ import annotations
