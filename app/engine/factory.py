@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.capture.base import FrameSource
-from app.core.config import BackendSettings, SessionConfig, resolve_threads
+from app.core.config import BackendSettings, SessionConfig, lower_compute_priority, resolve_threads
 from app.engine.backend import Backend
 
 
@@ -30,7 +30,9 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
                  remote: RemoteSpec | None = None, interactive: bool = False) -> Backend:
     """Load the backend a caller asks for.
 
-    ``interactive`` is True for the GUI: the thread policy then leaves one core to the window.
+    ``interactive`` is True for the GUI: the calling thread (the session's) and the compute threads it
+    starts then yield to the window (:func:`~app.core.config.lower_compute_priority`) and use every core;
+    where they cannot, one core is left to the window.
     Raises :class:`~app.engine.backend.BackendError` (a :class:`~app.core.errors.DuetError`) with
     the file or setting at fault.
     """
@@ -43,7 +45,8 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
 
     s = settings or BackendSettings()
     model_path, mmproj_path = resolve_model(model, mmproj)
-    threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive)
+    yields = interactive and lower_compute_priority()
+    threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive and not yields)
     return LlamaBackend(model_path, mmproj_path, LlamaSettings(
         n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn))
 
