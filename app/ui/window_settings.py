@@ -105,7 +105,8 @@ class WindowSettingsMixin:
         would never be read. True: close anyway (the settings saved before are kept)."""
         box = QMessageBox(QMessageBox.Icon.Warning, "Settings not saved", problem,
                           QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel, self)
-        box.setInformativeText("Close Duet anyway, or cancel, free some space and close again.")
+        box.setInformativeText("Close Duet anyway (the settings saved before are kept), or cancel, do what the "
+                               "message says, and close again.")
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         return box.exec() == QMessageBox.StandardButton.Close
 
