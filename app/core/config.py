@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -196,8 +197,9 @@ def resolve_threads(requested: int, *, leave_one_for_ui: bool = False) -> int:
 
     A GUI whose model threads cannot be made to yield to it leaves one core free: with every core
     decoding at the window's priority, the event loop waits for the scheduler and the window stutters.
-    Where they can (Linux: :func:`lower_compute_priority`), the GUI takes every core too: on 2 cores
-    that is 1.8× the model's throughput with a shorter longest stall (docs/benchmarks.md §8).
+    Where they can (Linux: :func:`lower_compute_priority`), the GUI takes every core too: on 2 cores the
+    3B shape then did 1.7× the steps with the same p99 event-loop gap, though two of four runs had one stall
+    over 30 ms (docs/benchmarks.md §8).
     """
     if requested > 0:
         return requested
@@ -205,20 +207,24 @@ def resolve_threads(requested: int, *, leave_one_for_ui: bool = False) -> int:
     return max(1, cores - 1) if leave_one_for_ui else cores
 
 
+_lowered = threading.local()  # this thread's priority was lowered already (a later model load must not lower it again)
+
+
 def lower_compute_priority(step: int = 10) -> bool:
     """Make the calling thread, and every compute thread it starts afterwards, yield to the rest of the
-    desktop: nice +``step`` (capped at 19). Linux only, where a nice value is per thread and a new thread
-    inherits its creator's, so llama.cpp's OpenMP workers, started later from this thread, get it too.
-    False where it cannot (another OS, where ``setpriority`` would lower the whole process, window included).
+    desktop: nice +``step`` (capped at 19), once per thread. Linux only, where a nice value is per thread and
+    a new thread inherits its creator's, so llama.cpp's OpenMP workers, started later from this thread, get it
+    too. False where it cannot (another OS, where ``setpriority`` would lower the whole process, window included).
     """
+    if getattr(_lowered, "done", False):
+        return True
     if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
         return False
-    import threading
-
     tid = threading.get_native_id()
     try:
         now = os.getpriority(os.PRIO_PROCESS, tid)
         os.setpriority(os.PRIO_PROCESS, tid, min(19, now + step))
     except OSError:
         return False
+    _lowered.done = True
     return True

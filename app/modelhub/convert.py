@@ -263,7 +263,7 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
     """Convert a Qwen2.5-VL checkpoint folder into ``{name}-{outtype}.gguf`` + ``mmproj-{name}-{mmproj_outtype}.gguf``.
 
     ``mmproj_outtype`` (default: ``outtype``) lets the projector differ from the text model: a BF16 projector
-    beside an F16 text model to be quantized is what a CPU with native BF16 products runs fastest
+    beside an F16 text model to be quantized is what a CPU that multiplies BF16 natively runs fastest
     (docs/benchmarks.md §1).
 
     ``checkpoint`` replaces the folder's safetensors with any object of the same interface

@@ -286,11 +286,11 @@ def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:
     # CPU: seconds of compute per frame measured for the 3B shape on 2 quiet Zen 4 cores, with the projector
     # type pull makes here, scaled by the core count; a slower CPU falls behind and the cadence policy says so.
     # The interval must cover one frame's share of a step, so the model keeps up with what it watches.
-    measured = CPU_SECONDS_PER_FRAME_2_CORES[projector_type(hw)]
-    per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in measured.items()}
+    projector = projector_type(hw)
+    per_frame = {tokens: secs * 2 / max(1, hw.cores) for tokens, secs in CPU_SECONDS_PER_FRAME_2_CORES[projector].items()}
     tokens = 128 if per_frame[128] <= 2.0 else 64
     interval = max(1.0, math.ceil(per_frame[tokens] * 2) / 2)
-    proj = " (BF16 vision projector: this CPU multiplies BF16 natively)" if projector_type(hw) == "bf16" else ""
+    proj = " (BF16 vision projector: this CPU multiplies BF16 natively)" if projector == "bf16" else ""
     reasons.append(f"on {hw.cores} CPU cores{proj} a frame of {tokens} tokens costs about {per_frame[tokens]:.1f} s: "
                    f"one frame every {interval:g} s keeps up")
     return Recommendation("Q4_K_M", "CPU", -1, 0, tokens, interval, fits, tuple(reasons))
@@ -303,7 +303,8 @@ MMDUET2_CLASS_BYTES = 1 * GIB
 
 def pace_for(model_bytes: int, rec: Recommendation) -> float | None:
     """The interval to propose when the user picks a model of ``model_bytes``: the recommendation's for a model
-    the size of MMDuet2 run on the CPU, wholly or in part (a frame every 3 s on 2 cores), where it comes from a
+    the size of MMDuet2 run on the CPU, wholly or in part (on 2 cores a frame every 3 s, or 3.5 s without native
+    BF16), where it comes from a
     measured cost. None for a small model, and on a GPU that holds every layer (a 3B step took 0.1 s on an H100:
     any pace the user picks keeps up)."""
     if model_bytes < MMDUET2_CLASS_BYTES or rec.gpu_layers == -1:

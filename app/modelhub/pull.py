@@ -29,6 +29,7 @@ from pathlib import Path
 
 from app.core.atomic import write_json_atomic
 from app.core.errors import DuetError, ResourceError
+from app.core.locks import exclusive
 from app.core.sizes import human_bytes
 from app.modelhub import hardware, hub
 from app.modelhub.hub import HubError, RemoteFile
@@ -342,21 +343,17 @@ class PullJob:
     # ---- the whole job ------------------------------------------------------------------------
     def run(self) -> ModelEntry:
         """The whole pull, holding a lock on its work folder: two pulls of one repository never interleave."""
-        from filelock import FileLock, Timeout
-
         self.work.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self._lock_path()))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout as e:
-            raise PullError(f"{self.repo} is already being pulled (from the app or another terminal); "
-                            "wait for it, or pause it there", "busy") from e
-        try:
-            return self._run()
-        finally:
-            lock.release()
-            if not self.work.exists():  # finished (or cancelled): leave no trace in .pulls
-                self._lock_path().unlink(missing_ok=True)
+        def busy() -> PullError:
+            return PullError(f"{self.repo} is already being pulled (from the app or another terminal); "
+                             "wait for it, or pause it there", "busy")
+
+        with exclusive(self._lock_path(), busy):
+            try:
+                return self._run()
+            finally:
+                if not self.work.exists():  # finished (or cancelled): leave no trace in .pulls
+                    self._lock_path().unlink(missing_ok=True)
 
     def _lock_path(self) -> Path:
         return self.work.parent / f"{self.work.name}.lock"

@@ -32,10 +32,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from app.core.locks import exclusive
 
 TORCH_VERSION = "2.13.0"  # the version CI and the demo recipe are tested with (Makefile pins the same)
 # PyTorch's wheel indexes for each CUDA runtime it is built for, newest first. A driver runs a CUDA
@@ -271,25 +273,13 @@ class TrainerRuntime:
                                     + "\n".join(r.stderr.strip().splitlines()[-6:]))
         return json.loads(r.stdout.strip().splitlines()[-1])
 
-    @contextlib.contextmanager
-    def _exclusive(self, doing: str) -> Iterator[None]:
-        """Hold the runtime's lock (a sibling file, so ``remove`` can delete the whole folder): two installs
-        from the app and a terminal would run pip into one venv at once, and a repair or removal would pull
-        it from under the other."""
-        from filelock import FileLock, Timeout
-
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root.with_name(self.root.name + ".lock")))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout as e:
-            raise RuntimeSetupError(f"cannot {doing} the training runtime now: another Duet (the app or a "
-                                    "terminal) is installing or removing it. Wait for that to finish; an install "
-                                    "there makes it ready here too.") from e
-        try:
-            yield
-        finally:
-            lock.release()
+    def _exclusive(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        """The runtime's lock (a sibling file, so ``remove`` can delete the whole folder): two installs from
+        the app and a terminal would run pip into one venv at once, and a repair or removal would pull it
+        from under the other."""
+        return exclusive(self.root.with_name(self.root.name + ".lock"), lambda: RuntimeSetupError(
+            f"cannot {doing} the training runtime now: another Duet (the app or a terminal) is installing or "
+            "removing it. Wait for that to finish; an install there makes it ready here too."))
 
     def install(self, on_event: Callable[[Event], None] | None = None, *, variant: str | None = None) -> RuntimeStatus:
         """Make (or repair, or finish) the runtime; idempotent, so rerunning after any failure is the fix.

@@ -152,7 +152,7 @@ class WindowSettingsMixin:
 
     def fit_pace(self, name: str) -> bool:
         """Slow the pace to the recommendation's when the user picks a model the size of MMDuet2 on a machine that
-        needs it (a 2-core CPU: a frame every 3 s, not 1 s); True if it did. The pace stays the user's to change:
+        needs it (on 2 CPU cores a frame every 3–3.5 s, not 1 s); True if it did. The pace stays the user's to change:
         this runs when a model is chosen, never at start."""
         entry = self.library.get(name) if name else None
         if entry is None:

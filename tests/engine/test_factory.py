@@ -38,6 +38,10 @@ def test_make_backend_applies_the_one_thread_policy(tiny_model) -> None:
                         raised=os.getpriority(os.PRIO_PROCESS, tid) - before)
         finally:
             gui.close()
+        again = make_backend(str(tiny_model.model), None, BackendSettings(n_ctx=2048, n_gpu_layers=0),
+                             interactive=True)  # another model in the same session thread: lowered once only
+        again.close()
+        seen["raised_after_two"] = os.getpriority(os.PRIO_PROCESS, tid) - before
 
     main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     t = threading.Thread(target=session_thread)
@@ -46,6 +50,7 @@ def test_make_backend_applies_the_one_thread_policy(tiny_model) -> None:
     assert seen["n_ctx"] >= 2048
     if sys.platform.startswith("linux"):
         assert seen["threads"] == resolve_threads(0) and seen["raised"] == min(10, 19 - main_nice)
+        assert seen["raised_after_two"] == seen["raised"]
     else:
         assert seen["threads"] == resolve_threads(0, leave_one_for_ui=True) and seen["raised"] == 0
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the window's thread untouched
