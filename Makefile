@@ -12,14 +12,14 @@ STAMP := $(VENV)/.duet-installed
 SYS_STAMP := .cache/.sysdeps-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Qt's xcb/EGL/font/dbus libraries, speech (espeak-ng; alsa-utils for aplay, which pyttsx3 plays replies
+# Qt's xcb/EGL/font/dbus libraries, qemu-user (the packaged app is checked on emulated older CPUs), speech (espeak-ng; alsa-utils for aplay, which pyttsx3 plays replies
 # with), audio, the real test videos, Xvfb, and a C++ toolchain
 # for llama-cpp-python (an sdist compiled on install).
 APT_PACKAGES := python3-venv python3-dev build-essential cmake git openssl \
 	libegl1 libgl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 \
 	libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libx11-xcb1 \
-	espeak-ng alsa-utils libportaudio2 opencv-doc xvfb xauth x11-utils
+	espeak-ng alsa-utils libportaudio2 opencv-doc xvfb xauth x11-utils qemu-user
 
 .PHONY: run test sysdeps venv lint clean gpu mutation package smoke
 
@@ -28,7 +28,6 @@ APT_PACKAGES := python3-venv python3-dev build-essential cmake git openssl \
 DEMO_VIDEO := out/demo-video/videos/appear-easy-000.avi
 
 run: $(STAMP)
-	$(VENV)/bin/duet train demo --if-missing --quiet
 	$(VENV)/bin/duet eval make-synthetic out/demo-video --families appear,colour --difficulty easy \
 		--per-family 1 --seed 7
 	$(VENV)/bin/duet run --source $(DEMO_VIDEO) --model demo --ask "Tell me when a new shape appears." \
@@ -55,34 +54,30 @@ $(SYS_STAMP):
 
 venv: $(STAMP)
 # The CPU build of torch is pinned and installed first: a bare `torch` requirement would pull the
-# multi-GB CUDA build. llama-cpp-python compiles from source (≈5 min on 2 cores, cached by pip).
-$(STAMP): pyproject.toml $(SYS_STAMP)
+# multi-GB CUDA build. llama-cpp-python is built portable by installer/build_llama.py: every CPU
+# library from x86-64 baseline to AVX-512 (ggml picks the best at start), never AMX, never
+# -march=native; ≈ 35 min on 2 cores the first time, then a cached wheel (~/.cache/duet/wheels).
+$(STAMP): pyproject.toml installer/build_llama.py $(SYS_STAMP)
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) installer/build_llama.py
 	$(PY) -m pip install -q -e '.[train,test]'
 	touch $@
 
 # GPU build of llama.cpp: `make gpu` (or GPU=cuda|vulkan|metal make gpu) recompiles llama-cpp-python
-# in .venv for the GPU; `duet models recommend` then lists the GPU as llama.cpp sees it.
+# in .venv for the GPU (all the GPUs of its kind users have, plus the same portable CPU libraries);
+# `duet models recommend` then lists the GPU as llama.cpp sees it.
 GPU ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo cuda; \
 	elif [ "$$(uname)" = Darwin ]; then echo metal; \
 	elif command -v vulkaninfo >/dev/null 2>&1 && vulkaninfo --summary 2>/dev/null | grep -q PHYSICAL_DEVICE_TYPE_DISCRETE_GPU; then echo vulkan; \
 	else echo none; fi)
 
 gpu: $(STAMP)
-	@case "$(GPU)" in \
-	cuda) command -v nvcc >/dev/null || { echo "make gpu: the CUDA compiler (nvcc) is missing: install the CUDA toolkit (Debian/Ubuntu: sudo apt-get install nvidia-cuda-toolkit), then run make gpu again"; exit 1; }; \
-	      args="-DGGML_CUDA=on";; \
-	vulkan) command -v glslc >/dev/null || { echo "make gpu: the Vulkan shader compiler is missing: sudo apt-get install libvulkan-dev glslc, then run make gpu again"; exit 1; }; \
-	      args="-DGGML_VULKAN=on";; \
-	metal) args="-DGGML_METAL=on";; \
+	@case "$(GPU)" in cuda|vulkan|metal) ;; \
 	*) echo "make gpu: no NVIDIA (nvidia-smi), Vulkan or Apple GPU found. Name one: GPU=cuda|vulkan|metal make gpu"; exit 1;; \
-	esac; \
-	ver=$$($(PY) -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))"); \
-	echo "Rebuilding llama-cpp-python $$ver with $$args (several minutes)"; \
-	CMAKE_ARGS="$$args" FORCE_CMAKE=1 $(PY) -m pip install -q --force-reinstall --no-deps --no-cache-dir \
-		"llama-cpp-python==$$ver"
+	esac
+	$(PY) installer/build_llama.py --flavour $(GPU)
 	$(VENV)/bin/duet models recommend
 
 # The installable app: PyInstaller's one-folder build in dist/duet/ (no PyTorch: the trainer installs

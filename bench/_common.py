@@ -34,6 +34,9 @@ def machine_info() -> dict:
         pass
     import llama_cpp
 
+    from app.modelhub.llama_lib import load_backends
+
+    backends = load_backends()
     mem_kb = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -54,6 +57,7 @@ def machine_info() -> dict:
         "llama_cpp_python": llama_cpp.__version__,
         "llama_system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         "gpu": bool(llama_cpp.llama_supports_gpu_offload()),
+        "ggml_cpu_variant": backends.cpu_variant,
         "loadavg": os.getloadavg(),
         "top_at_start": top,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -8,7 +8,11 @@ With fresh, empty user folders (HOME and XDG_* in a temporary directory, no DUET
    trained, nothing downloaded — and at least one reply is printed;
 3. the GUI starts under Xvfb and draws its window: the X server lists a top-level window named
    "Duet", and a screenshot of the screen is not blank (it is saved for people to look at);
-4. with ``--deb``: the .deb unpacked into a scratch root (``dpkg -x``) runs from there (steps 1–2).
+4. with ``--deb``: the .deb unpacked into a scratch root (``dpkg -x``) runs from there (steps 1–2);
+5. portability (x86-64 with qemu-user): the same narration with the model's engine, the process that loads
+   llama.cpp, on an emulated Haswell (AVX2) and an emulated Nehalem (SSE4.2) CPU, each picking the CPU
+   library it can run. A build carrying the building machine's instruction set (-march=native on an
+   AVX-512 machine) dies there with SIGILL, so this check fails for it.
 
 Exit status 0 when every check passed; each failure prints what was seen.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,6 +71,35 @@ def cli_checks(exe: Path, work: Path, label: str) -> None:
           f"first {replies[0] if replies else None!r} ({time.monotonic() - t0:.0f} s)", r.stdout + r.stderr)
     lib = Path(env["XDG_DATA_HOME"]) / "duet" / "models" / "library.json"
     check(not lib.exists(), f"{label}: nothing was written into the user's model library")
+
+
+# QEMU's names for the CPUs checked, and the ggml CPU library each must choose.
+EMULATED_CPUS = {"Haswell-v4": "haswell", "Nehalem": "sse42"}
+
+
+def emulated_checks(exe: Path, work: Path) -> None:
+    """Narrate with the engine's process under qemu-user as an older CPU (see the module docstring)."""
+    qemu = shutil.which("qemu-x86_64") or shutil.which("qemu-x86_64-static")
+    check(qemu is not None, "qemu-user is installed for the portability check", "apt-get install qemu-user")
+    internal = exe.parent / "_internal"
+    # PyInstaller's bootloader restarts itself once with these variables set; a process restarted under
+    # qemu-user would leave the emulator and run natively, so the emulated process starts with them.
+    pyi = {"_PYI_ARCHIVE_FILE": str(exe), "_PYI_APPLICATION_HOME_DIR": str(internal),
+           "_PYI_PARENT_PROCESS_LEVEL": "1", "LD_LIBRARY_PATH": str(internal), "_PYI_LINUX_PROCESS_NAME": "duet"}
+    clip = next((work / "clips-frozen" / "videos").glob("appear-easy-000.avi"))
+    for cpu, library in EMULATED_CPUS.items():
+        env = fresh_env(work / f"home-{cpu}")
+        env["DUET_ENGINE_LAUNCHER"] = shlex.join(
+            [qemu, "-cpu", cpu, *[x for k, v in pyi.items() for x in ("-E", f"{k}={v}")]])
+        t0 = time.monotonic()
+        r = subprocess.run([str(exe), "-v", "INFO", "run", "--source", str(clip), "--fast", "--ask", QUESTION],
+                           capture_output=True, text=True, env=env, timeout=1800)
+        replies = [ln for ln in r.stdout.splitlines() if re.match(r"\[\d\d:\d\d\] (?!\(you\))", ln)]
+        chosen = re.search(r"CPU library (\S+)", r.stderr)
+        check(r.returncode == 0 and bool(replies) and chosen is not None and chosen.group(1) == library,
+              f"emulated {cpu}: the engine chose the {chosen.group(1) if chosen else '?'} CPU library and narrated "
+              f"{len(replies)} repl(ies), first {replies[0] if replies else None!r} ({time.monotonic() - t0:.0f} s)",
+              r.stdout + r.stderr)
 
 
 def free_display() -> int:
@@ -131,12 +165,15 @@ def main() -> int:
     ap.add_argument("--deb", type=Path, help="also unpack this .deb into a scratch root and run it from there")
     ap.add_argument("--shot", type=Path, default=REPO / "out" / "smoke" / "frozen_gui.png")
     ap.add_argument("--no-gui", action="store_true")
+    ap.add_argument("--no-emulation", action="store_true", help="skip the emulated-CPU check (qemu-user)")
     a = ap.parse_args()
     check(a.app.is_file(), f"frozen app at {a.app}", "run `make package` first")
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="duet-smoke-") as tmp:
         work = Path(tmp)
         cli_checks(a.app, work, "frozen")
+        if not a.no_emulation and sys.platform.startswith("linux") and os.uname().machine == "x86_64":
+            emulated_checks(a.app, work)
         if not a.no_gui:
             gui_check(a.app, work, a.shot)
         if a.deb:

@@ -1,8 +1,9 @@
-"""The ``duet`` command: ``gui`` (default), ``run`` (headless), ``serve``, ``models``, ``eval``, ``train``, ``sessions``.
+"""The ``duet`` command: ``gui`` (default), ``run`` (headless), ``serve``, ``models``, ``eval``, ``train``, ``sessions``,
+``doctor``.
 
 Every subcommand is a thin layer over the Qt-free packages, so what the GUI does can be scripted,
 benchmarked and tested from here. Each group of subcommands lives in its own module here
-(``run``, ``serve``, ``models``, ``sessions``) or beside its package (``app/eval/cli.py``,
+(``run``, ``serve``, ``models``, ``sessions``, ``doctor``) or beside its package (``app/eval/cli.py``,
 ``app/trainer/cli.py``) and registers itself with ``add_commands``.
 """
 
@@ -27,7 +28,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import models, run, serve, sessions
+    from app.cli import doctor, models, run, serve, sessions
     from app.eval.cli import add_commands as add_eval
     from app.trainer.cli import add_commands as add_train
 
@@ -43,11 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_train(sub)
     sessions.add_commands(sub)
+    doctor.add_commands(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "engine-worker":  # the model's own process (app/engine/engine_process.py), not for users
+        from app.engine.engine_worker import main as engine_main
+
+        return engine_main()
     if args and args[0] == "gui":  # the app's own flags (--start, --model, --no-first-run …): app/ui/main.py
         from app.ui.main import main as gui_main
 

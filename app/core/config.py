@@ -122,11 +122,17 @@ class BackendSettings:
     n_threads: int = _setting(0, 0, 1024, "CPU threads (0 = automatic)")
     n_gpu_layers: int = _setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
     flash_attn: str = "auto"
+    # Which of llama.cpp's CPU libraries the engine loads: "auto" (the best this CPU runs) or one by name,
+    # e.g. "x64" (any x86-64), as after a crash in a faster one (app/modelhub/llama_lib.py).
+    cpu_variant: str = "auto"
 
     def __post_init__(self) -> None:
         _validate(self)
         if self.flash_attn not in FLASH_ATTN:
             raise SettingError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
+        if not self.cpu_variant or not all(c.isalnum() or c in "._" for c in self.cpu_variant):
+            raise SettingError(f"cpu_variant must be 'auto' or a CPU library name such as x64 or haswell, "
+                               f"got {self.cpu_variant!r}")
 
 
 def limit(cls: type, name: str) -> Limit:

@@ -24,6 +24,7 @@ step can be using it (:meth:`release_backend`). What a session records on disk g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -95,6 +96,9 @@ class SessionController:
         self._reserved = False
         self._free_after_run = False
         self._health = SourceHealth.OK
+        # After the engine's process died (app/engine/engine_process.py): the BackendSettings changes the next
+        # start uses (CPU only, portable kernels), for as long as this controller lives.
+        self.fallback: dict[str, object] = {}
 
     # ---- state --------------------------------------------------------------------------------
     @property
@@ -262,6 +266,9 @@ class SessionController:
             reason = self._run(request)
         except DuetError as e:
             reason = "error"
+            crash = next((x for x in (e, e.__cause__) if getattr(x, "fallback", None) is not None), None)
+            if crash is not None:  # the engine's process died (app/engine/engine_process.py): never reuse it
+                self._drop_dead_backend(crash)
             self._emit(Failed(self._describe(e)))
         except Exception as e:  # never die silently: the user gets the message, the log the traceback
             log.exception("session crashed")
@@ -304,7 +311,17 @@ class SessionController:
         cap = request.config.max_turns
         return "max turns" if cap and session.turn >= cap else "ended"
 
+    def _drop_dead_backend(self, crash: BaseException) -> None:
+        with self._lock:
+            backend, self.backend, self._backend_key = self.backend, None, None
+            self.fallback.update(getattr(crash, "fallback", {}) or {})
+        if backend is not None:
+            backend.close()  # reaps the dead process and frees its shared memory
+
     def _ensure_backend(self, request: RunRequest) -> Backend:
+        if self.fallback:
+            settings = dataclasses.replace(request.backend, **self.fallback)
+            request = dataclasses.replace(request, backend=settings)
         key = (request.model, request.mmproj, request.backend)
         if self.backend is None or self._backend_key != key:
             if self.backend is not None:
@@ -355,6 +372,8 @@ class SessionController:
             return str(e)
         if isinstance(e, CaptureError):
             return f"The source stopped working: {e}"
+        if getattr(e, "fallback", None) is not None:  # the engine's process died: its message is the user's
+            return str(e)
         if isinstance(e, BackendError):
             return f"The model failed: {e}"
         return str(e)

@@ -9,6 +9,7 @@ session starts from (source, model, validated settings).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,11 +28,14 @@ class RemoteSpec:
 
 
 def make_backend(model: str, mmproj: str | None = None, settings: BackendSettings | None = None, *,
-                 remote: RemoteSpec | None = None, interactive: bool = False) -> Backend:
+                 remote: RemoteSpec | None = None, interactive: bool = False, isolated: bool = True) -> Backend:
     """Load the backend a caller asks for.
 
-    ``interactive`` is True for the GUI: the calling thread (the session's) and the compute threads it
-    starts then yield to the window (:func:`~app.core.config.lower_compute_priority`) and use every core;
+    ``isolated`` (the default) runs llama.cpp in a process of its own (:mod:`app.engine.engine_process`),
+    so a native crash ends that process with a message instead of ending the caller; False loads it in this
+    process (the engine's own tests and benchmarks, which look inside it).
+    ``interactive`` is True for the GUI: the model's compute threads yield to the window (the engine's
+    process at nice +10; in-process, :func:`~app.core.config.lower_compute_priority`) and use every core;
     where they cannot, one core is left to the window.
     Raises :class:`~app.engine.backend.BackendError` (a :class:`~app.core.errors.DuetError`) with
     the file or setting at fault.
@@ -45,6 +49,14 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
 
     s = settings or BackendSettings()
     model_path, mmproj_path = resolve_model(model, mmproj)
+    if isolated:
+        from app.engine.engine_process import EngineProcess
+
+        yields = interactive and sys.platform.startswith("linux")  # the engine's process runs at nice +10
+        threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive and not yields)
+        return EngineProcess(model_path, mmproj_path, LlamaSettings(
+            n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn),
+            nice=10 if yields else 0, cpu_variant=s.cpu_variant)
     yields = interactive and lower_compute_priority()
     threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive and not yields)
     return LlamaBackend(model_path, mmproj_path, LlamaSettings(

@@ -116,8 +116,8 @@ class LlamaBackend:
         gpu = gpu_offload_supported()
         wants_gpu = s.n_gpu_layers != 0
         if wants_gpu and not gpu:
-            log.warning("This llama.cpp build has no GPU support; running on the CPU. For NVIDIA GPUs reinstall "
-                        "with CMAKE_ARGS=-DGGML_CUDA=on pip install --force-reinstall llama-cpp-python")
+            log.warning("This llama.cpp build has no GPU support; running on the CPU. For NVIDIA GPUs rebuild "
+                        "it with `make gpu` (python installer/build_llama.py --flavour cuda)")
         n_layers = (self.info.n_layers + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers) if gpu else 0
         # Each native handle is registered as soon as it exists, so a failure further on (a context
         # too large for memory, a bad projector) frees what was already loaded.

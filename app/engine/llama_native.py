@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-# llama.cpp's CPU backend runs its threads under OpenMP, whose default wait policy spins between
-# operations. On a machine whose cores are busy with other work (a desktop app beside a browser, a
-# shared server) a spinning thread burns the time slice its partner needs: measured here at 2 threads
-# on 2 loaded cores, a step took 8.6 s spinning and 1.0 s with passive waiting (docs/benchmarks.md §3).
-# libgomp reads this once, when it is loaded, so it must be set before llama_cpp is imported; a user's
-# own OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import llama_cpp
+import numpy as np
+from llama_cpp import mtmd_cpp
 
-import llama_cpp  # noqa: E402
-import numpy as np  # noqa: E402
-from llama_cpp import mtmd_cpp  # noqa: E402
+from app.modelhub.llama_lib import load_backends
 
 log = logging.getLogger("duet.llama")
 
@@ -50,6 +43,7 @@ def init_backend() -> None:
     with _init_lock:
         if _initialised:
             return
+        load_backends()  # the portable build's CPU (and GPU) libraries; OMP_WAIT_POLICY before them
         llama_cpp.llama_backend_init()
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
         mtmd_cpp.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))

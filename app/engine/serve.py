@@ -353,9 +353,11 @@ def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, 
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    from app.modelhub.llama_lib import load_backends
     from app.modelhub.validate import check_pair
 
     check_pair(model, mmproj)
+    load_backends()  # the portable build registers no backend by itself (app/modelhub/llama_lib.py)
     settings = ModelSettings(model=str(model), clip_model_path=str(mmproj), chat_format="qwen2.5-vl",
                              n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, model_alias=alias, verbose=False,
                              **({"n_threads": n_threads} if n_threads else {}))

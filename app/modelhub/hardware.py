@@ -125,22 +125,13 @@ _DEV_TYPE_IGPU = 3
 
 
 def _ggml_lib() -> ctypes.CDLL | None:
-    """The ggml library inside the installed llama-cpp-python, already loaded by ``import llama_cpp``."""
+    """The ggml library inside the installed llama-cpp-python, its backends loaded (app/modelhub/llama_lib.py)."""
     try:
-        import llama_cpp
-    except ImportError:
+        from app.modelhub.llama_lib import _libggml, load_backends
+
+        return _libggml(load_backends().lib_dir)
+    except (ImportError, OSError, AttributeError):
         return None
-    libdir = Path(llama_cpp.__file__).parent / "lib"
-    for name in ("libggml.so", "libggml.dylib", "ggml.dll", "libggml-base.so"):
-        p = libdir / name
-        if p.exists():
-            try:
-                lib = ctypes.CDLL(str(p))
-                lib.ggml_backend_dev_count  # noqa: B018 - raises AttributeError when absent
-                return lib
-            except (OSError, AttributeError):
-                continue
-    return None
 
 
 def llama_devices() -> list[GpuInfo] | None:
@@ -149,9 +140,6 @@ def llama_devices() -> list[GpuInfo] | None:
     if lib is None:
         return None
     try:
-        import llama_cpp
-
-        llama_cpp.llama_backend_init()  # loads dynamic backends where the build uses them
         lib.ggml_backend_dev_count.restype = ctypes.c_size_t
         lib.ggml_backend_dev_get.restype = ctypes.c_void_p
         lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
@@ -204,7 +192,11 @@ def build_backend() -> str:
     """The GPU backend compiled into the installed llama.cpp (CUDA, Metal, Vulkan, …) or CPU."""
     try:
         import llama_cpp
-    except ImportError:
+
+        from app.modelhub.llama_lib import load_backends
+
+        load_backends()
+    except (ImportError, OSError):
         return "none"
     if not llama_cpp.llama_supports_gpu_offload():
         return "CPU"
@@ -216,7 +208,11 @@ def cpu_has_native_bf16() -> bool:
     """Whether llama.cpp's CPU backend multiplies BF16 natively here (x86 AVX-512 BF16)."""
     try:
         import llama_cpp
-    except ImportError:
+
+        from app.modelhub.llama_lib import load_backends
+
+        load_backends()
+    except (ImportError, OSError):
         return False
     return "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
 
@@ -245,7 +241,7 @@ def switch_hint(hw: Hardware) -> str | None:
         return None
     names = ", ".join(g.name for g in hw.gpus_unused)
     return (f"{names} found, but this llama.cpp build is CPU-only. Rebuild it for the GPU with `make gpu` "
-            "(or: CMAKE_ARGS=-DGGML_CUDA=on pip install --force-reinstall --no-cache-dir llama-cpp-python).")
+            "(or: python installer/build_llama.py --flavour cuda).")
 
 
 def recommend(hw: Hardware, main_gpu: int | None = None) -> Recommendation:

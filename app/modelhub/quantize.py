@@ -53,6 +53,9 @@ def quantize(src: Path | str, qtype: str, out: Path | str | None = None, *, over
     mixes of a model whose output head shares the table, as Qwen2.5-VL-3B's does)."""
     import llama_cpp
 
+    from app.modelhub.llama_lib import load_backends
+
+    load_backends()
     src = Path(src)
     qtype = qtype.upper()
     if qtype not in FTYPES:

@@ -35,17 +35,17 @@ def _free_windows_on_the_gui_thread() -> Iterator[None]:
 
 @pytest.fixture
 def step_threads(monkeypatch: pytest.MonkeyPatch) -> set[int]:
-    """Idents of every thread that called the real LlamaBackend.step during the test."""
-    from app.engine.llama_backend import LlamaBackend
+    """Idents of every thread that asked the real engine (its own process) for a step during the test."""
+    from app.engine.engine_process import EngineProcess
 
     seen: set[int] = set()
-    real = LlamaBackend.step
+    real = EngineProcess.step
 
     def recording_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.add(threading.get_ident())
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(LlamaBackend, "step", recording_step)
+    monkeypatch.setattr(EngineProcess, "step", recording_step)
     return seen
 
 

@@ -121,11 +121,11 @@ def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vt
     """
     from PySide6.QtCore import QTimer
 
-    from app.engine.llama_backend import LlamaBackend
+    from app.engine.engine_process import EngineProcess
 
     ticks: list[int] = []
     turned: list[bool] = []
-    real = LlamaBackend.step
+    real = EngineProcess.step
 
     def step_waiting_for_the_gui(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         import time
@@ -136,7 +136,7 @@ def test_gui_thread_stays_responsive_while_the_model_runs(qtbot, make_window, vt
         turned.append(len(ticks) >= start + 3)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(LlamaBackend, "step", step_waiting_for_the_gui)
+    monkeypatch.setattr(EngineProcess, "step", step_waiting_for_the_gui)
     w = make_window(source=str(vtest_avi))
     configure(w, interval=0.3, talk=50)
     timer = QTimer()
