@@ -81,11 +81,12 @@ def emulated_checks(exe: Path, work: Path) -> None:
     """Narrate with the engine's process under qemu-user as an older CPU (see the module docstring)."""
     qemu = shutil.which("qemu-x86_64") or shutil.which("qemu-x86_64-static")
     check(qemu is not None, "qemu-user is installed for the portability check", "apt-get install qemu-user")
-    internal = exe.parent / "_internal"
-    # PyInstaller's bootloader restarts itself once with these variables set; a process restarted under
-    # qemu-user would leave the emulator and run natively, so the emulated process starts with them.
-    pyi = {"_PYI_ARCHIVE_FILE": str(exe), "_PYI_APPLICATION_HOME_DIR": str(internal),
-           "_PYI_PARENT_PROCESS_LEVEL": "1", "LD_LIBRARY_PATH": str(internal), "_PYI_LINUX_PROCESS_NAME": "duet"}
+    exe = exe.resolve()
+    # PyInstaller's bootloader restarts itself once with these variables set (seen with strace -e execve on
+    # PyInstaller 6.22); a process restarted under qemu-user would leave the emulator and run natively, so the
+    # emulated process starts with them and goes straight on.
+    pyi = {"_PYI_ARCHIVE_FILE": str(exe), "_PYI_PARENT_PROCESS_LEVEL": "-1", "_PYI_LINUX_PROCESS_NAME": "duet",
+           "LD_LIBRARY_PATH": str(exe.parent / "_internal")}
     clip = next((work / "clips-frozen" / "videos").glob("appear-easy-000.avi"))
     for cpu, library in EMULATED_CPUS.items():
         env = fresh_env(work / f"home-{cpu}")

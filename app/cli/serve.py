@@ -1,4 +1,13 @@
-"""``duet serve``: one model behind an OpenAI-compatible endpoint for other machines (``--remote``)."""
+"""``duet serve``: one model behind an OpenAI-compatible endpoint for other machines (``--remote``).
+
+The command is a supervisor, as Ollama's server is over its runners: it checks the flags, binds the port and
+reads the API key, then runs the server and its llama.cpp in a child process (the same command with
+``--worker-fd``), handing it the listening socket. A native fault in llama.cpp (SIGILL, SIGSEGV, an abort, the
+out-of-memory killer) ends that child, not the service: the supervisor says what happened in words and starts
+it again, on the safe settings where the crash suggests them (CPU only, portable kernels). The socket stays
+open meanwhile, so new clients wait in its backlog instead of being refused. More than
+:data:`MAX_RESTARTS` crashes within :data:`RESTART_WINDOW_S` seconds end the service with exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -29,20 +38,71 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 120.0
+_WORKER_ARGS = "DUET_SERVE_WORKER_ARGS"  # the supervisor's checked flags, as JSON, for its child
+
+
+def supervise(sock: socket.socket, a: argparse.Namespace, key: str) -> int:
+    """Run the server in a child process holding ``sock``, and start it again after a crash (module docstring)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from app.engine.engine_process import app_command, describe_exit, fallback_for
+
+    args = {k: v for k, v in vars(a).items() if k != "func"}
+    crashes: list[float] = []
+    env = dict(os.environ, DUET_SERVE_API_KEY=key)  # the key by environment, never on a command line
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            env[_WORKER_ARGS] = json.dumps(args)
+            child = subprocess.Popen(app_command("serve", "--worker-fd", str(sock.fileno())), env=env,
+                                     pass_fds=(sock.fileno(),))
+            rc = child.wait()
+            if rc >= 0 or -rc in (signal.SIGINT, signal.SIGTERM):
+                return 0 if rc in (0, -signal.SIGINT, -signal.SIGTERM) else rc
+            name, message = describe_exit(rc)
+            now = time.monotonic()
+            crashes = [t for t in crashes if now - t < RESTART_WINDOW_S] + [now]
+            safe = fallback_for(name)
+            print(f"duet serve: {message.replace('Press Start to', 'Restarting to').split(' The session')[0]}",
+                  file=sys.stderr, flush=True)
+            if len(crashes) > MAX_RESTARTS:
+                print(f"duet serve: the server crashed {len(crashes)} times in {RESTART_WINDOW_S:.0f} s; stopping. "
+                      "`duet doctor` checks this computer.", file=sys.stderr)
+                return 1
+            if "n_gpu_layers" in safe:
+                args["gpu_layers"] = 0
+            if "cpu_variant" in safe:
+                env["DUET_CPU_VARIANT"] = safe["cpu_variant"]
+            print(f"duet serve: restarting the server ({'CPU only, portable kernels' if safe else 'same settings'}); "
+                  "requests in flight were lost, new ones wait meanwhile", file=sys.stderr, flush=True)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
-
     from app.core.errors import InputError
     from app.engine.serve import (
-        ServePolicy,
-        create_server_app,
         default_key_file,
         load_or_create_api_key,
         parse_networks,
     )
     from app.modelhub.library import resolve_model
+    from app.modelhub.validate import check_pair
 
     if a.allow_files and not Path(a.allow_files).is_dir():
         raise InputError(f"--allow-files {a.allow_files}: not a folder")
@@ -51,7 +111,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
     url_networks = parse_networks(a.allow_url_net)
     if url_networks and not a.allow_urls:
         raise InputError("--allow-url-net only widens --allow-urls; add --allow-urls")
+    if a.worker_fd is not None:
+        return _serve_worker(a)
     model, mmproj = resolve_model(a.model, a.mmproj)
+    check_pair(model, mmproj)  # a wrong pair is said here, before the port and the key
     sock = listen_socket(a.host, a.port)
     port = sock.getsockname()[1]
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
@@ -61,21 +124,50 @@ def cmd_serve(a: argparse.Namespace) -> int:
             raise InputError("DUET_SERVE_API_KEY must be at least 16 characters")
     else:
         key, new = load_or_create_api_key(key_file)
-    policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
-                         allow_urls=a.allow_urls, url_networks=url_networks, cors_origins=tuple(a.cors_origin),
-                         max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
-                         generation_timeout=a.timeout, queue_timeout=a.timeout)
-    app = create_server_app(model, mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias, policy=policy)
     print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{port}/v1", file=sys.stderr)
     if new:
         print(f"new API key (stored in {key_file}, readable by you only):\n    {key}\n"
               f"clients: DUET_API_KEY={key} duet run --remote http://HOST:{port}/v1 …", file=sys.stderr)
     elif not os.environ.get("DUET_SERVE_API_KEY"):
         print(f"API key: the one stored in {key_file}", file=sys.stderr)
-    config = uvicorn.Config(app, host=a.host, port=port, log_level="warning", limit_concurrency=64,
-                            timeout_keep_alive=5)
+    a.model, a.mmproj, a.port = str(model), str(mmproj), port
+    if a.in_process:
+        with sock:
+            return _run_server(a, sock, key, url_networks)
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+        return supervise(sock, a, key)
+
+
+def _serve_worker(a: argparse.Namespace) -> int:
+    """The child :func:`supervise` starts: the supervisor's flags, its socket, the key from the environment."""
+    import json
+    import os
+
+    from app.engine.serve import parse_networks
+
+    for k, v in json.loads(os.environ.pop(_WORKER_ARGS)).items():
+        if k != "worker_fd":
+            setattr(a, k, v)
+    key = os.environ.pop("DUET_SERVE_API_KEY")
+    sock = socket.socket(fileno=a.worker_fd)
+    with sock:
+        return _run_server(a, sock, key, parse_networks(a.allow_url_net))
+
+
+def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networks: object) -> int:
+    import uvicorn
+
+    from app.engine.serve import ServePolicy, create_server_app
+
+    policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
+                         allow_urls=a.allow_urls, url_networks=url_networks, cors_origins=tuple(a.cors_origin),
+                         max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
+                         generation_timeout=a.timeout, queue_timeout=a.timeout)
+    app = create_server_app(a.model, a.mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias,
+                            policy=policy)
+    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64,
+                            timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -105,4 +197,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--max-tokens", type=int, default=512, help="cap on a reply's length in tokens")
     sv.add_argument("--timeout", type=float, default=120.0,
                     help="seconds a request may wait for the model, and seconds of generation before a reply is ended")
+    sv.add_argument("--in-process", action="store_true",
+                    help="run llama.cpp in this process (default: a supervised child, restarted after a crash)")
+    sv.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # the supervised child's socket
     sv.set_defaults(func=cmd_serve)

@@ -63,16 +63,19 @@ class EngineCrashed(BackendError):
         self.fallback = fallback
 
 
-def worker_command() -> list[str]:
-    """How to start the engine: the frozen app runs itself; from source, this interpreter runs the package.
-
-    ``DUET_ENGINE_LAUNCHER`` is put in front when set (split like a shell would): a wrapper such as
-    ``taskset -c 2,3`` or, in the portability check (installer/smoke_frozen.py), ``qemu-x86_64 -cpu Nehalem``,
-    which runs the engine, the process that loads llama.cpp, on an emulated older CPU."""
-    launcher = shlex.split(os.environ.get("DUET_ENGINE_LAUNCHER", ""))
+def app_command(*args: str) -> list[str]:
+    """The ``duet`` command as a child process runs it: the frozen app runs itself; from source, this
+    interpreter runs the package."""
     if getattr(sys, "frozen", False):
-        return [*launcher, sys.executable, "engine-worker"]
-    return [*launcher, sys.executable, "-m", "app", "engine-worker"]
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "app", *args]
+
+
+def worker_command() -> list[str]:
+    """How to start the engine. ``DUET_ENGINE_LAUNCHER`` is put in front when set (split like a shell would): a
+    wrapper such as ``taskset -c 2,3`` or, in the portability check (installer/smoke_frozen.py),
+    ``qemu-x86_64 -cpu Nehalem``, which runs the engine, the process that loads llama.cpp, on an emulated older CPU."""
+    return [*shlex.split(os.environ.get("DUET_ENGINE_LAUNCHER", "")), *app_command("engine-worker")]
 
 
 def describe_exit(returncode: int) -> tuple[str | None, str]:
@@ -86,6 +89,19 @@ def describe_exit(returncode: int) -> tuple[str | None, str]:
         return name, f"The model's engine stopped ({name}): {cause}. The session so far is saved. {todo}"
     return None, (f"The model's engine exited unexpectedly (code {returncode}). The session so far is saved. "
                   "Press Start to begin again; `duet doctor` checks this computer.")
+
+
+def fallback_for(signal_name: str | None, cpu_variants: list[str] | None = None) -> dict[str, Any]:
+    """Safer BackendSettings changes to start again with, after the engine died by ``signal_name``: CPU only,
+    on ggml's baseline CPU library (any x86-64). Nothing for a kill or a bus error: the settings were not the
+    cause. ``cpu_variants``: the CPU libraries the engine found (None: unknown, it died while loading)."""
+    if signal_name in (None, "SIGKILL", "SIGTERM", "SIGBUS"):
+        return {}
+    safe: dict[str, Any] = {"n_gpu_layers": 0}
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    if (cpu_variants is None and x86) or (cpu_variants and "x64" in cpu_variants):
+        safe["cpu_variant"] = "x64"
+    return safe
 
 
 class EngineProcess:
@@ -185,15 +201,7 @@ class EngineProcess:
         return self._dead
 
     def _fallback(self, signal_name: str | None) -> dict[str, Any]:
-        """Safer BackendSettings changes to start again with, after dying by ``signal_name``."""
-        if signal_name in (None, "SIGKILL", "SIGTERM", "SIGBUS"):
-            return {}
-        safe: dict[str, Any] = {"n_gpu_layers": 0}
-        known = self.cpu_variants
-        x86 = platform.machine().lower() in ("x86_64", "amd64")
-        if (known is None and x86) or (known and "x64" in known):
-            safe["cpu_variant"] = "x64"  # ggml's baseline CPU library: any x86-64
-        return safe
+        return fallback_for(signal_name, self.cpu_variants)
 
     def _kill(self) -> None:
         if self.proc.poll() is None:
