@@ -22,7 +22,8 @@ from pathlib import Path
 PLAYER = "aplay"  # what pyttsx3 2.9x's espeak driver runs on Linux (drivers/espeak.py)
 
 
-def _espeak_library(find: Callable[[str], str | None]) -> str | None:
+def espeak_library(find: Callable[[str], str | None] = ctypes.util.find_library) -> str | None:
+    """The espeak-ng (or espeak) library pyttsx3 would load, or None (``duet doctor`` names it)."""
     for name in ("espeak-ng", "espeak"):
         found = find(name)
         if found:
@@ -58,7 +59,7 @@ def speech_output_problem(*, platform: str = sys.platform,
     if not platform.startswith("linux"):
         return None
     tail = " Until then replies are shown but not spoken (or turn Voice off)."
-    if _espeak_library(find_library) is None:
+    if espeak_library(find_library) is None:
         return ("Voice is on, but the espeak-ng speech engine is not installed. Install it with "
                 "`sudo apt install espeak-ng`." + tail)
     if which(PLAYER) is None:

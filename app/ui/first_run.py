@@ -1,4 +1,5 @@
-"""The first-run wizard: what Duet does, the offline models, getting MMDuet2, permissions, voice.
+"""The first-run wizard: what Duet does, the offline models, getting MMDuet2, permissions, voice, and a
+check of this computer (``duet doctor``'s, on the last page, on request).
 
 Shown once, before the main window, when the settings have ``setup.first_run_done = false`` (a fresh
 config). Everything it sets lands in the same settings file the app uses; the MMDuet2 download it
@@ -17,6 +18,7 @@ from app.core.sizes import human_bytes
 from app.modelhub import catalog, hardware
 from app.modelhub.jobs import PullManager, manager
 from app.modelhub.library import ModelLibrary
+from app.ui.doctor_panel import DoctorPanel
 from app.ui.style import STYLE
 
 
@@ -98,6 +100,9 @@ class FirstRunWizard(QWizard):
         self.voice = QCheckBox("Speak replies aloud (you can mute at any time with Ctrl+Shift+M)")
         self.voice.setChecked(not self.settings.speech.muted)
         lay.addWidget(self.voice)
+        # The permissions and the sound this page talks about, checked for real (and the CPU, GPU and model).
+        self.doctor = DoctorPanel(page)
+        lay.addWidget(self.doctor)
         self.addPage(page)
 
     def done(self, result: int) -> None:

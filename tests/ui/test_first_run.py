@@ -29,6 +29,7 @@ def test_wizard_once_with_choices_saved_and_pull_started(qtbot, tmp_path: Path, 
             break
         wiz.next()
     assert titles == ["What Duet does", "Models on this computer", "Get MMDuet2", "Permissions and voice"]
+    assert wiz.doctor.button.isVisible() and wiz.doctor.button.text() == "Check this computer"  # duet doctor's
     wiz.voice.setChecked(False)
     wiz.get_mmduet2.setChecked(True)
     wiz.button(QWizard.WizardButton.FinishButton).click()

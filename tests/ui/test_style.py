@@ -71,7 +71,9 @@ def test_file_dialog_list_is_readable(qtbot, tmp_path: Path) -> None:
 def _pixels(widget: QWidget) -> np.ndarray:
     img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
     arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
-    return arr[:, :img.width() * 3].reshape(img.height(), img.width(), 3)
+    # A copy: the array must not outlive the image whose memory it views (freed when this returns; reading it
+    # afterwards crashed the test run once the heap was laid out differently).
+    return arr[:, :img.width() * 3].reshape(img.height(), img.width(), 3).copy()
 
 
 def test_a_ticked_box_looks_unlike_an_empty_one(qtbot) -> None:
