@@ -74,9 +74,11 @@ def recipe_key(flavour: str, native: bool) -> str:
 def cmake_args(flavour: str, native: bool) -> list[str]:
     if native:  # a developer's own fastest build; never packaged (build_deb/pyinstaller refuse it)
         args = ["-DGGML_NATIVE=ON", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+    elif sys.platform == "darwin":  # Apple silicon: one CPU baseline (M1 and later) and Metal, as upstream ships it
+        args = ["-DGGML_NATIVE=OFF"]
     else:
         args = ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON"]
-        if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64") and sys.platform != "darwin":
+        if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
             args.append("-DGGML_CPU_ALL_VARIANTS=ON")
         # The variant libraries resolve ggml-base symbols at load time (as ramalama's build does).
         if sys.platform.startswith("linux"):

@@ -20,6 +20,7 @@ Exit status 0 when every check passed; each failure prints what was seen.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -71,6 +72,14 @@ def cli_checks(exe: Path, work: Path, label: str) -> None:
           f"first {replies[0] if replies else None!r} ({time.monotonic() - t0:.0f} s)", r.stdout + r.stderr)
     lib = Path(env["XDG_DATA_HOME"]) / "duet" / "models" / "library.json"
     check(not lib.exists(), f"{label}: nothing was written into the user's model library")
+    r = subprocess.run([str(exe), "doctor", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        checks = {c["name"]: c for c in json.loads(r.stdout)}
+    except ValueError:
+        checks = {}
+    cpu, step = checks.get("CPU", {}), checks.get("Demo model", {})
+    check(cpu.get("ok") is True and step.get("ok") is True,
+          f"{label}: doctor: {cpu.get('detail', '?').split(';')[0]}; {step.get('detail', '?')}", r.stdout + r.stderr)
 
 
 # QEMU's names for the CPUs checked, and the ggml CPU library each must choose.

@@ -57,7 +57,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     """Headless session: the same controller the GUI drives, with replies printed as they come."""
     from app.capture.parse import open_source
     from app.core.config import SessionConfig
-    from app.core.textsafe import terminal_safe
+    from app.core.textsafe import terminal_safe, without_userinfo
     from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
 
     config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
@@ -78,7 +78,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         nonlocal n_replies
         if isinstance(event, (Failed, Problem)):
             failures.append(event.message)
-            print(f"duet: {event.message}", file=sys.stderr)
+            print(f"duet: {without_userinfo(event.message)}", file=sys.stderr)  # a --remote URL's password too
         if not isinstance(event, StepDone):
             return
         r = event.result
@@ -101,7 +101,10 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     store = SessionStore() if a.save_session else None  # the same store, meta and records as the app
     controller = SessionController(lambda _r: backend, lambda _r: source, listener=show, store=store)
-    request = RunRequest(source=a.source, model=a.model, config=config,
+    # A remote session runs the server's model, not --model (whose default, demo, it was recorded as): the
+    # session records which model on which server (the URL without any user:password@).
+    model = f"{a.remote_model} at {without_userinfo(a.remote)}" if a.remote else a.model
+    request = RunRequest(source=a.source, model=model, config=config,
                          questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
     if getattr(backend, "device", "") == "CPU" and not a.remote:
         from app.modelhub.hardware import detect, switch_hint
@@ -109,7 +112,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         hint = switch_hint(detect())  # a GPU is here but this llama.cpp build cannot use it
         if hint:
             print(f"Duet: {hint}", file=sys.stderr)
-    print(f"Duet: {a.source} · {getattr(backend, 'device', '?')} · every {a.interval:g} s, "
+    print(f"Duet: {a.source} · {without_userinfo(getattr(backend, 'device', '?'))} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
     reason = "ended"
     try:
@@ -138,7 +141,8 @@ def backend_settings(a: argparse.Namespace):
     """The :class:`~app.core.config.BackendSettings` a command's flags ask for (validated)."""
     from app.core.config import BackendSettings
 
-    return BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers, flash_attn=a.flash_attn)
+    return BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers, flash_attn=a.flash_attn,
+                           cpu_variant=a.cpu_variant)
 
 
 def make_backend(a: argparse.Namespace):
@@ -159,6 +163,9 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto",
                    help="auto (default): llama.cpp's choice on a GPU; on the CPU off for the text model and on for "
                         "the vision encoder, the faster way for each there (docs/benchmarks.md)")
+    p.add_argument("--cpu-variant", default="auto", metavar="NAME",
+                   help="llama.cpp's CPU library: auto (the best this CPU runs; `duet doctor` names it) or one by "
+                        "name, e.g. x64 (any x86-64), after a crash in a faster one")
     p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="mmduet2", help="model name to send to the remote server")

@@ -75,7 +75,7 @@ def supervise(sock: socket.socket, a: argparse.Namespace, key: str) -> int:
             now = time.monotonic()
             crashes = [t for t in crashes if now - t < RESTART_WINDOW_S] + [now]
             safe = fallback_for(name)
-            print(f"duet serve: {message.replace('Press Start to', 'Restarting to').split(' The session')[0]}",
+            print(f"duet serve: {message.split(' The session')[0]}",
                   file=sys.stderr, flush=True)
             if len(crashes) > MAX_RESTARTS:
                 print(f"duet serve: the server crashed {len(crashes)} times in {RESTART_WINDOW_S:.0f} s; stopping. "

@@ -35,22 +35,22 @@ from app.engine.backend import BackendError, BackendStep
 
 log = logging.getLogger("duet.engine.process")
 
-# What each way of dying most likely means, and what to do about it.
+# What each way of dying most likely means, and what to do about it. "Start again" is the app's Start button
+# (which then uses the fallback); from a terminal, the same settings are --gpu-layers 0 --cpu-variant x64.
+_SAFE = "Start again to run on the safe settings (CPU only, portable kernels; in a terminal: --gpu-layers 0 --cpu-variant x64)."
 _CAUSES = {
     "SIGILL": ("it hit an instruction this processor does not have",
-               "Press Start to run again on the portable CPU kernels (slower). `duet doctor` shows which "
-               "kernels this CPU runs; please report it with that output."),
-    "SIGSEGV": ("it crashed inside llama.cpp or a GPU driver (a segmentation fault)",
-                "Press Start to try again on the safe settings (CPU only, portable kernels)."),
+               "Start again to run on the portable CPU kernels (slower; in a terminal: --cpu-variant x64). "
+               "`duet doctor` shows which kernels this CPU runs; please report it with that output."),
+    "SIGSEGV": ("it crashed inside llama.cpp or a GPU driver (a segmentation fault)", _SAFE),
     "SIGBUS": ("it crashed inside llama.cpp (a bus error: a model file changed or a disk failed while in use)",
                "Check the model file (`duet models list`), then press Start."),
     "SIGABRT": ("llama.cpp stopped on an internal check (often out of memory on the GPU, or a model it "
-                "cannot run)", "Press Start to try again on the safe settings (CPU only, portable kernels)."),
-    "SIGFPE": ("it crashed on an arithmetic fault inside llama.cpp",
-               "Press Start to try again on the safe settings (CPU only, portable kernels)."),
+                "cannot run)", _SAFE),
+    "SIGFPE": ("it crashed on an arithmetic fault inside llama.cpp", _SAFE),
     "SIGKILL": ("it was killed, most often by the system when memory ran out",
-                "Close other programs, or choose a smaller model or context (Settings), then press Start."),
-    "SIGTERM": ("it was asked to stop by another program", "Press Start to begin again."),
+                "Close other programs, or choose a smaller model or context, then start again."),
+    "SIGTERM": ("it was asked to stop by another program", "Start again to go on."),
 }
 
 
@@ -85,10 +85,10 @@ def describe_exit(returncode: int) -> tuple[str | None, str]:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        cause, todo = _CAUSES.get(name, ("it was ended by a signal", "Press Start to begin again."))
+        cause, todo = _CAUSES.get(name, ("it was ended by a signal", "Start again to go on."))
         return name, f"The model's engine stopped ({name}): {cause}. The session so far is saved. {todo}"
     return None, (f"The model's engine exited unexpectedly (code {returncode}). The session so far is saved. "
-                  "Press Start to begin again; `duet doctor` checks this computer.")
+                  "Start again to go on; `duet doctor` checks this computer.")
 
 
 def fallback_for(signal_name: str | None, cpu_variants: list[str] | None = None) -> dict[str, Any]:

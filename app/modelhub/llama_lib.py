@@ -146,7 +146,7 @@ def load_backends() -> BackendsInfo:
         if dynamic:
             if forced:
                 if forced_name not in variants:
-                    raise OSError(f"DUET_CPU_VARIANT={forced_name}: no such CPU library here; "
+                    raise OSError(f"CPU library {forced_name!r} (--cpu-variant, DUET_CPU_VARIANT): not in this build; "
                                   f"choose one of {', '.join(sorted(variants)) or '(none)'} or auto")
                 if not lib.ggml_backend_load(str(variants[forced_name]).encode()):
                     raise OSError(f"the CPU library {variants[forced_name].name} does not run on this CPU; "
