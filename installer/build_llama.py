@@ -56,6 +56,7 @@ CUDA_ARCHS_OLD = "75-real;80-real;86-real;89-real;90-real;90-virtual"
 
 # Bump when patch_source or the CMake arguments change in a way the constants above do not show.
 RECIPE_REVISION = 1
+NATIVE_REVISION = 2  # the --native recipe's own (AMX off in the compiler too)
 
 
 def cache_dir() -> Path:
@@ -66,14 +67,20 @@ def cache_dir() -> Path:
 
 def recipe_key(flavour: str, native: bool) -> str:
     """A short hash of what decides the wheel's contents (editing a comment here must not cost a rebuild)."""
-    h = hashlib.sha256(f"{VERSION}|{X86_VARIANTS}|{RECIPE_REVISION}|{flavour}|{native}|"
+    revision = f"{RECIPE_REVISION}n{NATIVE_REVISION}" if native else str(RECIPE_REVISION)
+    h = hashlib.sha256(f"{VERSION}|{X86_VARIANTS}|{revision}|{flavour}|{native}|"
                        f"{platform.machine()}|{sys.platform}|{sys.version_info[:2]}".encode())
     return h.hexdigest()[:12]
 
 
 def cmake_args(flavour: str, native: bool) -> list[str]:
-    if native:  # a developer's own fastest build; never packaged (build_deb/pyinstaller refuse it)
-        args = ["-DGGML_NATIVE=ON", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"]
+    if native:  # a developer's own fastest build; never packaged (build_app.spec refuses it)
+        # GGML_AMX_*=OFF alone is not enough: -march=native turns the compiler's AMX on and ggml follows the
+        # compiler's macros (96 tile instructions in libggml-cpu.so, SIGILL at the first step). So AMX is
+        # switched off in the compiler too.
+        no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        args = ["-DGGML_NATIVE=ON", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+                f"'-DCMAKE_C_FLAGS={no_amx}'", f"'-DCMAKE_CXX_FLAGS={no_amx}'"]
     elif sys.platform == "darwin":  # Apple silicon: one CPU baseline (M1 and later) and Metal, as upstream ships it
         args = ["-DGGML_NATIVE=OFF"]
     else:
