@@ -56,6 +56,7 @@ def supervise(sock: socket.socket, a: argparse.Namespace, key: str) -> int:
     args = {k: v for k, v in vars(a).items() if k != "func"}
     crashes: list[float] = []
     env = dict(os.environ, DUET_SERVE_API_KEY=key)  # the key by environment, never on a command line
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # llama.cpp's threads wait passively (app/modelhub/llama_lib.py)
     child: subprocess.Popen | None = None
 
     def forward(signum: int, _frame: object) -> None:
@@ -92,6 +93,20 @@ def supervise(sock: socket.socket, a: argparse.Namespace, key: str) -> int:
             signal.signal(s, h)
 
 
+def served_name(spec: str) -> str:
+    """The name the server gives its model when ``--alias`` is not given: what the user called it.
+
+    A library name (``demo``, ``mmduet2``, one of your own) or ``tiny`` is kept; a GGUF path becomes its file's
+    stem. Clients see it in ``/v1/models`` and must send it as ``model``: a client that expects another
+    model learns that it is talking to this one, instead of every server calling itself ``mmduet2``.
+    """
+    from app.modelhub.library import ModelLibrary
+
+    if spec == "tiny" or ModelLibrary().get(spec) is not None:
+        return spec
+    return Path(spec).stem
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     import os
 
@@ -115,6 +130,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return _serve_worker(a)
     model, mmproj = resolve_model(a.model, a.mmproj)
     check_pair(model, mmproj)  # a wrong pair is said here, before the port and the key
+    a.alias = a.alias or served_name(a.model)
     sock = listen_socket(a.host, a.port)
     port = sock.getsockname()[1]
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
@@ -180,7 +196,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--mmproj")
     sv.add_argument("--host", default="127.0.0.1", help="use 0.0.0.0 to accept other machines")
     sv.add_argument("--port", type=int, default=8080)
-    sv.add_argument("--alias", default="mmduet2")
+    sv.add_argument("--alias", help="the model's name for clients (default: --model's library name, or the "
+                    "GGUF file's stem)")
     add_arguments(sv, BackendSettings, ("n_ctx", "n_gpu_layers"), BACKEND_FLAGS)
     sv.add_argument("--api-key-file", help="where the API key is kept (created, 0600, on first start); "
                     "or set DUET_SERVE_API_KEY")

@@ -44,6 +44,8 @@ def test_the_engine_process_answers_as_the_engine_in_this_process(tiny_model) ->
         expected = _run(local)
     with EngineProcess(tiny_model.model, tiny_model.mmproj, settings) as remote:
         assert remote.pid != os.getpid() and remote.device == "CPU"
+        # llama.cpp's OpenMP threads wait passively in the engine's process, whatever the app imported before.
+        assert b"OMP_WAIT_POLICY=PASSIVE" in Path(f"/proc/{remote.pid}/environ").read_bytes().split(b"\0")
         assert _run(remote) == expected
         assert remote.n_ctx == local.n_ctx
     assert remote.proc.returncode == 0, "a closed engine ends cleanly"
