@@ -23,8 +23,8 @@ APT_PACKAGES := python3-venv python3-dev build-essential cmake git openssl \
 
 .PHONY: run test sysdeps venv lint clean gpu mutation package smoke
 
-# The demo model was trained (by `duet train demo`, on first use) on synthetic proactive videos, so
-# the main job narrates a held-out synthetic video it has never seen.
+# The bundled demo model (assets/models/demo) was trained on synthetic proactive videos, so the main
+# job narrates a held-out one it has never seen.
 DEMO_VIDEO := out/demo-video/videos/appear-easy-000.avi
 
 run: $(STAMP)

@@ -16,9 +16,9 @@ the thousands for these modules and each needs the engine tests (a minute); a ta
 for the behaviours that matter runs in minutes and names what it checks. A pattern that no longer
 matches (the code was refactored) is reported as ``stale``: rebase the table.
 
-The copy shares the repository's ``.cache`` (tiny model, trained demo) through a symlink; a mutant in
-a file those caches are keyed on (app.core.codekey) would rebuild them, so such a mutant gets an empty
-cache of its own instead.
+The copy holds ``assets/`` (the bundled demo model the engine tests run on) and shares the repository's
+``.cache`` (tiny model, trained demo) through a symlink; a mutant in a file those caches are keyed on
+(app.core.codekey) would rebuild them, so such a mutant gets an empty cache of its own instead.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _cache_keyed_files() -> set[str]:
 
 
 def _copy(dst: Path, share_cache: bool) -> None:
-    for name in ("app", "tests", "models", "bench"):
+    for name in ("app", "tests", "models", "bench", "assets"):  # assets: the bundled demo the engine tests run on
         shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(REPO / "pyproject.toml", dst / "pyproject.toml")
     if share_cache:

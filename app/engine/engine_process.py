@@ -130,6 +130,8 @@ class EngineProcess:
             self._kill()
             raise
         self.device = str(reply["device"])
+        if cpu_variant != "auto" and self.device.startswith("CPU"):  # the fallback after a crash says so
+            self.device = f"{self.device} ({cpu_variant} kernels)"
         self.n_ctx = int(reply["n_ctx"])
         self.cpu_variant_loaded = reply.get("cpu_variant")
         self.cpu_variants = list(reply.get("cpu_variants") or [])

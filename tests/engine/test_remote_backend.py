@@ -79,7 +79,7 @@ def test_remote_errors_are_clear():
         srv.shutdown()
 
 
-def test_remote_transcript_equals_in_process(demo_model, tmp_path):
+def test_remote_transcript_equals_in_process(bundled_demo_model, tmp_path):
     """The same trained model, in process and behind llama-cpp-python's server: the same transcript."""
     from app.capture.video import VideoFileSource
     from app.cli import main as duet
@@ -91,7 +91,7 @@ def test_remote_transcript_equals_in_process(demo_model, tmp_path):
                  "--difficulty", "easy", "--per-family", "2", "--seed", "7"]) == 0
     videos = sorted((tmp_path / "v").rglob("*.avi"))
     assert len(videos) == 4
-    model, mmproj = demo_model
+    model, mmproj = bundled_demo_model
 
     def play(backend, video):
         s = ProactiveSession(backend, SessionConfig(interval=1.0, frames_per_turn=2, max_new_tokens=24))
