@@ -18,13 +18,14 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app.engine.engine_process import app_command, exit_signal
 
 log = logging.getLogger("duet.doctor")
 
@@ -80,26 +81,12 @@ _SIGNAL_CAUSES: dict[str, tuple[str, str]] = {
                 "close other programs and run it again (`dmesg | grep -i oom` says whether memory ran out)"),
     "SIGTERM": ("stopped by another program", "run it again"),
 }
-# Windows reports a crash as an NTSTATUS exit code, not a signal.
-_WINDOWS_STATUS = {0xC000001D: ("STATUS_ILLEGAL_INSTRUCTION", "SIGILL"),
-                   0xC0000005: ("STATUS_ACCESS_VIOLATION", "SIGSEGV"),
-                   0xC0000409: ("STATUS_STACK_BUFFER_OVERRUN", "SIGABRT")}
-
-
 def describe_exit(returncode: int) -> tuple[str | None, str, str]:
     """(the signal's name or None, what happened, the fix) for a child that ended with ``returncode``."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = exit_signal(returncode)
+    if name is not None:
         cause, fix = _SIGNAL_CAUSES.get(name, ("ended by a signal", "run it again"))
         return name, f"the llama.cpp check's process died by {name}: {cause}", fix
-    status = _WINDOWS_STATUS.get(returncode & 0xFFFFFFFF)
-    if status is not None:
-        name, like = status
-        cause, fix = _SIGNAL_CAUSES[like]
-        return name, f"the llama.cpp check's process died ({name}): {cause}", fix
     return None, f"the llama.cpp check's process exited with code {returncode}", \
         f"run `duet -v DEBUG doctor` for details; {REINSTALL}"
 
@@ -120,16 +107,8 @@ class Probe:
 
 
 def probe_command() -> list[str]:
-    """How to start the child: the frozen app runs itself, from source this interpreter runs the package."""
-    from app.core.assets import is_frozen
-
-    if is_frozen():
-        exe = Path(sys.executable)
-        cli = exe.with_name("duet-cli.exe")  # Windows: the windowed duet.exe has no stdout to report on
-        if sys.platform == "win32" and cli.is_file():
-            exe = cli
-        return [str(exe), "doctor", "--child-probe"]
-    return [sys.executable, "-m", "app.cli", "doctor", "--child-probe"]
+    """How to start the child: the same ``duet`` command, as the engine's process is started."""
+    return app_command("doctor", "--child-probe")
 
 
 def _tail(text: str, limit: int = 300) -> str:

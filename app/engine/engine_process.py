@@ -64,11 +64,28 @@ class EngineCrashed(BackendError):
 
 
 def app_command(*args: str) -> list[str]:
-    """The ``duet`` command as a child process runs it: the frozen app runs itself; from source, this
+    """The ``duet`` command as a child process runs it: the frozen app runs itself (on Windows its console twin
+    ``duet-cli.exe``: the windowed ``duet.exe`` has no standard streams to talk through); from source, this
     interpreter runs the package."""
     if getattr(sys, "frozen", False):
-        return [sys.executable, *args]
+        exe = Path(sys.executable)
+        cli = exe.with_name("duet-cli.exe")
+        return [str(cli if sys.platform == "win32" and cli.is_file() else exe), *args]
     return [sys.executable, "-m", "app", *args]
+
+
+# Windows reports a crash as an NTSTATUS exit code, not a signal: the POSIX signal each one amounts to.
+_WINDOWS_STATUS = {0xC000001D: "SIGILL", 0xC0000005: "SIGSEGV", 0xC0000409: "SIGABRT"}
+
+
+def exit_signal(returncode: int) -> str | None:
+    """The signal a child died by (``SIGILL`` …), from POSIX's negative code or Windows' NTSTATUS; None if it exited."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return _WINDOWS_STATUS.get(returncode & 0xFFFFFFFF)
 
 
 def worker_command() -> list[str]:
@@ -80,11 +97,8 @@ def worker_command() -> list[str]:
 
 def describe_exit(returncode: int) -> tuple[str | None, str]:
     """(signal name or None, a sentence a user can act on) for an engine that ended with ``returncode``."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
+    name = exit_signal(returncode)
+    if name is not None:
         cause, todo = _CAUSES.get(name, ("it was ended by a signal", "Start again to go on."))
         return name, f"The model's engine stopped ({name}): {cause}. The session so far is saved. {todo}"
     return None, (f"The model's engine exited unexpectedly (code {returncode}). The session so far is saved. "

@@ -109,7 +109,7 @@ def test_a_child_that_hangs_is_stopped_at_the_timeout(monkeypatch: pytest.Monkey
 
 
 def test_the_installed_app_runs_itself_as_the_child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert doctor.probe_command()[1:] == ["-m", "app.cli", "doctor", "--child-probe"]
+    assert doctor.probe_command()[1:] == ["-m", "app", "doctor", "--child-probe"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert doctor.probe_command() == [sys.executable, "doctor", "--child-probe"]
@@ -118,7 +118,7 @@ def test_the_installed_app_runs_itself_as_the_child(monkeypatch: pytest.MonkeyPa
 def test_exit_codes_in_words() -> None:
     assert doctor.describe_exit(-11)[0] == "SIGSEGV"
     name, what, fix = doctor.describe_exit(0xC000001D)  # Windows: an illegal instruction
-    assert name == "STATUS_ILLEGAL_INSTRUCTION" and "instruction this CPU lacks" in what and fix
+    assert name == "SIGILL" and "instruction this CPU lacks" in what and fix
     name, what, fix = doctor.describe_exit(3)
     assert name is None and "code 3" in what and "duet -v DEBUG doctor" in fix
 
