@@ -34,7 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "models" / "recipes" / "demo.toml"
 # A base whose weights are smaller than this is fully fine-tuned; larger ones get LoRA.
 FULL_FINETUNE_MAX_BYTES = 200 * 2**20
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The new model's name: a library name (app/modelhub/library.check_name) without '+' — it becomes the
+# job's folder train/<name> before it becomes the library's <name>/. \A…\Z, not ^…$: "$" let "mine\n" through,
+# and a name ending in "." passed here, trained for minutes, then was refused by the library at the end.
+NAME_RE = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_-])?\Z")
 
 
 def data_root() -> Path:
@@ -68,8 +71,13 @@ def resolve_base(base: str) -> tuple[Path, bool]:
             for stage in ("grpo", "sft"):
                 if (out / stage / "final" / "config.json").is_file():
                     return out / stage / "final", True
-        raise JobError("missing", "the demo model's trained weights are not on this machine",
-                       "run `duet train demo` first (it trains them in a few minutes)", code=2)
+        try:  # none trained here: the bundled demo, read back from its GGUF (the same weights everywhere)
+            from app.trainer.bundled_demo import bundled_demo_checkpoint
+
+            return bundled_demo_checkpoint(cfg.out / "bundled" / "hf"), True
+        except (OSError, ValueError) as e:
+            raise JobError("missing", f"the demo model's weights are not on this machine ({e})",
+                           "run `duet train demo` first (it trains them in a few minutes)", code=2) from e
     mine = job_dir(base) / "sft" / "final"
     if (mine / "config.json").is_file():
         meta = job_dir(base) / "recipe.json"
@@ -103,7 +111,8 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
     after SFT (it needs gold answers, so it trains on the datasets, not on the sessions).
     """
     if not NAME_RE.match(name) or name in ("demo", "tiny"):
-        raise JobError("config", f"--name {name!r}: use letters, digits, '.', '_' or '-' (not 'demo' or 'tiny')",
+        raise JobError("config", f"--name {name!r}: use 1–64 letters, digits, '.', '_' or '-', starting "
+                                 "with a letter or digit and not ending in '.' (not 'demo' or 'tiny')",
                        "pick another name", code=2)
     if not session_dirs and not replay and not synthetic:
         raise JobError("data", "no sessions with feedback to train on",

@@ -346,9 +346,12 @@ class TrainerRuntime:
     # ---- jobs ------------------------------------------------------------------------------------
     def job_command(self, args: list[str]) -> tuple[list[str], dict[str, str]]:
         """argv and environment that run ``duet train ARGS`` inside the runtime."""
+        from app.core.assets import assets_dir
+
         src = str(source_root())
         env = {**os.environ, "PYTHONNOUSERSITE": "1",
                "PYTHONPATH": os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env.setdefault("DUET_ASSETS_DIR", str(assets_dir()))  # the bundled demo, a base to fine-tune from
         return [str(self.python), "-m", "app.trainer.cli", *args], env
 
 

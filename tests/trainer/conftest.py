@@ -18,12 +18,8 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundled_demo_hf(bundled_demo_model, tmp_path_factory):
-    """The demo shipped in assets/models/demo as an HF checkpoint folder (tests/trainer/bundled_hf.py): the same
+    """The demo shipped in assets/models/demo as an HF checkpoint folder (app/trainer/bundled_demo.py): the same
     weights on every machine, unlike a demo trained here."""
-    from app.trainer.config import DEFAULT_DEMO_RECIPE, load_config
-    from app.trainer.modeling import base_checkpoint
-    from tests.trainer.bundled_hf import hf_from_gguf
+    from app.trainer.bundled_demo import bundled_demo_checkpoint
 
-    template = base_checkpoint(load_config(str(DEFAULT_DEMO_RECIPE)))  # the tiny model the demo recipe starts from
-    pair = (template.parent / "tiny-f32.gguf", template.parent / "mmproj-tiny-f32.gguf")  # its cached conversion
-    return hf_from_gguf(*bundled_demo_model, template, pair, tmp_path_factory.mktemp("bundled-demo") / "hf")
+    return bundled_demo_checkpoint(tmp_path_factory.mktemp("bundled-demo") / "hf")

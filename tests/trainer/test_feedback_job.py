@@ -5,7 +5,7 @@ the demo said them, and on the demo's held-out clips no reply the demo made is l
 of is broken, except by a right reply (the correction generalising).
 
 The demo is the one shipped in assets/models/demo, the same weights on every machine (trained from as HF
-weights read back from its GGUF: tests/trainer/bundled_hf.py), not one trained on this machine's CPU.
+weights read back from its GGUF: app/trainer/bundled_demo.py), not one trained on this machine's CPU.
 """
 
 from __future__ import annotations

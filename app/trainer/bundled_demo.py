@@ -1,8 +1,9 @@
 """The bundled demo model (assets/models/demo, GGUF) as a Hugging Face checkpoint the trainer can start from.
 
-Training tests need HF weights, and the demo ships only as GGUF. Training the demo here (`duet train demo`)
-gives weights that depend on the CPU they were trained on (issue 23: a second CPU family made another demo,
-and the feedback test's numbers moved with it). So the bundled GGUF is read back instead: the tiny
+Fine-tuning on feedback (`duet train feedback --base demo`, the Train page) needs HF weights, and the demo
+ships only as GGUF; a fresh install has trained none (`make run` and the packaged app use the bundled file).
+Training the demo here (`duet train demo`) would also give weights that depend on the CPU they were trained on
+(a second CPU family made another demo). So the bundled GGUF is read back instead: the tiny
 checkpoint the demo recipe starts from supplies the config, tokenizer and processor files and the tensor
 names, and every tensor is replaced by the bundled one, dequantized, through the inverse of the converter's
 plan (:func:`app.modelhub.convert.plan_tensors`). The result is checked before use: every planned tensor,
@@ -50,7 +51,8 @@ def hf_from_gguf(model: Path, mmproj: Path, template: Path, template_pair: tuple
     for vision, path in ((False, template_pair[0]), (True, template_pair[1])):
         want, got = _fields(gguf.GGUFReader(str(path))), _fields(readers[vision])
         differ = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-        assert not differ, f"{path.name} vs the bundled {'mmproj' if vision else 'model'}: settings differ: {differ}"
+        if differ:
+            raise ValueError(f"{path.name} vs the bundled {'mmproj' if vision else 'model'}: settings differ: {differ}")
     gguf_tensors = {v: {t.name: t for t in r.tensors} for v, r in readers.items()}
 
     cfg = load_config(template)
@@ -60,8 +62,8 @@ def hf_from_gguf(model: Path, mmproj: Path, template: Path, template_pair: tuple
     finally:
         ckpt.close()
     plans = plan_tensors(cfg, shapes)
-    assert {(p.vision, p.gguf_name) for p in plans} == {(v, n) for v, ts in gguf_tensors.items() for n in ts}, \
-        "the bundled pair's tensors are not the ones the template converts to"
+    if {(p.vision, p.gguf_name) for p in plans} != {(v, n) for v, ts in gguf_tensors.items() for n in ts}:
+        raise ValueError("the bundled pair's tensors are not the ones the template converts to")
     by_source = defaultdict(list)
     for p in plans:
         by_source[p.sources[0]].append(p)
@@ -76,14 +78,17 @@ def hf_from_gguf(model: Path, mmproj: Path, template: Path, template_pair: tuple
         elif len(ps) == 3 and ".attn.qkv." in name:  # q, k, v → the fused tensor
             x = np.concatenate(parts, axis=0)
         else:
-            raise AssertionError(f"{name}: no inverse for a plan of {len(ps)} tensors")
+            raise ValueError(f"{name}: no inverse for a plan of {len(ps)} tensors")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        assert x.shape == tuple(shapes[name]), (name, x.shape, shapes[name])
+        if x.shape != tuple(shapes[name]):
+            raise ValueError(f"{name}: {x.shape} read back, the checkpoint has {tuple(shapes[name])}")
         for p, part in zip(ps, parts, strict=True):  # forward again: exactly the bundled data
-            assert np.array_equal(p.transform([x]), part), f"{p.gguf_name}: the inverse does not round-trip"
+            if not np.array_equal(p.transform([x]), part):
+                raise ValueError(f"{p.gguf_name}: the inverse does not round-trip")
         weights[name] = x
     for name in shapes.keys() - weights.keys():  # only a tied output head is left out of the plan
-        assert canonical_name(name) == "lm_head.weight" and cfg.tied, f"{name}: not in the converter's plan"
+        if not (canonical_name(name) == "lm_head.weight" and cfg.tied):
+            raise ValueError(f"{name}: not in the converter's plan")
         embed = next(n for n in weights if canonical_name(n) == "model.embed_tokens.weight")
         weights[name] = weights[embed]
 
@@ -96,3 +101,25 @@ def hf_from_gguf(model: Path, mmproj: Path, template: Path, template_pair: tuple
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tmp.rename(out)
     return out
+
+
+def bundled_demo_checkpoint(out: Path) -> Path:
+    """The bundled demo as an HF checkpoint in ``out`` (made once, then reused): the base that
+    ``duet train feedback --base demo`` starts from when no demo was trained on this machine."""
+    from app.core.assets import bundled_demo, verify_bundled
+    from app.trainer.config import DEFAULT_DEMO_RECIPE
+    from app.trainer.config import load_config as load_recipe
+    from app.trainer.modeling import base_checkpoint
+
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    demo = bundled_demo()
+    if demo is None:
+        raise FileNotFoundError("this build ships no demo model (assets/models/demo)")
+    problems = verify_bundled(demo)
+    if problems:
+        raise ValueError(f"the bundled demo model is damaged: {'; '.join(problems)}")
+    template = base_checkpoint(load_recipe(str(DEFAULT_DEMO_RECIPE)))  # the tiny model the demo recipe starts from
+    pair = (template.parent / "tiny-f32.gguf", template.parent / "mmproj-tiny-f32.gguf")  # its cached conversion
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return hf_from_gguf(demo.model, demo.mmproj, template, pair, out)
