@@ -397,8 +397,10 @@ def test_a_queued_chat_whose_client_disconnects_never_reaches_the_model(stock_ap
     assert status == 200, out
     messages = [r.getMessage() for r in caplog.records]
     assert sum("closed the connection while queued; its chat is dropped" in m for m in messages) == 1, messages
-    assert len(cancelled_after(caplog)) == 1  # the first; the queued one never generated a token
-    assert guarded.cancelled == 1 and guarded.served == 1  # three chats, two reached the model
+    # Three chats, two reached the model: the first (cancelled when its client left, or, on a machine so loaded
+    # that it reached the end of its context first, served whole) and the last; the queued one never did.
+    assert len(cancelled_after(caplog)) == guarded.cancelled <= 1
+    assert guarded.cancelled + guarded.served == 2
 
 
 def test_a_client_that_stays_gets_its_whole_reply(stock_app, caplog):
