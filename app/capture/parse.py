@@ -79,6 +79,27 @@ def parse_spec(spec: str) -> SourceSpec:
     return SourceSpec("file", path=text)
 
 
+def canonical_spec(spec: str) -> str:
+    """One written form per source: a video file as its bare path (``file:/v.mp4`` → ``/v.mp4``).
+
+    Why: the picker wrote ``file:``+path, the command line and the first-run wizard a bare path, so one
+    video showed in two forms (settings, saved sessions, the Sessions tab). ``file:`` stays only where
+    the bare path would read as another kind of source (a video named "camera"); a spec that does not
+    parse is returned as it is, for the caller's own check to report.
+    """
+    try:
+        parsed = parse_spec(spec)
+    except SourceSpecError:
+        return spec
+    if parsed.kind != "file":
+        return spec.strip()
+    try:
+        bare = parse_spec(parsed.path)
+    except SourceSpecError:
+        return spec.strip()
+    return parsed.path if bare == parsed else spec.strip()
+
+
 def build_source(spec: SourceSpec | str, realtime: bool = False, *, exclude: object = None) -> FrameSource:
     """A source for the spec, not yet opened. ``realtime`` only matters for files (live ones always are)."""
     # Imported per kind, so that parsing never loads OpenCV or mss and a file never needs a screen grabber.

@@ -42,8 +42,13 @@ def cmd_models_tiny(a: argparse.Namespace) -> int:
 
 def cmd_models_list(a: argparse.Namespace) -> int:
     from app.modelhub.library import ModelLibrary
+    from app.modelhub.validate import ModelFileError
 
-    entries = ModelLibrary().entries()
+    lib = ModelLibrary()
+    problem = lib.root_problem()
+    if problem:  # not "the library is empty": it cannot exist where it is
+        raise ModelFileError(problem)
+    entries = lib.entries()
     if not entries:
         print("The library is empty. Import a pair with `duet models import NAME MODEL.gguf MMPROJ.gguf`.")
     for e in entries:

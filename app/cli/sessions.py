@@ -14,6 +14,11 @@ said) and no reply. It is appended to the session's log exactly as the chat's bu
 
 Part of the ``duet`` command rather than ``app.core``: it parses source specs (``app.capture``),
 which the core may not import.
+
+What is printed comes from files anyone could have edited (a crafted log, a correction typed with
+escape codes): it passes through :func:`app.core.textsafe.terminal_safe` (the Markdown export does
+this itself). An id is checked before it becomes a path; ``--at`` and ``--to`` must fall within the
+session; ``--out`` must be a regular file (or new), written atomically.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 from pathlib import Path
 
 from app.core.errors import InputError
+from app.core.textsafe import terminal_safe
 from app.core.timefmt import clock as _clock
 
 
@@ -36,23 +42,26 @@ def _load(a: argparse.Namespace):  # noqa: ANN202
     from app.core.sessions import load_session
 
     store = _store(a)
-    sid = a.id.strip()
-    d = store.root / sid
-    if not sid or "/" in sid or sid.startswith(".") or not (d / "events.jsonl").is_file():
-        raise FileNotFoundError(f"no saved session {sid!r} in {store.root} (see `duet sessions list`)")
-    return load_session(d)
+    problem = store.root_problem()
+    if problem:
+        raise InputError(problem)
+    return load_session(store.find(a.id))
 
 
 def cmd_list(a: argparse.Namespace) -> int:
     store = _store(a)
+    problem = store.root_problem()
+    if problem:  # not "no saved sessions": they cannot exist where they are looked for
+        raise InputError(problem)
     sessions = list(store.sessions())
     if not sessions:
         print(f"No saved sessions in {store.root}. `duet run … --save-session` or the app's Watch page make them.")
         return 0
     for s in sessions:
         state = s.ended or "interrupted"
-        print(f"{s.id}  {s.title}  model={s.meta.get('model', '?')}  turns={len(s.steps)} "
-              f"replies={len(s.replies)} feedback={len(s.marks)}  {state}")
+        note = f"  ({s.problem})" if s.problem else ""
+        print(terminal_safe(f"{s.id}  {s.title}  model={s.meta.get('model', '?')}  turns={len(s.steps)} "
+                            f"replies={len(s.replies)} feedback={len(s.marks)}  {state}{note}"))
     return 0
 
 
@@ -64,13 +73,16 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    from app.core.atomic import write_text_atomic
+    from app.core.bounded import check_output_file
     from app.core.session_export import export_json, export_markdown
 
+    out = check_output_file(a.out) if a.out else None  # before reading anything: a FIFO would block the write
     s = _load(a)
     text = export_markdown(s) if a.format == "md" else export_json(s)
-    if a.out:
-        Path(a.out).write_text(text, encoding="utf-8")
-        print(f"wrote {a.out}", file=sys.stderr)
+    if out is not None:
+        write_text_atomic(out, text)  # like the Sessions page: never half a file, created 0600
+        print(f"wrote {out}", file=sys.stderr)
     else:
         print(text, end="")
     return 0
@@ -80,9 +92,14 @@ def cmd_feedback(a: argparse.Namespace) -> int:
     from app.core import feedback as fbk
     from app.core.sessions import add_mark
 
+    correction = a.correction or ""
+    try:
+        correction.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
+        raise InputError("--correction is not valid UTF-8 text (the terminal passed other bytes); type it "
+                         "again in UTF-8") from None
     s = _load(a)
-    if a.at < 0:
-        raise InputError("--at must be a video time in seconds ≥ 0")
+    _check_times(a, s.steps)
     if a.undo:
         placeholder = "-" if a.kind == "missed" else ""  # only the mark's key matters for an undo
         target = fbk.make(a.kind, a.at, s.steps, text=placeholder)
@@ -92,11 +109,29 @@ def cmd_feedback(a: argparse.Namespace) -> int:
         m = live[0]
         mark = fbk.Feedback(m.kind, m.time, m.turn, m.text, m.to_time, on=False)
     else:
-        mark = fbk.make(a.kind, a.at, s.steps, text=a.correction or "", to_time=a.to)
+        mark = fbk.make(a.kind, a.at, s.steps, text=correction, to_time=a.to)
     add_mark(s.directory, mark)
     where = f"the reply at {_clock(mark.time)} (turn {mark.turn})" if mark.turn is not None else _clock(mark.time)
-    print(f"{'withdrew' if a.undo else 'marked'} {where}: {mark.describe()}")
+    print(terminal_safe(f"{'withdrew' if a.undo else 'marked'} {where}: {mark.describe()}"))
     return 0
+
+
+def _check_times(a: argparse.Namespace, steps: list[dict]) -> None:
+    """``--at`` (and ``--to``) within the session: 0 to the video time of its last turn, finite.
+
+    Why: a mark at 99999 s on an 8 s video, or at NaN, was stored and then either attached to
+    whatever reply was nearest or silently never trained on.
+    """
+    import math
+
+    times = [float(t) for t in (st.get("time", 0.0) for st in steps) if isinstance(t, (int, float))]
+    end = max(times, default=None)
+    if end is None:
+        raise InputError("this session has no turns to mark")
+    for flag, value in (("--at", a.at), ("--to", a.to)):
+        if value is not None and (not math.isfinite(value) or not 0 <= value <= end + 1e-6):
+            raise InputError(f"{flag} must be a video time within 0 to {end:g} s (this session's turns), "
+                             f"got {value:g}")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -71,13 +71,20 @@ def install_pair(staged: list[tuple[Path, Path]]) -> None:
             backup.unlink(missing_ok=True)
 
 
-def append_whole(fd: int, data: bytes, *, fsync: bool = False) -> None:
+def append_whole(fd: int, data: bytes, *, fsync: bool = False, fresh_line: bool = False) -> None:
     """Append ``data`` to the file open at ``fd`` as a whole, or not at all.
 
     Why: on a write error (a full disk) a half-written line would swallow the next record of a
     JSON-lines log; the file is cut back to its size before this record and the error goes up.
+
+    ``fresh_line``: when the file does not end in a newline — its last record was cut short by a
+    crash or a kill — a newline is written first, so this record starts a line of its own instead
+    of being glued onto the torn one (where a reader would lose both). ``fd`` must then be open for
+    reading too (``O_RDWR``).
     """
     size = os.fstat(fd).st_size
+    if fresh_line and size and _last_byte(fd, size) != b"\n":
+        data = b"\n" + data
     try:
         view = memoryview(data)
         while view:
@@ -87,3 +94,10 @@ def append_whole(fd: int, data: bytes, *, fsync: bool = False) -> None:
     except OSError:
         os.ftruncate(fd, size)
         raise
+
+
+def _last_byte(fd: int, size: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, 1, size - 1)
+    os.lseek(fd, size - 1, os.SEEK_SET)  # Windows: no pread; O_APPEND writes still go to the end
+    return os.read(fd, 1)

@@ -135,6 +135,16 @@ class BackendSettings:
                                f"got {self.cpu_variant!r}")
 
 
+# The app's own settings that have no command-line flag (settings.toml, the settings dialog's spin boxes),
+# by [section] and key of settings.toml: the same form, so the file and the dialog accept the same values.
+APP_LIMITS: dict[tuple[str, str], Limit] = {
+    ("overlay", "opacity"): Limit(0.2, 1.0, "the overlay's background opacity"),
+    ("overlay", "fade_seconds"): Limit(3.0, 300.0, "seconds before a reply on the overlay fades", "s"),
+    ("overlay", "font_size"): Limit(9, 40, "the overlay's text size", "pt"),
+    ("speech", "rate"): Limit(80, 400, "speaking rate", "words/min"),
+}
+
+
 def limit(cls: type, name: str) -> Limit:
     """The :class:`Limit` of ``cls.name`` (``limit(SessionConfig, "interval")``)."""
     for f in fields(cls):

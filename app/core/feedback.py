@@ -102,8 +102,19 @@ def validate(fb: Feedback) -> None:
         raise FeedbackError(f"{fb.kind!r} is about a reply: it needs the reply's turn")
     if fb.kind in ("late", "redundant", "good") and fb.text.strip():
         raise FeedbackError(f"{fb.kind!r} takes no text (a correction belongs to 'wrong' or 'missed')")
-    if fb.to_time is not None and (fb.kind != "late" or not fb.to_time < fb.time):
-        raise FeedbackError("to_time is only for 'late' and must be before the reply's time")
+    if fb.to_time is not None and (fb.kind != "late" or not 0 <= fb.to_time < fb.time):
+        raise FeedbackError("to_time is only for 'late' and must be a video time ≥ 0 before the reply's time")
+    if not isinstance(fb.text, str) or _surrogate(fb.text):
+        raise FeedbackError("feedback text must be valid UTF-8 text (it holds bytes that are not)")
+
+
+def _surrogate(text: str) -> bool:
+    """Whether ``text`` holds lone surrogates (bytes from a command line that were not UTF-8): unsavable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def from_record(rec: dict, step_times: dict[int, float] | None = None) -> Feedback:

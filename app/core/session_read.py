@@ -4,6 +4,11 @@ A session folder is user data that may be damaged: the app killed mid-line, a ha
 Duet's records. Every record is checked for the fields its readers index before it is used; a bad
 one is skipped and counted (``damaged_lines``, ``problem``), never fatal, and a damaged meta.json is
 set aside rather than overwritten.
+
+A line cut short by a crash is skipped, but a whole record that an older Duet appended right after
+it (on the same line, as it did not start a fresh one) is recovered. Only regular files are read,
+and only so much of them (:mod:`app.core.bounded`): a FIFO or ``/dev/zero`` in a session's place
+cannot hang the Sessions page or ``duet sessions``.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core import feedback as fbk
+from app.core.bounded import bounded_lines, open_regular, read_regular_text
 from app.core.formats import upgrade
+from app.core.sizes import human_bytes
 
 log = logging.getLogger("duet.sessions")
 
 # Step fields an older Duet wrote under another name, read under today's (a saved session is never rewritten).
 RENAMED_STEP_FIELDS = {"n_tokens": "kv_cells", "evicted_turns": "turns_frames_dropped"}
+# Bounds on what is read of a session: a step record is about 0.5 KB, so 256 MiB is days of one-second
+# turns; the longest record (a reply, a correction) is a few KB, so a 1 MiB line is damage.
+META_MAX_BYTES = 1 << 20
+LOG_MAX_BYTES = 256 << 20
+LINE_MAX_BYTES = 1 << 20
 
 
 @dataclass
@@ -101,7 +113,7 @@ def _read_meta(directory: Path) -> tuple[dict, str | None]:
     """meta.json, or a minimal one and the reason it was set aside (moved to meta.corrupt-*.json)."""
     path = directory / "meta.json"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(read_regular_text(path, META_MAX_BYTES))
         if not isinstance(meta, dict):
             raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
         return meta, None
@@ -114,6 +126,48 @@ def _read_meta(directory: Path) -> tuple[dict, str | None]:
         except OSError:
             aside = path
         return {"id": directory.name}, f"meta.json is damaged ({type(e).__name__}); set aside as {aside.name}"
+
+
+def _parse_line(line: str) -> tuple[object, bool]:
+    """(the record of a line, whether something before it was torn off).
+
+    A line that is not JSON may be a record cut short by a crash with a whole record glued after it
+    (an older Duet appended without starting a fresh line): that record is found and kept.
+    """
+    try:
+        return json.loads(line), False
+    except json.JSONDecodeError:
+        pass
+    start = line.find('{"type"', 1)
+    while start > 0:
+        try:
+            rec = json.loads(line[start:])
+        except json.JSONDecodeError:
+            start = line.find('{"type"', start + 1)
+            continue
+        return rec, True
+    return None, False
+
+
+def _read_log(path: Path, out: SavedSession) -> tuple[list[str], str | None]:
+    """The log's lines, bounded, and what kept it from being read whole (a FIFO, a device, its size)."""
+    try:
+        fh = open_regular(path)
+    except FileNotFoundError:
+        return [], None
+    except OSError as e:  # a FIFO, a device, a folder: refused without waiting on it
+        return [], f"events.jsonl cannot be read ({e})"
+    lines: list[str] = []
+    problem = None
+    with fh:
+        for raw in bounded_lines(fh, max_line=LINE_MAX_BYTES, max_total=LOG_MAX_BYTES):
+            if raw is None:
+                out.damaged_lines += 1  # an over-long line: damage, skipped without being held
+                continue
+            lines.append(raw.decode("utf-8", errors="replace"))
+        if fh.tell() >= LOG_MAX_BYTES and fh.read(1):
+            problem = f"events.jsonl is larger than {human_bytes(LOG_MAX_BYTES)}; only its beginning was read"
+    return lines, problem
 
 
 def load_session(directory: Path | str) -> SavedSession:
@@ -134,37 +188,37 @@ def load_session(directory: Path | str) -> SavedSession:
     out.problem = problem
     path = directory / "events.jsonl"
     raw_marks: list[dict] = []
-    if path.exists():
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    rec = None
-                if not _valid_record(rec):
-                    out.damaged_lines += 1
-                    continue
-                kind = rec.get("type")
-                if kind == "step":
-                    for old, new in RENAMED_STEP_FIELDS.items():
-                        if old in rec:
-                            rec.setdefault(new, rec.pop(old))
-                    out.steps.append(rec)
-                elif kind == "question":
-                    out.questions.append(rec)
-                elif kind == "gap":
-                    out.gaps.append(rec)
-                elif kind == "fold":
-                    for step in reversed(out.steps):
-                        if step.get("turn") == rec.get("turn"):
-                            step["folded"] = True
-                            break
-                elif kind == "feedback":
-                    raw_marks.append(rec)
-                elif kind == "end":
-                    out.ended = str(rec.get("reason", "stopped"))
+    lines, log_problem = _read_log(path, out)
+    if log_problem:
+        out.problem = f"{out.problem}; {log_problem}" if out.problem else log_problem
+    for line in lines:
+        if not line.strip():
+            continue
+        rec, torn = _parse_line(line)
+        if torn:
+            out.damaged_lines += 1  # the torn record before the one recovered
+        if not _valid_record(rec):
+            out.damaged_lines += 1
+            continue
+        kind = rec.get("type")
+        if kind == "step":
+            for old, new in RENAMED_STEP_FIELDS.items():
+                if old in rec:
+                    rec.setdefault(new, rec.pop(old))
+            out.steps.append(rec)
+        elif kind == "question":
+            out.questions.append(rec)
+        elif kind == "gap":
+            out.gaps.append(rec)
+        elif kind == "fold":
+            for step in reversed(out.steps):
+                if step.get("turn") == rec.get("turn"):
+                    step["folded"] = True
+                    break
+        elif kind == "feedback":
+            raw_marks.append(rec)
+        elif kind == "end":
+            out.ended = str(rec.get("reason", "stopped"))
     # Feedback is read after the steps: a version-1 record takes its time from the step it names.
     times = {int(s["turn"]): float(s.get("time", 0.0)) for s in out.steps if isinstance(s.get("turn"), int)}
     parsed = []

@@ -9,7 +9,10 @@ Layout of one session (``<root>/<id>/``)::
 
 Why an append-only JSONL flushed per record: the app may be killed at any moment (OOM, a crash
 inside a native library). Every record handed to the kernel before the kill is on disk whole; at
-worst the very last line is cut short, and :func:`load_session` skips it. An fsync per record,
+worst the very last line is cut short, and :func:`load_session` skips it. Every append first checks
+that the log ends in a newline and starts a fresh line when it does not, so a mark added after such
+a cut (``duet sessions feedback``, the Sessions page) is never glued onto the torn line and lost.
+An fsync per record,
 on a helper thread, covers power loss too without ever blocking the UI thread.
 A thumbnail is written (atomically) *before* the record that names it, so no record ever points at
 a missing picture. Feedback is appended too — never rewritten — so the trainer sees its history.
@@ -24,6 +27,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -35,7 +39,9 @@ import numpy as np
 
 from app.core import feedback as fbk
 from app.core.atomic import append_whole, write_bytes_atomic, write_json_atomic
+from app.core.errors import InputError
 from app.core.formats import SESSION_FORMAT
+from app.core.paths import folder_problem
 from app.core.session_read import SavedSession, load_session
 from app.core.types import StepResult
 
@@ -47,6 +53,20 @@ THUMB_WIDTH = 160
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 # The end reason of a transcript whose writing failed (a full disk) while its session went on.
 CUT_SHORT = "write failed"
+# A session id is a folder name under the store (made as 20260101-120000-ab12): nothing that leaves it.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_session_id(sid: object) -> str:
+    """``sid`` if it can only name a folder directly inside the store, else :class:`InputError`.
+
+    Why before any lookup: an id is joined to the store's folder, and ``..``, ``/abs``, ``a\\b`` or a
+    NUL would reach another folder (or crash the lookup) instead of meaning "no such session".
+    """
+    if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
+        raise InputError(f"no saved session {sid!r}: that is not a session id (ids look like "
+                         "20260101-120000-ab12; see `duet sessions list`)")
+    return sid
 
 
 def default_sessions_root() -> Path:
@@ -152,7 +172,8 @@ class SessionWriter:
             _private_dir(directory / "thumbs")
             self.meta = {"id": self.id, "started": time.time(), **meta, "format": SESSION_FORMAT}
             write_json_atomic(directory / "meta.json", self.meta)  # mkstemp: created 0600
-            fd = os.open(directory / "events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+            # Read-write: each append looks at the last byte (a log cut short is continued on a fresh line).
+            fd = os.open(directory / "events.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
         except OSError:  # a full disk: no half-made session folder is left behind
             if not existed:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -177,7 +198,7 @@ class SessionWriter:
         # of the app cannot lose it.
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            append_whole(self._fh.fileno(), line)
+            append_whole(self._fh.fileno(), line, fresh_line=True)
         except OSError as e:
             raise OSError(e.errno, e.strerror, str(self.directory / "events.jsonl")) from e
         if self._syncer is not None:
@@ -257,13 +278,31 @@ def add_mark(directory: Path, mark: fbk.Feedback) -> None:
     """Feedback on a past session (Sessions page, ``duet sessions feedback``): appended, fsynced."""
     rec = mark.to_record() | {"wall": mark.wall or round(time.time(), 3)}
     path = Path(directory) / "events.jsonl"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
-    try:  # whole or not at all: on a full disk the log is left as it was
-        append_whole(fd, (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"), fsync=True)
+    fd = _open_log(path)
+    try:  # whole or not at all: on a full disk the log is left as it was; a torn last line is not continued
+        line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+        append_whole(fd, line, fsync=True, fresh_line=True)
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from e
     finally:
         os.close(fd)
+
+
+def _open_log(path: Path) -> int:
+    """The log opened to append; a FIFO or a device in its place is refused, never written or waited on."""
+    import stat
+
+    from app.core.bounded import UnsafeFile, describe_kind
+
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), PRIVATE_FILE)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UnsafeFile(f"{path} is {describe_kind(mode)}, not a regular file; the mark was not written",
+                         str(path))
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
 
 
 def add_feedback(directory: Path, turn: int, kind: str, on: bool = True, text: str = "") -> fbk.Feedback:
@@ -278,6 +317,23 @@ class SessionStore:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root else default_sessions_root()
+
+    def root_problem(self) -> str | None:
+        """Why the sessions folder cannot exist (``DUET_DATA_DIR`` is a file, …), or None."""
+        problem = folder_problem(self.root, env="DUET_DATA_DIR")
+        return f"saved sessions cannot be kept: {problem}" if problem else None
+
+    def find(self, sid: str) -> Path:
+        """The folder of session ``sid`` (checked first); FileNotFoundError if none.
+
+        Why one lookup: the CLI and the trainer used to join the id to the store themselves, each with
+        its own (partial) check.
+        """
+        sid = check_session_id(sid.strip() if isinstance(sid, str) else sid)
+        d = self.root / sid
+        if not (d / "events.jsonl").is_file():
+            raise FileNotFoundError(f"no saved session {sid!r} in {self.root} (see `duet sessions list`)")
+        return d
 
     def create(self, meta: dict, *, durable: bool = True) -> SessionWriter:
         name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)

@@ -1,9 +1,12 @@
 """The user's settings: one flat TOML file in the platform's config directory.
 
 Why flat dataclasses instead of a settings framework: every field has a default that works, so a
-missing, old or hand-edited file can always be read field by field; a value of the wrong type falls
-back to its default instead of stopping the app. A file that is not TOML at all is set aside
-(``settings.corrupt-<time>.toml``) so the user can recover it, and defaults take its place.
+missing, old or hand-edited file can always be read field by field; a value of the wrong type, or
+outside the range the same setting has as a flag (``interval = nan``, ``frames_per_turn = 99``,
+``opacity = -4``; ranges in :mod:`app.core.config`), falls back to its default and is reported
+(:attr:`SettingsStore.problems`, shown by the window) instead of stopping the app later. A file that
+is not TOML at all is set aside (``settings.corrupt-<time>.toml``) so the user can recover it, and
+defaults take its place.
 Writes go through :mod:`app.core.atomic`: a crash mid-save never leaves half a file.
 """
 
@@ -21,12 +24,21 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from app.core.atomic import write_text_atomic
-from app.core.config import SessionConfig, default
+from app.core.bounded import read_regular_text
+from app.core.config import APP_LIMITS, Limit, SessionConfig, default, limit
+from app.core.errors import SettingError
 from app.core.formats import KEY as FORMAT_KEY
 from app.core.formats import SETTINGS_FORMAT, upgrade
 
 log = logging.getLogger("duet.settings")
 FILE_NAME = "settings.toml"
+MAX_BYTES = 1 << 20  # a settings file is a few KB: a larger one (or a FIFO, a device) is not read
+# [section] key → its valid range: the session's from its flags (SessionConfig), the rest from APP_LIMITS.
+LIMITS: dict[tuple[str, str], Limit] = {
+    **{("session", name): limit(SessionConfig, name)
+       for name in ("interval", "frames_per_turn", "talkativeness")},
+    **APP_LIMITS,
+}
 
 
 @dataclass
@@ -96,8 +108,9 @@ class Settings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Settings:
-        """Field by field: unknown keys are ignored, a wrong type keeps that field's default."""
+    def from_dict(cls, data: dict, problems: list[str] | None = None) -> Settings:
+        """Field by field: unknown keys are ignored; a wrong type or a value out of range keeps that field's
+        default, and what was replaced is logged and added to ``problems`` (for the window to say)."""
         out = cls()
         for section in fields(cls):
             raw = data.get(section.name)
@@ -107,10 +120,21 @@ class Settings:
             for f in fields(target):
                 if f.name not in raw:
                     continue
-                value = coerce_like(raw[f.name], getattr(target, f.name))
+                fallback = getattr(target, f.name)
+                label = f"[{section.name}] {f.name}"
+                value = coerce_like(raw[f.name], fallback)
+                problem = None
                 if value is None:
-                    log.warning("settings: [%s] %s = %r is not a %s; keeping the default",
-                                section.name, f.name, raw[f.name], type(getattr(target, f.name)).__name__)
+                    problem = f"{label} = {raw[f.name]!r} is not {KIND_NAMES.get(type(fallback), 'valid')}"
+                elif (section.name, f.name) in LIMITS:
+                    try:
+                        LIMITS[section.name, f.name].check(label, value)
+                    except SettingError as e:
+                        problem = str(e)
+                if problem:
+                    log.warning("settings: %s; using the default, %r", problem, fallback)
+                    if problems is not None:
+                        problems.append(f"{problem}; the default ({fallback!r}) is used")
                     continue
                 setattr(target, f.name, value)
         return out
@@ -175,12 +199,14 @@ class SettingsStore:
         self.path = self.directory / FILE_NAME
         self.recovered_from: Path | None = None  # where a corrupt file was moved, for the UI to mention
         self.format_backup: Path | None = None  # a copy of a file of another format version, kept as it was
+        self.problems: list[str] = []  # values replaced by their defaults on the last load, for the window
 
     def load(self) -> Settings:
+        self.problems = []
         if not self.path.exists():
             return Settings()
         try:
-            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_regular_text(self.path, MAX_BYTES))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
             aside = self.path.with_name(f"settings.corrupt-{int(time.time())}.toml")
             try:
@@ -193,7 +219,7 @@ class SettingsStore:
         up = upgrade("settings", data)
         if up.found != up.current:
             self._keep_copy(up.found, up.newer)
-        return Settings.from_dict(up.data)
+        return Settings.from_dict(up.data, self.problems)
 
     def _keep_copy(self, found: int, newer: bool) -> None:
         """Copy a file of another format aside once (``settings.format-<N>.toml``) before it is rewritten."""

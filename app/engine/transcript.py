@@ -16,6 +16,7 @@ from app.capture.base import CaptureError
 from app.capture.parse import parse_spec
 from app.core.errors import describe_write_failure
 from app.core.sessions import CUT_SHORT, SessionStore, SessionWriter, session_meta
+from app.core.textsafe import without_userinfo
 from app.core.types import StepResult
 from app.engine.events import Event, Problem
 from app.engine.factory import RunRequest
@@ -49,7 +50,8 @@ class Transcript:
             video = None
         meta = session_meta(request.source, request.model, interval=c.interval, frames_per_turn=c.frames_per_turn,
                             tokens_per_frame=c.tokens_per_frame, talkativeness=c.talkativeness, video=video)
-        meta.update(max_new_tokens=c.max_new_tokens, device=device, source_name=source_name)
+        # A remote backend's device names its URL: never with the user:password@ it may have been given.
+        meta.update(max_new_tokens=c.max_new_tokens, device=without_userinfo(device), source_name=source_name)
         try:
             self.writer = self.store.create(meta)
             self.session_id = self.writer.id

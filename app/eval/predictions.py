@@ -69,9 +69,9 @@ def append_prediction(path: str | os.PathLike[str], pred: Prediction) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(pred.to_json(), ensure_ascii=False) + "\n").encode()
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        append_whole(fd, data, fsync=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:  # after a torn last line (a kill mid-write) this one starts a fresh line, so it is not lost with it
+        append_whole(fd, data, fsync=True, fresh_line=True)
     finally:
         os.close(fd)
 

@@ -7,6 +7,12 @@ What huggingface_hub does not do and this module adds:
   (``model_info(files_metadata=True)``): the LFS ``sha256`` for large files, and for small files kept
   in git (``config.json`` …), which the hub lists only by their git blob id, the git blob SHA-1
   (``sha1("blob <size>\\0" + bytes)``). A mismatch deletes the file and raises.
+* **Names are checked.** A repository listing is someone else's data, and its file names become
+  paths under the pull's folder: a name that is absolute, has a ``..`` part, a backslash or a NUL
+  (``../../../../evil.gguf``, ``/home/you/.bashrc``) would be written, verified (and on a size
+  mismatch deleted) or moved *outside* it. Every name is refused unless it is a plain relative
+  name (:func:`app.core.paths.plain_relative_name`) — when the listing arrives, when a saved listing is
+  read back, and again before each file operation.
 * **One error per cause.** 401, 403/gated, 404, 429, 5xx, no answer within the timeout, no
   connection and offline mode each become a :class:`HubError` whose message says what to do.
 
@@ -24,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.core.errors import ResourceError
+from app.core.paths import UnsafeName, plain_relative_name
 
 CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 20.0  # seconds without a byte from the server before giving up (not the whole download)
@@ -52,7 +59,20 @@ class RemoteFile:
 
     @classmethod
     def from_json(cls, d: dict) -> RemoteFile:
-        return cls(d["name"], int(d["size"]), d.get("sha256"), d.get("blob_id"))
+        """A file of a listing saved earlier (a pull's state): its name is checked again, as on arrival."""
+        return cls(checked_name(d["name"]), int(d["size"]), d.get("sha256"), d.get("blob_id"))
+
+
+def checked_name(name: object, repo: str = "") -> str:
+    """A hub's file name if it is a plain relative name inside the download folder, else HubError bad_repo."""
+    try:
+        return plain_relative_name(name, "file name")
+    except UnsafeName as e:
+        where = f"{repo}: " if repo else ""
+        raise HubError("bad_repo",
+                       f"{where}the hub lists a file named {name!r}, which is not a plain relative name "
+                       f"({e.reason}); Duet refuses to download it (a name from a hub must stay inside its "
+                       "folder). Nothing was written.") from None
 
 
 @dataclass(frozen=True)
@@ -147,7 +167,7 @@ def list_repo(repo: str, revision: str = "main") -> RepoListing:
         raise HubError("bad_repo", f"{repo}: the hub's answer has no commit id; is HF_ENDPOINT a Hub mirror?")
     files = []
     for s in info.siblings or []:
-        files.append(RemoteFile(s.rfilename, int(s.lfs.size if s.lfs else (s.size or 0)),
+        files.append(RemoteFile(checked_name(s.rfilename, repo), int(s.lfs.size if s.lfs else (s.size or 0)),
                                 s.lfs.sha256 if s.lfs else None, s.blob_id))
     return RepoListing(repo, info.sha, tuple(files))
 
@@ -190,7 +210,7 @@ def verify(path: Path, remote: RemoteFile, progress: Callable[[int], None] | Non
 
 
 def _part_path(local_dir: Path, name: str) -> Path:
-    return local_dir / ".partial" / f"{name}.part"
+    return local_dir / ".partial" / f"{checked_name(name)}.part"
 
 
 def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
@@ -220,7 +240,7 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
                 on_bytes(int(n))
             return None
 
-    final = local_dir / remote.name
+    final = local_dir / checked_name(remote.name, repo)  # before any file operation
     if final.is_file():  # complete from an earlier run that stopped before recording it
         verify(final, remote)
         return final

@@ -22,11 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app.core.atomic import install_pair, write_json_atomic
+from app.core.bounded import read_regular_text
+from app.core.paths import folder_problem
 from app.modelhub.validate import ModelFileError, check_pair, find_mmproj
 
 log = logging.getLogger("duet.library")
 _REPORTED: set[tuple[str, int]] = set()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+INDEX_MAX_BYTES = 16 * 2**20  # library.json lists names and paths; a larger file is not one
 
 
 def check_name(name: object, *, builtin_ok: bool = False) -> str:
@@ -71,6 +74,15 @@ class ModelLibrary:
         self.index = self.root / "library.json"
         self.recovered_from: Path | None = None  # where a damaged library.json was moved, for the UI
 
+    def root_problem(self) -> str | None:
+        """Why the library folder cannot exist (``DUET_DATA_DIR`` is a file, …), or None.
+
+        Why ask: a library under a file reads as empty — "no models" — when the truth is that the
+        data folder is unusable; the CLI and the window say this instead.
+        """
+        problem = folder_problem(self.root, env="DUET_DATA_DIR")
+        return f"the model library cannot be used: {problem}" if problem else None
+
     def entries(self) -> list[ModelEntry]:
         """The user's entries, then the bundled demo model when the user has no ``demo`` of their own."""
         user = self.user_entries()
@@ -85,9 +97,13 @@ class ModelLibrary:
         ``library.json`` is set aside (``recovered_from``) and the user told; an entry of the wrong shape
         is skipped with a warning. Neither stops the app."""
         if not self.index.exists():
+            problem = self.root_problem()
+            if problem and (problem, -1) not in _REPORTED:
+                _REPORTED.add((problem, -1))
+                log.warning("%s", problem)
             return []
         try:
-            raw = json.loads(self.index.read_text(encoding="utf-8"))
+            raw = json.loads(read_regular_text(self.index, INDEX_MAX_BYTES))
             if not isinstance(raw, dict) or not isinstance(raw.get("models", []), list):
                 raise ValueError("expected {\"models\": [...]}")
         except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -132,6 +148,9 @@ class ModelLibrary:
             copy: bool = True, notes: str = "", replace: bool = False) -> ModelEntry:
         """Validate the pair, optionally copy it into the library, and record it under ``name``."""
         check_name(name, builtin_ok=source in ("tiny", "demo"))
+        problem = self.root_problem()
+        if problem:
+            raise ModelFileError(problem)
         check_pair(model, mmproj)
         existing = self.user_entries()
         if any(e.name == name for e in existing) and not replace:
@@ -160,6 +179,7 @@ class ModelLibrary:
         return entry
 
     def remove(self, name: str, delete_files: bool = False) -> None:
+        check_name(name, builtin_ok=True)  # a name reaches the file system below: checked before anything
         entries = self.user_entries()
         entry = next((e for e in entries if e.name == name), None)
         if entry is None and name == "demo" and builtin_demo_entry() is not None:
@@ -199,6 +219,9 @@ def resolve_model(spec: str, mmproj: str | None = None, library: ModelLibrary | 
                              "(or `make run`)")
     path = Path(spec).expanduser()
     if not path.exists():
+        problem = lib.root_problem()
+        if problem:
+            raise ModelFileError(f"{spec}: no such file, and {problem}")
         names = ", ".join(e.name for e in lib.entries()) or "none"
         raise ModelFileError(f"{spec}: no such file, and no library model of that name (library: {names})")
     mm = Path(mmproj) if mmproj else find_mmproj(path)

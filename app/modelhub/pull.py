@@ -28,12 +28,14 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from app.core.atomic import write_json_atomic
+from app.core.bounded import read_regular_text
 from app.core.errors import DuetError, ResourceError
 from app.core.locks import exclusive
 from app.core.sizes import human_bytes
 from app.modelhub import hardware, hub
 from app.modelhub.hub import HubError, RemoteFile
-from app.modelhub.library import ModelEntry, ModelLibrary
+from app.modelhub.library import ModelEntry, ModelLibrary, check_name
+from app.modelhub.validate import ModelFileError
 from app.modelhub.vision_pad import pad_vision_mlp, padded_width
 
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
@@ -44,6 +46,7 @@ QUANT_RATIO = {"Q4_K_M": 0.36, "Q5_K_M": 0.42, "Q8_0": 0.56, "F16": 1.0}
 HF_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model")
 MARGIN = 256 * 2**20
 STATE_VERSION = 1
+STATE_MAX_BYTES = 16 * 2**20  # a state file holds a listing of a few hundred names; more is not one
 
 
 class PullError(ResourceError):
@@ -143,7 +146,13 @@ class PullJob:
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise PullError(f"{repo!r}: a repository is owner/name, e.g. wangyueqian/MMDuet2", "usage")
         self.repo, self.revision, self.quant = repo, revision, quant
-        self.name = name or default_name(repo, quant)
+        # The name becomes <library>/<name>/<name>.gguf: checked here, before any file is fetched or moved
+        # (checked only when the library recorded it, `--name /elsewhere/x` wrote /elsewhere/x.gguf).
+        try:
+            self.name = check_name(name or default_name(repo, quant))
+        except ModelFileError as e:
+            flag = "--name " if name else f"the default name for {repo} "
+            raise PullError(f"{flag}{e}", "usage") from None
         self.keep = keep_intermediate
         self.library = library or ModelLibrary()
         self.progress = progress or (lambda ev: None)
@@ -160,9 +169,11 @@ class PullJob:
         self.state = {}
         if self.state_path.exists():
             try:
-                self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+                self.state = json.loads(read_regular_text(self.state_path, STATE_MAX_BYTES))
             except (json.JSONDecodeError, UnicodeDecodeError, OSError):
                 self.state = {}  # a damaged state only costs re-verification, never a wrong import
+        if not isinstance(self.state, dict):
+            self.state = {}
         if self.state.get("version") != STATE_VERSION or self.state.get("repo") != self.repo:
             self.state = {"version": STATE_VERSION, "repo": self.repo, "revision": self.revision}
         self.state.setdefault("verified", [])
@@ -411,10 +422,10 @@ def pending_pulls(library: ModelLibrary | None = None) -> list[dict]:
     out = []
     for p in sorted((lib.root / ".pulls").glob("*/state.json")):
         try:
-            s = json.loads(p.read_text(encoding="utf-8"))
+            s = json.loads(read_regular_text(p, STATE_MAX_BYTES))  # a FIFO or a huge file: skipped unread
         except (json.JSONDecodeError, OSError, UnicodeDecodeError):
             continue
-        if not s.get("imported") and s.get("repo"):
+        if isinstance(s, dict) and not s.get("imported") and s.get("repo"):
             req = s.get("request") or {}
             out.append({"repo": s["repo"], "revision": s.get("revision", "main"), "quant": req.get("quant", "Q4_K_M"),
                         "name": req.get("name"), "work": str(p.parent)})

@@ -126,8 +126,9 @@ def run_action(action: str, recipe: str | None, overrides: dict[str, Any], *, qu
 def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library_root: Path | None = None,
                         sessions_root: Path | None = None) -> int:
     """``duet train feedback``: resolve the sessions, build the recipe, train, export, register."""
+    from app.core.errors import InputError
     from app.core.sessions import SessionStore, sessions_with_feedback
-    from app.trainer.feedback_job import build_recipe, run_feedback
+    from app.trainer.feedback_job import NAME_RE, build_recipe, run_feedback
     from app.trainer.jobs import EXIT_BAD_INPUT, JobError, Reporter, StopFlag, run_guarded
 
     stream = stream if stream is not None else sys.stdout
@@ -139,6 +140,9 @@ def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library
 
     if not args.base or not args.name:
         return fail("--base and --name are required", "e.g. duet train feedback --base demo --name mine --all")
+    if not NAME_RE.match(args.name) or args.name in ("demo", "tiny"):  # it becomes a folder: checked first
+        return fail(f"--name {args.name!r}: use 1–64 letters, digits, '.', '_' or '-', starting with a "
+                    "letter or digit and not ending in '.' (not 'demo' or 'tiny')", "pick another name")
     if args.sessions and args.all:
         return fail("give either --sessions ID,… or --all, not both", "see `duet sessions list` for the ids")
     if not (args.sessions or args.all or args.replay or args.synthetic):
@@ -149,10 +153,10 @@ def run_feedback_action(args: argparse.Namespace, *, stream: Any = None, library
     else:
         dirs = []
         for sid in [x.strip() for x in (args.sessions or "").split(",") if x.strip()]:
-            d = store.root / sid
-            if "/" in sid or not (d / "events.jsonl").is_file():
-                return fail(f"no saved session {sid!r} in {store.root}", "see `duet sessions list` for the ids")
-            dirs.append(d)
+            try:
+                dirs.append(store.find(sid))  # the id is checked before it becomes a path
+            except (InputError, FileNotFoundError) as e:
+                return fail(str(e), "see `duet sessions list` for the ids")
     try:
         cfg, raw = build_recipe(args.base, args.name, dirs, steps=args.steps, replay=args.replay, lr=args.lr,
                                 synthetic=args.synthetic, grpo_steps=args.grpo_steps)

@@ -4,10 +4,16 @@ frame each reply answered and per-reply feedback buttons (the schema of app/core
 
 A plain scroll area of small bubble widgets rather than a model/view list: a session holds hundreds
 of replies, not millions, and real widgets give real buttons for feedback without delegate tricks.
+
+What a reply bubble shows is :func:`~app.ui.reply_text.shown_text` of it (no control characters,
+special tokens or glued doubles), as plain text: a reply is never read as HTML. A reply identical to
+the one just above it (case and punctuation aside) does not add a bubble: that bubble counts it
+("×3") and takes its time, and a mark on it applies to every turn it stands for.
 """
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -26,8 +32,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.feedback import KINDS, REPLY_KINDS
+from app.core.text import normalise
 from app.core.timefmt import clock
 from app.ui.images import rgb_to_pixmap
+from app.ui.reply_text import shown_text
 
 THUMB_W = 112
 FEEDBACK_ICONS = {"late": "◷", "redundant": "↺", "wrong": "✗", "good": "✓"}
@@ -60,6 +68,8 @@ class Bubble(QFrame):
                  corrections: bool = False) -> None:
         super().__init__()
         self.who, self.text, self.turn = who, text, turn
+        self.turns: list[int] = [turn] if turn is not None else []  # every turn this bubble stands for
+        self.stamps: list[str] = [stamp]  # their times
         self.spoken = False
         self.setObjectName({"duet": "replyBubble", "you": "questionBubble"}.get(who, "systemBubble"))
         row = QHBoxLayout(self)
@@ -79,8 +89,9 @@ class Bubble(QFrame):
         head.setObjectName("bubbleHead")
         self.set_stamp(stamp)
         col.addWidget(head)
-        body = QLabel(soft_wrap(text))
+        self.body = body = QLabel(soft_wrap(text))
         body.setObjectName("bubbleText")
+        body.setTextFormat(Qt.TextFormat.PlainText)  # "<b>" or "</tool_call>" in a reply is text, never markup
         body.setWordWrap(True)
         body.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -98,7 +109,7 @@ class Bubble(QFrame):
                 b.setChecked(kind in (feedback_on or set()))
                 b.setText(f"{FEEDBACK_ICONS[kind]} {label}")
                 b.setToolTip(f"Mark this reply as “{label}”: {FEEDBACK_EFFECT[kind]} ({TRAIN_HOW})")
-                b.toggled.connect(lambda on, k=kind: self.feedback.emit(self.turn, k, on))
+                b.toggled.connect(lambda on, k=kind: self._mark(k, on))
                 fb.addWidget(b)
                 self.buttons[kind] = b
             if corrections:
@@ -113,10 +124,34 @@ class Bubble(QFrame):
             col.addLayout(fb)
         row.addLayout(col, 1)
 
+    @property
+    def count(self) -> int:
+        """How many replies this bubble shows (identical ones in a row share one bubble)."""
+        return max(1, len(self.turns))
+
     def set_stamp(self, stamp: str) -> None:
         self.stamp = stamp
-        grey = f"<span style='color:#8a93a6'>{stamp}</span>"
+        shown = html.escape(stamp) + (f"&nbsp;&nbsp;·&nbsp;&nbsp;×{self.count}" if self.count > 1 else "")
+        grey = f"<span style='color:#8a93a6'>{shown}</span>"
         self.head.setText(f"<b>{self.name}</b>&nbsp;&nbsp;{grey}" if self.name else grey)
+        self.head.setToolTip(f"Said {self.count} times, at {', '.join(self.stamps)}" if self.count > 1 else "")
+
+    def add_repeat(self, turn: int, stamp: str, feedback_on: set[str] | None = None) -> None:
+        """Count one more identical reply: the bubble takes its (latest) time and shows "×N"."""
+        self.turns.append(turn)
+        self.stamps.append(stamp)
+        self.set_stamp(stamp)
+        for kind in feedback_on or set():  # a saved mark on any of its turns shows on the bubble
+            b = self.buttons.get(kind)
+            if b is not None and not b.isChecked():
+                b.blockSignals(True)
+                b.setChecked(True)
+                b.blockSignals(False)
+
+    def _mark(self, kind: str, on: bool) -> None:
+        """A mark on the bubble is a mark on every reply it stands for."""
+        for turn in self.turns:
+            self.feedback.emit(turn, kind, on)
 
     def ask_correction(self) -> None:
         text, ok = QInputDialog.getText(self, "Correct this reply", "What should Duet have said here?",
@@ -125,14 +160,22 @@ class Bubble(QFrame):
             self.apply_correction(text.strip())
 
     def apply_correction(self, text: str) -> None:
-        """Record the correction (the "wrong" button shows it is marked)."""
-        self.correction.emit(self.turn, text)
+        """Record the correction (the "wrong" button shows it is marked).
+
+        For a bubble standing for several identical replies, the correction belongs to the first
+        (where it was first said) and the repeats are marked plain "wrong" (trained as silence).
+        """
+        if not self.turns:
+            return
         b = self.buttons.get("wrong")
-        if b is not None:
+        if b is not None:  # lit first: a receiver that cannot save the mark turns it off again and says why
             b.blockSignals(True)  # the correction record already says "wrong"
             b.setChecked(True)
             b.blockSignals(False)
             b.setToolTip(f"Marked wrong; your correction: “{text}”")
+        self.correction.emit(self.turns[0], text)
+        for turn in self.turns[1:]:
+            self.feedback.emit(turn, "wrong", True)
 
 
 class ChatView(QScrollArea):
@@ -186,15 +229,27 @@ class ChatView(QScrollArea):
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
 
     def add_reply(self, text: str, video_time: float, turn: int, frame: np.ndarray | None = None,
-                  *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble:
+                  *, thumb: QPixmap | None = None, feedback_on: set[str] | None = None) -> Bubble | None:
         """A reply bubble. It goes above questions still pending: those were asked while this turn ran,
         so they ride with the next frames and the reply to them comes later (call :meth:`settle_questions`
-        with the turn's question first)."""
+        with the turn's question first).
+
+        Shows :func:`shown_text` of ``text``; None when nothing of it is left to show. A reply identical
+        to the bubble just above its place is counted there instead (that bubble is returned).
+        """
+        text = shown_text(text)
+        if not text:
+            return None
+        before = self._pending[0] if self._pending else None
+        at = self.bubbles.index(before) if before is not None else len(self.bubbles)
+        above = self.bubbles[at - 1] if at > 0 else None
+        if above is not None and above.who == "duet" and normalise(above.text) == normalise(text):
+            above.add_repeat(turn, clock(video_time), feedback_on)
+            return above
         if thumb is None and frame is not None:
             thumb = rgb_to_pixmap(frame, THUMB_W)
         return self._add(Bubble("duet", text, clock(video_time), turn=turn, thumb=thumb, feedback_on=feedback_on,
-                                corrections=self.corrections),
-                         before=self._pending[0] if self._pending else None)
+                                corrections=self.corrections), before=before)
 
     def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False,
                      pending: bool = False) -> Bubble:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QTimer, Slot
+from PySide6.QtCore import QThread, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QTabWidget, QWidget
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QTabWidget, QToolButton, QWidget
 
 from app.capture.base import SourceHealth
 from app.core.config import SessionConfig
-from app.core.errors import SettingError
-from app.core.sessions import SessionStore
+from app.core.errors import SettingError, describe_write_failure
+from app.core.feedback import FeedbackError
+from app.core.sessions import SessionStore, add_feedback
 from app.core.settings import Settings, SettingsStore
 from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
@@ -30,6 +31,7 @@ from app.ui.model_choice import no_model_message
 from app.ui.model_page import ModelPage
 from app.ui.overlay import Overlay
 from app.ui.pace import pace_text
+from app.ui.reply_text import shown_text
 from app.ui.sessions_page import SessionsPage
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
@@ -110,7 +112,15 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         if settings_store.recovered_from is not None:
             self.show_problem(f"The settings file was damaged; it was set aside as "
                               f"{settings_store.recovered_from.name} and defaults were restored.")
+        problems = settings_store.problems  # out of range or of the wrong type: replaced by defaults, said here
+        if problems:
+            shown = "; ".join(problems[:3]) + ("; …" if len(problems) > 3 else "")
+            self.show_problem(f"Some settings in {settings_store.path} were not usable and their defaults "
+                              f"are used: {shown}.")
         self.library.entries()  # reading it sets a damaged index aside, so it is reported here, once
+        problem = self.library.root_problem()
+        if problem:  # not an empty library: a library that cannot exist where it is looked for
+            self.show_problem(f"{problem[0].upper()}{problem[1:]}.")
         if self.library.recovered_from is not None:
             self.show_problem(f"The model library index was damaged; it was set aside as "
                               f"{self.library.recovered_from.name}. The model files are untouched: "
@@ -149,6 +159,7 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         self.sessions_page = SessionsPage(self.sessions)
         self.tabs.addTab(self.sessions_page, "Sessions")
         self.model_page = ModelPage(self.library)
+        self.model_page.removed.connect(self._model_removed)
         self.model_page.changed.connect(self._refresh_models)
         self.model_page.default_chosen.connect(
             lambda name: (self.set_model(name), self.fit_pace(name), self.save_settings()))
@@ -224,6 +235,8 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
             return
         self.chat.clear()
         self.overlay.clear()
+        self.status.reset()  # the last session's step time, RTF and context are not this one's
+        self.statusBar().clearMessage()
         self.runner.start(RunRequest(source=s.source, model=s.model, config=config, interactive=True))
 
     @Slot()
@@ -258,6 +271,16 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     @Slot()
     def push_to_talk(self) -> None:
         self.voice.toggle()
+
+    @Slot()
+    def quit_app(self) -> None:
+        """Ctrl+Q (the platform's Quit keys) and the tray's Quit: close the window as its close button does,
+        then end the application's event loop, so no dialog or picker left open keeps Duet running.
+
+        Without a running event loop (a script or a test driving the window) closing is all there is to do:
+        quitting then would make the next event loop return at once."""
+        if self.close() and QThread.currentThread().loopLevel() > 0:
+            QApplication.quit()
 
     @Slot()
     def show_and_raise(self) -> None:
@@ -309,13 +332,14 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     def _on_step(self, r: StepResult) -> None:
         self.last_result = r
         self.chat.settle_questions(r.question, r.video_time)
-        if not r.silent:
-            shown = self.overlay.add_reply(r.text, clock(r.video_time))
-            self.chat.add_reply(r.text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
+        text = "" if r.silent else shown_text(r.text)  # no control characters or special tokens on screen
+        if text:
+            shown = self.overlay.add_reply(text, clock(r.video_time))
+            self.chat.add_reply(text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
             if shown:
-                self.speech.say(r.text)
+                self.speech.say(text)
             else:
-                self.controller.mark_folded(r.turn)  # a near-repeat on screen; the transcript keeps it
+                self.controller.mark_folded(r.turn)  # a repeat on screen; the transcript keeps it
         self.status.show_step(r, self.interval_spin.value())
 
     @Slot(object)
@@ -332,11 +356,13 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
 
     @Slot(str)
     def _on_error(self, msg: str) -> None:
+        self.statusBar().clearMessage()  # "Opening …" is over: the banner says what happened
         self.show_problem(msg)
         self.chat.add_notice(msg)
 
     @Slot(str)
     def _on_finished(self, reason: str) -> None:
+        self.statusBar().clearMessage()  # a stop during loading leaves no "Loading …" behind
         if reason == "ended":
             self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
         self._on_state(self.controller.state)
@@ -355,11 +381,88 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
 
     @Slot(int, str, bool)
     def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
-        self.controller.add_feedback(turn, kind, on)
+        self.record_mark(turn, kind, on)
 
     @Slot(int, str)
     def _on_correction(self, turn: int, text: str) -> None:
-        self.controller.add_feedback(turn, "wrong", True, text)  # a "wrong" mark carrying the correction
+        self.record_mark(turn, "wrong", True, text)  # a "wrong" mark carrying the correction
+
+    def record_mark(self, turn: int, kind: str, on: bool, text: str = "") -> bool:
+        """Write a mark from the Watch chat; False (and the button goes back and says why) when it cannot be.
+
+        While the session runs, its transcript takes the mark. Once it has ended (the clip ran out, Stop)
+        the chat still shows its replies, and a mark on them goes to the finished session's file, as the
+        Sessions page writes it: a button that lights up must mean the mark is on disk.
+        """
+        if self.controller.add_feedback(turn, kind, on, text):
+            problem = None
+        else:
+            problem = self._mark_finished_session(turn, kind, on, text)
+        for button in self._mark_buttons(turn, kind):
+            plain = button.property("plain_tip")
+            if problem is None and plain is not None:  # saved now: the "Not saved" of an earlier try goes
+                button.setToolTip(plain)
+        if problem is None:
+            return True
+        self._refuse_mark(turn, kind, on, problem)
+        return False
+
+    def _mark_buttons(self, turn: int, kind: str) -> list[QToolButton]:
+        """The chat's buttons of ``kind`` on the bubble(s) showing the reply of ``turn``."""
+        return [b for bubble in self.chat.replies() if turn in bubble.turns
+                for b in [bubble.buttons.get(kind)] if b is not None]
+
+    def _mark_finished_session(self, turn: int, kind: str, on: bool, text: str) -> str | None:
+        """Append the mark to the latest session's file; None when written, else why it was not."""
+        sid = self.controller.last_session_id
+        if sid is None:
+            return "This session is not being saved (see the message above), so marks on it cannot be kept."
+        try:
+            add_feedback(self.sessions.find(sid), turn, kind, on, text)
+        except FileNotFoundError:
+            return (f"The saved session {sid} is gone (deleted, or its folder moved), so this mark could not be "
+                    "kept.")
+        except FeedbackError as e:
+            return f"This mark could not be kept: {e}."
+        except OSError as e:
+            return describe_write_failure(e, "Your mark could not be saved",
+                                          "the session's log is as it was; mark the reply again once there is room")
+        return None
+
+    def _refuse_mark(self, turn: int, kind: str, on: bool, why: str) -> None:
+        """The button shows what is saved, not what was tried, and its tooltip and the banner say why."""
+        self.show_problem(why)
+        for button in self._mark_buttons(turn, kind):
+            if button.property("plain_tip") is None:
+                button.setProperty("plain_tip", button.toolTip())
+            button.blockSignals(True)
+            button.setChecked(not on)
+            button.blockSignals(False)
+            button.setToolTip(f"Not saved: {why}")
+
+    @Slot(str)
+    def _model_removed(self, name: str) -> None:
+        """The user deleted a model on the Models page: never keep offering it (Start would fail on its files)."""
+        was = self.model_combo.currentData()
+        if getattr(self, "_explicit_model", "") == name:
+            self._explicit_model = ""
+        if self.settings.session.model == name:
+            self.settings.session.model = ""
+        if was == name:
+            self.model_combo.setCurrentIndex(-1)  # pick again among what is left
+        self._refresh_models()
+        now = self.model_combo.currentData()
+        if was != name:
+            return
+        if now:
+            self.fit_pace(now)
+            self.model_page.library_message.setText(
+                f"Deleted {name}. The Watch tab now uses {self.model_combo.currentText()}.")
+        else:
+            self.model_page.library_message.setText(f"Deleted {name}. No model is left: download or import one "
+                                                    "below.")
+            self.show_problem(no_model_message())
+        self.save_settings()
 
     def _update_pace(self, *_: object) -> None:
         self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))

@@ -5,10 +5,17 @@ this page: the page polls their status, so closing or rebuilding it loses nothin
 going (or stays paused) until the app quits. Pause stops the child; resume starts a new one that
 continues from the pull's state file. Importing validates the pair's metadata first (``check_pair``:
 llama.cpp would abort the process on some mismatches) and copies the files in a background thread.
+
+Layout: the page scrolls rather than squeezing; the installed-models table keeps room for several
+compact one-line rows (full paths in the tooltip), its buttons sit in its header row, and a download
+row keeps its height whether its progress bar shows or not, so nothing moves under the pointer as
+downloads come and go. Speeds below 1 MB/s read in KB/s; until the pull's own rate has two samples
+the page estimates speed and time left from what it saw since the download started.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -24,6 +31,8 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -47,8 +56,44 @@ def _size(path: Path) -> str:
         return "missing"
 
 
-def describe_status(st: JobStatus) -> str:
-    """One line for a pull: stage, bytes, speed and ETA while downloading; the message otherwise."""
+TABLE_ROWS = 5  # installed models the table shows without scrolling
+
+
+def human_rate(bytes_per_s: float) -> str:
+    """``40_000`` → ``"40 KB/s"``; ``2_500_000`` → ``"2.5 MB/s"`` (a slow link never reads "0.0 MB/s")."""
+    if bytes_per_s >= 1e6:
+        return f"{bytes_per_s / 1e6:.1f} MB/s"
+    if bytes_per_s >= 1e3:
+        return f"{bytes_per_s / 1e3:.0f} KB/s"
+    return f"{bytes_per_s:.0f} B/s"
+
+
+class SpeedEstimate:
+    """Speed of a pull as this page saw it, for the seconds before the pull reports a rate of its own.
+
+    Why: the pull's rate needs two progress reports, and progress comes in 1 MB pieces — at 40 KB/s
+    the second report is 25 s after the first. The page knows when it started (or resumed) the pull
+    and how many bytes were there then, so the first report already gives a speed and a time left.
+    """
+
+    def __init__(self, done: int | None, at: float | None = None) -> None:
+        """``done``: bytes already there when the pull (re)started; None when unknown (the first report counts)."""
+        self.base = None if done is None else (time.monotonic() if at is None else at, done)
+
+    def rate(self, done: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self.base is None:
+            self.base = (now, done)
+            return 0.0
+        t0, d0 = self.base
+        return (done - d0) / (now - t0) if done > d0 and now > t0 else 0.0
+
+
+def describe_status(st: JobStatus, *, rate: float | None = None, eta: float | None = None) -> str:
+    """One line for a pull: stage, bytes, speed and ETA while downloading; the message otherwise.
+
+    ``rate``/``eta``: the page's estimate, used while the pull's own report has none.
+    """
     ev = st.last
     if st.state == "failed":
         return f"✗ {st.error}"
@@ -61,8 +106,13 @@ def describe_status(st: JobStatus) -> str:
     if st.state == "done":
         return f"✓ {st.name} is installed"
     if ev.stage in ("download", "verify") and ev.total:
-        eta = f", {clock(ev.eta)} left" if ev.eta is not None else ""
-        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {ev.rate / 1e6:.1f} MB/s{eta}"
+        speed = ev.rate or rate or 0.0
+        left = ev.eta if ev.eta is not None else eta
+        if left is None and speed > 0:
+            left = max(0.0, ev.total - ev.done) / speed
+        pace = human_rate(speed) if speed > 0 else "measuring speed…"
+        tail = f", about {clock(left)} left" if left is not None else ""
+        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {pace}{tail}"
     return ev.message
 
 
@@ -71,6 +121,7 @@ class ModelPage(QWidget):
 
     changed = Signal()
     default_chosen = Signal(str)
+    removed = Signal(str)  # a model the user deleted (emitted before ``changed``): the window picks another
 
     def __init__(self, library: ModelLibrary, jobs: PullManager | None = None,
                  hw: hardware.Hardware | None = None) -> None:
@@ -80,7 +131,18 @@ class ModelPage(QWidget):
         self.hw = hw or hardware.detect()
         self.rec = hardware.recommend(self.hw)
         self._last_state: dict[str, str] = {}
-        lay = QVBoxLayout(self)
+        self._speed: dict[str, SpeedEstimate] = {}
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()  # a small window scrolls the page instead of squeezing the table to one row
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setObjectName("pageScroll")  # the stylesheet keeps it dark (app/ui/style.py)
+        content = QWidget()
+        content.setObjectName("modelPage")
+        scroll.setWidget(content)
+        outer.addWidget(scroll)
+        lay = QVBoxLayout(content)
         lay.setContentsMargins(16, 16, 16, 16)
 
         title = QLabel("THIS MACHINE")
@@ -97,22 +159,13 @@ class ModelPage(QWidget):
         self.machine.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.machine)
 
+        # The table's buttons sit in its header row: above the table, nothing that grows or shrinks
+        # further down the page (a download row, a message) can move them.
+        row = QHBoxLayout()
         title = QLabel("INSTALLED MODELS")
         title.setObjectName("sectionTitle")
-        lay.addWidget(title)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Name", "Kind", "Size", "Files"])
-        header = self.table.horizontalHeader()
-        for col in range(3):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
-        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft)
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        lay.addWidget(self.table, 1)
-        row = QHBoxLayout()
+        row.addWidget(title)
+        row.addStretch(1)
         self.default_button = QPushButton("Use by default")
         self.default_button.setToolTip("The model the Watch tab starts with")
         self.default_button.clicked.connect(self.set_default)
@@ -121,10 +174,29 @@ class ModelPage(QWidget):
         self.delete_button.clicked.connect(self.delete_selected)
         row.addWidget(self.default_button)
         row.addWidget(self.delete_button)
-        row.addStretch(1)
-        self.library_message = QLabel()
-        row.addWidget(self.library_message)
         lay.addLayout(row)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Name", "Kind", "Size", "Files"])
+        header = self.table.horizontalHeader()
+        for col in range(3):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft)
+        rows = self.table.verticalHeader()
+        rows.hide()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # compact one-line rows
+        rows.setDefaultSectionSize(self.table.fontMetrics().height() + 10)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setMinimumHeight(header.sizeHint().height() + TABLE_ROWS * rows.defaultSectionSize()
+                                    + 2 * self.table.frameWidth() + 2)
+        lay.addWidget(self.table, 1)
+        self.library_message = QLabel()
+        self.library_message.setWordWrap(True)
+        lay.addWidget(self.library_message)
 
         hub = QGroupBox("Download from Hugging Face")
         hub_lay = QVBoxLayout(hub)
@@ -207,8 +279,13 @@ class ModelPage(QWidget):
         bar = QProgressBar()
         bar.setRange(0, 1000)
         bar.setTextVisible(False)
+        policy = bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)  # the row keeps its height: nothing below it jumps
+        bar.setSizePolicy(policy)
         status = QLabel("")
         status.setWordWrap(True)
+        status.setMinimumHeight(status.fontMetrics().lineSpacing() * 2)  # room for a two-line message
+        status.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         parent.addWidget(bar)
         parent.addWidget(status)
         widgets = {"quant": quant, "start": start, "pause": pause, "cancel": cancel, "bar": bar, "status": status}
@@ -220,12 +297,21 @@ class ModelPage(QWidget):
     def start_pull(self, repo: str) -> None:
         row = self.pull_rows[repo]
         quant = row["quant"].currentData()  # type: ignore[attr-defined]
+        self._speed[repo] = SpeedEstimate(self._bytes_before(repo, quant))
         try:
             self.jobs.start(repo, quant, library=self.library)
         except Exception as e:  # a bad name or quantization: say so on the row
             row["status"].setText(f"✗ {e}")  # type: ignore[attr-defined]
             return
         self._poll_jobs()
+
+    def _bytes_before(self, repo: str, quant: str) -> int | None:
+        """Bytes a (re)started pull begins with: 0 for a new one, the last report's for a resumed one."""
+        job = self.jobs.get(repo)
+        if job is None or job.status.state in ("done", "cancelled") or job.job.quant != str(quant).upper():
+            return 0
+        ev = job.status.last
+        return ev.done if ev is not None and ev.stage in ("download", "verify") and ev.total else None
 
     def pause_pull(self, repo: str) -> None:
         job = self.jobs.get(repo)
@@ -284,7 +370,10 @@ class ModelPage(QWidget):
                 bar.setValue(1000)  # type: ignore[attr-defined]
             elif ev is not None and ev.total:
                 bar.setValue(int(1000 * ev.done / ev.total))  # type: ignore[attr-defined]
-            status.setText(describe_status(st))  # type: ignore[attr-defined]
+            rate = 0.0
+            if running and ev is not None and ev.stage in ("download", "verify") and ev.total and not ev.rate:
+                rate = self._speed.setdefault(repo, SpeedEstimate(None)).rate(ev.done)
+            status.setText(describe_status(st, rate=rate))  # type: ignore[attr-defined]
             if st.state == "done" and self._last_state.get(repo) != "done":
                 self.refresh()
                 self.changed.emit()
@@ -292,23 +381,26 @@ class ModelPage(QWidget):
 
     # ---- installed models ---------------------------------------------------------------------
     def refresh(self) -> None:
-        rows: list[tuple[str, str, str, str]] = []
+        rows: list[tuple[str, str, str, str, str]] = []  # name, kind, size, files (one line), files (tooltip)
         demo = self.library.get("demo")
-        rows.append(("demo", "offline demo model",
-                     _size(demo.model) if demo else "—",
-                     str(demo.model) if demo else "not built yet: run `duet train demo`"))
+        files = f"{demo.model.name} + {demo.mmproj.name} — {demo.model.parent}" if demo else \
+            "not built yet: run `duet train demo`"
+        rows.append(("demo", "offline demo model", _size(demo.model) if demo else "—", files,
+                     f"{demo.model}\n{demo.mmproj}" if demo else files))
         for e in self.library.entries():
             if e.name == "demo":
                 continue
             kind = e.source + (f" · {e.notes}" if e.notes else "")
-            rows.append((e.name, kind, _size(e.model), f"{e.model}\n{e.mmproj}"))
+            rows.append((e.name, kind, _size(e.model), f"{e.model.name} + {e.mmproj.name} — {e.model.parent}",
+                         f"{e.model}\n{e.mmproj}"))
+        self.table.clearSelection()  # a row index now names another model: Delete must not hit that one
         self.table.setRowCount(len(rows))
-        for r, values in enumerate(rows):
+        for r, (*values, tip) in enumerate(rows):
             for c, v in enumerate(values):
                 item = QTableWidgetItem(v)
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                item.setToolTip(tip)
                 self.table.setItem(r, c, item)
-        self.table.resizeRowsToContents()
 
     def selected_name(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -337,6 +429,7 @@ class ModelPage(QWidget):
             return
         self.library_message.setText(f"Deleted {name}")
         self.refresh()
+        self.removed.emit(name)  # first: the window stops offering it before the list is refilled
         self.changed.emit()
 
     # ---- import ---------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The always-on-top reply overlay: frameless, translucent, draggable, resizable, optionally click-through.
 
-Replies fade out after ``fade_seconds``. A reply that nearly repeats one still on screen is folded
-into it (the old card is refreshed and shows "×2") instead of being shown and spoken again; the
-transcript keeps both. While capture is on, a red "watching" pill is painted in the corner, so the
-user always knows the screen or camera is being looked at.
+Replies fade out after ``fade_seconds``. A reply that truly repeats one still on screen (the same
+words, colours, shapes and numbers: :mod:`app.ui.dedup`) is folded into it instead of being shown and
+spoken again: the card moves to the bottom, shows the latest reply and its time and a "×2" badge; a
+click on the badge lists the folded replies with their times. The transcript keeps every one.
+What a card shows is :func:`~app.ui.reply_text.shown_text` of the reply (no control characters or
+special tokens). While capture is on, a red "watching" pill is painted in the corner, so the user
+always knows the screen or camera is being looked at.
 
 The overlay (and its pill) stay out of the model's own screen frames: see
 :mod:`app.ui.capture_exclusion`.
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QPoint, QRect, QRectF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import (
@@ -32,14 +35,26 @@ from PySide6.QtWidgets import QSizeGrip, QWidget
 
 from app.ui.capture_exclusion import exclude_from_capture
 from app.ui.dedup import find_repeat
+from app.ui.reply_text import shown_text
+
+FOLD_ROWS = 6  # earlier replies listed under an opened fold; older ones are counted in a last line
 
 
 @dataclass
 class Card:
-    text: str
-    stamp: str  # video time as mm:ss
+    text: str  # the latest of the replies folded here
+    stamp: str  # its video time as mm:ss (the latest, not the first)
     shown_at: float  # monotonic seconds; refreshed when a repeat folds into it
     count: int = 1
+    earlier: list[tuple[str, str]] = field(default_factory=list)  # (stamp, text) folded in, oldest first
+    open: bool = False  # the user opened the fold: the earlier replies are listed under the text
+
+    def fold_lines(self) -> list[str]:
+        """What an opened fold lists: the earlier replies, newest last, with their times."""
+        shown = self.earlier[-FOLD_ROWS:]
+        lines = [f"{stamp} · {text}" if stamp else text for stamp, text in shown]
+        hidden = len(self.earlier) - len(shown)
+        return ([f"+{hidden} earlier"] if hidden else []) + lines
 
 
 class WatchingPill(QWidget):
@@ -120,11 +135,14 @@ class Overlay(QWidget):
         self.click_through = False
         self._drag_from: QPoint | None = None
         self.expanded = False
+        self._grown_for_fold = False  # the overlay grew to list an opened fold: closing it shrinks it back
         self._collapsed_geometry: QRect | None = None
         self.user_visible = False
         self.pill = WatchingPill()
         self.more_rect: QRect | None = None  # the "Show all" / "Show less" control, when painted
+        self.fold_rects: list[tuple[QRect, Card]] = []  # the "×N" badges painted, each opens its fold
         self.drawn: list[tuple[str, bool]] = []  # (text, elided) of the cards in the last paint
+        self.painted: list[str] = []  # every string the last paint drew: card by card from the newest (bottom) up
         self._grip = QSizeGrip(self)
         self._grip.resize(16, 16)
         self._timer = QTimer(self)
@@ -134,16 +152,21 @@ class Overlay(QWidget):
 
     # ---- content ------------------------------------------------------------------------------
     def add_reply(self, text: str, stamp: str = "") -> bool:
-        text = text.strip()
+        """Show a reply; False when it was folded into a card on screen or had nothing to show (don't speak it)."""
+        text = shown_text(text)  # no control characters or special tokens on screen, whoever calls
         if not text:
             return False
         now = time.monotonic()
         self._expire(now)
         i = find_repeat(text, [c.text for c in self.cards])
         if i is not None:
-            card = self.cards[i]
+            # The card now stands for the latest reply: its words, its time, at the bottom with the newest.
+            card = self.cards.pop(i)
+            card.earlier.append((card.stamp, card.text))
+            card.text, card.stamp = text, stamp or card.stamp
             card.count += 1
             card.shown_at = now
+            self.cards.append(card)
             self.folded.emit(text)
             self.update()
             return False
@@ -151,6 +174,22 @@ class Overlay(QWidget):
         del self.cards[:-self.max_cards]
         self.update()
         return True
+
+    def toggle_fold(self, card: Card) -> None:
+        """Open or close a fold: list the replies folded into ``card`` with their times (growing to fit)."""
+        card.open = not card.open
+        card.shown_at = time.monotonic()  # the user is reading it: restart its fade
+        if card.open and card in self.cards:
+            index = self.cards.index(card)
+            width = self.width() - 2 * self.MARGIN
+            stack = sum(self._card_height(c, width) + self.GAP for c in self.cards[index:])
+            needed = stack + 2 * self.MARGIN + self._top_reserve() + self.MORE_H
+            if needed > self.height():
+                self._grown_for_fold = self._grown_for_fold or not self.expanded
+                self._grow(needed)
+        elif self.expanded and self._grown_for_fold and not any(c.open for c in self.cards):
+            self.toggle_expanded()
+        self.update()
 
     def clear(self) -> None:
         self.cards.clear()
@@ -248,6 +287,12 @@ class Overlay(QWidget):
             event.accept()
             return
         if event.button() == Qt.MouseButton.LeftButton:
+            badge = next((c for r, c in self.fold_rects if r.contains(event.position().toPoint())), None)
+            if badge is not None:
+                self.toggle_fold(badge)
+                event.accept()
+                return
+        if event.button() == Qt.MouseButton.LeftButton:
             handle = self.windowHandle()
             # Let the window manager move us where it can (Wayland forbids client-side positioning).
             if handle is not None and handle.startSystemMove():
@@ -284,9 +329,13 @@ class Overlay(QWidget):
         return lines or [""]
 
     def toggle_expanded(self) -> None:
-        """Grow the overlay (upwards, within the screen) to show the newest reply whole, or shrink back."""
+        """Grow the overlay (upwards, within the screen) to show the newest reply whole, or shrink back
+        (closing any fold opened meanwhile: it would not fit the resting size)."""
         if self.expanded:
             self.expanded = False
+            self._grown_for_fold = False
+            for card in self.cards:
+                card.open = False
             if self._collapsed_geometry is not None:
                 self.setGeometry(self._collapsed_geometry)
             self._collapsed_geometry = None
@@ -295,8 +344,13 @@ class Overlay(QWidget):
         if not self.cards:
             return
         self.cards[-1].shown_at = time.monotonic()  # the user is reading it: restart its fade
-        self._collapsed_geometry = QRect(self.geometry())
-        needed = self._full_height(self.cards[-1]) + 2 * self.MARGIN + self._top_reserve() + self.MORE_H
+        width = self.width() - 2 * self.MARGIN
+        self._grow(self._card_height(self.cards[-1], width) + 2 * self.MARGIN + self._top_reserve() + self.MORE_H)
+
+    def _grow(self, needed: int) -> None:
+        """Grow upwards to ``needed`` pixels (within the screen), remembering the resting geometry."""
+        if self._collapsed_geometry is None:
+            self._collapsed_geometry = QRect(self.geometry())
         limit = 10_000
         screen = self.screen() or QGuiApplication.primaryScreen()
         if screen is not None:
@@ -322,11 +376,19 @@ class Overlay(QWidget):
     def _top_reserve(self) -> int:
         return 26 if self.capturing else 0
 
-    def _full_height(self, card: Card) -> int:
+    def _fold_height(self, card: Card) -> int:
+        """Pixels the list of an opened fold takes under the card's text (0 when closed)."""
+        if not (card.open and card.earlier):
+            return 0
+        _font, small = self._fonts()
+        return len(card.fold_lines()) * QFontMetrics(small).lineSpacing() + 6
+
+    def _card_height(self, card: Card, width: int) -> int:
+        """The card's whole height at ``width``: its head, every line of its text, an opened fold."""
         font, small = self._fonts()
         fm, sfm = QFontMetrics(font), QFontMetrics(small)
-        lines = self._wrap(card.text, font, self.width() - 2 * self.MARGIN - 2 * self.PAD)
-        return len(lines) * fm.lineSpacing() + sfm.height() + 2 + 2 * self.PAD - 4
+        lines = self._wrap(card.text, font, width - 2 * self.PAD)
+        return len(lines) * fm.lineSpacing() + sfm.height() + 2 + 2 * self.PAD - 4 + self._fold_height(card)
 
     # ---- painting ------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
@@ -343,50 +405,75 @@ class Overlay(QWidget):
         width = self.width() - 2 * margin
         ceiling = margin + self._top_reserve()
         self.more_rect = None
+        self.fold_rects = []
         self.drawn = []
+        self.painted = []
         for index, card in enumerate(reversed(self.cards)):  # newest at the bottom, older ones above
             newest = index == 0
             lines = self._wrap(card.text, font, width - 2 * pad)
             head = sfm.height() + 2
+            fold_h = self._fold_height(card)
             text_h = len(lines) * fm.lineSpacing()
-            h = text_h + head + 2 * pad - 4 + (self.MORE_H if newest and self.expanded else 0)
+            h = text_h + head + 2 * pad - 4 + fold_h + (self.MORE_H if newest and self.expanded else 0)
             elided = False
             if y - h < ceiling:
                 if not newest:
                     break  # an older card that no longer fits gives way (the chat keeps every reply)
                 # The newest reply is never dropped: as many lines as fit, the last one elided,
                 # and a "Show all" control that grows the overlay to fit it.
-                room = y - ceiling - head - 2 * pad + 4 - self.MORE_H
+                room = y - ceiling - head - 2 * pad + 4 - self.MORE_H - fold_h
                 keep = max(1, room // fm.lineSpacing())
                 if keep < len(lines):
                     rest = " ".join(lines[keep - 1:])
                     lines = lines[:keep - 1] + [fm.elidedText(rest, Qt.TextElideMode.ElideRight, width - 2 * pad)]
                     elided = True
                 text_h = len(lines) * fm.lineSpacing()
-                h = text_h + head + 2 * pad - 4 + self.MORE_H
+                h = text_h + head + 2 * pad - 4 + fold_h + self.MORE_H
             top = y - h
             alpha = self._alpha(card, now)
             path = QPainterPath()
             path.addRoundedRect(QRectF(margin, top, width, h), 12, 12)
             p.fillPath(path, QColor(18, 20, 28, int(235 * self.panel_opacity * alpha)))
+            accent = QColor(150, 190, 255, int(255 * alpha))
             p.setFont(small)
-            p.setPen(QColor(150, 190, 255, int(255 * alpha)))
+            p.setPen(accent)
             label = f"Duet · {card.stamp}" if card.stamp else "Duet"
-            if card.count > 1:
-                label += f"   ×{card.count}"
-            p.drawText(QRect(margin + pad, int(top) + pad - 4, width - 2 * pad, head), 0, label)
+            head_rect = QRect(margin + pad, int(top) + pad - 4, width - 2 * pad, head)
+            p.drawText(head_rect, 0, label)
+            self.painted.append(label)
+            if card.count > 1:  # the fold's badge, on the right of the head: a click lists what it folded
+                badge = f"×{card.count} {'▴' if card.open else '▾'}"
+                bw = sfm.horizontalAdvance(badge) + 12
+                rect = QRect(head_rect.right() - bw + 1, head_rect.top() - 2, bw, head + 4)
+                pill = QPainterPath()
+                pill.addRoundedRect(QRectF(rect), rect.height() / 2, rect.height() / 2)
+                p.fillPath(pill, QColor(150, 190, 255, int(60 * alpha)))
+                p.drawText(rect, int(Qt.AlignmentFlag.AlignCenter), badge)
+                self.fold_rects.append((rect, card))
+                self.painted.append(badge)
             p.setFont(font)
             p.setPen(QColor(245, 245, 245, int(255 * alpha)))
             baseline = int(top) + pad - 4 + head + fm.ascent()
             for line in lines:
                 p.drawText(margin + pad, baseline, line)
+                self.painted.append(line)
                 baseline += fm.lineSpacing()
+            if fold_h:
+                p.setFont(small)
+                p.setPen(QColor(215, 222, 238, int(245 * alpha)))
+                baseline += 6 - fm.ascent() + sfm.ascent()  # 6 px under the text block
+                for row in card.fold_lines():
+                    row = sfm.elidedText(row, Qt.TextElideMode.ElideRight, width - 2 * pad)
+                    p.drawText(margin + pad, baseline, row)
+                    self.painted.append(row)
+                    baseline += sfm.lineSpacing()
             if newest and (elided or self.expanded):
                 more = QRect(margin + pad, int(top + h) - self.MORE_H - 2, width - 2 * pad, self.MORE_H)
                 p.setFont(small)
-                p.setPen(QColor(150, 190, 255, int(255 * alpha)))
-                p.drawText(more, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
-                           "Show less ▴" if self.expanded else "Show all ▾")
+                p.setPen(accent)
+                control = "Show less ▴" if self.expanded else "Show all ▾"
+                p.drawText(more, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter), control)
+                self.painted.append(control)
                 self.more_rect = more
             self.drawn.append((card.text, elided))
             y = top - gap

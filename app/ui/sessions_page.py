@@ -2,18 +2,25 @@
 
 Feedback given here is appended to the session's own log (never a rewrite), exactly like feedback
 given live, so the trainer reads one format. A mark or an export that cannot be written (a full
-disk) says so in the page's banner; the log and any earlier export file are left as they were.
+disk) says so in the page's banner; the log and any earlier export file are left as they were. An
+export that was written says where, with a button that opens its folder.
+
+The list names a source the way the Watch tab does ("Video file · clip.mp4", whether it was saved
+as ``file:/…/clip.mp4`` or as the bare path); a line too long for the column is elided, and its
+tooltip holds it whole.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QSize, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QPainter, QPaintEvent, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -25,12 +32,40 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.capture.parse import canonical_spec
 from app.core.atomic import write_text_atomic
 from app.core.errors import describe_write_failure
 from app.core.session_export import export_json, export_markdown
 from app.core.session_read import SavedSession, load_session
 from app.core.sessions import CUT_SHORT, SessionStore, add_feedback, is_running
 from app.ui.chat_view import THUMB_W, ChatView
+from app.ui.source_picker import describe
+
+LIST_MIN_WIDTH = 300  # the saved-sessions column: wide enough for "2026-01-01 12:00 · Video file · name"
+
+
+class ElidedLabel(QLabel):
+    """One line that is drawn elided in the middle when it does not fit, whole in its tooltip.
+
+    Why: a session's title holds the video's full path, and a plain QLabel asks for its whole width,
+    so one long path widened the window past the screen instead of shortening the title.
+    """
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = super().minimumSizeHint()
+        return QSize(min(hint.width(), 120), hint.height())
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        rect = self.contentsRect()
+        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideMiddle, rect.width())
+        painter = QPainter(self)
+        self.style().drawItemText(painter, rect, int(self.alignment() | Qt.AlignmentFlag.AlignVCenter),
+                                  self.palette(), self.isEnabled(), shown, self.foregroundRole())
+        painter.end()
 
 
 class SessionsPage(QWidget):
@@ -38,9 +73,15 @@ class SessionsPage(QWidget):
         super().__init__()
         self.store = store
         self.current: SavedSession | None = None
+        self.last_export: Path | None = None
         self.list = QListWidget()
+        self.list.setMinimumWidth(LIST_MIN_WIDTH)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a long name keeps its start and its end
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.list.setUniformItemSizes(True)
         self.list.currentItemChanged.connect(self._open_item)
-        self.header = QLabel("Pick a session")
+        self.header = ElidedLabel("Pick a session")
         self.header.setObjectName("sourceName")
         self.chat = ChatView()
         self.chat.feedback.connect(self._feedback)
@@ -53,6 +94,18 @@ class SessionsPage(QWidget):
         self.banner.setWordWrap(True)
         self.banner.hide()
         self.last_error = ""
+        self.export_note = QLabel()  # where the last export was written
+        self.export_note.setWordWrap(True)
+        self.export_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_folder_button = QPushButton("Open folder")
+        self.open_folder_button.setToolTip("Show the exported file's folder in the file manager")
+        self.open_folder_button.clicked.connect(self.open_export_folder)
+        self.export_row = QWidget()
+        er = QHBoxLayout(self.export_row)
+        er.setContentsMargins(0, 0, 0, 0)
+        er.addWidget(self.export_note, 1)
+        er.addWidget(self.open_folder_button)
+        self.export_row.hide()
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         left = QWidget()
@@ -70,11 +123,15 @@ class SessionsPage(QWidget):
         top.addWidget(self.json_button)
         rl.addLayout(top)
         rl.addWidget(self.banner)
+        rl.addWidget(self.export_row)
         rl.addWidget(self.chat, 1)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(right)
-        split.setSizes([300, 900])
+        split.setChildrenCollapsible(False)
+        split.setStretchFactor(0, 0)  # a wider window widens the transcript; the list keeps its width
+        split.setStretchFactor(1, 1)
+        split.setSizes([380, 820])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 16, 16, 16)
         lay.addWidget(split)
@@ -88,7 +145,9 @@ class SessionsPage(QWidget):
         row = -1
         for path in self.store.list():
             s = load_session(path)
-            item = QListWidgetItem(f"{s.title}\n{self.status_line(s)}" + (f"  · {s.problem}" if s.problem else ""))
+            status = self.status_line(s) + (f"  · {s.problem}" if s.problem else "")
+            item = QListWidgetItem(f"{self.list_title(s)}\n{status}")
+            item.setToolTip(f"{self.title(s)}\n{status}")
             item.setData(Qt.ItemDataRole.UserRole, str(path))
             self.list.addItem(item)
             if keep is not None and path == keep:
@@ -99,6 +158,23 @@ class SessionsPage(QWidget):
             self.open(keep)  # type: ignore[arg-type]
         else:
             self.clear_detail()
+
+    @staticmethod
+    def _started(s: SavedSession) -> str:
+        started = s.meta.get("started", 0)
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(started if isinstance(started, (int, float)) else 0))
+
+    @classmethod
+    def title(cls, s: SavedSession) -> str:
+        """When, and what was watched in its one written form (a video as its path, never ``file:``+path)."""
+        source = s.meta.get("source", "?")
+        return f"{cls._started(s)} · {canonical_spec(source) if isinstance(source, str) else '?'}"
+
+    @classmethod
+    def list_title(cls, s: SavedSession) -> str:
+        """The list's short line: when, and the source named as the Watch tab names it."""
+        source = s.meta.get("source", "?")
+        return f"{cls._started(s)} · {describe(source) if isinstance(source, str) else '?'}"
 
     @staticmethod
     def status_line(s: SavedSession) -> str:
@@ -136,7 +212,8 @@ class SessionsPage(QWidget):
 
     def open(self, path: Path) -> None:
         s = self.current = load_session(path)
-        self.header.setText(s.title)
+        self.header.setText(self.title(s))
+        self.export_row.hide()  # it spoke of another session's export
         self.chat.clear()
         for step in s.steps:
             if step.get("question"):
@@ -172,7 +249,7 @@ class SessionsPage(QWidget):
                 e, "Your mark could not be saved",
                 "the session's log is as it was; mark the reply again once there is room"))
             for bubble in self.chat.replies():  # the button shows what is saved, not what was tried
-                button = bubble.buttons.get(kind) if bubble.turn == turn else None
+                button = bubble.buttons.get(kind) if turn in bubble.turns else None
                 if button is not None:
                     button.blockSignals(True)
                     button.setChecked(not on)
@@ -188,6 +265,9 @@ class SessionsPage(QWidget):
         link absolute. The file is written atomically: a failure leaves an earlier file there whole.
         """
         assert self.current is not None
+        from app.core.bounded import check_output_file
+
+        check_output_file(path, "the export path")  # a FIFO or a device there is refused, never replaced
         if fmt == "md":
             text = export_markdown(load_session(self.current.directory))
             thumbs = self.current.directory / "thumbs"
@@ -220,4 +300,18 @@ class SessionsPage(QWidget):
                 "there before is kept; export again once there is room"))
             return False
         self.banner.hide()
+        self.last_export = path
+        self.export_note.setText(f"✓ Exported to {path}")
+        self.export_row.show()
         return True
+
+    def open_export_folder(self) -> bool:
+        """Show the last export's folder in the desktop's file manager; False (said in the note) if none opens."""
+        if self.last_export is None:
+            return False
+        folder = self.last_export.parent
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            return True
+        self.export_note.setText(f"✓ Exported to {self.last_export} — no file manager could be opened here; "
+                                 f"the folder is {folder}")
+        return False

@@ -94,7 +94,7 @@ class SettingsDialog(QDialog):
         self.voice.setCurrentIndex(max(0, i))
         form.addRow("Voice", self.voice)
         self.rate = QSpinBox()
-        self.rate.setRange(80, 400)
+        self.rate.setRange(*_bounds("speech", "rate"))
         self.rate.setSuffix(" words/min")
         self.rate.setValue(s.rate)
         form.addRow("Rate", self.rate)
@@ -172,17 +172,17 @@ class SettingsDialog(QDialog):
         self.click_through.setChecked(o.click_through)
         form.addRow("Click-through", self.click_through)
         self.opacity = QDoubleSpinBox()
-        self.opacity.setRange(0.2, 1.0)
+        self.opacity.setRange(*_bounds("overlay", "opacity"))
         self.opacity.setSingleStep(0.05)
         self.opacity.setValue(o.opacity)
         form.addRow("Background opacity", self.opacity)
         self.fade = QDoubleSpinBox()
-        self.fade.setRange(3, 300)
+        self.fade.setRange(*_bounds("overlay", "fade_seconds"))
         self.fade.setSuffix(" s")
         self.fade.setValue(o.fade_seconds)
         form.addRow("Replies fade after", self.fade)
         self.font_size = QSpinBox()
-        self.font_size.setRange(9, 40)
+        self.font_size.setRange(*_bounds("overlay", "font_size"))
         self.font_size.setValue(o.font_size)
         form.addRow("Text size", self.font_size)
         return page
@@ -218,3 +218,11 @@ class SettingsDialog(QDialog):
             if seq:
                 setattr(v.shortcuts, key, seq)
         return v
+
+
+def _bounds(section: str, key: str) -> tuple:
+    """A spin box's range: the one settings.toml is checked against (app/core/config.APP_LIMITS)."""
+    from app.core.config import APP_LIMITS
+
+    lim = APP_LIMITS[section, key]
+    return lim.low, lim.high

@@ -25,6 +25,9 @@ QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QKeySequenceEdit {
   background: #10121a; border: 1px solid #2c313d; border-radius: 8px; padding: 6px 8px; }
 QLineEdit:focus { border: 1px solid #5b8cff; }
 QScrollArea#chat { background: #111318; border: none; border-radius: 12px; }
+/* A page that scrolls (Models) shows the window's dark background, not the palette's light base. */
+QScrollArea#pageScroll, QScrollArea#pageScroll > QWidget#qt_scrollarea_viewport, QWidget#modelPage {
+  background: transparent; border: none; }
 QWidget#chatInner { background: #111318; }
 QFrame#replyBubble { background: #1f2330; border-radius: 12px; }
 QFrame#questionBubble { background: #23345e; border-radius: 12px; margin-left: 80px; }

@@ -58,7 +58,7 @@ def make_tray(window: QWidget) -> QSystemTrayIcon | None:
     menu = QMenu(window)
     for label, slot in (("Show Duet", "show_and_raise"), ("Pause / resume", "toggle_pause"),
                         ("Mute / unmute", "toggle_mute"), ("Show / hide overlay", "toggle_overlay"),
-                        ("Quit", "close")):
+                        ("Quit", "quit_app")):
         act = QAction(label, menu)
         act.triggered.connect(getattr(window, slot))
         menu.addAction(act)

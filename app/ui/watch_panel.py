@@ -243,6 +243,14 @@ class SessionStatus:
         for label in (self.latency_label, self.rtf_label, self.context_label, self.device_label):
             bar.addPermanentWidget(label)
 
+    def reset(self) -> None:
+        """No figures yet: a new session shows none of the last one's until its first step."""
+        self.latency_label.setText("step —")
+        self.latency_label.setToolTip("")
+        self.rtf_label.setText("RTF —")
+        self.context_label.setText("context —")
+        self.device_label.setText("device —")
+
     def show_state(self, state: State) -> None:
         self.watching_label.setText({State.RUNNING: "● Watching", State.PAUSED: "❚❚ Paused",
                                      State.LOADING: "… Starting", State.STOPPING: "… Stopping"}.get(state, "○ Idle"))

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import QMessageBox
 
+from app.capture.parse import canonical_spec
 from app.core.errors import describe_write_failure
 from app.core.settings import Settings, SettingsStore
 from app.modelhub import hardware
@@ -37,7 +38,7 @@ class WindowSettingsMixin:
     speech: SpeechBridge
     voice: VoiceInput
     # and the Watch panel's widgets the window exposes: model_combo, source_label, mute_button,
-    # overlay_button, question; its own show_problem, toggle_pause, focus_question, push_to_talk
+    # overlay_button, question; its own show_problem, toggle_pause, focus_question, push_to_talk, quit_app
 
     def _refresh_models(self) -> None:
         # Never the random test model unless asked for (app/ui/model_choice.py says why).
@@ -46,7 +47,9 @@ class WindowSettingsMixin:
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
+        s.session.source = canonical_spec(s.session.source)  # an older settings file may hold file:+path
         self.source_label.setText(describe(s.session.source))
+        self.source_label.setToolTip(s.session.source)
         self._refresh_models()
         self.watch.show_session_settings(s.session)
         self.mute_button.setChecked(s.speech.muted)
@@ -78,6 +81,16 @@ class WindowSettingsMixin:
             sc = QShortcut(QKeySequence(seq), self)
             sc.setContext(Qt.ShortcutContext.ApplicationShortcut)
             sc.activated.connect(slot)
+            self._shortcuts.append(sc)
+        # Quit with the platform's keys (Ctrl+Q; ⌘Q on macOS) from any of Duet's windows, the overlay included.
+        # Windows has no standard Quit keys: Ctrl+Q there too. A user shortcut on the same keys wins.
+        mine = {QKeySequence(seq).toString() for seq, _slot in pairs}
+        for seq in QKeySequence.keyBindings(QKeySequence.StandardKey.Quit) or [QKeySequence("Ctrl+Q")]:
+            if seq.toString() in mine:
+                continue
+            sc = QShortcut(seq, self)
+            sc.setContext(Qt.ShortcutContext.ApplicationShortcut)
+            sc.activated.connect(self.quit_app)
             self._shortcuts.append(sc)
         self.question.setPlaceholderText(f"Ask about what Duet sees…  ({k.ask}, or {k.talk} to speak)")
 
@@ -173,8 +186,12 @@ class WindowSettingsMixin:
         return True
 
     def set_source(self, spec: str) -> None:
+        """Watch ``spec`` from the next Start; a video file is kept in one form (a path, not ``file:``+path),
+        so the settings, the saved session and the Sessions tab show the same thing however it was chosen."""
+        spec = canonical_spec(spec)
         self.settings.session.source = spec
         self.source_label.setText(describe(spec))
+        self.source_label.setToolTip(spec)
 
     def open_settings(self) -> SettingsDialog:
         note = "" if self.speech.speaker.available is not False else (self.speech.speaker.error or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -172,3 +173,33 @@ def test_killed_session_keeps_every_written_step(tmp_path: Path, tiny_model, vte
     for st in s.steps:
         assert not st["silent"]
         assert (directory / st["thumb"]).stat().st_size > 0
+
+
+def test_a_mark_after_a_torn_line_starts_a_fresh_line(tmp_path: Path) -> None:
+    """A log cut mid-record by a crash: a mark added afterwards (the Sessions page) is kept, not glued on."""
+    w = SessionStore(tmp_path).create({"source": "file:clip.mp4", "model": "tiny"}, durable=False)
+    w.add_step(_result(0, "A red circle."))
+    w.add_step(_result(1, "A blue square."))
+    w.close()
+    log = w.directory / "events.jsonl"
+    log.write_bytes(log.read_bytes()[:-12])  # into the end record
+    add_feedback(w.directory, 1, "good")
+    s = load_session(w.directory)
+    assert s.feedback == {1: {"good"}} and len(s.steps) == 2 and s.damaged_lines == 1
+    # On a line of its own (the reader also recovers a glued record, so the file itself is looked at).
+    assert json.loads(log.read_bytes().splitlines()[-1])["kind"] == "good"
+
+
+def test_session_ids_are_names_inside_the_store(tmp_path: Path) -> None:
+    from app.core.errors import InputError
+    from app.core.sessions import check_session_id
+
+    store = SessionStore(tmp_path)
+    w = store.create({"source": "file:clip.mp4", "model": "tiny"}, durable=False)
+    w.close()
+    assert check_session_id(w.id) == w.id and store.find(f" {w.id} ") == w.directory
+    for sid in ("..", ".", "../x", "/tmp", "a\\b", "a\x00b", "", "-x", "a" * 200):
+        with pytest.raises(InputError, match="that is not a session id"):
+            store.find(sid)
+    with pytest.raises(FileNotFoundError, match="no saved session 'nope'"):
+        store.find("nope")

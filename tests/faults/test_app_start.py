@@ -58,3 +58,32 @@ def test_the_app_starts_on_damaged_files_and_says_what_was_set_aside(qtbot, tmp_
     texts = [page.list.item(i).text() for i in range(page.list.count())]
     assert len(texts) == 1 and "1 damaged record(s) skipped" in texts[0] and "meta.json is damaged" in texts[0]
     window.close()
+
+
+def test_the_app_starts_on_settings_out_of_range_and_says_which(qtbot, tmp_path, monkeypatch):
+    """``interval = nan``, ``frames_per_turn = 99``, ``opacity = -4``: defaults used, the window says so."""
+    from app.core.settings import Settings
+    from app.ui.main_window import MainWindow
+
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "settings.toml").write_text("format = 1\n[session]\ninterval = nan\nframes_per_turn = 99\n"
+                                          "[overlay]\nopacity = -4\n[setup]\nfirst_run_done = true\n")
+    store = SettingsStore(config)
+    settings = store.load()
+    speech = SpeechBridge(settings.speech, output_dir=tmp_path / "voice")
+    voice = VoiceInput(settings.speech, recorder=PushToTalkRecorder(sd=FakeSoundDevice()),
+                       model_dir=tmp_path / "speech-models")
+    window = MainWindow(store, session_store=SessionStore(tmp_path / "sessions"),
+                        library=ModelLibrary(tmp_path / "m"), speech=speech, voice_input=voice, tray=False)
+    qtbot.addWidget(window)
+    window.show()
+    defaults = Settings()
+    assert window.settings.session.interval == defaults.session.interval
+    assert window.settings.session.frames_per_turn == defaults.session.frames_per_turn
+    assert window.overlay.panel_opacity == defaults.overlay.opacity
+    assert window.last_error.startswith(f"Some settings in {store.path} were not usable and their defaults "
+                                        "are used: [session] interval must be within 0.1 to 60 s, got nan")
+    assert "[overlay] opacity must be within 0.2 to 1, got -4.0" in window.last_error
+    window.close()

@@ -12,6 +12,10 @@ Faults are switched on per test: ``status`` (every request answers it: 401, 404,
 ``hang`` (accept the connection, never answer), ``corrupt`` (names whose bytes are altered while the
 metadata stays right, as a broken mirror would), ``rate`` (bytes per second, so a test can kill a
 pull mid-file) and ``token`` (requests without ``Authorization: Bearer <token>`` get 401).
+
+A hostile hub: a repository's names may be any string (``../../../../evil-q8_0.gguf``, an absolute
+path); the HTTP client normalises the ``..`` out of the URL it requests, so ``by_path`` answers exact
+request paths too (``/evil-q8_0.gguf``) with the listed name's bytes, as a hub that meant it would.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class StandInHub:
     def __init__(self, repos: dict[str, dict[str, bytes]]) -> None:
         self.repos = repos
         self.faults = Faults()
+        self.by_path: dict[str, tuple[str, bytes]] = {}  # request path → (listed name, bytes): see above
         self._hung: list[threading.Event] = []
         hub = self
 
@@ -112,11 +117,15 @@ class StandInHub:
                 m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+?)(?:\?.*)?", self.path)
                 files = hub.repos.get(m.group(1)) if m else None
                 data = files.get(m.group(3)) if files is not None else None
-                if m is None or data is None or m.group(2) not in ("main", COMMIT):
+                raw = hub.by_path.get(self.path.split("?")[0])
+                if raw is not None:
+                    name, data = raw
+                elif m is None or data is None or m.group(2) not in ("main", COMMIT):
                     self._send(404, b"Entry not found", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT},
                                head)
                     return
-                name = m.group(3)
+                else:
+                    name = m.group(3)
                 sha = hashlib.sha256(data).hexdigest()
                 etag = sha if name.endswith(LFS_SUFFIXES) else git_blob_id(data)
                 headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",

@@ -1,0 +1,169 @@
+"""Fault catalogue, part 10: a FIFO, ``/dev/zero`` or a huge file where Duet reads or writes a file.
+
+Opening a FIFO blocks until a writer comes (forever); ``/dev/zero`` never ends; a file of gigabytes
+read whole exhausts the memory. Each of these hung Duet before. Now only regular files are read,
+each kind up to its own bound (``app/core/bounded.py``), and an ``--out`` that is not a regular file
+is refused. Every case has a deadline: a hang fails it instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.core.sessions import SessionStore, load_session, session_meta
+from app.core.settings import Settings, SettingsStore
+from app.core.types import Frame, StepResult
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _fifo(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def _dev_zero(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    path.symlink_to("/dev/zero")
+    return path
+
+
+SPECIAL = {"a FIFO": (_fifo, "is a FIFO (named pipe), not a regular file"),
+           "a symlink to /dev/zero": (_dev_zero, "is a character device, not a regular file")}
+
+
+@pytest.fixture
+def saved(data_dir) -> Path:
+    meta = session_meta("clip.avi", "demo", interval=1.0, frames_per_turn=2, tokens_per_frame=16,
+                        talkativeness=0.0)
+    w = SessionStore().create(meta, durable=False)
+    img = np.full((16, 16, 3), 90, np.uint8)
+    for i in range(2):
+        w.add_step(StepResult(turn=i, video_time=2.0 * (i + 1), text="A red circle.", silent=False,
+                              frames=(Frame(img, time=2.0 * (i + 1)),)))
+    w.close("ended")
+    return w.directory
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_session_log_that_is_not_a_file_is_not_read(case, saved, run):
+    make, words = SPECIAL[case]
+    make(saved / "events.jsonl")
+    r = run("sessions", "list")
+    assert r.rc == 0
+    assert f"{saved.name}  " in r.out
+    assert f"events.jsonl cannot be read ({saved / 'events.jsonl'} {words}" in r.out
+    s = load_session(saved)
+    assert s.steps == [] and "events.jsonl cannot be read" in (s.problem or "")
+    for args in (["show", saved.name], ["feedback", saved.name, "--at", "2", "--kind", "good"]):
+        r = run("sessions", *args)
+        assert r.rc == 2 and f"no saved session {saved.name!r}" in r.err  # no file for a log: no session
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_meta_json_that_is_not_a_file_is_set_aside(case, saved):
+    make, words = SPECIAL[case]
+    make(saved / "meta.json")
+    s = load_session(saved)
+    assert len(s.steps) == 2 and s.problem.startswith("meta.json is damaged")
+    assert not (saved / "meta.json").exists() and list(saved.glob("meta.corrupt-*.json"))
+
+
+def test_an_over_long_line_is_skipped_without_holding_it(saved):
+    """A 3 MiB line (no record is more than a few KB) is damage; the records after it are kept."""
+    log = saved / "events.jsonl"
+    whole = log.read_bytes()
+    log.write_bytes(whole[:100] + b"x" * (3 << 20) + b"\n" + whole[whole.index(b"\n") + 1:])
+    s = load_session(saved)
+    assert s.damaged_lines == 1 and [st["turn"] for st in s.steps] == [1] and s.ended == "ended"
+
+
+def test_a_session_log_larger_than_its_bound_is_read_up_to_it(saved, monkeypatch):
+    from app.core import session_read
+
+    monkeypatch.setattr(session_read, "LOG_MAX_BYTES", 600)
+    s = load_session(saved)
+    assert s.problem == ("events.jsonl is larger than 600 B; only its beginning was read; "
+                         "1 damaged record(s) skipped")
+    assert 0 < len(s.steps) < 2  # the whole records within the bound are kept; the one cut by it is damage
+
+
+@pytest.mark.parametrize("case", [*SPECIAL, "a 2 MB file"])
+def test_settings_that_are_not_a_settings_file_are_set_aside(case, tmp_path, caplog):
+    store = SettingsStore(tmp_path)
+    if case == "a 2 MB file":
+        store.path.write_text("# padding\n" * 200_000)
+        words = "is larger than 1.0 MB"
+    else:
+        make, words = SPECIAL[case]
+        make(store.path)
+    with caplog.at_level(logging.WARNING, logger="duet.settings"):
+        assert store.load() == Settings()
+    assert words in caplog.text and "using defaults" in caplog.text
+    assert store.recovered_from is not None and not store.path.exists()
+    store.save(Settings())  # and a fresh file can be written
+    assert SettingsStore(tmp_path).load() == Settings()
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_library_index_that_is_not_a_file_is_set_aside(case, run, data_dir, tiny_model):
+    make, words = SPECIAL[case]
+    (data_dir / "models").mkdir(parents=True)
+    make(data_dir / "models" / "library.json")
+    r = run("models", "list")
+    assert r.rc == 0 and "is damaged" in r.err and words in r.err
+    assert run("models", "import", "mine", tiny_model.model, tiny_model.mmproj).rc == 0
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_pull_state_that_is_not_a_file_is_ignored(case, data_dir):
+    from app.modelhub.library import ModelLibrary
+    from app.modelhub.pull import PullJob, pending_pulls
+
+    make, _ = SPECIAL[case]
+    lib = ModelLibrary(data_dir / "models")
+    job = PullJob("duet/tiny-gguf", library=lib)
+    job.work.mkdir(parents=True)
+    make(job.state_path)
+    assert pending_pulls(lib) == []
+    job._load_state()  # a resumed pull starts from a fresh state instead of waiting on the FIFO
+    assert job.state["repo"] == "duet/tiny-gguf" and job.state["verified"] == []
+
+
+@pytest.mark.parametrize("case", ["a FIFO", "/dev/zero", "a folder"])
+def test_an_out_path_that_is_not_a_regular_file_is_refused(case, saved, run, tmp_path):
+    if case == "a FIFO":
+        out, words = _fifo(tmp_path / "out.md"), "is a FIFO (named pipe), not a regular file"
+    elif case == "/dev/zero":
+        out, words = Path("/dev/zero"), "is a character device, not a regular file"
+    else:
+        out, words = tmp_path, "is a folder, not a regular file"
+    r = run("sessions", "export", saved.name, "--format", "md", "--out", out)
+    assert r.rc == 2 and f"--out {out} {words}; give the path of a file to write" in r.err
+    assert Path("/dev/zero").is_char_device()
+    if case == "a FIFO":
+        assert out.is_fifo()  # not replaced by the export either
+    # A regular file (new, or there before) is written atomically, whole, private.
+    good = tmp_path / "s.json"
+    good.write_text("old")
+    assert run("sessions", "export", saved.name, "--format", "json", "--out", good).rc == 0
+    assert json.loads(good.read_text())["id"] == saved.name
+
+
+def test_a_mark_refuses_a_log_that_is_not_a_file(saved):
+    """The Sessions page marks through add_mark: a FIFO in the log's place is refused, not written to."""
+    from app.core import feedback as fbk
+    from app.core.bounded import UnsafeFile
+    from app.core.sessions import add_mark
+
+    _fifo(saved / "events.jsonl")
+    with pytest.raises(UnsafeFile, match="is a FIFO"):
+        add_mark(saved, fbk.Feedback("good", 2.0, 0))
+    assert (saved / "events.jsonl").is_fifo()
