@@ -58,6 +58,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from app.capture.parse import open_source
     from app.core.config import SessionConfig
     from app.core.textsafe import terminal_safe, without_userinfo
+    from app.engine.backend import BackendError
     from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
 
     config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
@@ -66,8 +67,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
     try:
         backend = make_backend(a)
-    except BaseException:
+    except BaseException as e:
         source.close()
+        if isinstance(e, BackendError) and e.args and isinstance(e.args[0], str):
+            e.args = (without_userinfo(e.args[0]), *e.args[1:])  # a --remote URL's password is not printed
         raise
     out = _JsonlOut(a.jsonl) if a.jsonl else None
     write_error: list[OSError] = []  # a full disk stops the session; the error is reported after it
@@ -103,7 +106,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     controller = SessionController(lambda _r: backend, lambda _r: source, listener=show, store=store)
     # A remote session runs the server's model, not --model (whose default, demo, it was recorded as): the
     # session records which model on which server (the URL without any user:password@).
-    model = f"{a.remote_model} at {without_userinfo(a.remote)}" if a.remote else a.model
+    served = getattr(backend, "model", a.remote_model)  # the name the server listed, when not given
+    model = f"{served} at {without_userinfo(a.remote)}" if a.remote else a.model
     request = RunRequest(source=a.source, model=model, config=config,
                          questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
     if getattr(backend, "device", "") == "CPU" and not a.remote:
@@ -168,7 +172,8 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                         "name, e.g. x64 (any x86-64), after a crash in a faster one")
     p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
-    p.add_argument("--remote-model", default="mmduet2", help="model name to send to the remote server")
+    p.add_argument("--remote-model", default="", metavar="NAME",
+                   help="model name to send to the remote server (default: the one it lists in /v1/models)")
     p.add_argument("--api-key-env", default="DUET_API_KEY", help="environment variable holding the API key")
 
 

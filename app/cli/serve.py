@@ -112,6 +112,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     from app.core.errors import InputError
     from app.engine.serve import (
+        check_api_key,
         default_key_file,
         load_or_create_api_key,
         parse_networks,
@@ -136,8 +137,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     key_file = Path(a.api_key_file) if a.api_key_file else default_key_file()
     if os.environ.get("DUET_SERVE_API_KEY"):
         key, new = os.environ["DUET_SERVE_API_KEY"], False
-        if len(key) < 16:
-            raise InputError("DUET_SERVE_API_KEY must be at least 16 characters")
+        check_api_key(key, "DUET_SERVE_API_KEY", "set another")
     else:
         key, new = load_or_create_api_key(key_file)
     print(f"serving {model.name} as '{a.alias}' on http://{a.host}:{port}/v1", file=sys.stderr)
@@ -173,6 +173,7 @@ def _serve_worker(a: argparse.Namespace) -> int:
 def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networks: object) -> int:
     import uvicorn
 
+    from app.core.config import resolve_threads
     from app.engine.serve import ServePolicy, create_server_app
 
     policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
@@ -180,7 +181,7 @@ def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networ
                          max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
                          generation_timeout=a.timeout, queue_timeout=a.timeout)
     app = create_server_app(a.model, a.mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias,
-                            policy=policy)
+                            n_threads=resolve_threads(a.threads), policy=policy)
     config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64,
                             timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=[sock])
@@ -198,7 +199,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--alias", help="the model's name for clients (default: --model's library name, or the "
                     "GGUF file's stem)")
-    add_arguments(sv, BackendSettings, ("n_ctx", "n_gpu_layers"), BACKEND_FLAGS)
+    add_arguments(sv, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
     sv.add_argument("--api-key-file", help="where the API key is kept (created, 0600, on first start); "
                     "or set DUET_SERVE_API_KEY")
     sv.add_argument("--allow-files", metavar="DIR", help="also accept image paths / file:// URLs inside DIR")

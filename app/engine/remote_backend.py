@@ -5,6 +5,10 @@ its frames (PNG data URLs, lossless, so the server sees the very pixels the in-p
 followed by its text, and the assistant turns so far. Decoding is greedy (temperature 0), as in the
 paper. Only the standard library is used: the request is one JSON POST.
 
+The model is named in every request. ``model=""`` asks the server which it serves (``GET /v1/models``, once,
+when the backend is made): ``duet serve`` names its model after what it serves (``demo``, a library name)
+and refuses requests naming another, so a client that guesses would be wrong more often than not.
+
 Nothing is sent anywhere unless the user configured this backend with a URL.
 """
 
@@ -21,6 +25,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,28 +70,50 @@ class RemoteBackend:
 
     def __init__(self, base_url: str, model: str = "mmduet2", api_key_env: str = "DUET_API_KEY",
                  timeout: float = 120.0, retries: int = 2) -> None:
+        """``model`` is the name sent with every request; ``""`` means the one the server lists."""
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
+        self.models_url = base_url.rstrip("/") + "/models"
         self.api_key = os.environ.get(api_key_env, "")
         self.timeout, self.retries = timeout, retries
         self.device = f"remote: {base_url}"
         self.n_ctx = 0
         self._warned_talk = False
+        self.model = model or self._only_model()
         self.reset(protocol.SYSTEM_PROMPT)
+
+    def served_models(self, retries: int | None = None) -> list[str]:
+        """The model names the server lists (``GET /v1/models``); :class:`BackendError` if it cannot say."""
+        listing = self._call(self.models_url, None, self.retries if retries is None else retries)
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            raise BackendError(f"{self.models_url} answered in an unexpected shape: "
+                               f"{terminal_safe(str(listing)[:200])}")
+        return [terminal_safe(str(m["id"])) for m in data if isinstance(m, dict) and "id" in m]
+
+    def _only_model(self) -> str:
+        names = self.served_models()
+        if len(names) != 1:
+            listed = ", ".join(repr(n) for n in names) or "none"
+            raise BackendError(f"{self.models_url} lists {len(names)} models ({listed}); name the one to use "
+                               "(--remote-model)")
+        return names[0]
 
     def reset(self, system_prompt: str) -> None:
         self.messages: list[dict] = [{"role": "system", "content": system_prompt}]
 
-    def _post(self, body: dict) -> dict:
-        data = json.dumps(body).encode()
+    def _post(self, body: dict) -> Any:
+        return self._call(self.url, json.dumps(body).encode(), self.retries)
+
+    def _call(self, url: str, data: bytes | None, retries: int) -> Any:
+        """POST ``data`` (GET when None) to ``url``, retried: the answer's JSON, or :class:`BackendError`."""
         last: Exception | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
-                status, payload = self._exchange(self.url, data)
+                status, payload = self._exchange(url, data)
             except _Refused as e:
                 raise BackendError(str(e)) from None
             except _Deadline:
-                raise BackendError(f"{self.url} gave no complete answer within {self.timeout:g} s "
+                raise BackendError(f"{url} gave no complete answer within {self.timeout:g} s "
                                    "(the whole-request deadline); is the server overloaded?") from None
             except (OSError, http.client.HTTPException) as e:
                 last = e
@@ -96,20 +123,20 @@ class RemoteBackend:
                         return json.loads(payload)
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         raise BackendError(
-                            f"{self.url} answered with something that is not JSON "
+                            f"{url} answered with something that is not JSON "
                             f"({terminal_safe(payload[:80].decode('utf-8', 'replace'))!r}"
                             f"{'…' if len(payload) > 80 else ''}); "
                             "is it an OpenAI-compatible server?") from None
                 detail = terminal_safe(payload[:300].decode("utf-8", "replace"))
                 if status < 500 and status != 429:
-                    raise BackendError(f"{self.url} refused the request (HTTP {status}): {detail}")
+                    raise BackendError(f"{url} refused the request (HTTP {status}): {detail}")
                 last = RuntimeError(f"HTTP {status}: {detail}")
-            if attempt < self.retries:
+            if attempt < retries:
                 time.sleep(min(4.0, 0.5 * 2 ** attempt))
-        raise BackendError(f"{self.url} is not answering ({last}); is the server running?")
+        raise BackendError(f"{url} is not answering ({last}); is the server running?")
 
-    def _exchange(self, url: str, data: bytes, hops: int = 0) -> tuple[int, bytes]:
-        """One POST with a whole-request deadline; same-origin redirects only.
+    def _exchange(self, url: str, data: bytes | None, hops: int = 0) -> tuple[int, bytes]:
+        """One POST (a GET when ``data`` is None) with a whole-request deadline; same-origin redirects only.
 
         ``timeout`` bounds the *whole* exchange (connect, send, headers, body): a watchdog shuts the
         socket at the deadline, so a server that trickles one byte a second is given up on too (a
@@ -134,12 +161,13 @@ class RemoteBackend:
         watchdog = threading.Timer(self.timeout, kill)
         watchdog.daemon = True
         watchdog.start()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+        headers = {} if data is None else {"Content-Type": "application/json",
+                                           "Content-Length": str(len(data))}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
             path = parts.path + (f"?{parts.query}" if parts.query else "")
-            conn.request("POST", path or "/", body=data, headers=headers)
+            conn.request("GET" if data is None else "POST", path or "/", body=data, headers=headers)
             resp = conn.getresponse()
             payload = resp.read(MAX_RESPONSE_BYTES + 1)
             if expired.is_set():  # the watchdog cut the answer short

@@ -10,8 +10,13 @@ credentials, and an ``image_url`` is fetched with ``urllib.urlopen`` — ``file:
 file, ``http://`` makes the server fetch any URL, a FIFO or a silent URL blocks it. :class:`ServeGuard`
 is a plain ASGI layer in front of it that makes the defaults safe:
 
-* every request needs the API key (``Authorization: Bearer …``); only the two routes Duet uses
-  (``/v1/chat/completions``, ``/v1/models``) exist; no CORS unless origins are named;
+* every request needs the API key (``Authorization: Bearer …``); only the routes OpenAI chat clients use
+  (``/v1/chat/completions``, ``/v1/models`` and ``/v1/models/NAME``) exist; no CORS unless origins are named;
+* the served model has one name, the alias (``duet serve`` defaults it to the model's own name: ``demo``, a
+  library name, a file's stem): ``/v1/models`` lists it, a chat naming another model gets OpenAI's 404
+  ``model_not_found`` (a client set up for another model learns so, rather than being answered by this one),
+  and a chat naming none is answered as the alias (never as the server's file path, which llama-cpp-python
+  would otherwise put in the reply);
 * a request body is read with a size cap and a deadline (a client trickling bytes is cut off);
 * images must be inline ``data:`` URLs, unless the user allowed a folder (files inside it, regular
   files only) or remote URLs (public addresses, plus networks named with ``--allow-url-net``; every
@@ -25,7 +30,13 @@ is a plain ASGI layer in front of it that makes the defaults safe:
   processor forces the end-of-text token), so no request holds the model indefinitely;
 * a client that closes its connection gives the model back: a chat still queued is dropped, and one
   being generated is ended at its next token (:class:`GenerationControl`), so the next request is
-  served at once instead of after a reply nobody will read.
+  served at once instead of after a reply nobody will read;
+* ``stream: true`` (what chat front ends send by default) is answered with the stock server's
+  server-sent events (``chat.completion.chunk`` objects, then ``data: [DONE]``) under all the limits
+  above; the stream holds the model until it ends, and a client that stops reading it (every piece must
+  be taken within ``send_timeout``) is treated as gone, so it cannot hold the model by never reading. An
+  error after the stream began is sent as a last ``data: {"error": …}`` event, which OpenAI's clients
+  raise as an API error, instead of a connection cut without a word.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import logging
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +61,7 @@ from app.engine.serve_policy import (  # noqa: F401 - re-exported: callers and t
     ImageRefused,
     ServePolicy,
     _image_slots,
+    check_api_key,
     check_image,
     decode_data_url,
     default_key_file,
@@ -148,14 +161,28 @@ async def _respond(send: Send, status: int, payload: dict, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-def _error(message: str, kind: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": kind}}
+def _error(message: str, kind: str = "invalid_request_error", code: str | None = None,
+           param: str | None = None) -> dict:
+    """OpenAI's error shape: clients read ``message`` and branch on ``code`` (e.g. ``model_not_found``)."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (anyio task groups wrap what the stream's tasks raised)."""
+    while getattr(exc, "exceptions", None):
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return exc
+
+
+class _ClientStalled(Exception):
+    """The client left a piece of its reply unread for ``send_timeout`` seconds."""
 
 
 class ServeGuard:
     """ASGI middleware enforcing a :class:`ServePolicy` in front of llama-cpp-python's app."""
 
     ROUTES = {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
+    MODEL_ROUTE = "/v1/models/"  # GET /v1/models/NAME: one model (``client.models.retrieve``)
 
     def __init__(self, app: Callable[..., Awaitable[None]], policy: ServePolicy,
                  control: GenerationControl | None = None) -> None:
@@ -166,6 +193,8 @@ class ServeGuard:
         self.served = 0
         self.cancelled = 0  # chats whose client left while they were on the model
         self.waiting = 0  # chats queued for the model now
+        self.stalled = 0  # chats whose client stopped reading its reply
+        self.created = int(time.time())  # the served model's "created", as OpenAI's model objects carry one
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):
@@ -205,13 +234,19 @@ class ServeGuard:
             await _respond(send, 401, _error("missing or wrong API key (send 'Authorization: Bearer KEY')",
                                              "authentication_error"), [(b"www-authenticate", b"Bearer")])
             return
+        if method == "GET" and path.startswith(self.MODEL_ROUTE):
+            name = urllib.parse.unquote(path.removeprefix(self.MODEL_ROUTE))
+            if name == self.policy.alias:
+                await _respond(send, 200, self._model_object())
+            else:
+                await _respond(send, 404, self._unknown_model(name))
+            return
         if (method, path) not in self.ROUTES:
             await _respond(send, 404, _error(f"{method} {path}: not served here (only /v1/chat/completions "
                                              "and /v1/models)"))
             return
         if path == "/v1/models":
-            await _respond(send, 200, {"object": "list", "data": [
-                {"id": self.policy.alias, "object": "model", "owned_by": "duet", "permissions": []}]})
+            await _respond(send, 200, {"object": "list", "data": [self._model_object()]})
             return
         try:
             raw = await self._read_body(receive, scope)
@@ -229,6 +264,16 @@ class ServeGuard:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             await _respond(send, 400, _error(f"request body is not JSON ({e})"))
             return
+        if isinstance(body, dict):
+            model = body.get("model")
+            if model is None:
+                body["model"] = self.policy.alias  # else the reply would name the server's model file
+            elif model != self.policy.alias:
+                if isinstance(model, str):
+                    await _respond(send, 404, self._unknown_model(model))
+                else:
+                    await _respond(send, 400, _error("'model' must be a string", param="model"))
+                return
         try:
             body = await asyncio.wait_for(asyncio.to_thread(sanitize_chat, body, self.policy),
                                           self.policy.fetch_timeout * max(1, len(_image_slots(body) or [0])) + 5)
@@ -250,7 +295,8 @@ class ServeGuard:
         host, port = scope.get("client") or ("?", "?")
         client = f"{host}:{port}"
         gone = asyncio.Event()
-        state = {"on_model": False, "answered": False}
+        state: dict[str, Any] = {"on_model": False, "started": False, "sse": False, "answered": False,
+                                 "closing": None}
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -278,13 +324,52 @@ class ServeGuard:
                 state["on_model"] = True
                 if self.control is not None:
                     self.control.begin()
-                await self.app(self._with_body(scope, body), self._replay(body, gone), self._sender(send, state))
+                sender = self._sender(send, state, gone, client)
+                try:
+                    await self.app(self._with_body(scope, body), self._replay(body, gone), sender)
+                except Exception as e:  # whatever ended the app, the client is told in words
+                    await self._failed(sender, state, gone, _innermost(e))
+                if state["closing"] is not None and not gone.is_set():
+                    with contextlib.suppress(_ClientStalled):
+                        await sender(state["closing"], final=True)
                 if not gone.is_set():
                     self.served += 1
             finally:
                 self._model.release()
         finally:
             watcher.cancel()
+
+    async def _failed(self, sender: Callable[..., Awaitable[None]], state: dict, gone: asyncio.Event,
+                      exc: BaseException) -> None:
+        """Tell the client that its chat failed: a 500 if nothing was sent yet, else a last SSE error event.
+
+        The stock server turns errors into HTTP errors itself, except those raised once a stream has
+        begun: the stream would just end, without ``[DONE]`` and without a word. OpenAI's clients raise
+        a ``data: {"error": …}`` event as an API error, so that is sent before the stream's end.
+        """
+        if isinstance(exc, _ClientStalled) or gone.is_set():
+            return  # nobody is reading
+        log.warning("chat failed: %s: %s", type(exc).__name__, exc)
+        message = f"the chat failed on the server: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(_ClientStalled):
+            if not state["started"]:
+                body = json.dumps(_error(message, "server_error")).encode()
+                await sender({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await sender({"type": "http.response.body", "body": body}, final=True)
+            elif state["sse"] and not state["answered"]:
+                event = b"data: " + json.dumps(_error(message, "server_error")).encode() + b"\n\n"
+                await sender({"type": "http.response.body", "body": event, "more_body": True})
+                if state["closing"] is None:
+                    state["closing"] = {"type": "http.response.body", "body": b"", "more_body": False}
+
+    def _model_object(self) -> dict:
+        return {"id": self.policy.alias, "object": "model", "created": self.created, "owned_by": "duet",
+                "permissions": []}
+
+    def _unknown_model(self, name: str) -> dict:
+        return _error(f"The model '{name}' does not exist on this server; it serves '{self.policy.alias}' "
+                      "(GET /v1/models lists it)", code="model_not_found", param="model")
 
     async def _acquire(self, gone: asyncio.Event) -> bool:
         """The model, or False when the queue timeout passes or the client leaves first."""
@@ -328,12 +413,36 @@ class ServeGuard:
 
         return receive
 
-    @staticmethod
-    def _sender(send: Send, state: dict) -> Send:
-        async def sender(message: dict) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body"):
+    def _sender(self, send: Send, state: dict, gone: asyncio.Event,
+                client: str) -> Callable[..., Awaitable[None]]:
+        """The app's send: records how far the answer got, and gives up on a client that stops reading.
+
+        A send waits while the client's socket buffers are full; a stream whose client never reads would
+        hold the model for ever (generation waits on the send, so the generation time limit never comes).
+        Past ``send_timeout`` the client is treated as gone: the generation is ended like a disconnect's.
+        A stream's closing message is held back (``state["closing"]``) until the app has returned: an
+        error it raises at the end still has to reach the client before the stream ends.
+        """
+        async def sender(message: dict, final: bool = False) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                state["sse"] = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                                   for k, v in message.get("headers") or [])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                if state["sse"] and not final:
+                    state["closing"] = message
+                    return
                 state["answered"] = True
-            await send(message)
+            try:
+                await asyncio.wait_for(send(message), self.policy.send_timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                self.stalled += 1
+                log.warning("client %s left its reply unread for %g s; ending the generation", client,
+                            self.policy.send_timeout)
+                gone.set()
+                if self.control is not None:
+                    self.control.cancel()
+                raise _ClientStalled from None
 
         return sender
 
@@ -360,7 +469,8 @@ def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, 
     load_backends()  # the portable build registers no backend by itself (app/modelhub/llama_lib.py)
     settings = ModelSettings(model=str(model), clip_model_path=str(mmproj), chat_format="qwen2.5-vl",
                              n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, model_alias=alias, verbose=False,
-                             **({"n_threads": n_threads} if n_threads else {}))
+                             # both: else prompts are evaluated on every core, whatever n_threads is
+                             **({"n_threads": n_threads, "n_threads_batch": n_threads} if n_threads else {}))
     app = server_app.create_app(server_settings=ServerSettings(api_key=policy.api_key if policy else None),
                                 model_settings=[settings])
     llama = server_app._llama_proxy(alias)  # the stock proxy has no hook for a custom handler

@@ -54,6 +54,7 @@ class ServePolicy:
     fetch_timeout: float = 10.0  # seconds to fetch one allowed URL / read one allowed file
     queue_timeout: float = 120.0  # seconds a chat may wait for the model before HTTP 503
     generation_timeout: float = 120.0  # seconds of token generation before the reply is ended
+    send_timeout: float = 30.0  # seconds a client may leave a piece of its reply unread (a stalled stream)
 
 
 # ---- API key -------------------------------------------------------------------------------------
@@ -66,13 +67,24 @@ def default_key_file() -> Path:
     return Path(platformdirs.user_config_dir("duet")) / "serve-api-key"
 
 
+def check_api_key(key: str, what: str, fix: str) -> None:
+    """A key is 16 to 512 printable ASCII characters: it travels in an HTTP header, where anything else
+    cannot be compared (a non-ASCII key answered 500 to every request)."""
+    if not (16 <= len(key) <= 512) or not all(33 <= ord(c) < 127 for c in key):
+        raise InputError(f"{what} must be 16 to 512 printable ASCII characters without spaces; {fix}")
+
+
 def load_or_create_api_key(path: Path | None = None) -> tuple[str, bool]:
     """The stored key, or a new random one written 0600 (returns the key and whether it is new)."""
     path = path or default_key_file()
-    if path.exists():
-        key = path.read_text(encoding="utf-8").strip()
-        if len(key) < 16:
-            raise InputError(f"{path}: the API key must be at least 16 characters; delete the file to get a new one")
+    if path.exists() or path.is_symlink():
+        from app.core.bounded import read_regular_text
+
+        try:  # a regular file of a few bytes: a FIFO or /dev/zero put there must not hang or fill memory
+            key = read_regular_text(path, 4096).strip()
+        except UnicodeDecodeError:
+            key = ""
+        check_api_key(key, f"{path}: the API key", "delete the file to get a new one")
         return key, False
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
@@ -313,6 +325,4 @@ def sanitize_chat(body: Any, policy: ServePolicy) -> dict:
     mt = body.get("max_tokens")
     if mt is None or not isinstance(mt, int) or isinstance(mt, bool) or mt > policy.max_tokens:
         body["max_tokens"] = policy.max_tokens
-    if body.get("stream"):
-        raise ImageRefused("streaming is not supported by duet serve; send stream: false")
     return body

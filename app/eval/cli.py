@@ -3,6 +3,7 @@
 Usage::
 
     duet eval DATASET --model M [--out DIR] [--judge auto|exact|overlap|llm] [--judge-url URL --judge-model NAME]
+    duet eval DATASET --remote URL1,URL2,…  (the dataset split across `duet serve` servers, one worker each)
     duet eval run DATASET ...              (the same, spelled out)
     duet eval DATASET --score-only --out DIR --judge llm ...   (rescore saved predictions, no model)
     duet eval make-synthetic OUT [--families appear,colour] [--difficulty easy,hard] [--per-family 2] [--seed 0]
@@ -10,7 +11,10 @@ Usage::
 argparse has no "default sub-command", so the ``eval`` parser takes the run options plus a first
 positional (the dataset, or an action name) and hands the remainder to the action's own parser.
 Exit status: 0 done; 3 done but with judge failures or examples that stopped early (they are in the
-report; a rerun retries them); 2 bad input.
+report; a rerun retries them); 2 bad input; 130 interrupted (a rerun goes on where it stopped).
+
+Progress goes to stderr, one line a finished video with the estimated time left: rewritten in place on
+a terminal, one line each otherwise (a log file, CI).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments
 from app.core.errors import DuetError, InputError
@@ -31,6 +36,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (as for `duet run`)")
     g.add_argument("--model", help="library name, 'tiny', or a text GGUF path")
     g.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
+    g.add_argument("--remote", metavar="URL[,URL…]",
+                   help="instead of --model: OpenAI-compatible servers (`duet serve`), e.g. "
+                        "http://gpu1:8080/v1,http://gpu2:8080/v1; the videos are split between them")
+    g.add_argument("--remote-model", default="", metavar="NAME",
+                   help="model name to send (default: the one each server lists; they must agree)")
+    g.add_argument("--api-key-env", default="DUET_API_KEY",
+                   help="environment variable holding the servers' API key")
     add_arguments(g, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
     s = p.add_argument_group("stream")
     add_arguments(s, SessionConfig, ("interval", "frames_per_turn", "tokens_per_frame", "max_new_tokens"))
@@ -127,6 +139,72 @@ def _backend_factory(a: argparse.Namespace):
     return factory, f"{model.name} + {mmproj.name}"
 
 
+def _remote_factories(a: argparse.Namespace):
+    """One backend per ``--remote`` server, each asked now which model it serves (so a server that is down,
+    refuses the key or serves another model is said before anything runs). Returns the factories, their
+    labels (host:port) and the served model's name."""
+    import urllib.parse
+
+    from app.core.textsafe import without_userinfo
+    from app.engine.backend import BackendError
+    from app.engine.remote_backend import RemoteBackend
+
+    urls = [u.strip() for u in a.remote.split(",") if u.strip()]
+    if not urls:
+        raise InputError("--remote: give one or more server URLs, comma-separated")
+    if len(set(urls)) < len(urls):
+        raise InputError("--remote: a server is listed twice; it runs one chat at a time, so list it once")
+    backends = []
+    for url in urls:
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise InputError(f"--remote {without_userinfo(url)}: not an http(s) URL")
+        try:
+            backends.append(RemoteBackend(url, model=a.remote_model, api_key_env=a.api_key_env))
+        except BackendError as e:
+            raise BackendError(without_userinfo(str(e))) from None
+    models = {b.model for b in backends}
+    if len(models) > 1:
+        served = ", ".join(f"{without_userinfo(u)} serves '{b.model}'" for u, b in zip(urls, backends))
+        raise InputError(f"the servers serve different models ({served}); one evaluation needs one model: "
+                         "start them with the same --model (or name it with --remote-model)")
+    labels = [urllib.parse.urlsplit(u).netloc.rpartition("@")[2] for u in urls]
+    return [lambda b=b: b for b in backends], labels, backends[0].model
+
+
+class StatusLine:
+    """Progress on stderr: on a terminal one line rewritten in place (messages go above it), otherwise one
+    plain line per update, with no control characters, for log files and CI."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = ""
+
+    def status(self, text: str) -> None:
+        if not self.tty:
+            print(text, file=self.stream, flush=True)
+            return
+        import shutil
+
+        self.last = text[: max(20, shutil.get_terminal_size().columns - 1)]
+        self.stream.write("\r\x1b[K" + self.last)
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.tty and self.last:
+            self.stream.write("\r\x1b[K")
+        print(text, file=self.stream, flush=True)
+        if self.tty and self.last:
+            self.stream.write(self.last)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.last = ""
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from app.eval.dataset import load_dataset
     from app.eval.runner import RunSettings, run_eval
@@ -136,18 +214,33 @@ def cmd_run(a: argparse.Namespace) -> int:
     dataset = load_dataset(a.target, a.video_root)  # validate before anything loads
     templated = all(e.meta.get("templated") for e in dataset)
     judge = judge_from_flags(a, templated)
-    factory, model_desc = None, ""
+    factory, model_desc, labels, name = None, "", None, a.model or "scored"
+    if a.remote and a.model:
+        raise InputError("give --model (this computer) or --remote (servers), not both")
     if not a.score_only:
-        if not a.model:
-            raise InputError("--model is required (or --score-only to rescore saved predictions)")
-        factory, model_desc = _backend_factory(a)
+        if a.remote:
+            factory, labels, served = _remote_factories(a)
+            model_desc, name = f"remote: {served}", served
+        elif not a.model:
+            raise InputError("--model or --remote is required (or --score-only to rescore saved predictions)")
+        else:
+            factory, model_desc = _backend_factory(a)
     stem = Path(dataset.path).parent.name if dataset.path and dataset.path.stem == "dataset" else Path(a.target).stem
-    out = Path(a.out) if a.out else Path("eval-runs") / f"{stem}-{Path(a.model or 'scored').stem}"
+    out = Path(a.out) if a.out else Path("eval-runs") / f"{stem}-{Path(name).stem}"
     settings = RunSettings(interval=a.interval, frames_per_turn=a.frames_per_turn,
                            tokens_per_frame=a.tokens_per_frame, max_new_tokens=a.max_new_tokens, model=model_desc)
-    result = run_eval(a.target, out, factory, judge, settings=settings, video_root=a.video_root,
-                      judge_workers=a.judge_workers, restart=a.restart, skip_missing=a.skip_missing,
-                      timelines=not a.no_timelines, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    line = StatusLine()
+    try:
+        result = run_eval(a.target, out, factory, judge, settings=settings, video_root=a.video_root,
+                          judge_workers=a.judge_workers, restart=a.restart, skip_missing=a.skip_missing,
+                          timelines=not a.no_timelines, progress=line.message, status=line.status,
+                          backend_labels=labels)
+    except KeyboardInterrupt:
+        line.close()
+        print(f"duet eval: interrupted; the videos finished are kept in {out / 'predictions.jsonl'}: run the "
+              "same command again to go on from there", file=sys.stderr)
+        return 130
+    line.close()
     s = result.scores.summary
     pct = {w: ("–" if v is None else f"{v * 100:.1f}") for w, v in s.pauc.items()}
     dup = "–" if s.duplicate_proportion is None else f"{s.duplicate_proportion * 100:.1f}%"

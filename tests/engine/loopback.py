@@ -75,14 +75,18 @@ def _listening_ports(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def serve_asgi(app, **config) -> Iterator[str]:
+def serve_asgi(app, sndbuf: int | None = None, **config) -> Iterator[str]:
     """Run ``app`` under uvicorn on a loopback port; yields ``http://127.0.0.1:PORT``.
 
     The socket is bound here and handed to uvicorn, so the port is ours from the start (no window
-    between finding a free port and binding it in which something else could take it)."""
+    between finding a free port and binding it in which something else could take it). ``sndbuf`` fixes
+    the send buffer of every connection (they inherit it from this socket): Linux otherwise grows it to
+    megabytes, so a test of a client that stops reading would need megabytes of reply before a send waits."""
     import uvicorn
 
     sock = socket.socket()
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))

@@ -319,7 +319,14 @@ def test_the_api_key_is_generated_once_and_private(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_or_create_api_key(path) == (key, False)
     path.write_text("short\n")
-    with pytest.raises(ValueError, match="at least 16 characters"):
+    with pytest.raises(ValueError, match="16 to 512 printable ASCII characters"):
+        load_or_create_api_key(path)
+    path.write_text("ключ-" * 8 + "\n")  # non-ASCII: it could never match a header (it answered 500 to all)
+    with pytest.raises(ValueError, match="printable ASCII"):
+        load_or_create_api_key(path)
+    path.unlink()
+    os.mkfifo(path)  # a FIFO in its place must not hang the server's start
+    with pytest.raises(ValueError, match="not a regular file|regular"):
         load_or_create_api_key(path)
 
 

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
     (["--max-body-mb", "0"], {}, "--max-body-mb and --timeout must be > 0"),
     (["--timeout", "-1"], {}, "--max-body-mb and --timeout must be > 0"),
     (["--max-tokens", "0"], {}, "--max-tokens ≥ 1"),
-    ([], {"DUET_SERVE_API_KEY": "short"}, "DUET_SERVE_API_KEY must be at least 16 characters"),
+    ([], {"DUET_SERVE_API_KEY": "short"}, "DUET_SERVE_API_KEY must be 16 to 512 printable ASCII characters"),
+    ([], {"DUET_SERVE_API_KEY": "clé-très-secrète-ünïcode"}, "DUET_SERVE_API_KEY must be 16 to 512 printable ASCII"),
 ])
 def test_serve_refuses_bad_settings(extra, env, message, run, data_dir, tiny_model, monkeypatch):
     for k, v in env.items():
@@ -73,7 +74,9 @@ def test_duet_serve_end_to_end_generates_a_private_key_and_requires_it(tiny_mode
         key = key_file.read_text().strip()
         assert key_file.stat().st_mode & 0o777 == 0o600 and len(key) >= 32
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
-        assert json.loads(urllib.request.urlopen(req, timeout=5).read())["data"][0]["id"] == "mmduet2"
+        # the model is named after what is served (here a GGUF path: its file's stem), not "mmduet2"
+        listed = json.loads(urllib.request.urlopen(req, timeout=5).read())["data"]
+        assert [m["id"] for m in listed] == [tiny_model.model.stem]
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
@@ -103,7 +106,8 @@ def test_duet_serve_cancels_a_chat_whose_client_leaves_and_serves_the_next(tiny_
     env = {**os.environ, "DUET_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO), "DUET_SERVE_API_KEY": key}
     proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", str(tiny_model.model), "--mmproj",
                              str(tiny_model.mmproj), "--port", "0", "--gpu-layers", "0", "--n-ctx", "8192",
-                             "--max-tokens", "8000"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+                             "--max-tokens", "8000", "--alias", "mmduet2"],
+                            cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     # stderr read as it comes: the test closes its socket only once the chat is provably on the model.
     # llama.cpp's multimodal helper logs "image decoded" while it evaluates the prompt (even with
     # verbose=False), i.e. after the guard has handed the chat to the model; closing earlier would test
@@ -186,7 +190,8 @@ REMOTE_CASES = {
 def test_run_remote_against_misbehaving_servers(case, run, data_dir, vtest_avi):
     handle, rc, message = REMOTE_CASES[case]
     with serve_http(handle) as (base, rec):
-        r = run("run", "--source", vtest_avi, "--remote", f"{base}/v1", "--fast", "--max-turns", "1", "--ask", "hi")
+        r = run("run", "--source", vtest_avi, "--remote", f"{base}/v1", "--remote-model", "mmduet2", "--fast",
+                "--max-turns", "1", "--ask", "hi")
     assert r.rc == rc, r.err
     if message:
         assert f"{base}/v1/chat/completions" in r.err and message in r.err
@@ -198,8 +203,37 @@ def test_run_remote_against_misbehaving_servers(case, run, data_dir, vtest_avi):
 def test_run_remote_with_nothing_listening(run, data_dir, vtest_avi):
     with refused_port() as port:  # bound, never listening: refused for the whole run, and nobody else's
         url = f"http://127.0.0.1:{port}/v1"
+        r = run("run", "--source", vtest_avi, "--remote", url, "--remote-model", "mmduet2", "--fast",
+                "--max-turns", "1")
+        assert r.rc == 2 and f"{url}/chat/completions is not answering (" in r.err
+        # no model named: the server is asked which it serves, and that is what fails
         r = run("run", "--source", vtest_avi, "--remote", url, "--fast", "--max-turns", "1")
-    assert r.rc == 2 and f"{url}/chat/completions is not answering (" in r.err
+    assert r.rc == 2 and f"{url}/models is not answering (" in r.err
+
+
+def _lists(*names: str):
+    def handle(h, rec):
+        if h.command == "GET":
+            send_json(h, 200, {"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+        else:
+            send_json(h, 200, chat_reply("A red square appeared."))
+    return handle
+
+
+def test_run_remote_sends_the_model_the_server_lists(run, data_dir, vtest_avi):
+    """No --remote-model: the name comes from the server's /v1/models (duet serve names its model after
+    what it serves, and refuses requests naming another), and the session records it."""
+    with serve_http(_lists("demo")) as (base, rec):
+        r = run("run", "--source", vtest_avi, "--remote", f"{base}/v1", "--fast", "--max-turns", "1",
+                "--ask", "hi")
+    assert r.rc == 0, r.err
+    first_two = [(m, p) for m, p, _ in rec.requests][:2]
+    assert first_two == [("GET", "/v1/models"), ("POST", "/v1/chat/completions")]
+    with serve_http(_lists("a", "b")) as (base, rec):
+        r = run("run", "--source", vtest_avi, "--remote", f"{base}/v1", "--fast", "--max-turns", "1")
+    assert r.rc == 2
+    assert f"{base}/v1/models lists 2 models ('a', 'b'); name the one to use (--remote-model)" in r.err
+    assert [m for m, _, _ in rec.requests] == ["GET"]
 
 
 # ---- duet serve --allow-urls: every redirect hop checked -------------------------------------------
