@@ -264,6 +264,12 @@ class ServeGuard:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             await _respond(send, 400, _error(f"request body is not JSON ({e})"))
             return
+        except RecursionError:  # a body of 100,000 nested arrays: Python's parser gives up, the server must not
+            await _respond(send, 400, _error("request body is nested too deeply"))
+            return
+        if not isinstance(body, dict):
+            await _respond(send, 400, _error("request body must be a JSON object with a 'messages' list"))
+            return
         if isinstance(body, dict):
             model = body.get("model")
             if model is None:

@@ -314,6 +314,13 @@ def sanitize_chat(body: Any, policy: ServePolicy) -> dict:
     """Check and rewrite a chat request in place (images inline and checked, max_tokens capped)."""
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         raise ImageRefused("expected a JSON object with a 'messages' list")
+    for i, m in enumerate(body["messages"]):  # refused here in words, not by the stock server's 500
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ImageRefused(f"messages[{i}] must be an object with a string 'role'")
+        content = m.get("content")
+        if not (content is None or isinstance(content, str)
+                or (isinstance(content, list) and all(isinstance(part, dict) for part in content))):
+            raise ImageRefused(f"messages[{i}].content must be a string or a list of parts (objects)")
     slots = _image_slots(body)
     if len(slots) > policy.max_images:
         raise ImageRefused(f"{len(slots)} images in one request; the server accepts at most {policy.max_images}")

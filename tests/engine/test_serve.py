@@ -194,6 +194,20 @@ def test_a_body_over_the_limit_is_refused(server):
     assert status == 413 and "limit of 2 MB" in out["error"]["message"]
 
 
+@pytest.mark.parametrize("body, words", [
+    (b"[1, 2, 3]", "a JSON object"),  # an array, not an object
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # Python's parser would raise RecursionError
+    (json.dumps({"model": {}, "messages": []}).encode(), "'model' must be a string"),
+    (json.dumps({"messages": [1, "x", None, {"content": 5}]}).encode(), "messages[0] must be an object"),
+])
+def test_a_malformed_chat_is_a_400_never_a_500(server, body, words):
+    status, _, out = call(server, "POST", "/v1/chat/completions", body)
+    assert status != 500 and status < 500, out
+    if words is not None:
+        assert status == 400 and words in out["error"]["message"], out
+    assert "/" not in json.dumps(out.get("error", {})), "no server path in the error"
+
+
 def test_a_body_that_is_not_json_is_refused(server):
     status, _, out = call(server, "POST", "/v1/chat/completions", b"\xff\xfe garbage")
     assert status == 400 and "not JSON" in out["error"]["message"]
