@@ -200,7 +200,9 @@ class ServeGuard:
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and secrets.compare_digest(token.strip(), self.policy.api_key)
+                # As bytes: compare_digest refuses non-ASCII str, and a header of any bytes must be a 401, not a 500.
+                return scheme.lower() == "bearer" and secrets.compare_digest(
+                    token.strip().encode("latin-1"), self.policy.api_key.encode("utf-8"))
         return False
 
     async def _read_body(self, receive: Receive, scope: Scope) -> bytes:

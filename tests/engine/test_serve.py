@@ -208,6 +208,17 @@ def test_a_malformed_chat_is_a_400_never_a_500(server, body, words):
     assert "/" not in json.dumps(out.get("error", {})), "no server path in the error"
 
 
+def test_a_non_ascii_authorization_header_is_a_401(server):
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xe9\xe9\xe9-cl\xe9\r\n"
+                     b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+
+
 def test_a_body_that_is_not_json_is_refused(server):
     status, _, out = call(server, "POST", "/v1/chat/completions", b"\xff\xfe garbage")
     assert status == 400 and "not JSON" in out["error"]["message"]
