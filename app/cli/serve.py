@@ -124,6 +124,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise InputError(f"--allow-files {a.allow_files}: not a folder")
     if a.max_body_mb <= 0 or a.max_tokens < 1 or a.timeout <= 0:
         raise InputError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
+    bad_origin = next((o for o in a.cors_origin if not o.startswith(("http://", "https://")) or o.count("/") != 2), None)
+    if bad_origin is not None:  # '*' would let any web page the user visits call the server from their browser
+        raise InputError(f"--cors-origin {bad_origin!r}: name each allowed origin as scheme://host[:port], "
+                         "e.g. https://app.example.org ('*' is not accepted)")
     url_networks = parse_networks(a.allow_url_net)
     if url_networks and not a.allow_urls:
         raise InputError("--allow-url-net only widens --allow-urls; add --allow-urls")

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
     (["--max-body-mb", "0"], {}, "--max-body-mb and --timeout must be > 0"),
     (["--timeout", "-1"], {}, "--max-body-mb and --timeout must be > 0"),
     (["--max-tokens", "0"], {}, "--max-tokens ≥ 1"),
+    (["--cors-origin", "*"], {}, "--cors-origin '*': name each allowed origin as scheme://host[:port]"),
+    (["--cors-origin", "https://ok.example", "--cors-origin", "https://x.example/path"], {}, "'https://x.example/path'"),
     ([], {"DUET_SERVE_API_KEY": "short"}, "DUET_SERVE_API_KEY must be 16 to 512 printable ASCII characters"),
     ([], {"DUET_SERVE_API_KEY": "clé-très-secrète-ünïcode"}, "DUET_SERVE_API_KEY must be 16 to 512 printable ASCII"),
 ])
