@@ -127,9 +127,9 @@ _DEV_TYPE_IGPU = 3
 def _ggml_lib() -> ctypes.CDLL | None:
     """The ggml library inside the installed llama-cpp-python, its backends loaded (app/modelhub/llama_lib.py)."""
     try:
-        from app.modelhub.llama_lib import _libggml, load_backends
+        from app.modelhub.llama_lib import ggml
 
-        return _libggml(load_backends().lib_dir)
+        return ggml()
     except (ImportError, OSError, AttributeError):
         return None
 
@@ -138,20 +138,6 @@ def llama_devices() -> list[GpuInfo] | None:
     """GPU devices of the installed llama.cpp build, or None when the build does not expose the API."""
     lib = _ggml_lib()
     if lib is None:
-        return None
-    try:
-        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-        for fn in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
-            getattr(lib, fn).restype = ctypes.c_char_p
-            getattr(lib, fn).argtypes = [ctypes.c_void_p]
-        lib.ggml_backend_dev_type.restype = ctypes.c_int
-        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-        lib.ggml_backend_dev_memory.restype = None
-        lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                                ctypes.POINTER(ctypes.c_size_t)]
-    except AttributeError:
         return None
     out = []
     for i in range(int(lib.ggml_backend_dev_count())):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 _lock = threading.Lock()
 _loaded: BackendsInfo | None = None
+_ggml: ctypes.CDLL | None = None  # libllama's own libggml, typed once (see _libggml)
 
 
 def configure_process() -> None:
@@ -80,6 +81,9 @@ def _libggml(directory: Path) -> ctypes.CDLL:
         getattr(lib, fn).argtypes = [ctypes.c_void_p]
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_memory.restype = None
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                            ctypes.POINTER(ctypes.c_size_t)]
     if hasattr(lib, "ggml_backend_load_all_from_path"):
         lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
         lib.ggml_backend_load_all_from_path.restype = None
@@ -130,7 +134,7 @@ def load_backends() -> BackendsInfo:
     Raises OSError with what to do when the libraries are missing, or when a portable build finds no CPU
     library this CPU can run (which ggml would otherwise report later as "no backends are loaded").
     """
-    global _loaded
+    global _loaded, _ggml
     with _lock:
         if _loaded is not None:
             return _loaded
@@ -138,7 +142,7 @@ def load_backends() -> BackendsInfo:
         import llama_cpp  # noqa: F401 - loads libllama and libggml from the package's lib folder
 
         directory = lib_dir()
-        lib = _libggml(directory)
+        lib = _ggml = _libggml(directory)
         variants = _variant_files(directory)
         dynamic = bool(variants) or int(lib.ggml_backend_reg_count()) == 0
         forced_name = os.environ.get("DUET_CPU_VARIANT", "").strip()
@@ -170,6 +174,13 @@ def load_backends() -> BackendsInfo:
         chosen = (forced_name if forced else _loaded_cpu_library() or "?") if dynamic else "built-in"
         _loaded = BackendsInfo(directory, dynamic, chosen, sorted(variants), devices, forced)
         return _loaded
+
+
+def ggml() -> ctypes.CDLL:
+    """libllama's own libggml with its device functions typed, the backends loaded."""
+    load_backends()
+    assert _ggml is not None
+    return _ggml
 
 
 def cpu_features() -> dict[str, bool]:
