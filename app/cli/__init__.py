@@ -69,32 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.main import main as gui_main
 
         return gui_main([])
-    import errno
     import sqlite3
 
-    from app.core.errors import DuetError
+    from app.core.errors import DuetError, describe
 
     try:
         return a.func(a)
     except DuetError as e:  # written for the user; anything else but the OS's errors below is a bug
-        print(f"duet: error: {e}", file=sys.stderr)
+        print(f"duet: error: {describe(e)}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"duet: error: {describe_os_error(e)}", file=sys.stderr)
+        print(f"duet: error: {describe(e)}", file=sys.stderr)
         return 2
     except sqlite3.OperationalError as e:  # the judge cache: "database or disk is full"
         if "full" not in str(e):
             raise
-        print(f"duet: error: {describe_os_error(OSError(errno.ENOSPC, str(e)))}", file=sys.stderr)
+        print(f"duet: error: {describe(e)}", file=sys.stderr)
         return 2
 
-
-def describe_os_error(e: OSError) -> str:
-    """An OS error as a user can act on it: a full disk says so and that earlier files were kept."""
-    import errno
-
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" writing {e.filename}" if e.filename else ""
-        return (f"the disk is full{where}; free some space and run the command again "
-                "(files written before were kept; nothing half-written was left in their place)")
-    return f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)

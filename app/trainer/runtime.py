@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import ResourceError
 from app.core.locks import exclusive
 
 TORCH_VERSION = "2.13.0"  # the version CI and the demo recipe are tested with (Makefile pins the same)
@@ -55,7 +56,7 @@ VERIFY = ("import json, sys, torch, transformers, peft, safetensors, numpy, gguf
 Event = dict[str, Any]
 
 
-class RuntimeSetupError(RuntimeError):
+class RuntimeSetupError(ResourceError):
     """The runtime cannot be made or used; the message says what to do."""
 
 

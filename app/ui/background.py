@@ -21,18 +21,11 @@ from typing import Any, Generic, TypeVar
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtWidgets import QWidget
 
-from app.core.errors import DuetError
+from app.core.errors import DuetError, describe
 
 log = logging.getLogger("duet.ui.background")
 T = TypeVar("T")
 _alive: set[BackgroundOp[Any]] = set()  # an op lives until its handlers have run
-
-
-def describe_error(exc: BaseException) -> str:
-    """The words a person sees for a failure: a DuetError's (or the OS's) own message, else what it was."""
-    if isinstance(exc, (DuetError, OSError)):
-        return str(exc)
-    return f"Unexpected error: {type(exc).__name__}: {exc}"
 
 
 def report_failure(parent: QObject | None, exc: BaseException) -> None:
@@ -42,9 +35,9 @@ def report_failure(parent: QObject | None, exc: BaseException) -> None:
     window = parent.window() if isinstance(parent, QWidget) else parent
     show = getattr(window, "show_problem", None)
     if callable(show):
-        show(describe_error(exc))
+        show(describe(exc))
     else:
-        log.warning("%s", describe_error(exc))
+        log.warning("%s", describe(exc))
 
 
 class _Relay(QObject):

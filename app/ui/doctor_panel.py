@@ -17,9 +17,10 @@ import shiboken6
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTextBrowser, QVBoxLayout, QWidget
 
+from app.core.errors import describe
 from app.doctor import Check, format_check, run_checks
 from app.doctor.checks import failed
-from app.ui.background import BackgroundOp, describe_error
+from app.ui.background import BackgroundOp
 
 RUNNING = "Checking… (a separate process loads llama.cpp and runs the demo model once; a few seconds)"
 
@@ -82,7 +83,7 @@ class DoctorPanel(QWidget):
 
     def _failed(self, exc: BaseException) -> None:
         if self._alive():  # run_checks never raises; this is for a bug on the way
-            self.summary.setText(f"The check could not run: {describe_error(exc)}")
+            self.summary.setText(f"The check could not run: {describe(exc)}")
 
     def _done(self) -> None:
         if self._alive():

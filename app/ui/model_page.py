@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.errors import describe
 from app.core.sizes import human_bytes
 from app.core.timefmt import clock
 from app.modelhub import catalog, hardware
@@ -46,7 +47,7 @@ from app.modelhub.jobs import JobStatus, PullManager, manager
 from app.modelhub.library import ModelLibrary
 from app.modelhub.pull import QUANTS, default_name
 from app.modelhub.validate import ModelFileError, check_pair
-from app.ui.background import BackgroundOp, describe_error
+from app.ui.background import BackgroundOp
 
 
 def _size(path: Path) -> str:
@@ -456,7 +457,7 @@ class ModelPage(QWidget):
 
         BackgroundOp(self, lambda: self.library.add(name, model, mmproj, source="imported"),
                      success=lambda _entry: self._imported(name),
-                     failure=lambda e: self._import_failed(describe_error(e)), name="duet-import").run()
+                     failure=lambda e: self._import_failed(describe(e)), name="duet-import").run()
 
     def _imported(self, name: str) -> None:
         self.import_button.setEnabled(True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.errors import describe
 from app.core.settings import SpeechSettings
 from app.speech.check import speech_output_problem
 from app.speech.recorder import AudioUnavailable, PushToTalkRecorder
@@ -26,7 +27,7 @@ from app.speech.stt import (
     models_dir,
 )
 from app.speech.tts import Speaker
-from app.ui.background import BackgroundOp, describe_error
+from app.ui.background import BackgroundOp
 
 log = logging.getLogger("duet.ui.speech")
 
@@ -162,7 +163,7 @@ class VoiceInput(QObject):
     def _failed(self, exc: BaseException) -> None:
         if not isinstance(exc, SpeechModelError):
             log.error("speech input failed", exc_info=(type(exc), exc, exc.__traceback__))
-        self.problem.emit(describe_error(exc))
+        self.problem.emit(describe(exc))
 
     def download(self) -> None:
         """Fetch the configured whisper model in the background."""

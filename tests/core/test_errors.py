@@ -33,3 +33,28 @@ def test_an_os_error_without_a_file_or_errno_still_reads():
     e = OSError(errno.EIO, os.strerror(errno.EIO))
     assert describe_write_failure(e, "The export could not be written", "try again") == (
         f"The export could not be written: {os.strerror(errno.EIO)}; try again.")
+
+
+def test_describe_is_the_one_wording_for_every_kind_of_failure():
+    """The CLI, the window and the server say a failure the same way (issue: one error story)."""
+    import sqlite3
+
+    from app.core.errors import InputError, describe
+
+    assert describe(InputError("--at must be within the video (0–8 s)")) == "--at must be within the video (0–8 s)"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/x.gguf")
+    assert describe(full) == ("the disk is full (writing /data/x.gguf). Free some space and try again "
+                              "(what was saved before is kept)")
+    assert "[Errno" not in describe(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert describe(sqlite3.OperationalError("database or disk is full")).startswith("the disk is full.")
+    missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/nope")
+    assert describe(missing) == f"/nope: {os.strerror(errno.ENOENT)}"
+    assert describe(KeyError("x")) == "Unexpected error: KeyError: 'x'"
+
+
+def test_a_full_disk_reads_the_same_in_a_write_failure_and_in_describe():
+    from app.core.errors import describe
+
+    e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/d/f")
+    core = "the disk is full (writing /d/f). Free some space"
+    assert core in describe(e) and core in describe_write_failure(e, "X", "y")

@@ -6,8 +6,8 @@ import threading
 
 from PySide6.QtWidgets import QWidget
 
-from app.core.errors import InputError
-from app.ui.background import BackgroundOp, describe_error
+from app.core.errors import InputError, describe
+from app.ui.background import BackgroundOp
 
 
 class Window(QWidget):
@@ -69,4 +69,5 @@ def test_a_failing_success_handler_is_reported_too(qtbot) -> None:
     BackgroundOp(w, lambda: 1, success=success).run()
     qtbot.waitUntil(lambda: bool(w.problems), timeout=5000)
     assert w.problems == ["Unexpected error: RuntimeError: drawing failed"]
-    assert describe_error(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+    assert describe(OSError(28, "No space left on device")) == ("the disk is full. Free some space and try again "
+                                                              "(what was saved before is kept)")
