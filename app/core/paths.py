@@ -71,3 +71,18 @@ def folder_problem(folder: Path, *, env: str | None = None) -> str | None:
         except OSError as e:
             return f"{candidate}: {e.strerror or e}"
     return None
+
+
+def user_dir(part: str, *, config: bool = False) -> Path:
+    """Where Duet keeps ``part`` (``"models"``, ``"sessions"``, ``"speech"`` …) for this user: the one lookup.
+
+    ``DUET_DATA_DIR`` (tests, portable installs, a bigger disk) holds everything when set; otherwise the
+    platform's per-user data folder, or its config folder for ``config=True`` (the server's API key).
+    """
+    env = os.environ.get("DUET_DATA_DIR")
+    if env:
+        return Path(env) / part if part else Path(env)
+    import platformdirs
+
+    base = platformdirs.user_config_dir("duet") if config else platformdirs.user_data_dir("duet")
+    return Path(base) / part if part else Path(base)

@@ -41,7 +41,7 @@ from app.core import feedback as fbk
 from app.core.atomic import append_whole, write_bytes_atomic, write_json_atomic
 from app.core.errors import InputError
 from app.core.formats import SESSION_FORMAT
-from app.core.paths import folder_problem
+from app.core.paths import folder_problem, user_dir
 from app.core.session_read import SavedSession, load_session
 from app.core.types import StepResult
 
@@ -70,12 +70,7 @@ def check_session_id(sid: object) -> str:
 
 
 def default_sessions_root() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env) / "sessions"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("duet")) / "sessions"
+    return user_dir("sessions")
 
 
 def _private_dir(path: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import InputError
+from app.core.paths import user_dir
 
 
 class ImageRefused(InputError):
@@ -59,12 +60,7 @@ class ServePolicy:
 
 # ---- API key -------------------------------------------------------------------------------------
 def default_key_file() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env) / "serve-api-key"
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("duet")) / "serve-api-key"
+    return user_dir("serve-api-key", config=True)
 
 
 def check_api_key(key: str, what: str, fix: str) -> None:

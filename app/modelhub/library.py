@@ -23,7 +23,7 @@ from pathlib import Path
 
 from app.core.atomic import install_pair, write_json_atomic
 from app.core.bounded import read_regular_text
-from app.core.paths import folder_problem
+from app.core.paths import folder_problem, user_dir
 from app.modelhub.validate import ModelFileError, check_pair, find_mmproj
 
 log = logging.getLogger("duet.library")
@@ -58,12 +58,7 @@ class ModelEntry:
 
 
 def default_root() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env) / "models"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("duet")) / "models"
+    return user_dir("models")
 
 
 class ModelLibrary:

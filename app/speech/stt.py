@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from app.core.errors import ResourceError
+from app.core.paths import user_dir
 
 WHISPER_REPO = "ggerganov/whisper.cpp"
 MODEL_SIZES_MB = {"tiny.en": 75, "base.en": 142, "small.en": 466, "tiny": 75, "base": 142, "small": 466}
@@ -29,12 +30,7 @@ class SpeechModelError(ResourceError):
 
 
 def models_dir() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env) / "speech"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("duet")) / "speech"
+    return user_dir("speech")
 
 
 def model_filename(name: str) -> str:

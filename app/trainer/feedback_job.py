@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from app.core.paths import user_dir
 from app.trainer.config import TrainConfig, _build, check
 from app.trainer.jobs import JobError, Reporter, StopFlag
 
@@ -41,12 +41,7 @@ NAME_RE = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_-])?\Z")
 
 
 def data_root() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("duet"))
+    return user_dir("")
 
 
 def job_dir(name: str) -> Path:

@@ -39,6 +39,7 @@ from typing import Any
 
 from app.core.errors import ResourceError
 from app.core.locks import exclusive
+from app.core.paths import user_dir
 
 TORCH_VERSION = "2.13.0"  # the version CI and the demo recipe are tested with (Makefile pins the same)
 # PyTorch's wheel indexes for each CUDA runtime it is built for, newest first. A driver runs a CUDA
@@ -61,12 +62,7 @@ class RuntimeSetupError(ResourceError):
 
 
 def default_root() -> Path:
-    env = os.environ.get("DUET_DATA_DIR")
-    if env:
-        return Path(env) / "trainer-runtime"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("duet")) / "trainer-runtime"
+    return user_dir("trainer-runtime")
 
 
 def source_root() -> Path:

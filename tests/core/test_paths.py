@@ -47,3 +47,21 @@ def test_folder_problem_names_the_file_in_the_way(tmp_path: Path, monkeypatch):
         f"{f} is a file, not a folder, so {f / 'models'} cannot be used; "
         "point DUET_DATA_DIR at a folder (or unset it)")
     assert folder_problem(f / "models").endswith("move that file away")
+
+
+def test_user_dir_is_the_one_lookup_of_duet_data_dir(tmp_path, monkeypatch):
+    """Every store (models, sessions, speech, trainer runtime, the server's key) finds its folder the same way."""
+    from app.core.paths import user_dir
+    from app.core.sessions import default_sessions_root
+    from app.engine.serve_policy import default_key_file
+    from app.modelhub.library import default_root as models_root
+    from app.speech.stt import models_dir
+    from app.trainer.feedback_job import data_root
+    from app.trainer.runtime import default_root as runtime_root
+
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path))
+    assert [models_root(), default_sessions_root(), models_dir(), runtime_root(), default_key_file(), data_root()] \
+        == [tmp_path / "models", tmp_path / "sessions", tmp_path / "speech", tmp_path / "trainer-runtime",
+            tmp_path / "serve-api-key", tmp_path]
+    monkeypatch.delenv("DUET_DATA_DIR")
+    assert user_dir("models").name == "models" and user_dir("models") != tmp_path / "models"
