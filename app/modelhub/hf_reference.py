@@ -61,10 +61,3 @@ class HFReference:
         with self.torch.no_grad():
             out = self.model(**self.inputs(text, images))
         return out.logits[0, -1].float().numpy()
-
-    def all_logits(self, text: str, images: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, list[int]]:
-        """Logits at every position and the token ids, for checking many turns in one forward."""
-        inputs = self.inputs(text, images)
-        with self.torch.no_grad():
-            out = self.model(**inputs)
-        return out.logits[0].float().numpy(), inputs["input_ids"][0].tolist()

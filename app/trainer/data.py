@@ -25,7 +25,7 @@ reader they share are :mod:`app.trainer.dialogue`'s.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,21 +133,6 @@ def synthetic_dataset(src: Any, out_dir: Path) -> Path:
             shutil.rmtree(folder)
         tmp.rename(folder)
     return ds
-
-
-def build_dialogues(examples: Iterable[Example], interval: float, frames_per_turn: int, tokens_per_frame: int,
-                    nqna_fraction: float = 0.0, variants: int = 1, seed: int = 0) -> list[Dialogue]:
-    """Every example's dialogue(s); frames are read once per video."""
-    out: list[Dialogue] = []
-    for k, ex in enumerate(examples):
-        assert ex.video_path is not None
-        frames = read_turn_frames(ex.video_path, interval, frames_per_turn, tokens_per_frame,
-                                  f"record {ex.id!r}: ")
-        for v in range(variants):
-            rng = np.random.default_rng([seed, k, v])
-            nqna = bool(rng.random() < nqna_fraction)
-            out.append(dialogue_from_example(ex, frames, nqna=nqna, rng=rng))
-    return out
 
 
 @dataclass
