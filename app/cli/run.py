@@ -56,14 +56,12 @@ class _JsonlOut:
 def cmd_run(a: argparse.Namespace) -> int:
     """Headless session: the same controller the GUI drives, with replies printed as they come."""
     from app.capture.parse import open_source
-    from app.core.config import SessionConfig
+    from app.core.config import SessionConfig, from_args
     from app.core.textsafe import terminal_safe, without_userinfo
     from app.engine.backend import BackendError
     from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
 
-    config = SessionConfig(interval=a.interval, frames_per_turn=a.frames_per_turn,
-                           tokens_per_frame=a.tokens_per_frame, talkativeness=a.talkativeness,
-                           max_new_tokens=a.max_new_tokens, max_turns=a.max_turns, cadence=a.cadence)
+    config = from_args(SessionConfig, a)
     source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
     try:
         backend = make_backend(a)
@@ -143,10 +141,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def backend_settings(a: argparse.Namespace):
     """The :class:`~app.core.config.BackendSettings` a command's flags ask for (validated)."""
-    from app.core.config import BackendSettings
+    from app.core.config import BackendSettings, from_args
 
-    return BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers, flash_attn=a.flash_attn,
-                           cpu_variant=a.cpu_variant)
+    return from_args(BackendSettings, a)
 
 
 def make_backend(a: argparse.Namespace):
@@ -159,17 +156,12 @@ def make_backend(a: argparse.Namespace):
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    from app.core.config import BACKEND_FLAGS, FLASH_ATTN, BackendSettings, add_arguments
+    from app.core.config import BACKEND_FLAGS, BackendSettings, add_arguments
 
     p.add_argument("--model", default="demo", help="library name, 'demo', 'tiny', or a text GGUF path")
     p.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
-    add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
-    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto",
-                   help="auto (default): llama.cpp's choice on a GPU; on the CPU off for the text model and on for "
-                        "the vision encoder, the faster way for each there (docs/benchmarks.md)")
-    p.add_argument("--cpu-variant", default="auto", metavar="NAME",
-                   help="llama.cpp's CPU library: auto (the best this CPU runs; `duet doctor` names it) or one by "
-                        "name, e.g. x64 (any x86-64), after a crash in a faster one")
+    add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn", "cpu_variant"),
+                  BACKEND_FLAGS)
     p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="", metavar="NAME",
@@ -179,7 +171,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``run`` on the ``duet`` command's sub-parsers."""
-    from app.core.config import CADENCES, SessionConfig, add_arguments, default
+    from app.core.config import SessionConfig, add_arguments
 
     r = subparsers.add_parser("run", help="watch a source headless and print replies")
     r.add_argument("--source", required=True, help="FILE | camera[:N] | screen[:N] | region:X,Y,W,H | window:TITLE")
@@ -188,9 +180,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--ask-at", action="append", default=[], type=_timed_question, metavar="SECONDS:QUESTION",
                    help="a question asked at a video time")
     add_arguments(r, SessionConfig, ("interval", "frames_per_turn", "tokens_per_frame", "talkativeness",
-                                     "max_new_tokens", "max_turns"))
-    r.add_argument("--cadence", choices=list(CADENCES), default=default(SessionConfig, "cadence"),
-                   help="slower than real time: keep every frame, or stay live (skip stale frames, fewer tokens/frame)")
+                                     "max_new_tokens", "max_turns", "cadence"))
     r.add_argument("--fast", action="store_true",
                    help="video files: feed every frame as fast as possible (evaluation) instead of real time")
     r.add_argument("--jsonl", help="write every step (decision, text, timings, context) here")

@@ -83,7 +83,7 @@ def supervise(sock: socket.socket, a: argparse.Namespace, key: str) -> int:
                       "`duet doctor` checks this computer.", file=sys.stderr)
                 return 1
             if "n_gpu_layers" in safe:
-                args["gpu_layers"] = 0
+                args["n_gpu_layers"] = 0
             if "cpu_variant" in safe:
                 env["DUET_CPU_VARIANT"] = safe["cpu_variant"]
             print(f"duet serve: restarting the server ({'CPU only, portable kernels' if safe else 'same settings'}); "
@@ -184,8 +184,8 @@ def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networ
                          allow_urls=a.allow_urls, url_networks=url_networks, cors_origins=tuple(a.cors_origin),
                          max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
                          generation_timeout=a.timeout, queue_timeout=a.timeout)
-    app = create_server_app(a.model, a.mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.gpu_layers, alias=a.alias,
-                            n_threads=resolve_threads(a.threads), policy=policy)
+    app = create_server_app(a.model, a.mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.n_gpu_layers, alias=a.alias,
+                            n_threads=resolve_threads(a.n_threads), policy=policy)
     config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64,
                             timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=[sock])

@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from app.core.errors import SettingError
 from app.core.protocol import (
@@ -37,6 +37,8 @@ from app.core.protocol import (
     DEFAULT_TOKENS_PER_FRAME,
     SYSTEM_PROMPT,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ def _setting(default: Any, low: float, high: float, help: str, unit: str = "") -
     return field(default=default, metadata={"limit": Limit(low, high, help, unit)})
 
 
+def _option(default: str, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002
+            metavar: str | None = None) -> Any:
+    """A setting that is a word, not a number: its help (and choices) for the flag generated from it."""
+    return field(default=default, metadata={"option": {"help": help, "choices": choices, "metavar": metavar}})
+
+
 def _validate(obj: object) -> None:
     for f in fields(obj):  # type: ignore[arg-type]
         lim = f.metadata.get("limit")
@@ -94,8 +102,9 @@ class SessionConfig:
     talkativeness: float = _setting(0.0, -50.0, 50.0, "bias towards speaking (0 = as trained)")
     max_new_tokens: int = _setting(128, 1, 1024, "longest reply", "tokens")
     max_turns: int = _setting(0, 0, 10**9, "stop after N turns (0 = until the source ends)", "turns")
-    # When a step takes longer than the turn: "keep" every frame, or stay "live" (app/engine/cadence.py).
-    cadence: str = "keep"
+    # When a step takes longer than the turn (app/engine/cadence.py).
+    cadence: str = _option("keep", "slower than real time: keep every frame, or stay live (skip stale frames, "
+                           "fewer tokens/frame)", choices=CADENCES)
     min_tokens_per_frame: int = _setting(32, 4, 1024, "the lowest tokens per frame the live cadence may use",
                                          "tokens")
     system_prompt: str = SYSTEM_PROMPT
@@ -111,25 +120,34 @@ class SessionConfig:
         return self.interval * self.frames_per_turn
 
 
-FLASH_ATTN = ("auto", "on", "off")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendSettings:
-    """How the in-process engine starts. ``n_threads`` 0 means the one policy in :func:`resolve_threads`."""
+    """How the engine starts: the fields a user sets (flags, settings.toml, the window), each declared once.
+
+    Frozen: the same object goes from the flag or control to the engine (through its process, as JSON),
+    changed only with ``dataclasses.replace``. The engine's own knobs extend it
+    (:class:`app.engine.llama_backend.LlamaSettings`) without declaring these again.
+    ``n_threads`` 0 means the one policy in :func:`resolve_threads`.
+    """
 
     n_ctx: int = _setting(8192, 1024, 131072, "context window", "tokens")
     n_threads: int = _setting(0, 0, 1024, "CPU threads (0 = automatic)")
     n_gpu_layers: int = _setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
-    flash_attn: str = "auto"
-    # Which of llama.cpp's CPU libraries the engine loads: "auto" (the best this CPU runs) or one by name,
-    # e.g. "x64" (any x86-64), as after a crash in a faster one (app/modelhub/llama_lib.py).
-    cpu_variant: str = "auto"
+    flash_attn: str = _option("auto", "auto (default): llama.cpp's choice on a GPU; on the CPU off for the text "
+                              "model and on for the vision encoder, the faster way for each there "
+                              "(docs/benchmarks.md)", choices=("auto", "on", "off"))
+    # Which of llama.cpp's CPU libraries the engine loads (app/modelhub/llama_lib.py).
+    cpu_variant: str = _option("auto", "llama.cpp's CPU library: auto (the best this CPU runs; `duet doctor` names "
+                               "it) or one by name, e.g. x64 (any x86-64), after a crash in a faster one",
+                               metavar="NAME")
 
     def __post_init__(self) -> None:
         _validate(self)
-        if self.flash_attn not in FLASH_ATTN:
-            raise SettingError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
+        choices = option(BackendSettings, "flash_attn")["choices"]
+        if self.flash_attn not in choices:
+            raise SettingError(f"flash_attn must be one of {', '.join(choices)}, got {self.flash_attn!r}")
         if not self.cpu_variant or not all(c.isalnum() or c in "._" for c in self.cpu_variant):
             raise SettingError(f"cpu_variant must be 'auto' or a CPU library name such as x64 or haswell, "
                                f"got {self.cpu_variant!r}")
@@ -192,13 +210,34 @@ def cli_help(cls: type, name: str) -> str:
 BACKEND_FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers"}
 
 
+def option(cls: type, name: str) -> dict[str, Any]:
+    """The help, choices and metavar of ``cls.name``, a setting that is a word (:func:`_option`)."""
+    for f in fields(cls):
+        if f.name == name and "option" in f.metadata:
+            return f.metadata["option"]
+    raise KeyError(f"{cls.__name__}.{name} is not a word setting")
+
+
 def add_arguments(parser: Any, cls: type, names: tuple[str, ...], flags: dict[str, str] | None = None) -> None:
-    """Add ``--flag`` options for ``cls`` fields to an argparse parser or group, each with the
-    field's default, range-checked type and help; ``flags`` renames (``n_ctx`` → ``--n-ctx``)."""
+    """Add ``--flag`` options for ``cls`` fields to an argparse parser or group, each with the field's
+    default, range-checked type (or choices) and help; ``flags`` renames the flag (``n_ctx`` → ``--n-ctx``),
+    never the value's name: it lands in ``namespace.n_ctx``, so :func:`from_args` needs no map back."""
     for name in names:
         flag = (flags or {}).get(name) or "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=cli_type(cls, name, flag), default=default(cls, name),
-                            help=cli_help(cls, name))
+        meta = next(f.metadata for f in fields(cls) if f.name == name)
+        if "option" in meta:
+            o = meta["option"]
+            parser.add_argument(flag, dest=name, default=default(cls, name), choices=o["choices"],
+                                metavar=o["metavar"], help=o["help"])
+        else:
+            parser.add_argument(flag, dest=name, type=cli_type(cls, name, flag), default=default(cls, name),
+                                help=cli_help(cls, name))
+
+
+def from_args(cls: type[T], namespace: Any, **changes: Any) -> T:
+    """``cls`` built from the flags :func:`add_arguments` added (fields without a flag keep their default)."""
+    values = {f.name: getattr(namespace, f.name) for f in fields(cls) if hasattr(namespace, f.name)}
+    return cls(**{**values, **changes})
 
 
 def usable_cores() -> int:

@@ -124,9 +124,9 @@ class EngineProcess:
     name = "llama.cpp"
 
     def __init__(self, model_path: Path | str, mmproj_path: Path | str, settings: Any, *, nice: int = 0,
-                 cpu_variant: str = "auto", env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None) -> None:
         self.settings = settings  # LlamaSettings, as sent (threads already resolved by the caller)
-        self.cpu_variant = cpu_variant
+        self.cpu_variant = cpu_variant = settings.cpu_variant
         self._lock = threading.Lock()
         self._frames = wire.FrameWriter()
         self._dead: EngineCrashed | None = None
@@ -138,8 +138,7 @@ class EngineProcess:
         self.pid = self.proc.pid
         try:
             reply = self._call({"op": "load", "model": str(model_path), "mmproj": str(mmproj_path),
-                                "settings": dataclasses.asdict(settings), "nice": nice,
-                                "cpu_variant": cpu_variant})
+                                "settings": dataclasses.asdict(settings), "nice": nice})
         except BaseException:
             self._kill()
             raise

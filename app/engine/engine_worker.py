@@ -90,8 +90,9 @@ def serve(inp, out) -> int:  # noqa: ANN001 - binary streams
 
 
 def _load(req: dict[str, Any]) -> dict[str, Any]:
-    if req.get("cpu_variant") and req["cpu_variant"] != "auto":
-        os.environ["DUET_CPU_VARIANT"] = req["cpu_variant"]
+    variant = (req.get("settings") or {}).get("cpu_variant", "auto")
+    if variant != "auto":
+        os.environ["DUET_CPU_VARIANT"] = variant
     if req.get("nice"):
         try:  # the whole engine yields to the window (and to the rest of the desktop)
             os.nice(int(req["nice"]))

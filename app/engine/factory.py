@@ -54,13 +54,11 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
 
         yields = interactive and sys.platform.startswith("linux")  # the engine's process runs at nice +10
         threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive and not yields)
-        return EngineProcess(model_path, mmproj_path, LlamaSettings(
-            n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn),
-            nice=10 if yields else 0, cpu_variant=s.cpu_variant)
+        return EngineProcess(model_path, mmproj_path, LlamaSettings.of(s, n_threads=threads),
+                             nice=10 if yields else 0)
     yields = interactive and lower_compute_priority()
     threads = resolve_threads(s.n_threads, leave_one_for_ui=interactive and not yields)
-    return LlamaBackend(model_path, mmproj_path, LlamaSettings(
-        n_ctx=s.n_ctx, n_threads=threads, n_gpu_layers=s.n_gpu_layers, flash_attn=s.flash_attn))
+    return LlamaBackend(model_path, mmproj_path, LlamaSettings.of(s, n_threads=threads))
 
 
 @dataclass

@@ -25,11 +25,12 @@ from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.core import protocol
-from app.core.config import resolve_threads
+from app.core.config import BackendSettings, resolve_threads
 from app.core.types import StepTimings
 from app.engine.backend import BackendError, BackendStep
 from app.engine.embed_cache import EmbeddingCache
@@ -49,19 +50,24 @@ from app.modelhub.validate import ModelFileError, check_pair
 log = logging.getLogger("duet.engine")
 
 
-@dataclass
-class LlamaSettings:
-    n_ctx: int = 8192
-    n_threads: int = 0
-    n_gpu_layers: int = -1  # -1 = all layers when the build has GPU support
+@dataclass(frozen=True)
+class LlamaSettings(BackendSettings):
+    """The user's :class:`~app.core.config.BackendSettings` (n_ctx, threads, GPU layers, flash attention, CPU
+    library: declared there, once) plus the engine's own knobs, which tests and benchmarks turn."""
+
     mmproj_on_gpu: bool = True
-    flash_attn: str = "auto"  # auto | on | off; auto: see flash_attn_type
     kv_type: str = "f16"  # f16 | bf16 | f32, see llama_native.KV_TYPES
     reserve: int = 0  # cells kept free beyond max_new_tokens (0 = automatic)
     embed_cache_mib: int = 64  # vision embeddings kept for frames seen again (0 = off); ~1 MiB a 3B frame
     near_identical: float = 0.0  # > 0: also reuse for frames this close (grey levels, see embed_cache); 0 = off
     guard: ReplyGuard = field(default_factory=ReplyGuard)  # reply length cap and loop guard
     one_pass: bool = True  # a turn as one batch of embeddings; False: chunk by chunk (times frames apart)
+
+    @classmethod
+    def of(cls, backend: BackendSettings, **changes: Any) -> LlamaSettings:
+        """The engine's settings for the user's ``backend`` settings, with ``changes`` (no field copied by hand)."""
+        base = {f.name: getattr(backend, f.name) for f in dataclasses.fields(BackendSettings)}
+        return cls(**{**base, **changes})
 
     def flash_attn_type(self, *, on_gpu: bool, projector: bool) -> int:
         """llama.cpp's flash-attention setting for the text model or the projector.
@@ -105,9 +111,8 @@ class LlamaBackend:
     name = "llama.cpp"
 
     def __init__(self, model_path: Path | str, mmproj_path: Path | str, settings: LlamaSettings | None = None) -> None:
-        # A copy: the caller's settings object is never changed (threads are resolved here, in ours).
-        s = dataclasses.replace(settings) if settings is not None else LlamaSettings()
-        s.n_threads = resolve_threads(s.n_threads)  # llama.cpp's own default can exceed our cores
+        s = settings if settings is not None else LlamaSettings()
+        s = dataclasses.replace(s, n_threads=resolve_threads(s.n_threads))  # llama.cpp's default can exceed our cores
         self.settings = s
         try:
             self.info = check_pair(model_path, mmproj_path)

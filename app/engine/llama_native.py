@@ -120,9 +120,11 @@ class Model:
 KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "bf16": 30, "f32": llama_cpp.GGML_TYPE_F32}  # 30: ggml.h's GGML_TYPE_BF16
 
 
-@dataclass
+@dataclass(frozen=True)
 class ContextSettings:
-    n_ctx: int = 8192
+    """A context's native parameters. ``n_ctx`` has no default here: the user's (app.core.config) reaches it."""
+
+    n_ctx: int
     n_batch: int = 1024
     n_threads: int = 0  # 0 = llama.cpp's choice
     flash_attn: int = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO

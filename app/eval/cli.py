@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments
+from app.core.config import BACKEND_FLAGS, BackendSettings, SessionConfig, add_arguments, from_args
 from app.core.errors import DuetError, InputError
 
 ACTIONS = ("run", "make-synthetic")
@@ -131,7 +131,7 @@ def _backend_factory(a: argparse.Namespace):
     from app.modelhub.library import resolve_model
 
     model, mmproj = resolve_model(a.model, a.mmproj)
-    settings = BackendSettings(n_ctx=a.n_ctx, n_threads=a.threads, n_gpu_layers=a.gpu_layers)
+    settings = from_args(BackendSettings, a)
 
     def factory():
         return make_backend(str(model), str(mmproj), settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -88,3 +89,61 @@ def test_cli_reports_user_errors_and_lets_bugs_show(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(ModelLibrary, "entries", bug)
     with pytest.raises(ValueError, match="programming error"):  # a traceback, not "duet: error: …"
         duet(["models", "list"])
+
+
+def _settings_options():
+    """(command, argparse action, settings class, field) for every flag of every command that sets a field."""
+    import argparse
+
+    from app.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}".strip())
+            else:
+                yield path, action
+
+    for cmd, action in walk(build_parser(), ""):
+        for cls in (SessionConfig, BackendSettings):
+            if action.dest in {f.name for f in dataclasses.fields(cls)}:
+                yield cmd, action, cls, action.dest
+
+
+def test_every_settings_flag_is_generated_from_its_field():
+    """A flag lands on its field's own name, with the field's default and range: nothing to map back by hand
+    (``--threads`` fills ``n_threads``), nothing re-defaulted. A flag that reached a field under another name, or
+    a hand-written flag with its own default or range, fails here."""
+    found = list(_settings_options())
+    assert {(cmd, f) for cmd, _, _, f in found} >= {
+        ("run", "n_ctx"), ("run", "n_threads"), ("run", "n_gpu_layers"), ("run", "flash_attn"), ("run", "cpu_variant"),
+        ("run", "interval"), ("eval", "n_ctx"), ("serve", "n_ctx")}
+    for cmd, action, cls, name in found:
+        assert action.default == default(cls, name), f"duet {cmd} {action.option_strings}: re-defaulted"
+        meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+        if "limit" in meta:
+            lim = meta["limit"]
+            assert action.type(str(lim.low)) == lim.low and action.type(str(lim.high)) == lim.high, (cmd, name)
+            step = 1 if isinstance(lim.low, int) else 1e-3
+            for outside in (lim.low - step, lim.high + step):
+                with pytest.raises(Exception, match="within"):
+                    action.type(str(outside))
+        else:
+            assert action.choices == meta["option"]["choices"], (cmd, name)
+
+
+def test_flags_build_the_same_frozen_settings_the_engine_gets():
+    import argparse
+
+    from app.core.config import from_args
+    from app.engine.llama_backend import LlamaSettings
+
+    a = argparse.Namespace(n_ctx=2048, n_threads=3, n_gpu_layers=0, flash_attn="off", cpu_variant="x64", model="demo")
+    s = from_args(BackendSettings, a)
+    assert s == BackendSettings(n_ctx=2048, n_threads=3, n_gpu_layers=0, flash_attn="off", cpu_variant="x64")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.n_ctx = 4096  # type: ignore[misc]
+    engine = LlamaSettings.of(s, n_threads=2)
+    assert (engine.n_ctx, engine.n_threads, engine.cpu_variant) == (2048, 2, "x64")
+    assert isinstance(engine, BackendSettings)
