@@ -38,10 +38,10 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
-# Hand-written mutants of the engine, reward, PAUC and session store against their tests
-# (docs/testing.md); ≈ 20 min on 2 cores, so not part of `make test` or CI.
+# Hand-written mutants of every package's safety checks and promises against their tests
+# (bench/mutants.py, docs/testing.md); about an hour on 2 busy cores, so not part of `make test` or CI.
 mutation: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) bench/mutation.py
+	QT_QPA_PLATFORM=offscreen nice -n 10 $(PY) bench/mutation.py --json bench/results/mutation.json
 
 sysdeps: $(SYS_STAMP)
 $(SYS_STAMP):
@@ -97,3 +97,10 @@ smoke: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache out build dist
+
+# vLLM for `duet serve --engine vllm` (many viewers; docs/scaling.md), in an environment of its own
+# (~/.cache/duet/vllm-env; VLLM_ENV=… to choose, GPU=cuda for the GPU build): ≈ 3 min and 3.5 GB on 2 cores.
+# Not part of `make test`: tests/engine/test_vllm_real.py runs when it exists (and DUET_VLLM_MODEL names a checkpoint).
+.PHONY: vllm
+vllm:
+	VLLM_ENV=$${VLLM_ENV:-$$HOME/.cache/duet/vllm-env} bash installer/vllm_env.sh

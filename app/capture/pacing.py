@@ -67,6 +67,17 @@ class TickClock:
     def paused(self) -> bool:
         return self._paused_at is not None
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds the clock has run since its first tick was asked for (0 before): what a video played on
+        this clock is showing now. It runs with the wall clock and stands still while paused, so a time
+        shown from it moves smoothly, unlike the ticks, which a late consumer takes in jumps."""
+        with self._lock:
+            if self._start is None:
+                return 0.0
+            now = self._paused_at if self._paused_at is not None else self._clock()
+            return max(0.0, now - self._start)
+
     def _now(self) -> float:
         """The clock's reading: it stands still while paused."""
         with self._lock:

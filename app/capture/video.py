@@ -172,11 +172,30 @@ class VideoFileSource(FrameSource):
             return "not opened"
         dec = self._decoder
         state = "ended" if self._ended else ("playing" if dec else "ready")
-        if dec is not None and not self._ended:
-            state += f" at {dec.position:.1f} s"
+        at = self.playing_at
+        if at is not None and not self._ended:
+            state += f" at {at:.1f} s"
         if dec is not None and dec.failed:
             state += f", {dec.failed} undecodable frame{'s' if dec.failed != 1 else ''} skipped"
         return state
+
+    @property
+    def playing_at(self) -> float | None:
+        """The video time being played now (None before the first pass).
+
+        In real time this is the pass's clock, not how far the decoder has read: the session takes frames
+        only between the model's steps, so the decoder moves in jumps of whole ticks (39.1 → 42.6 s in
+        0.7 s after a resume, then still while the model ran), while the clock runs with the wall clock,
+        stands still while paused, and is what the in-app player is kept on. Read as fast as consumed
+        (evaluation) there is no clock: the decoder's position is the time.
+        """
+        dec, clock = self._decoder, self._clock
+        if dec is None:
+            return None
+        if self.realtime and clock is not None:
+            end = dec.end if dec.eof else float("inf")
+            return min(clock.elapsed, end)
+        return dec.position
 
     @property
     def health(self) -> SourceHealth:

@@ -27,6 +27,14 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _is_gui_flag(arg: str) -> bool:
+    """``duet --no-first-run``, ``duet --source clip.mp4 --start``: the app is the default command, so its flags
+    work without ``gui`` (``--flag=value`` too). ``duet -h``, ``--version`` and ``-v`` stay the command's own."""
+    from app.ui.main import gui_flags  # argparse only: Qt loads when the app starts
+
+    return arg.split("=", 1)[0] in gui_flags()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from app.cli import doctor, models, run, serve, sessions
     from app.eval.cli import add_commands as add_eval
@@ -37,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action=_VersionAction, help="the version and where to get a newer one")
     sub = ap.add_subparsers(dest="command")
 
-    sub.add_parser("gui", help="the desktop app (default; `duet gui --help` lists its flags)")
+    sub.add_parser("gui", help="the desktop app (default; `duet gui --help` lists its flags, which also work "
+                               "without `gui`: `duet --no-first-run`)")
     run.add_commands(sub)
     serve.add_commands(sub)
     models.add_commands(sub)
@@ -54,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.engine.engine_worker import main as engine_main
 
         return engine_main()
-    if args and args[0] == "gui":  # the app's own flags (--start, --model, --no-first-run …): app/ui/main.py
+    if args and (args[0] == "gui" or _is_gui_flag(args[0])):  # the app's own flags: app/ui/main.py
         from app.ui.main import main as gui_main
 
-        return gui_main(args[1:])
+        return gui_main(args[1:] if args[0] == "gui" else args)
     ap = build_parser()
     a = ap.parse_args(args)
     logging.basicConfig(level=a.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

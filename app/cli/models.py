@@ -182,7 +182,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     pl.add_argument("--json", action="store_true", help="progress as one JSON object a line (for programs)")
     pl.set_defaults(func=cmd_models_pull)
     rc = m.add_parser("recommend", help="this machine's GPUs, RAM and cores, and the settings for MMDuet2")
-    rc.add_argument("--gpu", type=int, help="consider only this GPU")
+    from app.core.config import BACKEND_FLAGS, BackendSettings, add_arguments
+
+    add_arguments(rc, BackendSettings, ("gpu",), BACKEND_FLAGS)  # consider only this GPU: the number run/serve take
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_models_recommend)
     rm = m.add_parser("remove", help="remove a model from the library (and its files)")

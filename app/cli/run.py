@@ -33,6 +33,9 @@ class _JsonlOut:
     def __init__(self, path: str) -> None:
         import os
 
+        from app.core.bounded import check_output_file
+
+        check_output_file(path, "--jsonl")  # a FIFO would block the open until a reader came: forever
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self.records = 0
@@ -160,9 +163,8 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default="demo", help="library name, 'demo', 'tiny', or a text GGUF path")
     p.add_argument("--mmproj", help="vision projector GGUF (default: the mmproj beside the model)")
-    add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn", "cpu_variant"),
-                  BACKEND_FLAGS)
-    p.add_argument("--gpu", type=int, help="run on this GPU only (its number in `duet models recommend`)")
+    add_arguments(p, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers", "flash_attn", "cpu_variant", "gpu"),
+                  BACKEND_FLAGS)  # --gpu: declared once (app/core/config.py), as `duet serve` and the window read it
     p.add_argument("--remote", metavar="URL", help="OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1)")
     p.add_argument("--remote-model", default="", metavar="NAME",
                    help="model name to send to the remote server (default: the one it lists in /v1/models)")

@@ -122,8 +122,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.allow_files and not Path(a.allow_files).is_dir():
         raise InputError(f"--allow-files {a.allow_files}: not a folder")
-    if a.max_body_mb <= 0 or a.max_tokens < 1 or a.timeout <= 0:
-        raise InputError("--max-body-mb and --timeout must be > 0 and --max-tokens ≥ 1")
     bad_origin = next((o for o in a.cors_origin if not o.startswith(("http://", "https://")) or o.count("/") != 2), None)
     if bad_origin is not None:  # '*' would let any web page the user visits call the server from their browser
         raise InputError(f"--cors-origin {bad_origin!r}: name each allowed origin as scheme://host[:port], "
@@ -133,6 +131,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise InputError("--allow-url-net only widens --allow-urls; add --allow-urls")
     if a.worker_fd is not None:
         return _serve_worker(a)
+    if a.engine == "vllm":  # many viewers: vLLM, started and supervised (app/engine/vllm_serve.py)
+        from app.engine.vllm_serve import serve_vllm
+
+        return serve_vllm(a)
     model, mmproj = resolve_model(a.model, a.mmproj)
     check_pair(model, mmproj)  # a wrong pair is said here, before the port and the key
     a.alias = a.alias or served_name(a.model)
@@ -169,9 +171,28 @@ def _serve_worker(a: argparse.Namespace) -> int:
         if k != "worker_fd":
             setattr(a, k, v)
     key = os.environ.pop("DUET_SERVE_API_KEY")
+    _exit_with_parent()
     sock = socket.socket(fileno=a.worker_fd)
     with sock:
         return _run_server(a, sock, key, parse_networks(a.allow_url_net))
+
+
+def _exit_with_parent() -> None:
+    """The server child ends when its supervisor is gone, however it went (a SIGKILL too): left running, it would
+    hold the port and answer with nobody to restart or stop it. It has no pipe to the supervisor to notice by, so
+    a daemon thread looks at its parent once a second (portable, unlike Linux's PR_SET_PDEATHSIG)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)  # the supervisor died: nothing is left to hand the socket to; uvicorn's threads go with us
+
+    threading.Thread(target=watch, name="duet-serve-parent", daemon=True).start()
 
 
 def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networks: object) -> int:
@@ -182,12 +203,13 @@ def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networ
 
     policy = ServePolicy(api_key=key, alias=a.alias, allow_files=Path(a.allow_files) if a.allow_files else None,
                          allow_urls=a.allow_urls, url_networks=url_networks, cors_origins=tuple(a.cors_origin),
-                         max_body_bytes=int(a.max_body_mb * 1024 * 1024), max_tokens=a.max_tokens,
-                         generation_timeout=a.timeout, queue_timeout=a.timeout)
+                         max_body_mb=a.max_body_mb, max_tokens=a.max_tokens, generation_timeout=a.generation_timeout,
+                         queue_timeout=a.generation_timeout, tokens_per_image=a.tokens_per_image)
     app = create_server_app(a.model, a.mmproj, n_ctx=a.n_ctx, n_gpu_layers=a.n_gpu_layers, alias=a.alias,
                             n_threads=resolve_threads(a.n_threads), policy=policy)
-    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning", limit_concurrency=64,
-                            timeout_keep_alive=5)
+    from app.engine.serve_conn import uvicorn_options  # header deadline and per-address caps (slowloris)
+
+    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning", **uvicorn_options(policy))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -195,6 +217,7 @@ def _run_server(a: argparse.Namespace, sock: socket.socket, key: str, url_networ
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``serve`` on the ``duet`` command's sub-parsers."""
     from app.core.config import BACKEND_FLAGS, BackendSettings, add_arguments
+    from app.engine.serve_policy import ServePolicy
 
     sv = subparsers.add_parser("serve", help="serve a model to other machines (OpenAI-compatible, for --remote)")
     sv.add_argument("--model", default="demo")
@@ -203,7 +226,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--alias", help="the model's name for clients (default: --model's library name, or the "
                     "GGUF file's stem)")
-    add_arguments(sv, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers"), BACKEND_FLAGS)
+    add_arguments(sv, BackendSettings, ("n_ctx", "n_threads", "n_gpu_layers", "gpu"), BACKEND_FLAGS)
     sv.add_argument("--api-key-file", help="where the API key is kept (created, 0600, on first start); "
                     "or set DUET_SERVE_API_KEY")
     sv.add_argument("--allow-files", metavar="DIR", help="also accept image paths / file:// URLs inside DIR")
@@ -215,11 +238,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "(repeatable; default: none)")
     sv.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                     help="allow browser pages from ORIGIN (repeatable; default: no CORS)")
-    sv.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted")
-    sv.add_argument("--max-tokens", type=int, default=512, help="cap on a reply's length in tokens")
-    sv.add_argument("--timeout", type=float, default=120.0,
-                    help="seconds a request may wait for the model, and seconds of generation before a reply is ended")
+    add_arguments(sv, ServePolicy, ("max_body_mb", "max_tokens", "tokens_per_image", "generation_timeout"),
+                  {"generation_timeout": "--timeout"})
     sv.add_argument("--in-process", action="store_true",
                     help="run llama.cpp in this process (default: a supervised child, restarted after a crash)")
     sv.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # the supervised child's socket
+    sv.add_argument("--engine", choices=("llama", "vllm"), default="llama",
+                    help="llama: llama.cpp, one chat at a time (the default); vllm: vLLM for many viewers, started "
+                    "and restarted by Duet (--model names a Hugging Face checkpoint folder; docs/scaling.md)")
+    sv.add_argument("--engine-url", metavar="URL", help="with --engine vllm: watch a vLLM already running at URL "
+                    "(started with the same key) instead of starting one")
+    sv.add_argument("--vllm", metavar="PATH", help="the vllm executable or its environment (default: $DUET_VLLM, "
+                    "then the one installer/vllm_env.sh made, then vllm on the PATH)")
+    sv.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                    help="an extra flag for vllm serve, as --vllm-arg=--dtype=float32 (repeatable)")
     sv.set_defaults(func=cmd_serve)

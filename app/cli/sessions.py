@@ -98,6 +98,8 @@ def cmd_feedback(a: argparse.Namespace) -> int:
     except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
         raise InputError("--correction is not valid UTF-8 text (the terminal passed other bytes); type it "
                          "again in UTF-8") from None
+    if len(correction) > fbk.MAX_TEXT_CHARS:  # before the session is read: nothing to do with it
+        raise InputError(fbk.too_long("--correction", len(correction)))
     s = _load(a)
     _check_times(a, s.steps)
     if a.undo:
@@ -158,7 +160,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     help="video time: the reply at or nearest it; for 'missed', the moment itself")
     fb.add_argument("--kind", required=True, choices=list(KINDS),
                     help="; ".join(f"{k}: {v}" for k, v in KINDS.items()))
-    fb.add_argument("--correction", metavar="TEXT", help="wrong: what it should have said; missed: required")
+    fb.add_argument("--correction", metavar="TEXT", help="wrong: what it should have said; missed: required "
+                    "(at most 1,000 characters: one turn's reply)")
     fb.add_argument("--to", type=float, metavar="SECONDS", help="late: when it should have spoken (default: one "
                                                                 "turn earlier)")
     fb.add_argument("--undo", action="store_true", help="withdraw this mark")

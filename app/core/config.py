@@ -39,6 +39,8 @@ from app.core.protocol import (
 )
 
 T = TypeVar("T")
+# A reply's longest length: the session's default, and a backend's when a caller (a test, a bench) names none.
+DEFAULT_MAX_NEW_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def _num(x: float) -> str:
     return str(x) if isinstance(x, int) else f"{x:g}"
 
 
-def _setting(default: Any, low: float, high: float, help: str, unit: str = "") -> Any:  # noqa: A002
+def setting(default: Any, low: float, high: float, help: str, unit: str = "") -> Any:  # noqa: A002
+    """A numeric settings field: its default, its valid range, its help (flags and controls derive from it)."""
     return field(default=default, metadata={"limit": Limit(low, high, help, unit)})
 
 
@@ -80,7 +83,7 @@ def _option(default: str, help: str, *, choices: tuple[str, ...] | None = None, 
     return field(default=default, metadata={"option": {"help": help, "choices": choices, "metavar": metavar}})
 
 
-def _validate(obj: object) -> None:
+def validate_limits(obj: object) -> None:
     for f in fields(obj):  # type: ignore[arg-type]
         lim = f.metadata.get("limit")
         if lim is not None:
@@ -94,23 +97,23 @@ CADENCES = ("keep", "live")
 class SessionConfig:
     """How one session watches and talks. Validated on creation: a bad value never reaches the model."""
 
-    interval: float = _setting(DEFAULT_INTERVAL_S, 0.1, 60.0, "seconds between frames (paper: 1 s)", "s")
-    frames_per_turn: int = _setting(DEFAULT_FRAMES_PER_TURN, 1, 4,
+    interval: float = setting(DEFAULT_INTERVAL_S, 0.1, 60.0, "seconds between frames (paper: 1 s)", "s")
+    frames_per_turn: int = setting(DEFAULT_FRAMES_PER_TURN, 1, 4,
                                     "frames the model sees before each decision (trained on 2)")
-    tokens_per_frame: int = _setting(DEFAULT_TOKENS_PER_FRAME, 4, 1024,
+    tokens_per_frame: int = setting(DEFAULT_TOKENS_PER_FRAME, 4, 1024,
                                      "visual tokens per frame (trained on 128)", "tokens")
-    talkativeness: float = _setting(0.0, -50.0, 50.0, "bias towards speaking (0 = as trained)")
-    max_new_tokens: int = _setting(128, 1, 1024, "longest reply", "tokens")
-    max_turns: int = _setting(0, 0, 10**9, "stop after N turns (0 = until the source ends)", "turns")
+    talkativeness: float = setting(0.0, -50.0, 50.0, "bias towards speaking (0 = as trained)")
+    max_new_tokens: int = setting(DEFAULT_MAX_NEW_TOKENS, 1, 1024, "longest reply", "tokens")
+    max_turns: int = setting(0, 0, 10**9, "stop after N turns (0 = until the source ends)", "turns")
     # When a step takes longer than the turn (app/engine/cadence.py).
     cadence: str = _option("keep", "slower than real time: keep every frame, or stay live (skip stale frames, "
                            "fewer tokens/frame)", choices=CADENCES)
-    min_tokens_per_frame: int = _setting(32, 4, 1024, "the lowest tokens per frame the live cadence may use",
+    min_tokens_per_frame: int = setting(32, 4, 1024, "the lowest tokens per frame the live cadence may use",
                                          "tokens")
     system_prompt: str = SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate_limits(self)
         if self.cadence not in CADENCES:
             raise SettingError(f"cadence must be one of {', '.join(CADENCES)}, got {self.cadence!r}")
 
@@ -132,9 +135,9 @@ class BackendSettings:
     ``n_threads`` 0 means the one policy in :func:`resolve_threads`.
     """
 
-    n_ctx: int = _setting(8192, 1024, 131072, "context window", "tokens")
-    n_threads: int = _setting(0, 0, 1024, "CPU threads (0 = automatic)")
-    n_gpu_layers: int = _setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
+    n_ctx: int = setting(8192, 1024, 131072, "context window", "tokens")
+    n_threads: int = setting(0, 0, 1024, "CPU threads (0 = automatic)")
+    n_gpu_layers: int = setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
     flash_attn: str = _option("auto", "auto (default): llama.cpp's choice on a GPU; on the CPU off for the text "
                               "model and on for the vision encoder, the faster way for each there "
                               "(docs/benchmarks.md)", choices=("auto", "on", "off"))
@@ -142,9 +145,11 @@ class BackendSettings:
     cpu_variant: str = _option("auto", "llama.cpp's CPU library: auto (the best this CPU runs; `duet doctor` names "
                                "it) or one by name, e.g. x64 (any x86-64), after a crash in a faster one",
                                metavar="NAME")
+    # The one GPU the engine may use, as `duet models recommend` numbers them; -1: llama.cpp's choice (all of them).
+    gpu: int = setting(-1, -1, 63, "run on this GPU only (its number in `duet models recommend`; -1 = automatic)")
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate_limits(self)
         choices = option(BackendSettings, "flash_attn")["choices"]
         if self.flash_attn not in choices:
             raise SettingError(f"flash_attn must be one of {', '.join(choices)}, got {self.flash_attn!r}")
@@ -160,6 +165,7 @@ APP_LIMITS: dict[tuple[str, str], Limit] = {
     ("overlay", "fade_seconds"): Limit(3.0, 300.0, "seconds before a reply on the overlay fades", "s"),
     ("overlay", "font_size"): Limit(9, 40, "the overlay's text size", "pt"),
     ("speech", "rate"): Limit(80, 400, "speaking rate", "words/min"),
+    ("session", "gpu"): Limit(-2, 63, "the GPU the model runs on: its number, -1 automatic, -2 CPU only"),
 }
 
 
@@ -207,7 +213,22 @@ def cli_help(cls: type, name: str) -> str:
     return f"{lim.help}; {lim.describe()}, default {default(cls, name)!s}"
 
 
-BACKEND_FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers"}
+BACKEND_FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers", "gpu": "--gpu"}
+
+# The window's GPU choice, settings.toml's ``[session] gpu``: a GPU's number, or one of these.
+GPU_AUTO = -1  # llama.cpp's choice (every GPU it can use; the CPU when there is none)
+GPU_CPU_ONLY = -2  # no layer on any GPU (as --gpu-layers 0)
+
+
+def backend_for_gpu(choice: int, base: BackendSettings | None = None) -> BackendSettings:
+    """The BackendSettings that the window's GPU choice means: the same fields ``--gpu N`` and
+    ``--gpu-layers 0`` set for `duet run` and `duet serve`, so the three read one choice one way."""
+    import dataclasses
+
+    base = base or BackendSettings()
+    if choice == GPU_CPU_ONLY:
+        return dataclasses.replace(base, gpu=GPU_AUTO, n_gpu_layers=0)
+    return dataclasses.replace(base, gpu=choice)
 
 
 def option(cls: type, name: str) -> dict[str, Any]:

@@ -35,6 +35,11 @@ from app.core.errors import InputError
 from app.core.protocol import NO_REPLY
 
 SCHEMA_VERSION = 2
+# The longest correction (or "what should have been said") a mark may hold. A turn's reply is at most
+# max_new_tokens (128 by default, ≈ 500 characters); a correction is trained as that reply, so 1,000
+# characters is room for any reply and a half. A 120 KB correction made one training step take 374 s
+# (and a SIGTERM land ~200 s late); the same cap applies where training data is built from sessions.
+MAX_TEXT_CHARS = 1000
 
 # kind → the label the UI shows (the chat's buttons, the exports)
 KINDS: dict[str, str] = {
@@ -106,6 +111,14 @@ def validate(fb: Feedback) -> None:
         raise FeedbackError("to_time is only for 'late' and must be a video time ≥ 0 before the reply's time")
     if not isinstance(fb.text, str) or _surrogate(fb.text):
         raise FeedbackError("feedback text must be valid UTF-8 text (it holds bytes that are not)")
+    if len(fb.text) > MAX_TEXT_CHARS:
+        raise FeedbackError(too_long("a correction", len(fb.text)))
+
+
+def too_long(what: str, n: int) -> str:
+    """The message for a text over :data:`MAX_TEXT_CHARS`, with the cap and why."""
+    return (f"{what} may be at most {MAX_TEXT_CHARS:,} characters (what the model says in one turn), and this "
+            f"one has {n:,}; write the sentence or two the model should have said")
 
 
 def _surrogate(text: str) -> bool:

@@ -12,6 +12,8 @@ SYSTEM_PROMPT = (
     '"NO REPLY".'
 )
 NO_REPLY = "NO REPLY"
+# The name a server gives MMDuet2 and a client asks for when none is chosen (not a trained string).
+MODEL_NAME = "mmduet2"
 MUST_REPLY_PREFIX = "I must reply.\n"
 
 IM_START = "<|im_start|>"

@@ -218,8 +218,12 @@ class SessionWriter:
         """Any other record: ``gap`` (a live stream was paused), ``fold`` (a reply folded on screen)."""
         self._append(dict(record))
 
-    def add_question(self, text: str, *, spoken: bool = False) -> None:
-        self._append({"type": "question", "text": text, "spoken": spoken})
+    def add_question(self, text: str, *, spoken: bool = False, asked_at: float | None = None) -> None:
+        """``asked_at``: the stream's time when the user asked, which may be before the step that carries it."""
+        record: dict[str, object] = {"type": "question", "text": text, "spoken": spoken}
+        if asked_at is not None:
+            record["time"] = round(float(asked_at), 3)
+        self._append(record)
         self.records += 1
 
     def add_feedback(self, turn: int, kind: str, on: bool = True, text: str = "") -> fbk.Feedback:

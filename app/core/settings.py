@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from app.core.atomic import write_text_atomic
 from app.core.bounded import read_regular_text
-from app.core.config import APP_LIMITS, Limit, SessionConfig, default, limit
+from app.core.config import APP_LIMITS, BackendSettings, Limit, SessionConfig, default, limit
 from app.core.errors import SettingError
 from app.core.formats import KEY as FORMAT_KEY
 from app.core.formats import SETTINGS_FORMAT, upgrade
@@ -37,6 +37,7 @@ MAX_BYTES = 1 << 20  # a settings file is a few KB: a larger one (or a FIFO, a d
 LIMITS: dict[tuple[str, str], Limit] = {
     **{("session", name): limit(SessionConfig, name)
        for name in ("interval", "frames_per_turn", "talkativeness")},
+    **{("session", name): limit(BackendSettings, name) for name in ("n_ctx", "n_threads")},
     **APP_LIMITS,
 }
 
@@ -49,6 +50,8 @@ class SessionSettings:
     frames_per_turn: int = default(SessionConfig, "frames_per_turn")
     talkativeness: float = default(SessionConfig, "talkativeness")
     gpu: int = -1  # the GPU llama.cpp runs on (its number in `duet models recommend`); -1 = llama.cpp's choice
+    n_ctx: int = default(BackendSettings, "n_ctx")  # the engine's context window, as --n-ctx
+    n_threads: int = default(BackendSettings, "n_threads")  # its CPU threads, as --threads (0 = automatic)
 
 
 @dataclass

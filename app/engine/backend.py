@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from app.core.config import DEFAULT_MAX_NEW_TOKENS
 from app.core.errors import ResourceError
 from app.core.types import StepTimings
 
@@ -50,7 +51,7 @@ class Backend(Protocol):
         *,
         must_reply: bool = False,
         talkativeness: float = 0.0,
-        max_new_tokens: int = 128,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     ) -> BackendStep:
         """Append one user turn (images first, then text) and produce the assistant turn."""
 

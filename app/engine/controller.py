@@ -29,7 +29,6 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 
 from app.capture.base import CaptureError, FrameSource, SourceHealth
 from app.core.config import SessionConfig
@@ -38,6 +37,7 @@ from app.core.sessions import SessionStore, SessionWriter
 from app.core.types import Frame, StepResult
 from app.engine.backend import Backend, BackendError
 from app.engine.events import (
+    EndReason,
     Event,
     Failed,
     Finished,
@@ -53,10 +53,11 @@ from app.engine.events import (
     StepDone,
 )
 from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
+from app.engine.frame_tap import FrameTap, close_quietly
 from app.engine.session import ProactiveSession
 from app.engine.transcript import Transcript
 
-__all__ = ["Event", "Failed", "Finished", "FrameSampled", "Gap", "HealthChanged", "Listener", "Loading", "Problem",
+__all__ = ["EndReason", "Event", "Failed", "Finished", "FrameSampled", "Gap", "HealthChanged", "Listener", "Loading", "Problem",
            "RunRequest", "SessionController", "BackendFactory", "SourceFactory", "Started", "State", "StateChanged", "StepDone", "default_backend"]
 
 log = logging.getLogger("duet.controller")
@@ -96,6 +97,8 @@ class SessionController:
         self._reserved = False
         self._free_after_run = False
         self._health = SourceHealth.OK
+        self._early: list[tuple[str, bool, float | None, float | None]] = []  # questions asked while loading (ask)
+        self._seen: tuple[float, float] | None = None  # the newest frame's time, and when it came (stream_time)
         # After the engine's process died (app/engine/engine_process.py): the BackendSettings changes the next
         # start uses (CPU only, portable kernels), for as long as this controller lives.
         self.fallback: dict[str, object] = {}
@@ -130,15 +133,34 @@ class SessionController:
         self._emit(StateChanged(state))
 
     # ---- control from any thread --------------------------------------------------------------
-    def ask(self, text: str, *, spoken: bool = False, at: float | None = None) -> bool:
-        """Queue a question for the next turn; False when no session is running to take it."""
+    def ask(self, text: str, *, spoken: bool = False, at: float | None = None, asked_at: float | None = None) -> bool:
+        """Queue a question for the next turn (or the first at/after video time ``at``); False when no session is
+        starting or running to take it. ``asked_at``: the stream time it was typed at, kept in the transcript.
+
+        One asked while the model loads is kept here and goes with the first step: refusing it made the user
+        wait for a state they cannot see, and type it again."""
         text = text.strip()
-        session = self.session
-        if not text or session is None or self._state not in (State.RUNNING, State.PAUSED):
-            return False
+        with self._lock:
+            session, early = self.session, self._state == State.LOADING and not self._stopping
+            if text and early:
+                self._early.append((text, spoken, at, asked_at))
+        if early or not text or session is None or self._state not in (State.RUNNING, State.PAUSED):
+            return bool(text) and early
         session.ask(text, at=at)
-        self.transcript.question(text, spoken=spoken)
+        self.transcript.question(text, spoken=spoken, asked_at=asked_at)
         return True
+
+    @property
+    def stream_time(self) -> float:
+        """The stream's time now, to stamp a question when it is typed rather than when a step carries it:
+        a video file's own clock (what it plays), else the newest frame's time plus the wall time since."""
+        playing = getattr(self.source, "playing_at", None)
+        if isinstance(playing, (int, float)):
+            return float(playing)
+        seen = self._seen
+        if seen is None:
+            return self.video_time
+        return seen[0] + (0.0 if self._state == State.PAUSED else time.monotonic() - seen[1])
 
     @property
     def video_time(self) -> float:
@@ -188,7 +210,7 @@ class SessionController:
         if session is not None:
             session.stop()
         if source is not None:
-            threading.Thread(target=_close_quietly, args=(source,), name="duet-close-source", daemon=True).start()
+            threading.Thread(target=close_quietly, args=(source,), name="duet-close-source", daemon=True).start()
 
     def set_talkativeness(self, value: float) -> None:
         """Change how talkative the running session is, from its next step (range-checked)."""
@@ -250,35 +272,36 @@ class SessionController:
             self._pauses_seen = self._pauses
             self.transcript.reset()
             self.last_result = None
+            self._early, self._seen = [], None
         self._set_state(State.LOADING)
         return True
 
-    def run(self, request: RunRequest) -> str:
-        """Run one session to its end and return why it ended ("ended", "stopped", "error", "max turns")."""
+    def run(self, request: RunRequest) -> EndReason:
+        """Run one session to its end and return why it ended."""
         with self._lock:
             reserved, self._reserved = self._reserved, False
         if not reserved and not self.reserve():
             raise RuntimeError("a session is already running on this controller")
         with self._lock:
             self._reserved = False
-        reason = "ended"
+        reason = EndReason.ENDED
         try:
             reason = self._run(request)
         except DuetError as e:
-            reason = "error"
+            reason = EndReason.ERROR
             crash = next((x for x in (e, e.__cause__) if getattr(x, "fallback", None) is not None), None)
             if crash is not None:  # the engine's process died (app/engine/engine_process.py): never reuse it
                 self._drop_dead_backend(crash)
             self._emit(Failed(self._describe(e)))
         except Exception as e:  # never die silently: the user gets the message, the log the traceback
             log.exception("session crashed")
-            reason = "error"
+            reason = EndReason.ERROR
             self._emit(Failed(f"Unexpected error: {type(e).__name__}: {e}"))
         finally:
             self._finish(reason)
         return reason
 
-    def _run(self, request: RunRequest) -> str:
+    def _run(self, request: RunRequest) -> EndReason:
         try:
             backend = self._ensure_backend(request)
         except (DuetError, OSError) as e:
@@ -287,29 +310,35 @@ class SessionController:
         with self._lock:
             self.source = source
             if self._stopping:  # stop was pressed while the model or source was loading
-                return "stopped"
+                return EndReason.STOPPED
             self.session = session = ProactiveSession(backend, request.config)
         for text, at in request.questions:
             session.ask(text, at=at)
-        device = getattr(backend, "device", "?")
+        device = backend.device
         self.transcript.open(request, device, source.name)
         with self._lock:
             go = not self._stopping
-            if go:
+            if go:  # the questions asked while loading go now: ask() queues no more once the state changes
                 self._state = State.RUNNING
+            early, self._early = self._early, []
+        for text, spoken, at, asked_at in early if go else ():
+            session.ask(text, at=at)
+            self.transcript.question(text, spoken=spoken, asked_at=asked_at)
         if go:
             self._emit(StateChanged(State.RUNNING))
         self._emit(Started(device, source.name))
-        for result in session.run(_Tap(source, self)):
+        tap = FrameTap(source, stopping=lambda: self._stopping, hold=self._hold_while_paused,
+                       check_health=self.check_health, passed=self._frame_passed)
+        for result in session.run(tap):
             self.last_result = result
             self.transcript.step(result)
             self._emit(StepDone(result))
             if self._stopping:
                 break
         if self._stopping:
-            return "stopped"
+            return EndReason.STOPPED
         cap = request.config.max_turns
-        return "max turns" if cap and session.turn >= cap else "ended"
+        return EndReason.MAX_TURNS if cap and session.turn >= cap else EndReason.ENDED
 
     def _drop_dead_backend(self, crash: BaseException) -> None:
         with self._lock:
@@ -330,6 +359,9 @@ class SessionController:
             self._emit(Loading(f"Loading model {request.model}…"))
             self.backend = self.backend_factory(request)
             self._backend_key = key
+            if hasattr(self.backend, "on_status"):  # a remote server's long wait is said while it lasts
+                emit = weakref.WeakMethod(self._emit)
+                self.backend.on_status = lambda message: _call_alive(emit, Problem(message))
         return self.backend
 
     def _open_source(self, request: RunRequest) -> FrameSource:
@@ -343,20 +375,21 @@ class SessionController:
         try:
             source.open()
         except BaseException:
-            _close_quietly(source)
+            close_quietly(source)
             raise
         return source
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: EndReason) -> None:
         with self._lock:
             source, self.source = self.source, None
             self.session = None
             self._resume.set()
             self._paused_at = None
             self._pauses_seen = self._pauses
+            self._early = []  # asked while a start failed: the window says they were not sent
         if source is not None:
-            _close_quietly(source)
-        self.transcript.close(reason)  # a session that never got a turn (the reason was shown) leaves none
+            close_quietly(source)
+        self.transcript.close(reason.value)  # a session that never got a turn (the reason was shown) leaves none
         with self._lock:
             self._in_run = False
             free = self._free_after_run
@@ -378,7 +411,11 @@ class SessionController:
             return f"The model failed: {e}"
         return str(e)
 
-    # ---- pauses (loop thread, called by _Tap) -------------------------------------------------
+    # ---- the loop thread, called by its FrameTap ----------------------------------------------
+    def _frame_passed(self, frame: Frame) -> None:
+        self._seen = (frame.time, time.monotonic())
+        self._emit(FrameSampled(frame))
+
     def _hold_while_paused(self) -> bool:
         """Block while paused. True when the frame in hand must be dropped (a live source's gap).
 
@@ -402,8 +439,6 @@ class SessionController:
         return True
 
 
-
-
 class _StartError(DuetError):
     """A failure to start whose message is already written for the user."""
 
@@ -412,41 +447,3 @@ def _call_alive(method: weakref.WeakMethod, event: Event) -> None:
     bound = method()
     if bound is not None:
         bound(event)
-
-
-def _close_quietly(source: FrameSource) -> None:
-    try:
-        source.close()
-    except Exception:
-        log.exception("closing the source failed")
-
-
-class _Tap(FrameSource):
-    """Wraps the real source: reports each frame and its health, holds the loop while paused."""
-
-    def __init__(self, inner: FrameSource, controller: SessionController) -> None:
-        self.inner = inner
-        self.controller = controller
-        self.name = inner.name
-        self.live = inner.live
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def sample(self, interval: float) -> Iterator[Frame]:
-        c = self.controller
-        for frame in self.inner.sample(interval):
-            if c._stopping:
-                return
-            if c._hold_while_paused():
-                continue  # a live source's frame from before the pause: stale
-            if c._stopping:
-                return
-            c.check_health()
-            c._emit(FrameSampled(frame))
-            yield frame
-        if not c._stopping:  # the source ended by itself (a file's end); a stop closing it is no health news
-            c.check_health()

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.config import DEFAULT_MAX_NEW_TOKENS
 from app.core.types import StepTimings
 from app.engine import engine_wire as wire
 from app.engine.backend import BackendError, BackendStep
@@ -156,7 +157,7 @@ class EngineProcess:
         self._call({"op": "reset", "system_prompt": system_prompt})
 
     def step(self, images: Sequence[np.ndarray], text: str = "", *, must_reply: bool = False,
-             talkativeness: float = 0.0, max_new_tokens: int = 128) -> BackendStep:
+             talkativeness: float = 0.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> BackendStep:
         with self._lock:
             self._check_alive()
             descriptor = self._frames.put(images)

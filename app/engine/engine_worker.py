@@ -93,6 +93,11 @@ def _load(req: dict[str, Any]) -> dict[str, Any]:
     variant = (req.get("settings") or {}).get("cpu_variant", "auto")
     if variant != "auto":
         os.environ["DUET_CPU_VARIANT"] = variant
+    gpu = (req.get("settings") or {}).get("gpu", -1)
+    if isinstance(gpu, int) and gpu >= 0:  # BackendSettings.gpu: before llama.cpp reads the devices it may use
+        from app.modelhub.hardware import select_gpu
+
+        select_gpu(gpu)
     if req.get("nice"):
         try:  # the whole engine yields to the window (and to the rest of the desktop)
             os.nice(int(req["nice"]))

@@ -24,6 +24,19 @@ class State(str, enum.Enum):
     STOPPING = "stopping"
 
 
+class EndReason(str, enum.Enum):
+    """Why a session ended: :class:`Finished`'s reason, what ``SessionController.run`` returns, and the
+    ``reason`` a saved session's ``end`` record keeps (its value). A ``str`` enum, like :class:`State`."""
+
+    ENDED = "ended"  # the source ended by itself (a file's end)
+    STOPPED = "stopped"  # the user (or a closing window) stopped it
+    ERROR = "error"  # a failure ended it; a Failed event said which
+    MAX_TURNS = "max turns"  # SessionConfig.max_turns reached
+
+    def __str__(self) -> str:  # the value in messages and f-strings, on every Python version
+        return self.value
+
+
 # ---- events (each a small frozen dataclass; the listener branches on the type) -----------------
 @dataclass(frozen=True)
 class StateChanged:
@@ -83,7 +96,7 @@ class Failed:
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # "ended" | "stopped" | "error" | "max turns"
+    reason: EndReason
 
 
 Event = StateChanged | Loading | Started | FrameSampled | StepDone | Gap | HealthChanged | Problem | Failed | Finished

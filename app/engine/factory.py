@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from app.capture.base import FrameSource
 from app.core.config import BackendSettings, SessionConfig, lower_compute_priority, resolve_threads
+from app.core.protocol import MODEL_NAME
 from app.engine.backend import Backend
 
 
@@ -23,7 +24,7 @@ class RemoteSpec:
     """An OpenAI-compatible server to use instead of the in-process engine."""
 
     url: str
-    model: str = "mmduet2"
+    model: str = MODEL_NAME
     api_key_env: str = "DUET_API_KEY"
 
 
@@ -41,9 +42,9 @@ def make_backend(model: str, mmproj: str | None = None, settings: BackendSetting
     the file or setting at fault.
     """
     if remote is not None:
-        from app.engine.remote_backend import RemoteBackend
+        from app.engine.vllm_remote import remote_backend  # vLLM gets its prefix-cache-friendly backend
 
-        return RemoteBackend(remote.url, model=remote.model, api_key_env=remote.api_key_env)
+        return remote_backend(remote.url, model=remote.model, api_key_env=remote.api_key_env)
     from app.engine.llama_backend import LlamaBackend, LlamaSettings
     from app.modelhub.library import resolve_model
 

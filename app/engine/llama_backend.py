@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from app.core import protocol
-from app.core.config import BackendSettings, resolve_threads
+from app.core.config import DEFAULT_MAX_NEW_TOKENS, BackendSettings, resolve_threads
 from app.core.types import StepTimings
 from app.engine.backend import BackendError, BackendStep
 from app.engine.embed_cache import EmbeddingCache
@@ -211,7 +211,7 @@ class LlamaBackend:
 
     # ---- one step: prefill, decide, reply -------------------------------------------------------
     def step(self, images: Sequence[np.ndarray], text: str = "", *, must_reply: bool = False,
-             talkativeness: float = 0.0, max_new_tokens: int = 128) -> BackendStep:
+             talkativeness: float = 0.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> BackendStep:
         t_start = time.perf_counter()
         timings = StepTimings()
         rec, reused = self._prefill(list(images), text, must_reply, max_new_tokens, timings)

@@ -1,17 +1,21 @@
 """Serving MMDuet2 to other machines with llama-cpp-python's OpenAI-compatible server, safely.
 
-llama-cpp-python's stock ``Qwen25VLChatHandler`` renders ``<|im_start|>assistant`` without the
-newline the model was trained to see (Jinja trims a template's trailing newline), which measurably
-changes its answers. :class:`MMDuet2ChatHandler` is that handler with the template fixed; ``duet
-serve`` installs it into the stock server, so a remote Duet talks to exactly the trained prompt.
+``duet serve`` installs :class:`MMDuet2ChatHandler` (:mod:`app.engine.serve_handler`: the stock Qwen2.5-VL
+handler with the trained prompt's newline, and ways to end a chat nobody waits for) into the stock server.
 
 The stock server is built for a trusted desk, not a network: no key, CORS open to every origin with
 credentials, and an ``image_url`` is fetched with ``urllib.urlopen`` — ``file:///`` reads any local
 file, ``http://`` makes the server fetch any URL, a FIFO or a silent URL blocks it. :class:`ServeGuard`
 is a plain ASGI layer in front of it that makes the defaults safe:
 
-* every request needs the API key (``Authorization: Bearer …``); only the routes OpenAI chat clients use
-  (``/v1/chat/completions``, ``/v1/models`` and ``/v1/models/NAME``) exist; no CORS unless origins are named;
+* before a request reaches the guard, the connection does (:mod:`app.engine.serve_conn`): its headers must
+  arrive within ``header_timeout`` seconds of the accept, and connections still sending headers are
+  limited per client address, the oldest closed first, so sockets that never finish a request (slowloris)
+  cannot crowd out a client holding the key;
+* every request needs the API key (``Authorization: Bearer …``), checked as soon as its headers are in:
+  a stranger gets a 401 and the connection closed, before any body is read or any work done; only the
+  routes OpenAI chat clients use (``/v1/chat/completions``, ``/v1/models`` and ``/v1/models/NAME``)
+  exist; no CORS unless origins are named;
 * the served model has one name, the alias (``duet serve`` defaults it to the model's own name: ``demo``, a
   library name, a file's stem): ``/v1/models`` lists it, a chat naming another model gets OpenAI's 404
   ``model_not_found`` (a client set up for another model learns so, rather than being answered by this one),
@@ -23,14 +27,19 @@ is a plain ASGI layer in front of it that makes the defaults safe:
   redirect hop checked the same way); allowed ones are fetched *here*, with size and time limits
   covering the whole redirect chain, and passed on as data URLs, so the chat handler itself never
   opens a path or a URL (it refuses to);
-* every image is checked for its pixel count before the model sees it (decompression bombs);
+* every image is checked for its pixel count before the model sees it (decompression bombs), and one
+  larger than the frame budget (``tokens_per_image``, the live session's 128 tokens by default) is
+  resized to it here, one image at a time (:mod:`app.engine.serve_images`), so no request makes the
+  vision encoder work on thousands of tokens;
 * ``/v1/models`` is answered by the guard itself, so it answers while a chat is running; chats are
-  queued one at a time and a queued one gives up with HTTP 503 after ``queue_timeout`` seconds;
+  queued one at a time (at most ``max_queued`` waiting; more get HTTP 503 at once) and a queued one gives
+  up with HTTP 503 after ``queue_timeout`` seconds;
 * replies are capped in tokens, and generation stops at ``generation_timeout`` seconds (a logits
   processor forces the end-of-text token), so no request holds the model indefinitely;
-* a client that closes its connection gives the model back: a chat still queued is dropped, and one
-  being generated is ended at its next token (:class:`GenerationControl`), so the next request is
-  served at once instead of after a reply nobody will read;
+* a client that closes its connection gives the model back: a chat still queued is dropped, one whose
+  prompt is being evaluated is ended before its next image, and one being generated at its next token
+  (:class:`GenerationControl`), so the next request is served at once instead of after a reply nobody
+  will read;
 * ``stream: true`` (what chat front ends send by default) is answered with the stock server's
   server-sent events (``chat.completion.chunk`` objects, then ``data: [DONE]``) under all the limits
   above; the stream holds the model until it ends, and a client that stops reading it (every piece must
@@ -46,17 +55,14 @@ import contextlib
 import json
 import logging
 import secrets
-import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from llama_cpp.llama_chat_format import Qwen25VLChatHandler
-
-from app.core import protocol
+from app.core.protocol import MODEL_NAME
+from app.engine.serve_handler import GenerationControl, MMDuet2ChatHandler, PromptCancelled  # noqa: F401
 from app.engine.serve_policy import (  # noqa: F401 - re-exported: callers and tests import them from here
     ImageRefused,
     ServePolicy,
@@ -77,79 +83,6 @@ log = logging.getLogger("duet.serve")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
-
-
-class GenerationControl:
-    """Lets the guard end the generation in progress when its client has gone away.
-
-    The guard runs one chat at a time, so one control serves the whole server: the guard calls
-    :meth:`begin` when a chat gets the model and :meth:`cancel` when that chat's client disconnects;
-    the chat handler's logits processor (in llama.cpp's worker thread) reads :meth:`stop_requested`
-    before every token and counts them. Prompt evaluation (image encoding, prefill) cannot be
-    interrupted in llama.cpp: a cancel takes effect at the first generated token.
-    """
-
-    def __init__(self) -> None:
-        self._cancel = threading.Event()
-        self.tokens = 0
-
-    def begin(self) -> None:
-        self._cancel.clear()
-        self.tokens = 0
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def stop_requested(self) -> bool:
-        return self._cancel.is_set()
-
-
-class MMDuet2ChatHandler(Qwen25VLChatHandler):
-    DEFAULT_SYSTEM_MESSAGE = protocol.SYSTEM_PROMPT
-    # The stock template with its final newline emitted by an expression, which Jinja does not trim.
-    CHAT_FORMAT = Qwen25VLChatHandler.CHAT_FORMAT.removesuffix("<|im_start|>assistant\n") + (
-        "<|im_start|>assistant{{ '\\n' }}")
-
-    generation_timeout: float | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.control = GenerationControl()
-
-    def load_image(self, image_url: str) -> bytes:
-        """Inline data only: the guard has already turned every allowed file or URL into a data URL."""
-        if not image_url.startswith("data:"):
-            raise ImageRefused("only inline data: image URLs are accepted")
-        return decode_data_url(image_url, 1 << 62)
-
-    def __call__(self, **kwargs: Any) -> Any:
-        """Generate, ending the reply (end-of-text forced) past the time limit or when cancelled."""
-        from llama_cpp import LogitsProcessorList
-
-        limit = self.generation_timeout
-        deadline = time.monotonic() + limit if limit else None
-        eos = kwargs["llama"].token_eos()
-        control = self.control
-        ended = False
-
-        def stop_when_told(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            nonlocal ended
-            if ended:  # already forced: the end-of-text token is being sampled
-                return scores
-            if control.stop_requested():
-                log.warning("generation cancelled after %d tokens: the client went away", control.tokens)
-            elif deadline is not None and time.monotonic() > deadline:
-                log.warning("generation passed %.0f s; ending the reply", limit)
-            else:
-                control.tokens += 1
-                return scores
-            ended = True
-            scores = np.full_like(scores, -np.inf)
-            scores[eos] = 0.0
-            return scores
-
-        kwargs["logits_processor"] = LogitsProcessorList([*(kwargs.get("logits_processor") or []), stop_when_told])
-        return super().__call__(**kwargs)
 
 
 # ---- the ASGI guard ------------------------------------------------------------------------------
@@ -194,6 +127,7 @@ class ServeGuard:
         self.cancelled = 0  # chats whose client left while they were on the model
         self.waiting = 0  # chats queued for the model now
         self.stalled = 0  # chats whose client stopped reading its reply
+        self.refused = 0  # requests without the key (answered 401, connection closed)
         self.created = int(time.time())  # the served model's "created", as OpenAI's model objects carry one
 
     def _authorized(self, scope: Scope) -> bool:
@@ -234,7 +168,9 @@ class ServeGuard:
         method, path = scope["method"], scope["path"].rstrip("/")
         if not self._authorized(scope):
             await _respond(send, 401, _error("missing or wrong API key (send 'Authorization: Bearer KEY')",
-                                             "authentication_error"), [(b"www-authenticate", b"Bearer")])
+                                             "authentication_error"),
+                           [(b"www-authenticate", b"Bearer"), (b"connection", b"close")])
+            self.refused += 1  # a stranger costs a 401 and nothing else: no body read, no keep-alive
             return
         if method == "GET" and path.startswith(self.MODEL_ROUTE):
             name = urllib.parse.unquote(path.removeprefix(self.MODEL_ROUTE))
@@ -320,6 +256,10 @@ class ServeGuard:
             else:
                 log.warning("client %s closed the connection while queued; its chat is dropped", client)
 
+        if self.waiting >= self.policy.max_queued:  # keyed clients too are bounded: uvicorn's cap counted strangers
+            await _respond(send, 503, _error(f"the model is busy and {self.waiting} chats are waiting for it; "
+                                             "try again later", "server_busy"), [(b"retry-after", b"5")])
+            return
         watcher = asyncio.ensure_future(watch())
         try:
             if not await self._acquire(gone):
@@ -460,7 +400,7 @@ class _TooLarge(Exception):
 
 
 def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, n_gpu_layers: int = -1,
-                      n_threads: int | None = None, alias: str = "mmduet2", policy: ServePolicy | None = None):
+                      n_threads: int | None = None, alias: str = MODEL_NAME, policy: ServePolicy | None = None):
     """The stock llama-cpp-python FastAPI app with the MMDuet2 chat handler, behind a :class:`ServeGuard`.
 
     The pair is validated before llama.cpp loads it (a mismatched pair would otherwise "serve" and

@@ -4,14 +4,14 @@ Split from :mod:`app.engine.serve` (the ASGI guard in front of the stock server)
 functions over a :class:`ServePolicy`, so each rule is tested without a server. The rules themselves are
 listed in that module's docstring: images inline by default; files only inside an allowed folder;
 URLs only when allowed, at public addresses (or networks the user named), every redirect hop checked,
-with one size and time limit for the whole chain; every image checked for its pixel count.
+with one size and time limit for the whole chain; every image checked for its pixel count, and resized
+to the frame budget when larger (:mod:`app.engine.serve_images`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import http.client
 import io
 import ipaddress
@@ -20,15 +20,17 @@ import secrets
 import socket
 import ssl
 import stat
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.config import SessionConfig, limit, setting, validate_limits
 from app.core.errors import InputError
 from app.core.paths import user_dir
+from app.core.protocol import DEFAULT_TOKENS_PER_FRAME, MODEL_NAME
+from app.engine.deadline import ExchangeDeadline
 
 
 class ImageRefused(InputError):
@@ -40,22 +42,40 @@ class ServePolicy:
     """What ``duet serve`` accepts. The defaults are the safe ones (see the module docstring)."""
 
     api_key: str
-    alias: str = "mmduet2"
+    alias: str = MODEL_NAME
     allow_files: Path | None = None  # a folder whose regular files may be named by path / file:// URL
     allow_urls: bool = False  # fetch http(s) image URLs (public addresses only, see url_address_allowed)
     url_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # non-public ones allowed too
     max_redirects: int = 3  # each hop checked like the first
     cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_mb: float = setting(64.0, 0.01, 4096.0, "largest request body accepted", "MB")
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     max_images: int = 64
-    max_tokens: int = 512
+    max_tokens: int = setting(512, 1, 32768, "cap on a reply's length", "tokens")
     body_timeout: float = 30.0  # seconds to receive a whole request body
     fetch_timeout: float = 10.0  # seconds to fetch one allowed URL / read one allowed file
     queue_timeout: float = 120.0  # seconds a chat may wait for the model before HTTP 503
-    generation_timeout: float = 120.0  # seconds of token generation before the reply is ended
+    generation_timeout: float = setting(120.0, 1.0, 86400.0, "seconds a request may wait for the model, and seconds of generation before a reply is ended", "s")
     send_timeout: float = 30.0  # seconds a client may leave a piece of its reply unread (a stalled stream)
+    # Larger images are resized to it (app/engine/serve_images.py); the range of the sessions' tokens_per_frame.
+    tokens_per_image: int = setting(DEFAULT_TOKENS_PER_FRAME, limit(SessionConfig, "tokens_per_frame").low,
+                                    limit(SessionConfig, "tokens_per_frame").high,
+                                    "images larger than N visual tokens are resized to N before the model sees them, "
+                                    "as a live session's frames are (as trained; match the clients' tokens_per_frame)",
+                                    "tokens")
+    max_queued: int = 64  # chats waiting for the model at once; more get 503 at once
+    # Connections before their request (app/engine/serve_conn.py): slowloris sockets cannot crowd out a keyed client.
+    header_timeout: float = 5.0  # seconds from the accept (or the last reply) to a request's complete headers
+    header_waits_per_client: int = 16  # connections one address (an IPv6 /64) may have still sending headers
+    header_waits: int = 512  # the same, all addresses together; past either, the oldest such connection is closed
+
+    def __post_init__(self) -> None:
+        validate_limits(self)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
 
 # ---- API key -------------------------------------------------------------------------------------
@@ -223,55 +243,45 @@ def _get_once(url: str, where: str, policy: ServePolicy, deadline: float) -> tup
         raise ImageRefused(f"{where}: {host} is {shown}, a loopback, private or otherwise non-public address; "
                            f"this server fetches only public addresses (start it with --allow-url-net "
                            f"{addresses[0].split('%')[0]}/{32 if ':' not in addresses[0] else 128} to allow it)")
-    expired = threading.Event()
     sock: socket.socket | None = None
-
-    def cut() -> None:  # the deadline covers the whole exchange: a server trickling bytes is cut off too
-        expired.set()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(remaining, cut)
-    watchdog.daemon = True
-    watchdog.start()
     conn = None
-    try:
-        sock = socket.create_connection((allowed[0], port), timeout=remaining)
-        if expired.is_set():
-            raise TimeoutError
-        if scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        conn = (http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection)(host, port)
-        conn.sock = sock  # pinned: the checked address, with the name in Host (and for TLS, SNI and the certificate)
-        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                     headers={"User-Agent": "duet-serve", "Accept": "image/*"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return resp.status, resp.getheader("Location"), b""
-        if (resp.length or 0) > policy.max_image_bytes:
-            raise ImageRefused(f"{where}: {resp.length} bytes; the server accepts at most {policy.max_image_bytes}")
-        chunks, size = [], 0
-        while chunk := resp.read(65536):
-            size += len(chunk)
-            if size > policy.max_image_bytes:
-                raise ImageRefused(f"{where}: larger than the server's limit of {policy.max_image_bytes} bytes")
-            chunks.append(chunk)
-        if expired.is_set():
-            raise TimeoutError
-        return 200, None, b"".join(chunks)
-    except ImageRefused:
-        raise
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        if expired.is_set() or isinstance(e, TimeoutError):
-            raise ImageRefused(f"{where}: not fetched within {policy.fetch_timeout:g} s") from None
-        raise ImageRefused(f"{where}: could not be fetched ({e})") from None
-    finally:
-        watchdog.cancel()
-        if conn is not None:
-            conn.close()
-        elif sock is not None:
-            sock.close()
+    # One deadline covers the whole exchange (app/engine/deadline.py): a server trickling bytes is cut off too.
+    with ExchangeDeadline(remaining, lambda: sock) as watch:
+        try:
+            sock = socket.create_connection((allowed[0], port), timeout=remaining)
+            if watch.expired:
+                raise TimeoutError
+            if scheme == "https":
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            conn = (http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection)(host, port)
+            conn.sock = sock  # pinned: the checked address, with the name in Host (and for TLS, SNI and the certificate)
+            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                         headers={"User-Agent": "duet-serve", "Accept": "image/*"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                return resp.status, resp.getheader("Location"), b""
+            if (resp.length or 0) > policy.max_image_bytes:
+                raise ImageRefused(f"{where}: {resp.length} bytes; the server accepts at most {policy.max_image_bytes}")
+            chunks, size = [], 0
+            while chunk := resp.read(65536):
+                size += len(chunk)
+                if size > policy.max_image_bytes:
+                    raise ImageRefused(f"{where}: larger than the server's limit of {policy.max_image_bytes} bytes")
+                chunks.append(chunk)
+            if watch.expired:
+                raise TimeoutError
+            return 200, None, b"".join(chunks)
+        except ImageRefused:
+            raise
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if watch.expired or isinstance(e, TimeoutError):
+                raise ImageRefused(f"{where}: not fetched within {policy.fetch_timeout:g} s") from None
+            raise ImageRefused(f"{where}: could not be fetched ({e})") from None
+        finally:
+            if conn is not None:
+                conn.close()
+            elif sock is not None:
+                sock.close()
 
 
 def resolve_image(ref: str, policy: ServePolicy) -> str:
@@ -286,6 +296,11 @@ def resolve_image(ref: str, policy: ServePolicy) -> str:
     else:
         raise ImageRefused(f"image URL scheme {scheme!r} is not accepted; send images inline as data: URLs")
     check_image(data, policy)
+    from app.engine.serve_images import fit_to_budget  # the image work lives there; it imports this module
+
+    fitted = fit_to_budget(data, policy)
+    if fitted is not None:  # over the frame budget: what reaches the encoder is the session's frame size
+        return "data:image/png;base64," + base64.b64encode(fitted).decode()
     return ref if ref.startswith("data:") else "data:image/png;base64," + base64.b64encode(data).decode()
 
 

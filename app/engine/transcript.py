@@ -71,8 +71,8 @@ class Transcript:
         if not result.silent and record is not None:
             self.replies[result.turn] = record
 
-    def question(self, text: str, *, spoken: bool) -> None:
-        self._write(lambda w: w.add_question(text, spoken=spoken))
+    def question(self, text: str, *, spoken: bool, asked_at: float | None = None) -> None:
+        self._write(lambda w: w.add_question(text, spoken=spoken, asked_at=asked_at))
 
     def gap(self, at: float, seconds: float, frames_dropped: int) -> None:
         """A live source was paused: the transcript says when, for how long, and what was dropped."""

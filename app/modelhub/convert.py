@@ -21,9 +21,11 @@ import gguf
 import numpy as np
 
 from app.core.atomic import install_pair
+from app.core.bounded import read_regular_text
 from app.modelhub import vision_pad
 from app.modelhub.errors import ConversionError
 from app.modelhub.gguf_write import write_gguf
+from app.modelhub.leftovers import remove_stale_partials
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 from app.modelhub.vocab import load_vocab
 
@@ -32,6 +34,21 @@ OUTTYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationTy
             "bf16": gguf.GGMLQuantizationType.BF16}
 FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
               "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+CONFIG_MAX_BYTES = 16 * 2**20  # config.json / preprocessor_config.json are a few KB
+
+# What a config.json may say, checked before anything is allocated or iterated: the converter loops
+# over vocab_size tokens and num_hidden_layers blocks, so `vocab_size: 1e12` or a billion layers ran
+# for ever. Each bound is far beyond any real checkpoint (Qwen2.5-VL-72B: vocab 152,064, 80 layers,
+# hidden 8,192; the largest open vocabularies are ~256 k), so only nonsense is refused.
+LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 20), "hidden_size": (1, 1 << 16), "intermediate_size": (1, 1 << 18),
+    "num_hidden_layers": (1, 1024), "num_attention_heads": (1, 1024), "num_key_value_heads": (1, 1024),
+    "max_position_embeddings": (1, 1 << 24), "vision_config.depth": (1, 1024),
+    "vision_config.hidden_size": (1, 1 << 16), "vision_config.intermediate_size": (1, 1 << 18),
+    "vision_config.num_heads": (1, 1024), "vision_config.out_hidden_size": (1, 1 << 16),
+    "vision_config.patch_size": (1, 1024), "vision_config.spatial_merge_size": (1, 64),
+    "vision_config.temporal_patch_size": (1, 64), "vision_config.window_size": (1, 1 << 16),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,9 +111,38 @@ class QwenVLConfig:
             )
         except KeyError as e:
             raise ConversionError(f"{where}: missing required setting {e}") from e
+        except (TypeError, ValueError, OverflowError) as e:  # "abc", a list, null, NaN where a number belongs
+            raise ConversionError(f"{where}: a setting is not a number of the right kind ({e}); the file is "
+                                  "damaged or not a Qwen2.5-VL config") from None
+
+    def check_limits(self, where: str) -> None:
+        """Every count within :data:`LIMITS` and every float finite: before anything loops over them."""
+        values = {"vocab_size": self.vocab_size, "hidden_size": self.hidden, "intermediate_size": self.ffn,
+                  "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
+                  "num_key_value_heads": self.kv_heads, "max_position_embeddings": self.max_positions,
+                  "vision_config.depth": self.v_depth, "vision_config.hidden_size": self.v_hidden,
+                  "vision_config.intermediate_size": self.v_ffn, "vision_config.num_heads": self.v_heads,
+                  "vision_config.out_hidden_size": self.v_out, "vision_config.patch_size": self.v_patch,
+                  "vision_config.spatial_merge_size": self.v_merge,
+                  "vision_config.temporal_patch_size": self.v_temporal, "vision_config.window_size": self.v_window}
+        for key, value in values.items():
+            lo, hi = LIMITS[key]
+            if not lo <= value <= hi:
+                raise ConversionError(f"{where}: {key} = {value:,} is out of range; a Qwen2.5-VL checkpoint has "
+                                      f"{lo:,} to {hi:,}. The file is damaged or not this model's; nothing was "
+                                      "converted.")
+        for key, x in (("rms_norm_eps", self.rms_eps), ("rope_theta", self.rope_theta)):
+            if not (x > 0 and x < float("inf")):
+                raise ConversionError(f"{where}: {key} = {x} must be a finite number > 0")
+        for key, parts, hi in (("mrope_section", self.mrope_section, self.hidden),
+                               ("vision_config.fullatt_block_indexes", self.v_fullatt, self.v_depth - 1)):
+            if len(parts) > 1024 or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi
+                                        for v in parts):
+                raise ConversionError(f"{where}: {key} must list whole numbers from 0 to {hi:,}")
 
     def check(self, where: str) -> None:
-        """Constraints llama.cpp / clip.cpp rely on without checking them itself."""
+        """Constraints llama.cpp / clip.cpp rely on without checking them itself (the limits first)."""
+        self.check_limits(where)
         head_dim = self.hidden // self.heads
         if sum(self.mrope_section) * 2 != head_dim:
             raise ConversionError(f"{where}: mrope_section {list(self.mrope_section)} must sum to head_dim/2 = {head_dim // 2}")
@@ -131,9 +177,11 @@ def load_config(hf_dir: Path) -> QwenVLConfig:
     if not path.exists():
         raise ConversionError(f"{path}: missing; is {hf_dir} a Hugging Face model folder?")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_regular_text(path, CONFIG_MAX_BYTES))  # a FIFO or /dev/zero: refused, not read
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{path}: not a model configuration (a JSON object)")
     cfg = QwenVLConfig.from_dict(raw, str(path))
     cfg.check(str(path))
     return cfg
@@ -295,11 +343,18 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
     for p in (model_path, mmproj_path):
         if p.exists() and not overwrite:
             raise ConversionError(f"{p}: already exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConversionError(f"--out {out_dir}: exists and is not a folder; give a folder to write the pair into")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for p in (model_path, mmproj_path):  # a killed conversion's temporaries (.NAME.partial-PID): not left for ever
+        remove_stale_partials(p)
     pre = {}
     pre_path = hf_dir / "preprocessor_config.json"
     if pre_path.exists():
-        pre = json.loads(pre_path.read_text())
+        try:
+            pre = json.loads(read_regular_text(pre_path, CONFIG_MAX_BYTES))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConversionError(f"{pre_path}: not valid JSON ({e})") from e
 
     def tensors(vision: bool):
         for p in plans:

@@ -321,7 +321,12 @@ def select_gpu(index: int | None) -> bool:
         return True
     if "llama_cpp" in sys.modules:
         return False
-    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order nvidia-smi uses
-    for var in ("CUDA_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
-        os.environ[var] = str(index)
+    os.environ.update(gpu_visibility(index))
     return True
+
+
+def gpu_visibility(index: int) -> dict[str, str]:
+    """The environment that shows llama.cpp GPU ``index`` only (:func:`select_gpu`; the engine's process)."""
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # the order nvidia-smi uses
+    env.update({var: str(index) for var in ("CUDA_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")})
+    return env

@@ -14,7 +14,12 @@ What huggingface_hub does not do and this module adds:
   name (:func:`app.core.paths.plain_relative_name`) — when the listing arrives, when a saved listing is
   read back, and again before each file operation.
 * **One error per cause.** 401, 403/gated, 404, 429, 5xx, no answer within the timeout, no
-  connection and offline mode each become a :class:`HubError` whose message says what to do.
+  connection, offline mode, a full disk (how much was needed and free, where), an answer that is not
+  JSON and a body cut short each become a :class:`HubError` whose message says what to do in words
+  (never huggingface_hub's own advice, such as ``force_download=True``, which is no option of Duet's).
+* **Bounded.** The listing is read up to :data:`LISTING_MAX_BYTES` within :data:`LISTING_DEADLINE`
+  (an endless ``/api/models`` body grew memory without limit); a file's body is taken up to the size
+  the listing gives it, never more (an endless body would fill the disk).
 
 Resuming across processes is done here (see :func:`download`): huggingface_hub ≥ 2 resumes only
 inside the process that started a download.
@@ -22,8 +27,12 @@ inside the process that started a download.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +41,13 @@ from urllib.parse import urlparse
 from app.core.errors import ResourceError
 from app.core.paths import UnsafeName, plain_relative_name
 
-CHUNK = 1 << 20
+# Bytes huggingface_hub hands over (and Duet counts, and may pause at) at a time. At 1 MB the first
+# progress report came after ~25 s at 40 KB/s; at 64 KB it comes after 1.6 s there (not benchmarked at
+# LAN speed: a callback and a write per 64 KB).
+CHUNK = 64 * 1024
+LISTING_MAX_BYTES = 32 * 2**20  # a listing of 10,000 files with hashes is ~3 MB; more is not a listing
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
+LISTING_DEADLINE = 120.0  # seconds for the whole listing, however slowly it trickles
 DEFAULT_TIMEOUT = 20.0  # seconds without a byte from the server before giving up (not the whole download)
 
 
@@ -42,7 +57,8 @@ class HubError(ResourceError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind  # offline | unauthorized | forbidden | not_found | rate_limited | server | timeout
-        # | connection | integrity | bad_repo
+        # | connection | integrity (bytes differ from the hub's hash or size) | unverifiable (no hash
+        # published) | disk | bad_repo
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,10 @@ def explain(e: BaseException, repo: str) -> HubError:
     where = endpoint()
     if isinstance(e, HubError):
         return e
+    if isinstance(e, json.JSONDecodeError) or (isinstance(e, UnicodeDecodeError)):
+        return HubError("server", f"{repo}: {where} answered with something that is not the hub's JSON; is "
+                                  "HF_ENDPOINT a Hugging Face Hub or a mirror of it (a proxy's login page, a web "
+                                  "server)? Check HF_ENDPOINT and your proxy, then run the same command again.")
     if isinstance(e, hfe.OfflineModeIsEnabled) or offline():
         return HubError("offline", f"{repo}: offline mode is on (HF_HUB_OFFLINE=1), so nothing can be downloaded. "
                                    "Unset HF_HUB_OFFLINE to download; models already in the library still work.")
@@ -149,27 +169,66 @@ def explain(e: BaseException, repo: str) -> HubError:
     if isinstance(e, (hfe.LocalEntryNotFoundError, hfe.FileMetadataError)):
         return HubError("connection", f"{repo}: cannot reach {where} ({e}). Check your network, proxy or "
                                       "HF_ENDPOINT; run the same command again to resume.")
-    return HubError("connection", f"{repo}: download failed: {e}")
+    return HubError("connection", f"{repo}: download failed: {_without_hf_advice(str(e))}. Run the same command "
+                                  "again; it resumes.")
+
+
+def _without_hf_advice(text: str) -> str:
+    """huggingface_hub's message without its advice for its own API (``force_download=True`` is not a Duet option)."""
+    text = re.sub(r"\s*(?:Please )?retry with `?force_download=True`?\.?", "", text, flags=re.IGNORECASE)
+    return " ".join(text.split()).rstrip(".")
 
 
 def list_repo(repo: str, revision: str = "main") -> RepoListing:
     """The repository's files at ``revision`` with their sizes and hashes, and the commit it resolves to."""
-    from huggingface_hub import HfApi
+    from urllib.parse import quote
+
+    from huggingface_hub.hf_api import ModelInfo
 
     if offline():
         raise explain(OSError("offline"), repo)
-    try:
-        info = HfApi(endpoint=endpoint()).model_info(repo, revision=revision, files_metadata=True,
-                                                     timeout=_timeout())
+    url = f"{endpoint()}/api/models/{repo}/revision/{quote(revision, safe='')}"
+    try:  # what HfApi.model_info(files_metadata=True) asks, read with a bound (it reads any body whole)
+        info = ModelInfo(**json.loads(_get_bounded(url, {"blobs": True}, repo)))
     except Exception as e:  # every failure becomes a HubError with its cause
         raise explain(e, repo) from e
     if not info.sha:
         raise HubError("bad_repo", f"{repo}: the hub's answer has no commit id; is HF_ENDPOINT a Hub mirror?")
     files = []
     for s in info.siblings or []:
-        files.append(RemoteFile(checked_name(s.rfilename, repo), int(s.lfs.size if s.lfs else (s.size or 0)),
-                                s.lfs.sha256 if s.lfs else None, s.blob_id))
+        name = checked_name(s.rfilename, repo)
+        # A weights file is kept in LFS: without its LFS record (a mirror that leaves it out) its git blob id
+        # is that of the LFS pointer, not of the bytes; comparing with it would blame an honest download.
+        blob = None if s.lfs is None and name.lower().endswith(WEIGHT_SUFFIXES) else s.blob_id
+        files.append(RemoteFile(name, int(s.lfs.size if s.lfs else (s.size or 0)),
+                                s.lfs.sha256 if s.lfs else None, blob))
     return RepoListing(repo, info.sha, tuple(files))
+
+
+def _get_bounded(url: str, params: dict, repo: str) -> bytes:
+    """GET ``url`` through huggingface_hub's client (its headers, token, proxies): at most
+    :data:`LISTING_MAX_BYTES` of body within :data:`LISTING_DEADLINE`, else :class:`HubError`.
+    Errors are raised as huggingface_hub raises them (404 → ``RepositoryNotFoundError`` …)."""
+    import httpx2
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    start = time.monotonic()
+    with get_session().stream("GET", url, headers=build_hf_headers(), params=params, timeout=_timeout()) as r:
+        body = bytearray()
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) > LISTING_MAX_BYTES:
+                raise HubError("server", f"{repo}: {endpoint()} sent a listing larger than "
+                                         f"{LISTING_MAX_BYTES // 2**20} MB (a real one is a few MB at most); is "
+                                         "HF_ENDPOINT a Hugging Face Hub or a mirror of it? Nothing was downloaded.")
+            if time.monotonic() - start > LISTING_DEADLINE:
+                raise HubError("timeout", f"{repo}: {endpoint()} did not finish sending the repository listing "
+                                          f"within {LISTING_DEADLINE:g} s. Check your network, proxy or HF_ENDPOINT, "
+                                          "then run the same command again.")
+        # hf_raise_for_status reads an error's body: hand it the bounded copy, never the stream
+        hf_raise_for_status(httpx2.Response(r.status_code, headers=r.headers, content=bytes(body),
+                                            request=r.request))
+    return bytes(body)
 
 
 def file_digest(path: Path, remote: RemoteFile, progress: Callable[[int], None] | None = None) -> tuple[str, str]:
@@ -189,24 +248,40 @@ def file_digest(path: Path, remote: RemoteFile, progress: Callable[[int], None] 
     return algo, h.hexdigest()
 
 
+def unverifiable(remote: RemoteFile) -> HubError:
+    """The hub publishes no hash for ``remote``: nothing can show its bytes are the repository's."""
+    return HubError("unverifiable", f"{remote.name}: the hub at {endpoint()} publishes no hash for this file, so "
+                                    "Duet cannot check that the bytes are the repository's, and does not import "
+                                    "it. Nobody altered anything: this endpoint (a mirror?) leaves the hashes out. "
+                                    "Use an endpoint that publishes them (huggingface.co does; unset HF_ENDPOINT), "
+                                    "then run the same command again: the listing is fetched afresh and what was "
+                                    "downloaded is checked, not fetched again.")
+
+
 def verify(path: Path, remote: RemoteFile, progress: Callable[[int], None] | None = None) -> None:
-    """Raise :class:`HubError` (kind ``integrity``) and delete ``path`` unless it is exactly ``remote``."""
+    """Raise :class:`HubError` unless ``path`` is exactly ``remote``; the message says which cause.
+
+    Bytes that differ (size or hash) are deleted (kind ``integrity``): the next run fetches them again.
+    A file the hub gives no hash for is kept (kind ``unverifiable``): the next run, with a listing that
+    has the hash, checks it without downloading it again.
+    """
     expected = remote.sha256 or remote.blob_id
     size = path.stat().st_size
-    problem = None
+    if expected is None:
+        raise unverifiable(remote)
     if size != remote.size:
-        problem = f"{size} bytes, the hub lists {remote.size}"
-    elif expected is None:
-        problem = "the hub lists no hash for it, so it cannot be verified"
-    else:
-        algo, got = file_digest(path, remote, progress)
-        if got != expected:
-            problem = f"{algo} {got[:16]}…, the hub lists {expected[:16]}…"
-    if problem:
         path.unlink(missing_ok=True)
-        raise HubError("integrity", f"{remote.name}: the downloaded file does not match the hub ({problem}). "
-                                    f"It was deleted and nothing was imported. The server or a proxy/mirror "
-                                    f"({endpoint()}) altered it: run the command again, or use another HF_ENDPOINT.")
+        raise HubError("integrity", f"{remote.name}: {size} bytes arrived where the hub lists {remote.size}; the "
+                                    "copy was deleted and nothing was imported. The connection was cut or a proxy "
+                                    "altered the file: run the same command again to fetch it again.")
+    algo, got = file_digest(path, remote, progress)
+    if got != expected:
+        path.unlink(missing_ok=True)
+        raise HubError("integrity", f"{remote.name}: its {algo} is {got[:16]}…, the hub lists {expected[:16]}…: "
+                                    "the bytes are not the repository's. The copy was deleted and nothing was "
+                                    f"imported. Something between you and the hub ({endpoint()}: a proxy, a "
+                                    "mirror) changed them. Run the same command again to fetch it again; if it "
+                                    "fails the same way, use another network or HF_ENDPOINT.")
 
 
 def _part_path(local_dir: Path, name: str) -> Path:
@@ -236,21 +311,34 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            if on_bytes is not None and n:
-                on_bytes(int(n))
+            if n:  # called before each piece is written: one past the listed size is never written
+                if sink and sink[0].tell() + int(n) > remote.size:
+                    raise HubError("integrity", f"{remote.name}: the server sent more than the {remote.size} bytes "
+                                                "the hub lists; the copy was deleted and nothing was imported. "
+                                                "Run the same command again; if it happens again, the server "
+                                                f"({endpoint()}) is not serving this repository's files.")
+                if on_bytes is not None:
+                    on_bytes(int(n))
             return None
 
     final = local_dir / checked_name(remote.name, repo)  # before any file operation
-    if final.is_file():  # complete from an earlier run that stopped before recording it
-        verify(final, remote)
-        return final
+    if final.is_file():  # complete from an earlier run (or re-checked after a failed verification)
+        try:
+            verify(final, remote)
+            return final
+        except HubError as e:
+            if e.kind != "integrity":
+                raise  # bytes that differ were deleted by verify: fetched again below
+    if remote.sha256 is None and remote.blob_id is None:
+        raise unverifiable(remote)  # before fetching what could not be checked
     if offline():
         raise explain(OSError("offline"), repo)
-    # huggingface_hub reads the body in 10 MB pieces and writes each whole: at 1 MB the progress bar
-    # moves smoothly and an interrupted download keeps all but the last MB.
+    # huggingface_hub reads the body in 10 MB pieces and writes each whole: in CHUNK pieces the progress
+    # comes within seconds even at 40 KB/s, and an interrupted download keeps all but the last piece.
     constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, CHUNK)
     part = _part_path(local_dir, remote.name)
     part.parent.mkdir(parents=True, exist_ok=True)
+    sink: list = []  # the open part file: where the next piece would go (its position, after any restart)
     url = hf_hub_url(repo, remote.name, revision=commit, endpoint=endpoint())
     try:
         meta = get_hf_file_metadata(url, timeout=_timeout(), endpoint=endpoint())
@@ -263,16 +351,44 @@ def download(repo: str, commit: str, remote: RemoteFile, local_dir: Path,
             part.unlink()
             have = 0
         with open(part, "ab") as fh:
+            sink.append(fh)
             http_get(location, fh, resume_size=have, headers=headers, expected_size=remote.size,
                      displayed_filename=remote.name, tqdm_class=_Bytes)
-    except HubError:
+    except HubError as e:
+        if e.kind == "integrity":
+            part.unlink(missing_ok=True)
         raise
-    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:  # not a pause raised by on_bytes
+    except OSError as e:
+        on_disk = part.stat().st_size if part.exists() else 0
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(remote, on_disk, local_dir) from None
+        if e.errno is None and on_disk < remote.size:  # huggingface_hub's "Consistency check failed"
+            raise HubError("connection", f"{repo}: the server ended {remote.name} after {on_disk:,} of its "
+                                         f"{remote.size:,} bytes (the connection was cut). Run the same command "
+                                         "again: the download resumes where it stopped.") from None
+        raise explain(e, repo) from e
+    except (HfHubHTTPError, httpx2.HTTPError, ValueError) as e:  # not a pause raised by on_bytes
         raise explain(e, repo) from e
     verify(part, remote)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, final)
     return final
+
+
+def disk_full(remote: RemoteFile, on_disk: int, local_dir: Path) -> HubError:
+    """A full disk mid-download, in words: how much this file still needs, how much is free, and where."""
+    import shutil
+
+    from app.core.sizes import human_bytes
+
+    try:
+        free = shutil.disk_usage(local_dir).free
+    except OSError:
+        free = 0
+    return HubError("disk", f"the disk is full: {remote.name} needs {human_bytes(remote.size - on_disk)} more "
+                            f"({human_bytes(on_disk)} of {human_bytes(remote.size)} are downloaded, and kept) and "
+                            f"{local_dir} has {human_bytes(free)} free. Free some space there (or point "
+                            "DUET_DATA_DIR at a larger disk), then run the same command again: it resumes.")
 
 
 def partial_bytes(local_dir: Path, name: str) -> int:

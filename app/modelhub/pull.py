@@ -35,7 +35,8 @@ from app.core.sizes import human_bytes
 from app.modelhub import hardware, hub
 from app.modelhub.hub import HubError, RemoteFile
 from app.modelhub.library import ModelEntry, ModelLibrary, check_name
-from app.modelhub.validate import ModelFileError
+from app.modelhub.pull_files import STATE_MAX_BYTES, Rate, gguf_pair, pending_pulls, remove_partials
+from app.modelhub.validate import ModelFileError, check_pair
 from app.modelhub.vision_pad import pad_vision_mlp, padded_width
 
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")
@@ -46,7 +47,6 @@ QUANT_RATIO = {"Q4_K_M": 0.36, "Q5_K_M": 0.42, "Q8_0": 0.56, "F16": 1.0}
 HF_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model")
 MARGIN = 256 * 2**20
 STATE_VERSION = 1
-STATE_MAX_BYTES = 16 * 2**20  # a state file holds a listing of a few hundred names; more is not one
 
 
 class PullError(ResourceError):
@@ -93,42 +93,6 @@ def work_key(repo: str, revision: str) -> str:
 
 def default_name(repo: str, quant: str) -> str:
     return f"{repo.split('/')[-1].lower()}-{quant.lower()}"
-
-
-class _Rate:
-    """Bytes per second over a sliding window of a few seconds, and the ETA it implies."""
-
-    def __init__(self, window: float = 5.0) -> None:
-        self.window = window
-        self.samples: list[tuple[float, int]] = []
-
-    def add(self, done: int) -> float:
-        now = time.monotonic()
-        self.samples.append((now, done))
-        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
-            self.samples.pop(0)
-        t0, d0 = self.samples[0]
-        return (done - d0) / (now - t0) if now > t0 else 0.0
-
-
-def _gguf_pair(files: tuple[RemoteFile, ...], quant: str) -> tuple[RemoteFile, RemoteFile] | None:
-    """The model file for ``quant`` and the mmproj of a repository of ready GGUFs, if it is one."""
-    ggufs = [f for f in files if f.name.lower().endswith(".gguf")]
-    mmprojs = [f for f in ggufs if "mmproj" in Path(f.name).name.lower()]
-    models = [f for f in ggufs if f not in mmprojs]
-    if not models or not mmprojs:
-        return None
-    q = quant.lower()
-    match = [f for f in models if q in f.name.lower().replace("-", "_")]
-    if not match and quant == "F16":
-        match = [f for f in models if "f16" in f.name.lower() or "bf16" in f.name.lower()]
-    if not match and len(models) == 1:
-        match = models
-    if not match:
-        names = ", ".join(Path(f.name).name for f in models)
-        raise PullError(f"the repository has no {quant} model file (it has: {names}); choose one with --quant")
-    mm = sorted(mmprojs, key=lambda f: ("f16" not in f.name.lower(), f.size))[0]
-    return match[0], mm
 
 
 class PullJob:
@@ -191,11 +155,23 @@ class PullJob:
 
     # ---- stages -----------------------------------------------------------------------------
     def resolve(self) -> None:
-        """Fix the commit and the file listing once; later runs (even offline) reuse them."""
-        if self.state.get("commit") and self.state.get("listing"):
+        """Fix the commit and the file listing once; later runs (even offline) reuse them.
+
+        Except after a failed verification (``recheck`` in the state): the listing kept then may be
+        what was wrong (a mirror that published no hashes), so the next run asks the hub again — at
+        the same commit — and checks every file already on disk against it from scratch; only the
+        files that fail are fetched again. Keeping the old listing made such a pull fail for ever.
+        """
+        recheck = bool(self.state.get("recheck"))
+        if self.state.get("commit") and self.state.get("listing") and not recheck:
             return
-        self._emit("resolve", f"Looking up {self.repo}@{self.revision} at {hub.endpoint()}")
-        listing = hub.list_repo(self.repo, self.revision)
+        revision = self.state["commit"] if recheck and self.state.get("commit") else self.revision
+        verb = "Checking again" if recheck else "Looking up"
+        self._emit("resolve", f"{verb} {self.repo}@{revision} at {hub.endpoint()}")
+        listing = hub.list_repo(self.repo, revision)
+        if recheck:
+            self.state["verified"] = []  # verified again below, against the fresh listing
+            self.state.pop("recheck", None)
         self.state.update(commit=listing.commit, listing=[f.to_json() for f in listing.files])
         self.work.mkdir(parents=True, exist_ok=True)
         self._save()
@@ -205,7 +181,7 @@ class PullJob:
         names = {f.name for f in files}
         has_checkpoint = "config.json" in names and any(n.endswith(".safetensors") for n in names)
         try:
-            pair = _gguf_pair(files, self.quant)
+            pair = gguf_pair(files, self.quant)
         except PullError:
             if not has_checkpoint:
                 raise
@@ -258,7 +234,7 @@ class PullJob:
         total = sum(f.size for f in plan.files)
         done = sum(f.size for f in plan.files if f.name in verified) + \
             sum(hub.partial_bytes(self.hf_dir, f.name) for f in todo)
-        rate = _Rate()
+        rate = Rate(start=done)
         last = [0.0]
         counter = [done]
 
@@ -275,7 +251,13 @@ class PullJob:
         for f in todo:
             self._check_stop()
             before = counter[0] - hub.partial_bytes(self.hf_dir, f.name)  # `done` counted the partial file
-            hub.download(self.repo, self.state["commit"], f, self.hf_dir, on_bytes)
+            try:
+                hub.download(self.repo, self.state["commit"], f, self.hf_dir, on_bytes)
+            except HubError as e:
+                if e.kind in ("integrity", "unverifiable"):  # the next run re-lists and re-verifies
+                    self.state["recheck"] = True
+                    self._save()
+                raise
             counter[0] = before + f.size
             self.state["verified"] = sorted({*self.state["verified"], f.name})
             self._save()
@@ -294,7 +276,7 @@ class PullJob:
         if c and c.get("projector", "f16") == proj and Path(c["model"]).exists() and Path(c["mmproj"]).exists():
             return Path(c["model"]), Path(c["mmproj"])
         out = self.work / "gguf"
-        _remove_partials(out)
+        remove_partials(out)
         base = self.repo.split("/")[-1].lower()
         why = " (this CPU multiplies BF16 natively)" if proj == "bf16" and self.projector == "auto" else ""
         self._emit("convert", f"Converting the checkpoint to GGUF (F16 text model, {proj.upper()} projector{why})")
@@ -314,7 +296,7 @@ class PullJob:
             return Path(q)
         out = self.work / "quant"
         out.mkdir(parents=True, exist_ok=True)
-        _remove_partials(out)
+        remove_partials(out)
         self._emit("quantize", f"Quantizing to {self.quant} with llama.cpp")
         t0 = time.monotonic()
         r = quantize(f16, self.quant, out / f"{self.name}.gguf", overwrite=True, threads=self.threads)
@@ -327,8 +309,10 @@ class PullJob:
     def import_pair(self, model: Path, mmproj: Path) -> ModelEntry:
         """Move the pair into ``<library>/<name>/`` and only then record it: never half an entry."""
         dest = self.library.root / self.name
+        created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
-        targets = []
+        targets: list[Path] = []
+        moved: list[tuple[Path, Path]] = []  # (where from, where to): put back if the library refuses the pair
         for src, final in ((model, dest / f"{self.name}.gguf"), (mmproj, dest / f"mmproj-{self.name}.gguf")):
             if src.exists():
                 if src == mmproj and padded_width(src):  # a ready projector from another converter
@@ -343,13 +327,36 @@ class PullJob:
                     os.replace(tmp, final)
                 else:
                     os.replace(src, final)
+                    moved.append((src, final))
             elif not final.exists():
                 raise PullError(f"{src}: missing; delete {self.work} and pull again")
             targets.append(final)
         self._emit("import", f"Adding {self.name} to the library")
-        entry = self.library.add(self.name, targets[0], targets[1], source="downloaded", copy=False, replace=True,
-                                 notes=f"{self.repo}@{self.state['commit'][:12]} {self.quant}")
-        return entry
+        try:
+            return self.library.add(self.name, targets[0], targets[1], source="downloaded", copy=False,
+                                    replace=True, notes=f"{self.repo}@{self.state['commit'][:12]} {self.quant}")
+        except BaseException:  # nothing left in the library's folder that the library does not list
+            for src, final in moved:
+                os.replace(final, src)
+            if created:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def check_ready_pair(self, model: Path, mmproj: Path) -> None:
+        """A ready pair from the hub must be a usable GGUF pair before it goes anywhere near the library.
+
+        Its bytes matched the hub's hashes, so fetching it again gives the same files: they are deleted
+        (with the rest of this pull's work folder) and the pull ends, rather than leaving tens of MB
+        behind that every later pull of this repository would take as verified and fail on again.
+        """
+        try:
+            check_pair(model, mmproj)
+        except ModelFileError as e:
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise PullError(f"{self.repo}: its files match the hub's hashes but are not a usable GGUF pair ({e}). "
+                            "They were deleted and nothing was imported; the repository itself holds them, so "
+                            "pulling it again would give the same files: choose another repository or --quant.",
+                            "bad_repo") from None
 
     # ---- the whole job ------------------------------------------------------------------------
     def run(self) -> ModelEntry:
@@ -390,6 +397,7 @@ class PullJob:
         self._check_stop()
         if plan.kind == "gguf":
             model, mmproj = (self.hf_dir / plan.files[0].name, self.hf_dir / plan.files[1].name)
+            self.check_ready_pair(model, mmproj)
         else:
             f16, mmproj = self.convert()
             self._check_stop()
@@ -407,29 +415,6 @@ class PullJob:
         """Forget a pull: its work folder (downloads, intermediates) goes; the library is untouched."""
         shutil.rmtree(self.work, ignore_errors=True)
         self._lock_path().unlink(missing_ok=True)
-
-
-def _remove_partials(folder: Path) -> None:
-    """Temporary files of a writer that was killed (``.<name>.partial-<pid>``)."""
-    if folder.is_dir():
-        for p in folder.glob(".*.partial*"):
-            p.unlink(missing_ok=True)
-
-
-def pending_pulls(library: ModelLibrary | None = None) -> list[dict]:
-    """Interrupted pulls (their state files), for the Models page and ``duet models pull`` to offer resuming."""
-    lib = library or ModelLibrary()
-    out = []
-    for p in sorted((lib.root / ".pulls").glob("*/state.json")):
-        try:
-            s = json.loads(read_regular_text(p, STATE_MAX_BYTES))  # a FIFO or a huge file: skipped unread
-        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
-            continue
-        if isinstance(s, dict) and not s.get("imported") and s.get("repo"):
-            req = s.get("request") or {}
-            out.append({"repo": s["repo"], "revision": s.get("revision", "main"), "quant": req.get("quant", "Q4_K_M"),
-                        "name": req.get("name"), "work": str(p.parent)})
-    return out
 
 
 __all__ = ["HubError", "PullError", "PullEvent", "PullJob", "PullPlan", "PullStopped", "QUANTS", "pending_pulls"]

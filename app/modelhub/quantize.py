@@ -70,8 +70,13 @@ def quantize(src: Path | str, qtype: str, out: Path | str | None = None, *, over
     for suffix in ("-f32", "-f16", "-bf16"):
         stem = stem.removesuffix(suffix)
     out = Path(out) if out else src.with_name(f"{stem}-{qtype.lower()}.gguf")
+    from app.core.bounded import check_output_file
+    from app.modelhub.leftovers import remove_stale_partials
+
+    check_output_file(out)  # a FIFO or a device is refused, never renamed over (even with --overwrite)
     if out.exists() and not overwrite:
         raise QuantizeError(f"{out}: already exists; pass --overwrite to replace it")
+    remove_stale_partials(out)  # a killed quantization's temporary
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[qtype]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import gguf
 
+from app.core.bounded import read_regular_text
 from app.modelhub.errors import ConversionError
+
+TOKENIZER_MAX_BYTES = 64 * 2**20  # Qwen2.5's tokenizer.json is 7 MB; a FIFO or /dev/zero is refused unread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,14 +33,14 @@ def load_vocab(hf_dir: Path, vocab_size: int) -> Vocab:
     if not path.exists():
         raise ConversionError(f"{path}: missing; the tokenizer is required to build the GGUF vocabulary")
     try:
-        tj = json.loads(path.read_text(encoding="utf-8"))
+        tj = json.loads(read_regular_text(path, TOKENIZER_MAX_BYTES))
         model = tj["model"]
         if model.get("type") != "BPE":
             raise ConversionError(f"{path}: tokenizer model is {model.get('type')}, expected byte-level BPE")
         vocab: dict[str, int] = dict(model["vocab"])
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         added = tj.get("added_tokens", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise ConversionError(f"{path}: malformed tokenizer ({e})") from e
     reverse = {i: t for t, i in vocab.items()}
     special: dict[int, bool] = {}
@@ -60,13 +63,13 @@ def load_vocab(hf_dir: Path, vocab_size: int) -> Vocab:
     template = None
     tc = hf_dir / "tokenizer_config.json"
     if tc.exists():
-        template = json.loads(tc.read_text()).get("chat_template")
+        template = json.loads(read_regular_text(tc, TOKENIZER_MAX_BYTES)).get("chat_template")
     ct = hf_dir / "chat_template.jinja"
     if template is None and ct.exists():
-        template = ct.read_text()
+        template = read_regular_text(ct, TOKENIZER_MAX_BYTES)
     ctj = hf_dir / "chat_template.json"
     if template is None and ctj.exists():
-        template = json.loads(ctj.read_text()).get("chat_template")
+        template = json.loads(read_regular_text(ctj, TOKENIZER_MAX_BYTES)).get("chat_template")
     ids = {a["content"]: a["id"] for a in added}
     for need in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>"):
         if need not in ids:

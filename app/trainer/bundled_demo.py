@@ -23,6 +23,8 @@ import numpy as np
 from app.modelhub.convert import canonical_name, load_config, plan_tensors
 from app.modelhub.safetensors_index import SafetensorsCheckpoint
 
+# A file in a checkpoint folder saying it is the demo model (so `--base FOLDER` trains like `--base demo`).
+DEMO_MARK = "duet-demo-family.txt"
 # GGUF settings that legitimately differ between the template (F32, named "tiny") and the bundled pair.
 _OWN_KEYS = {"general.name", "general.file_type", "general.quantization_version"}
 
@@ -99,6 +101,8 @@ def hf_from_gguf(model: Path, mmproj: Path, template: Path, template_pair: tuple
         if f.is_file() and not f.name.endswith((".safetensors", ".safetensors.index.json")):
             shutil.copyfile(f, tmp / f.name)
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / DEMO_MARK).write_text("the bundled demo model read back from its GGUF: trains with the demo's replay "
+                                 "and held-out clips (app/trainer/feedback_job.py: resolve_base)\n")
     tmp.rename(out)
     return out
 
@@ -112,6 +116,8 @@ def bundled_demo_checkpoint(out: Path) -> Path:
     from app.trainer.modeling import base_checkpoint
 
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        if not (out / DEMO_MARK).is_file():  # made before the mark existed
+            (out / DEMO_MARK).write_text("the bundled demo model read back from its GGUF\n")
         return out
     demo = bundled_demo()
     if demo is None:

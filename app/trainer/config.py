@@ -61,6 +61,7 @@ class DataConfig:
     sessions_repeat: int = 1  # each session dialogue appears this many times per epoch (oversampling vs replay)
     window_turns: int = 32  # long sessions are cut into windows of this many turns (one forward each)
     sessions_digest: str = ""  # hash of the sessions' marks: a changed mark invalidates checkpoints
+    sessions_weight: float = 1.0  # loss weight of the tokens of the turns a mark changed or kept (vs replay's 1)
     heldout_files: list[str] = field(default_factory=list)
 
 
@@ -251,7 +252,7 @@ def _RANGES(cfg: TrainConfig) -> list[tuple[str, float, float, float]]:  # noqa:
     inf = float("inf")
     s, g, d = cfg.sft, cfg.grpo, cfg.data
     rows = [("seed", cfg.seed, 0, 2**32 - 1), ("threads", cfg.threads, 0, 4096),
-            ("data.variants", d.variants, 1, 1000)]
+            ("data.variants", d.variants, 1, 1000), ("data.sessions_weight", d.sessions_weight, 0.0, 1000.0)]
     for src_key in ("train_synthetic", "heldout_synthetic"):
         src = getattr(d, src_key)
         if src is not None:

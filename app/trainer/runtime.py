@@ -365,9 +365,9 @@ def _du(path: Path) -> int:
 
 def torch_importable() -> bool:
     """Whether this process can train itself (a source install with the ``train`` extra)."""
-    import importlib.util
+    from app.trainer.own_trainer import own_trainer
 
-    return importlib.util.find_spec("torch") is not None
+    return own_trainer().usable
 
 
 def cmd_runtime(verb: str | None, *, as_json: bool = False, root: Path | None = None) -> int:

@@ -77,11 +77,32 @@ def session_dialogue(session: Any) -> Dialogue:
                            to_time=None if m.to_time is None else min(m.to_time, times[step_index[m.turn]] - 1e-3))
         marks.append(m)
     targets = fbk.targets(times, said, marks)
+    _check_lengths(where, times, targets, asked)
     turns = [DialogueTurn(f.time, list(f.images), asked[i], targets[i]) for i, f in enumerate(frames)]
     touched = sorted({i for i in range(len(turns)) if targets[i] != said[i]}
                      | {step_index[m.turn] for m in marks if m.kind == "good" and m.turn in step_index})
     return Dialogue(f"session/{session.id}", turns, meta={"form": "feedback", "marks": len(marks),
                                                           "touched": touched})
+
+
+def _check_lengths(where: str, times: list[float], targets: list[str], asked: list[str]) -> None:
+    """No turn trains on a text longer than a mark may hold (:data:`app.core.feedback.MAX_TEXT_CHARS`).
+
+    Why here too: a session's own replies and questions become targets and prompts, and a session saved
+    from a server that ignored max_tokens (or edited by hand) can hold megabytes in one turn; one 120 KB
+    text made a training step take minutes, during which a SIGTERM went unanswered.
+    """
+    from app.core import feedback as fbk
+
+    reply_max = 2 * fbk.MAX_TEXT_CHARS  # a reply and a correction joined in one turn (feedback.targets)
+    for i, (target, question) in enumerate(zip(targets, asked)):
+        if len(target) > reply_max:
+            raise DataError(f"{where}the reply at {times[i]:g} s has {len(target):,} characters; a turn trains on "
+                            f"at most {reply_max:,} (one turn's reply and a correction). Mark it 'redundant', "
+                            "or 'wrong' with a correction, or leave this session out")
+        if len(question) > fbk.MAX_TEXT_CHARS:
+            raise DataError(f"{where}the question at {times[i]:g} s has {len(question):,} characters; a turn "
+                            f"trains on at most {fbk.MAX_TEXT_CHARS:,}. Leave this session out")
 
 
 def windows(d: Dialogue, window_turns: int) -> list[Dialogue]:
@@ -97,8 +118,28 @@ def windows(d: Dialogue, window_turns: int) -> list[Dialogue]:
     out = []
     for k in range(0, len(d.turns), window_turns):
         if touched & set(range(k, k + window_turns)):
-            out.append(replace(d, id=f"{d.id}#w{k // window_turns}", turns=d.turns[k:k + window_turns]))
+            meta = {**d.meta, "touched": sorted(i - k for i in touched if k <= i < k + window_turns)}
+            out.append(replace(d, id=f"{d.id}#w{k // window_turns}", turns=d.turns[k:k + window_turns], meta=meta))
     return out
+
+
+def marked_weights(e: Any, d: Dialogue, weight: float) -> Any:
+    """Per-position loss weights of an encoded dialogue: ``weight`` on the tokens of the turns a mark changed or
+    kept (``meta["touched"]``), 1 elsewhere; None when nothing is weighted (replay clips, weight 1).
+
+    Why: one correction among ~100 replay clips is a few dozen tokens against thousands, and oversampling the
+    session alone also re-trains its unmarked turns; weighting the marked turn is what lets one correction count.
+    """
+    touched = d.meta.get("touched") or []
+    if weight == 1.0 or not touched or len(e.assistant_spans) != len(d.turns):
+        return None
+    import torch
+
+    w = torch.ones(len(e.input_ids))
+    for i in touched:
+        a, b = e.assistant_spans[i]
+        w[a:b] = weight  # the turn's tokens and its <|im_end|> (the span ends after it)
+    return w
 
 
 def load_session_dialogues(dirs: Iterable[str | Path], window_turns: int = 32) -> list[Dialogue]:

@@ -6,6 +6,9 @@ button disabled while the work runs is always re-enabled: the default handler sh
 :class:`~app.core.errors.DuetError`'s (or an ``OSError``'s) message as it is, and anything else as an unexpected error
 (logged with its traceback). ``finally_`` runs on the GUI thread after either.
 
+With ``progress=handler``, ``op`` is called with one argument, a thread-safe ``report(value)``: each
+value reaches ``handler(value)`` on the GUI thread, in order, before ``success`` (an install's progress bar).
+
 Long-lived loops (the model session) have their own QThread (:mod:`app.ui.worker`); this is for
 one-shot jobs: importing a model, transcribing a recording, downloading a file.
 """
@@ -45,15 +48,18 @@ class _Relay(QObject):
 
     succeeded = Signal(object)
     failed = Signal(object)
+    progressed = Signal(object)
 
 
 class BackgroundOp(Generic[T]):
     """See the module docstring. Create and ``run()`` on the GUI thread."""
 
-    def __init__(self, parent: QObject | None, op: Callable[[], T], *,
+    def __init__(self, parent: QObject | None, op: Callable[..., T], *,
                  success: Callable[[T], None] | None = None,
                  failure: Callable[[BaseException], None] | None = None,
-                 finally_: Callable[[], None] | None = None, name: str = "duet-background") -> None:
+                 finally_: Callable[[], None] | None = None, name: str = "duet-background",
+                 progress: Callable[[Any], None] | None = None) -> None:
+        """``op`` takes no argument, or with ``progress`` the ``report`` function (module docstring)."""
         self.parent = parent
         self.op = op
         self.success = success
@@ -63,17 +69,25 @@ class BackgroundOp(Generic[T]):
         self._relay = _Relay()
         self._relay.succeeded.connect(self._on_success)
         self._relay.failed.connect(self._on_failure)
+        if progress is not None:
+            self._relay.progressed.connect(progress)
+        self.with_progress = progress is not None
         self.thread: threading.Thread | None = None
 
     def run(self) -> BackgroundOp[T]:
         _alive.add(self)
         # The thread holds only the work and a weak reference to the relay: the relay (a QObject)
         # must be freed on the GUI thread, by _done, never by the worker thread dropping the last reference.
-        op, relay = self.op, weakref.ref(self._relay)
+        op, relay, with_progress = self.op, weakref.ref(self._relay), self.with_progress
+
+        def report(value: object) -> None:
+            target = relay()
+            if target is not None:
+                target.progressed.emit(value)
 
         def work() -> None:
             try:
-                result = op()
+                result = op(report) if with_progress else op()
             except BaseException as e:  # noqa: BLE001 - every failure must reach a handler on the GUI thread
                 outcome: tuple[str, object] = ("failed", e)
             else:

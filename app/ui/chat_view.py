@@ -50,6 +50,9 @@ TRAIN_HOW = "saved with the session; `duet train feedback` fine-tunes a model on
 _LONG_RUN = 28
 
 
+TEXT_MIN_WIDTH = 380  # px: a correction's field shows a short sentence whole, with or without a window manager
+
+
 def soft_wrap(text: str) -> str:
     """Let very long "words" (URLs, an untrained model's babble) break: QLabel wraps only at spaces."""
     return re.sub(rf"\S{{{_LONG_RUN},}}",
@@ -62,6 +65,7 @@ class Bubble(QFrame):
 
     feedback = Signal(int, str, bool)  # turn, kind, on
     correction = Signal(int, str)  # turn, what it should have said (a "wrong" mark with its correction)
+    editing = Signal(bool)  # its correction dialog opened (True) or closed
 
     def __init__(self, who: str, text: str, stamp: str, *, turn: int | None = None,
                  thumb: QPixmap | None = None, feedback_on: set[str] | None = None,
@@ -71,6 +75,10 @@ class Bubble(QFrame):
         self.turns: list[int] = [turn] if turn is not None else []  # every turn this bubble stands for
         self.stamps: list[str] = [stamp]  # their times
         self.spoken = False
+        self.asked_at: float | None = None  # a question's video time when it was asked
+        self.correction_text = ""  # the user's correction of this reply, once given
+        self.correction_label: QLabel | None = None
+        self.correction_dialog: QInputDialog | None = None
         self.setObjectName({"duet": "replyBubble", "you": "questionBubble"}.get(who, "systemBubble"))
         row = QHBoxLayout(self)
         row.setContentsMargins(10, 8, 10, 8)
@@ -82,7 +90,7 @@ class Bubble(QFrame):
             pic.setFixedWidth(THUMB_W)
             pic.setAlignment(Qt.AlignmentFlag.AlignTop)
             row.addWidget(pic)
-        col = QVBoxLayout()
+        self._col = col = QVBoxLayout()
         col.setSpacing(3)
         self.name = {"duet": "Duet", "you": "You"}.get(who, "")
         self.head = head = QLabel()
@@ -153,11 +161,47 @@ class Bubble(QFrame):
         for turn in self.turns:
             self.feedback.emit(turn, kind, on)
 
-    def ask_correction(self) -> None:
-        text, ok = QInputDialog.getText(self, "Correct this reply", "What should Duet have said here?",
-                                        text=self.text)
-        if ok and text.strip() and self.turn is not None:
+    def ask_correction(self) -> QInputDialog:
+        """Open the correction dialog, named by the reply's time so the user knows which moment is corrected.
+
+        It does not block: replies that arrive meanwhile are added, but the chat holds still under it
+        (:attr:`editing`), and a page that would re-read the session waits until it is closed."""
+        d = QInputDialog(self)
+        first = self.stamps[0]  # a folded bubble's correction goes to its first reply (apply_correction)
+        d.setWindowTitle(f"Correct the reply at {first}")
+        if self.count > 1:
+            said = (f"Duet said “{self.text}” {self.count} times, from {first} to {self.stamps[-1]}. Your "
+                    f"correction goes to the first, at {first}; the repeats are marked wrong.\n"
+                    f"What should it have said at {first}?")
+        else:
+            said = f"At {first} Duet said: “{self.text}”\nWhat should it have said here?"
+        d.setLabelText(soft_wrap(said))
+        d.setTextValue(self.correction_text or self.text)
+        d.setMinimumWidth(TEXT_MIN_WIDTH + 40)  # its line edit fills the width: a sentence stays readable
+        d.textValueSelected.connect(self._corrected)
+        d.finished.connect(lambda _r: self.editing.emit(False))
+        self.correction_dialog = d
+        self.editing.emit(True)
+        d.open()
+        return d
+
+    def _corrected(self, text: str) -> None:
+        if text.strip() and self.turn is not None:
             self.apply_correction(text.strip())
+
+    def show_correction(self, text: str) -> None:
+        """Show the user's correction under the reply (one saved earlier, from here or `duet sessions feedback`)."""
+        self.correction_text = text
+        if self.correction_label is None:
+            self.correction_label = QLabel()
+            self.correction_label.setObjectName("correction")
+            self.correction_label.setWordWrap(True)
+            self.correction_label.setTextFormat(Qt.TextFormat.PlainText)
+            self._col.insertWidget(2, self.correction_label)  # under the reply's text, above its buttons
+        self.correction_label.setText(soft_wrap(f"✎ Your correction: “{text}”"))
+        b = self.buttons.get("wrong")
+        if b is not None:
+            b.setToolTip(f"Marked wrong; your correction: “{text}”")
 
     def apply_correction(self, text: str) -> None:
         """Record the correction (the "wrong" button shows it is marked).
@@ -172,10 +216,16 @@ class Bubble(QFrame):
             b.blockSignals(True)  # the correction record already says "wrong"
             b.setChecked(True)
             b.blockSignals(False)
-            b.setToolTip(f"Marked wrong; your correction: “{text}”")
+        self.show_correction(text)
         self.correction.emit(self.turns[0], text)
         for turn in self.turns[1:]:
             self.feedback.emit(turn, "wrong", True)
+
+
+def _asked(bubble: Bubble) -> str:
+    """"00:02 · asked" (or "asked aloud"); no time while it is not known."""
+    how = "asked aloud" if bubble.spoken else "asked"
+    return how if bubble.asked_at is None else f"{clock(bubble.asked_at)} · {how}"
 
 
 class ChatView(QScrollArea):
@@ -183,6 +233,7 @@ class ChatView(QScrollArea):
 
     feedback = Signal(int, str, bool)
     correction = Signal(int, str)
+    editing = Signal(bool)  # a correction dialog is open (True) or none is any more
 
     def __init__(self, *, corrections: bool = False) -> None:
         """``corrections``: offer "✎ correct…" on replies (its owner connects :attr:`correction`)."""
@@ -201,6 +252,8 @@ class ChatView(QScrollArea):
         self.bubbles: list[Bubble] = []
         self._pending: list[Bubble] = []  # live questions not yet carried by a turn
         self._follow = True
+        self._editing = 0  # correction dialogs open
+        self._restore: int | None = None  # a scroll position to keep while a re-read lays out
         self.verticalScrollBar().valueChanged.connect(self._on_scroll)
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
 
@@ -209,8 +262,25 @@ class ChatView(QScrollArea):
         self._follow = value >= bar.maximum() - 24
 
     def _on_range(self, _lo: int, hi: int) -> None:
-        if self._follow:
+        if self._restore is not None:
+            self.verticalScrollBar().setValue(min(self._restore, hi))
+        elif self._follow and not self.editing_now:  # never move the reply being corrected from under the dialog
             self.verticalScrollBar().setValue(hi)
+
+    def _on_editing(self, on: bool) -> None:
+        self._editing += 1 if on else -1
+        self.editing.emit(self.editing_now)
+
+    @property
+    def editing_now(self) -> bool:
+        """A correction dialog of one of its replies is open."""
+        return self._editing > 0
+
+    def keep_position(self, value: int) -> None:
+        """After a re-read of the same transcript: stay where the user was instead of jumping to the end."""
+        self._follow = False
+        self._restore = value
+        QTimer.singleShot(200, self, lambda: setattr(self, "_restore", None))  # once the layout has settled
 
     def _add(self, bubble: Bubble, *, before: Bubble | None = None) -> Bubble:
         if before is None:
@@ -221,7 +291,8 @@ class ChatView(QScrollArea):
             self.bubbles.insert(self.bubbles.index(before), bubble)
         bubble.feedback.connect(self.feedback)
         bubble.correction.connect(self.correction)
-        if self._follow:
+        bubble.editing.connect(self._on_editing)
+        if self._follow and not self.editing_now:
             QTimer.singleShot(0, self, self._scroll_to_end)  # dropped if the view is gone by then
         return bubble
 
@@ -252,30 +323,44 @@ class ChatView(QScrollArea):
                                 corrections=self.corrections), before=before)
 
     def add_question(self, text: str, video_time: float | None = None, *, spoken: bool = False,
-                     pending: bool = False) -> Bubble:
-        """A question bubble. ``pending``: asked live, stamped once the turn that carries it runs.
+                     pending: bool = False, loading: bool = False) -> Bubble:
+        """A question bubble stamped ``video_time``: for a live question, the moment it was typed.
 
-        Why wait for that turn: the question rides with the next frames, and the saved session
-        records it at that turn's video time; stamping it at the previous turn's time made the
-        live chat and the saved session disagree (00:00 here, 00:02 there).
+        ``pending``: asked live and not yet carried by a step. The model may be behind the picture (a
+        question typed at 00:02 rode with the step at 00:08), so the stamp keeps the moment of asking
+        and says that the answer comes with the next step; :meth:`settle_questions` then names the step
+        that carried it. ``loading``: the model is still loading, and the question waits for the first step.
         """
-        how = "asked aloud" if spoken else "asked"
-        stamp = how if video_time is None else f"{clock(video_time)} · {how}"
-        if pending:
-            stamp = f"{how} · rides with the next frames"
-        bubble = self._add(Bubble("you", text, stamp))
+        bubble = self._add(Bubble("you", text, ""))
         bubble.spoken = spoken
+        bubble.asked_at = video_time
         if pending:
+            wait = "sent with the first step, once the model has loaded" if loading else \
+                "the answer comes with the next step"
+            bubble.set_stamp(f"{_asked(bubble)} · {wait}")
             self._pending.append(bubble)
+        else:
+            bubble.set_stamp(_asked(bubble))
         return bubble
 
     def settle_questions(self, question: str | None, video_time: float) -> None:
-        """Stamp the pending questions that rode in a turn (the session joins them with spaces)."""
+        """The pending questions that rode in a step (the session joins them with spaces) say which step."""
         if not question:
             return
         for bubble in [b for b in self._pending if b.text.strip() in question]:
             self._pending.remove(bubble)
-            bubble.set_stamp(f"{clock(video_time)} · {'asked aloud' if bubble.spoken else 'asked'}")
+            if bubble.asked_at is None:  # no time known when it was asked: the step's is the closest
+                bubble.asked_at = video_time
+            if clock(video_time) == clock(bubble.asked_at):
+                bubble.set_stamp(_asked(bubble))
+            else:
+                bubble.set_stamp(f"{_asked(bubble)} · sent with the step at {clock(video_time)}")
+
+    def drop_pending(self, why: str) -> None:
+        """The session ended with questions no step carried: their bubbles say so (``why``)."""
+        for bubble in self._pending:
+            bubble.set_stamp(f"{_asked(bubble)} · {why}")
+        self._pending.clear()
 
     def add_notice(self, text: str) -> Bubble:
         return self._add(Bubble("system", text, "note"))
@@ -287,6 +372,7 @@ class ChatView(QScrollArea):
         self.bubbles.clear()
         self._pending.clear()
         self._follow = True
+        self._editing = 0
 
     def replies(self) -> list[Bubble]:
         return [b for b in self.bubbles if b.who == "duet"]

@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def gui_flags() -> set[str]:
+    """The app's own option strings (not ``-h``): ``duet`` hands a command line starting with one to :func:`main`."""
+    return {flag for action in _parser()._actions for flag in action.option_strings} - {"-h", "--help"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -33,14 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         # Under Wayland a client cannot stay on top or be captured by mss; XWayland can (docs/desktop.md §1.2).
         os.environ["QT_QPA_PLATFORM"] = "xcb"
 
-    from app.core.settings import SettingsStore
-    from app.modelhub.hardware import select_gpu
-
-    select_gpu(SettingsStore(args.config_dir).load().session.gpu)  # before llama.cpp initialises its devices
-
+    # The GPU choice ([session] gpu) goes with each Start to the engine's own process (BackendSettings.gpu),
+    # so changing it takes no restart, and this process still sees every GPU to offer in the settings.
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app.core.settings import SettingsStore
     from app.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -57,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if wizard is not None and wizard.save_problem:
         window.show_problem(wizard.save_problem)
     if args.source:
-        window.set_source(args.source)
+        window.settings_sync.set_source(args.source)
     if args.model:
-        window.set_model(args.model)
+        window.settings_sync.set_model(args.model)
     window.show()
     if window.settings.overlay.visible:
         window.overlay.set_user_visible(True)

@@ -14,13 +14,12 @@ import logging
 
 from PySide6.QtCore import QThread, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QTabWidget, QToolButton, QWidget
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from app.capture.base import SourceHealth
-from app.core.config import SessionConfig
+from app.core.config import BackendSettings, SessionConfig, backend_for_gpu
 from app.core.errors import SettingError, describe_write_failure
-from app.core.feedback import FeedbackError
-from app.core.sessions import SessionStore, add_feedback
+from app.core.sessions import SessionStore
 from app.core.settings import Settings, SettingsStore
 from app.core.timefmt import clock
 from app.core.types import Frame, StepResult
@@ -30,16 +29,17 @@ from app.ui.capture_exclusion import CaptureExclusion
 from app.ui.model_choice import no_model_message
 from app.ui.model_page import ModelPage
 from app.ui.overlay import Overlay
-from app.ui.pace import pace_text
 from app.ui.reply_text import shown_text
 from app.ui.sessions_page import SessionsPage
+from app.ui.settings_model import SettingsModel
 from app.ui.speech_bridge import SpeechBridge, VoiceInput
 from app.ui.style import STYLE
 from app.ui.train_page import TrainPage
 from app.ui.tray import app_icon, make_tray
 from app.ui.video_preview import PlayerPreview
 from app.ui.watch_panel import SessionStatus, WatchPanel, video_file_of
-from app.ui.window_settings import WindowSettingsMixin
+from app.ui.window_marks import WindowMarksMixin
+from app.ui.window_settings import SettingsSync, problems_on_opening
 from app.ui.worker import (
     BackendFactory,
     RunRequest,
@@ -52,8 +52,12 @@ from app.ui.worker import (
 log = logging.getLogger("duet.ui")
 
 
-class MainWindow(WindowSettingsMixin, QMainWindow):
-    """States: idle → loading → running ⇄ paused → stopping → idle."""
+class MainWindow(WindowMarksMixin, QMainWindow):
+    """States: idle → loading → running ⇄ paused → stopping → idle.
+
+    Its settings are :attr:`model` (a :class:`~app.ui.settings_model.SettingsModel`), which the controls are
+    bound to and the overlay, voice and shortcuts follow (:attr:`settings_sync`, app/ui/window_settings.py).
+    """
 
     def __init__(self, settings_store: SettingsStore, *, session_store: SessionStore | None = None,
                  library: ModelLibrary | None = None, backend_factory: BackendFactory = default_backend,
@@ -61,12 +65,14 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
                  voice_input: VoiceInput | None = None, tray: bool = True) -> None:
         super().__init__()
         self.store = settings_store
-        self.settings: Settings = settings_store.load()
+        self.model = SettingsModel(settings_store.load(), settings_store, parent=self)
+        self.run_request: RunRequest | None = None  # what the latest session was started with
         self.sessions = session_store or SessionStore()
         self.library = library or ModelLibrary()
         self.last_result: StepResult | None = None
         self.state = State.IDLE  # mirrors the controller's state, updated as its signal arrives
         self.last_error = ""
+        self.problem_cause = ""  # what the banner is about, so it goes when that is over ("ask", "no model")
         self.device = ""
         self.tray = None
         self.setWindowTitle("Duet")
@@ -102,55 +108,36 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
 
         self._build()
         self.player.image.connect(self.watch.show_picture)
-        self._apply_settings_to_controls()
-        self._install_shortcuts()
+        self.settings_sync = SettingsSync(self, self.model)
         self.tray = make_tray(self) if tray else None
         self._poll = QTimer(self)
         self._poll.setInterval(500)
         self._poll.timeout.connect(self._poll_source)
         self._poll.start()
-        if settings_store.recovered_from is not None:
-            self.show_problem(f"The settings file was damaged; it was set aside as "
-                              f"{settings_store.recovered_from.name} and defaults were restored.")
-        problems = settings_store.problems  # out of range or of the wrong type: replaced by defaults, said here
-        if problems:
-            shown = "; ".join(problems[:3]) + ("; …" if len(problems) > 3 else "")
-            self.show_problem(f"Some settings in {settings_store.path} were not usable and their defaults "
-                              f"are used: {shown}.")
-        self.library.entries()  # reading it sets a damaged index aside, so it is reported here, once
-        problem = self.library.root_problem()
-        if problem:  # not an empty library: a library that cannot exist where it is looked for
-            self.show_problem(f"{problem[0].upper()}{problem[1:]}.")
-        if self.library.recovered_from is not None:
-            self.show_problem(f"The model library index was damaged; it was set aside as "
-                              f"{self.library.recovered_from.name}. The model files are untouched: "
-                              "import them again from the Models page.")
+        for problem in problems_on_opening(settings_store, self.library):
+            self.show_problem(problem)
         self._show_state(State.IDLE)
         self.speech.check_output()  # a missing player or sound device is said now, not discovered later
-        self._label_mute(self.settings.speech.muted)
-        if not self.model_combo.currentData():
-            self.show_problem(no_model_message())  # the more urgent message keeps the banner
+        self.settings_sync.label_mute()
+        if not self.watch.model_combo.currentData():
+            self.show_problem(no_model_message(), cause="no model")  # the more urgent message keeps the banner
+
+    @property
+    def settings(self) -> Settings:
+        """The live settings (read them; change them through :attr:`model`, so that what shows them follows)."""
+        return self.model.settings
 
     # ---- layout --------------------------------------------------------------------------------
     def _build(self) -> None:
         self.watch = w = WatchPanel()
-        # The widgets tests and shortcuts reach through the window.
-        for name in ("banner", "source_label", "source_button", "preview", "start_button", "pause_button",
-                     "stop_button", "model_combo", "interval_spin", "frames_spin", "talk_slider", "talk_value",
-                     "mute_button", "overlay_button", "pace_label", "chat", "question", "ask_button", "talk_button"):
-            setattr(self, name, getattr(w, name))
-        w.source_button.clicked.connect(self.choose_source)
         w.start_button.clicked.connect(self.start)
         w.pause_button.clicked.connect(self.toggle_pause)
         w.stop_button.clicked.connect(self.stop)
-        w.talk_slider.valueChanged.connect(self._on_talkativeness)
-        w.mute_button.toggled.connect(self.set_muted)
-        w.overlay_button.toggled.connect(self.set_overlay_visible)
-        w.settings_button.clicked.connect(self.open_settings)
         w.chat.feedback.connect(self._on_feedback)
         w.chat.correction.connect(self._on_correction)
-        w.model_combo.activated.connect(lambda _i: self.fit_pace(self.model_combo.currentData() or ""))
         w.question.returnPressed.connect(self.ask_from_box)
+        w.question.textChanged.connect(lambda t: t.strip() or self.hide_problem("ask"))
+        w.model_combo.currentIndexChanged.connect(lambda _i: w.model_combo.currentData() and self.hide_problem("no model"))
         w.ask_button.clicked.connect(self.ask_from_box)
         w.talk_button.clicked.connect(self.push_to_talk)
 
@@ -159,14 +146,8 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         self.sessions_page = SessionsPage(self.sessions)
         self.tabs.addTab(self.sessions_page, "Sessions")
         self.model_page = ModelPage(self.library)
-        self.model_page.removed.connect(self._model_removed)
-        self.model_page.changed.connect(self._refresh_models)
-        self.model_page.default_chosen.connect(
-            lambda name: (self.set_model(name), self.fit_pace(name), self.save_settings()))
         self.tabs.addTab(self.model_page, "Models")
         self.train_page = TrainPage(self.sessions)
-        self.train_page.use_model.connect(
-            lambda name: (self.model_page.refresh(), self.set_model(name), self.fit_pace(name)))
         self.tabs.addTab(self.train_page, "Train")
         self.tabs.currentChanged.connect(self._tab_changed)
         from app.ui.about import about_button
@@ -179,11 +160,8 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         corner_row.addWidget(about_button(self))
         self.tabs.setCornerWidget(corner)
         self.setCentralWidget(self.tabs)
-        self._refresh_models()
 
         self.status = SessionStatus(self.statusBar())
-        for name in ("watching_label", "latency_label", "rtf_label", "context_label", "device_label", "source_status"):
-            setattr(self, name, getattr(self.status, name))
         s = self.settings.window
         self.resize(s.width, s.height)
         if s.x >= 0 and s.y >= 0:
@@ -192,13 +170,15 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     # ---- state ---------------------------------------------------------------------------------
     def _show_state(self, state: State) -> None:
         self.state = state
+        if state != State.IDLE:
+            self.hide_problem("ask")  # "Start watching first" is over once it starts
         self.watch.show_state(state)
         watching = state == State.RUNNING
-        self.overlay.set_capturing(watching, self.source_label.text() if watching else "")
+        self.overlay.set_capturing(watching, self.watch.source_label.text() if watching else "")
         self.status.show_state(state)
         if self.tray is not None:
             self.tray.setIcon(app_icon(recording=watching))
-            self.tray.setToolTip(f"Duet — {self.watching_label.text()}")
+            self.tray.setToolTip(f"Duet — {self.status.watching_label.text()}")
 
     @Slot(str)
     def _on_state(self, _state: str) -> None:
@@ -210,7 +190,7 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
             self.player.resume()
         elif state == State.IDLE:
             self.player.stop()
-            self.source_status.setText("")
+            self.status.source_status.setText("")
         self._show_state(state)
 
     # ---- actions -------------------------------------------------------------------------------
@@ -219,11 +199,10 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         if self.state != State.IDLE:
             return
         self.hide_problem()
-        self._collect_settings()
         self.save_settings()
         s = self.settings.session
-        if not self.model_combo.currentData():
-            self.show_problem(no_model_message())
+        if not self.watch.model_combo.currentData():
+            self.show_problem(no_model_message(), cause="no model")
             return
         try:
             # The window watches in real time, so a slow machine stays live (skips stale frames, fewer
@@ -233,11 +212,23 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         except SettingError as e:
             self.show_problem(str(e))
             return
-        self.chat.clear()
+        self.watch.chat.clear()
         self.overlay.clear()
         self.status.reset()  # the last session's step time, RTF and context are not this one's
         self.statusBar().clearMessage()
-        self.runner.start(RunRequest(source=s.source, model=s.model, config=config, interactive=True))
+        # The Engine settings, as --n-ctx, --threads and --gpu (or --gpu-layers 0) would set them.
+        backend = backend_for_gpu(s.gpu, BackendSettings(n_ctx=s.n_ctx, n_threads=s.n_threads))
+        self.run_request = RunRequest(source=s.source, model=s.model, config=config, backend=backend,
+                                      interactive=True)
+        self.runner.start(self.run_request)
+
+    def running_config(self) -> SessionConfig | None:
+        """What the session runs with (the controller's session, else the request it was started from), not
+        the controls: those may show what the next Start will use."""
+        session = self.controller.session
+        if session is not None:
+            return session.config
+        return self.run_request.config if self.run_request is not None else None
 
     @Slot()
     def stop(self) -> None:
@@ -248,25 +239,32 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         self.controller.toggle_pause()
 
     def ask(self, text: str, *, spoken: bool = False) -> bool:
+        """Send a question; its bubble is stamped with the moment it was typed, not the step that carries it.
+
+        The model may be seconds behind the picture: the question rides with its next step, and the bubble
+        says so until that step has run. While the model loads the question waits for the first step."""
         text = text.strip()
         if not text:
             return False
-        if not self.controller.ask(text, spoken=spoken):
-            self.show_problem("Start watching first, then ask: the question rides with the next frames.")
+        loading = self.controller.state == State.LOADING
+        at = 0.0 if loading else self.player.position if self.player.active else self.controller.stream_time
+        if not self.controller.ask(text, spoken=spoken, asked_at=at):
+            self.show_problem("Start watching first, then ask: the question rides with the next frames.",
+                              cause="ask")
             return False
-        self.chat.add_question(text, spoken=spoken, pending=True)  # stamped by the turn that carries it
+        self.watch.chat.add_question(text, at, spoken=spoken, pending=True, loading=loading)
         return True
 
     @Slot()
     def ask_from_box(self) -> None:
-        if self.ask(self.question.text()):
-            self.question.clear()
+        if self.ask(self.watch.question.text()):
+            self.watch.question.clear()
 
     @Slot()
     def focus_question(self) -> None:
         self.show_and_raise()
         self.tabs.setCurrentIndex(0)
-        self.question.setFocus()
+        self.watch.question.setFocus()
 
     @Slot()
     def push_to_talk(self) -> None:
@@ -290,18 +288,24 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
 
     # ---- messages ------------------------------------------------------------------------------
     @Slot(str)
-    def show_problem(self, text: str) -> None:
+    def show_problem(self, text: str, cause: str = "") -> None:
+        """The red banner. ``cause`` names what it is about when that can end by itself (a question asked
+        before Start: "ask"; no model: "no model"), so :meth:`hide_problem` takes it away then."""
         self.last_error = text
+        self.problem_cause = cause
         self.watch.show_problem(text)  # the banner; the status bar keeps its live figures (no overlap)
 
-    def hide_problem(self) -> None:
-        self.watch.hide_problem()
+    def hide_problem(self, cause: str | None = None) -> None:
+        """Hide the banner; with ``cause``, only when the banner is about that."""
+        if cause is None or (self.problem_cause == cause and self.watch.banner.isVisible()):
+            self.problem_cause = ""
+            self.watch.hide_problem()
 
     @Slot(str)
     def _speech_unavailable(self, text: str) -> None:
         self.show_problem(text)
-        self.chat.add_notice(text)
-        self._label_mute(self.settings.speech.muted)
+        self.watch.chat.add_notice(text)
+        self.settings_sync.label_mute()
 
     # ---- worker signals ------------------------------------------------------------------------
     @Slot(str)
@@ -311,7 +315,7 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     @Slot(str, str)
     def _on_started(self, device: str, source_name: str) -> None:
         self.device = device
-        self.device_label.setText(f"device {device}")
+        self.status.device_label.setText(f"device {device}")
         self.statusBar().clearMessage()
         path = video_file_of(self.settings.session.source)
         if path is not None and self.player.available:
@@ -331,20 +335,21 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     @Slot(object)
     def _on_step(self, r: StepResult) -> None:
         self.last_result = r
-        self.chat.settle_questions(r.question, r.video_time)
+        self.watch.chat.settle_questions(r.question, r.video_time)
         text = "" if r.silent else shown_text(r.text)  # no control characters or special tokens on screen
         if text:
             shown = self.overlay.add_reply(text, clock(r.video_time))
-            self.chat.add_reply(text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
+            self.watch.chat.add_reply(text, r.video_time, r.turn, r.frames[-1].image if r.frames else None)
             if shown:
                 self.speech.say(text)
             else:
                 self.controller.mark_folded(r.turn)  # a repeat on screen; the transcript keeps it
-        self.status.show_step(r, self.interval_spin.value())
+        config = self.running_config()
+        self.status.show_step(r, config.interval if config is not None else 0.0)
 
     @Slot(object)
     def _on_gap(self, gap: Gap) -> None:
-        self.chat.add_notice(f"Paused for {gap.seconds:.0f} s: Duet did not watch meanwhile, and starts the next "
+        self.watch.chat.add_notice(f"Paused for {gap.seconds:.0f} s: Duet did not watch meanwhile, and starts the next "
                              f"turn from fresh frames.")
 
     @Slot(object)
@@ -358,117 +363,27 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
     def _on_error(self, msg: str) -> None:
         self.statusBar().clearMessage()  # "Opening …" is over: the banner says what happened
         self.show_problem(msg)
-        self.chat.add_notice(msg)
+        self.watch.chat.add_notice(msg)
 
     @Slot(str)
     def _on_finished(self, reason: str) -> None:
         self.statusBar().clearMessage()  # a stop during loading leaves no "Loading …" behind
+        self.watch.chat.drop_pending("not sent: the session ended before another step")
         if reason == "ended":
-            self.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
+            self.watch.chat.add_notice("The source ended; the session is saved in the Sessions tab.")
         self._on_state(self.controller.state)
         self.sessions_page.refresh()
 
     @Slot(str)
     def _on_transcribed(self, text: str) -> None:
         if not self.ask(text, spoken=True):
-            self.question.setText(text)
+            self.watch.question.setText(text)
 
     @Slot(str)
     def _on_voice_state(self, state: str) -> None:
-        self.talk_button.setChecked(state == "recording")
-        self.talk_button.setText({"recording": "■  Listening…", "transcribing": "…  Transcribing",
+        self.watch.talk_button.setChecked(state == "recording")
+        self.watch.talk_button.setText({"recording": "■  Listening…", "transcribing": "…  Transcribing",
                                   "downloading": "⇣  Downloading"}.get(state, "●  Talk"))
-
-    @Slot(int, str, bool)
-    def _on_feedback(self, turn: int, kind: str, on: bool) -> None:
-        self.record_mark(turn, kind, on)
-
-    @Slot(int, str)
-    def _on_correction(self, turn: int, text: str) -> None:
-        self.record_mark(turn, "wrong", True, text)  # a "wrong" mark carrying the correction
-
-    def record_mark(self, turn: int, kind: str, on: bool, text: str = "") -> bool:
-        """Write a mark from the Watch chat; False (and the button goes back and says why) when it cannot be.
-
-        While the session runs, its transcript takes the mark. Once it has ended (the clip ran out, Stop)
-        the chat still shows its replies, and a mark on them goes to the finished session's file, as the
-        Sessions page writes it: a button that lights up must mean the mark is on disk.
-        """
-        if self.controller.add_feedback(turn, kind, on, text):
-            problem = None
-        else:
-            problem = self._mark_finished_session(turn, kind, on, text)
-        for button in self._mark_buttons(turn, kind):
-            plain = button.property("plain_tip")
-            if problem is None and plain is not None:  # saved now: the "Not saved" of an earlier try goes
-                button.setToolTip(plain)
-        if problem is None:
-            return True
-        self._refuse_mark(turn, kind, on, problem)
-        return False
-
-    def _mark_buttons(self, turn: int, kind: str) -> list[QToolButton]:
-        """The chat's buttons of ``kind`` on the bubble(s) showing the reply of ``turn``."""
-        return [b for bubble in self.chat.replies() if turn in bubble.turns
-                for b in [bubble.buttons.get(kind)] if b is not None]
-
-    def _mark_finished_session(self, turn: int, kind: str, on: bool, text: str) -> str | None:
-        """Append the mark to the latest session's file; None when written, else why it was not."""
-        sid = self.controller.last_session_id
-        if sid is None:
-            return "This session is not being saved (see the message above), so marks on it cannot be kept."
-        try:
-            add_feedback(self.sessions.find(sid), turn, kind, on, text)
-        except FileNotFoundError:
-            return (f"The saved session {sid} is gone (deleted, or its folder moved), so this mark could not be "
-                    "kept.")
-        except FeedbackError as e:
-            return f"This mark could not be kept: {e}."
-        except OSError as e:
-            return describe_write_failure(e, "Your mark could not be saved",
-                                          "the session's log is as it was; mark the reply again once there is room")
-        return None
-
-    def _refuse_mark(self, turn: int, kind: str, on: bool, why: str) -> None:
-        """The button shows what is saved, not what was tried, and its tooltip and the banner say why."""
-        self.show_problem(why)
-        for button in self._mark_buttons(turn, kind):
-            if button.property("plain_tip") is None:
-                button.setProperty("plain_tip", button.toolTip())
-            button.blockSignals(True)
-            button.setChecked(not on)
-            button.blockSignals(False)
-            button.setToolTip(f"Not saved: {why}")
-
-    @Slot(str)
-    def _model_removed(self, name: str) -> None:
-        """The user deleted a model on the Models page: never keep offering it (Start would fail on its files)."""
-        was = self.model_combo.currentData()
-        if getattr(self, "_explicit_model", "") == name:
-            self._explicit_model = ""
-        if self.settings.session.model == name:
-            self.settings.session.model = ""
-        if was == name:
-            self.model_combo.setCurrentIndex(-1)  # pick again among what is left
-        self._refresh_models()
-        now = self.model_combo.currentData()
-        if was != name:
-            return
-        if now:
-            self.fit_pace(now)
-            self.model_page.library_message.setText(
-                f"Deleted {name}. The Watch tab now uses {self.model_combo.currentText()}.")
-        else:
-            self.model_page.library_message.setText(f"Deleted {name}. No model is left: download or import one "
-                                                    "below.")
-            self.show_problem(no_model_message())
-        self.save_settings()
-
-    def _update_pace(self, *_: object) -> None:
-        self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
-
-    def _on_talkativeness(self, value: int) -> None:
-        self.controller.set_talkativeness(float(value))
 
     @Slot()
     def _poll_source(self) -> None:
@@ -476,7 +391,7 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         if src is None or self.state not in (State.RUNNING, State.PAUSED):
             return
         try:
-            self.source_status.setText(src.status)
+            self.status.source_status.setText(src.status)
         except Exception:  # the source is being closed on the worker thread
             return
         self.controller.check_health()  # a change arrives as a typed event (_on_health)
@@ -485,8 +400,39 @@ class MainWindow(WindowSettingsMixin, QMainWindow):
         if self.tabs.widget(index) is self.sessions_page:
             self.sessions_page.refresh()
 
-    # ---- shutdown ------------------------------------------------------------------------------
+    # ---- saving and shutdown -------------------------------------------------------------------
+    def save_settings(self) -> bool:
+        """Save, with where the window and the overlay are; False (and the banner says why) when the file
+        could not be written."""
+        m = self.model
+        for key, value in zip(("x", "y", "width", "height"), (self.x(), self.y(), self.width(), self.height())):
+            m.set("window", key, value)
+        g = self.overlay.resting_geometry()
+        for key, value in zip(("x", "y", "width", "height"), (g.x(), g.y(), g.width(), g.height())):
+            m.set("overlay", key, value)
+        try:
+            m.save()
+        except OSError as e:
+            self.show_problem(describe_write_failure(e, "Settings could not be saved",
+                                                     "the settings saved before are kept"))
+            return False
+        return True
+
+    def confirm_close_unsaved(self, problem: str) -> bool:
+        """Asked when the settings cannot be saved as the window closes: a banner in a closing window
+        would never be read. True: close anyway (the settings saved before are kept)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Settings not saved", problem,
+                          QMessageBox.StandardButton.Close | QMessageBox.StandardButton.Cancel, self)
+        box.setInformativeText("Close Duet anyway (the settings saved before are kept), or cancel, do what the "
+                               "message says, and close again.")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return box.exec() == QMessageBox.StandardButton.Close
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self.isVisible() and not self.model_page.downloads.confirm_close(self):
+            event.ignore()  # the download goes on, and so does the window
+            return
+        self.model_page.jobs.shutdown()  # running pulls pause; the Models page offers Resume on the next start
         if not self.save_settings() and self.isVisible() and not self.confirm_close_unsaved(self.last_error):
             event.ignore()  # the user frees some space first; the session (if any) runs on
             return

@@ -1,27 +1,21 @@
 """The Models page: this machine, installed models, models to download, and importing a GGUF pair.
 
-Downloads are :class:`app.modelhub.jobs.PullProcess` children owned by the app-wide manager, not by
-this page: the page polls their status, so closing or rebuilding it loses nothing and a pull keeps
-going (or stays paused) until the app quits. Pause stops the child; resume starts a new one that
-continues from the pull's state file. Importing validates the pair's metadata first (``check_pair``:
+The downloads are their own box (:class:`app.ui.download_rows.DownloadList`: the pulls are child
+processes of the app, not of this page). Importing validates the pair's metadata first (``check_pair``:
 llama.cpp would abort the process on some mismatches) and copies the files in a background thread.
 
 Layout: the page scrolls rather than squeezing; the installed-models table keeps room for several
-compact one-line rows (full paths in the tooltip), its buttons sit in its header row, and a download
-row keeps its height whether its progress bar shows or not, so nothing moves under the pointer as
-downloads come and go. Speeds below 1 MB/s read in KB/s; until the pull's own rate has two samples
-the page estimates speed and time left from what it saw since the download started.
+compact one-line rows (full paths in the tooltip), and its buttons sit in its header row, above
+anything that grows or shrinks (a download row, a message).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
@@ -29,10 +23,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -41,13 +33,12 @@ from PySide6.QtWidgets import (
 
 from app.core.errors import describe
 from app.core.sizes import human_bytes
-from app.core.timefmt import clock
-from app.modelhub import catalog, hardware
-from app.modelhub.jobs import JobStatus, PullManager, manager
+from app.modelhub import hardware
+from app.modelhub.jobs import PullManager, manager
 from app.modelhub.library import ModelLibrary
-from app.modelhub.pull import QUANTS, default_name
 from app.modelhub.validate import ModelFileError, check_pair
 from app.ui.background import BackgroundOp
+from app.ui.download_rows import DownloadList
 
 
 def _size(path: Path) -> str:
@@ -58,63 +49,6 @@ def _size(path: Path) -> str:
 
 
 TABLE_ROWS = 5  # installed models the table shows without scrolling
-
-
-def human_rate(bytes_per_s: float) -> str:
-    """``40_000`` → ``"40 KB/s"``; ``2_500_000`` → ``"2.5 MB/s"`` (a slow link never reads "0.0 MB/s")."""
-    if bytes_per_s >= 1e6:
-        return f"{bytes_per_s / 1e6:.1f} MB/s"
-    if bytes_per_s >= 1e3:
-        return f"{bytes_per_s / 1e3:.0f} KB/s"
-    return f"{bytes_per_s:.0f} B/s"
-
-
-class SpeedEstimate:
-    """Speed of a pull as this page saw it, for the seconds before the pull reports a rate of its own.
-
-    Why: the pull's rate needs two progress reports, and progress comes in 1 MB pieces — at 40 KB/s
-    the second report is 25 s after the first. The page knows when it started (or resumed) the pull
-    and how many bytes were there then, so the first report already gives a speed and a time left.
-    """
-
-    def __init__(self, done: int | None, at: float | None = None) -> None:
-        """``done``: bytes already there when the pull (re)started; None when unknown (the first report counts)."""
-        self.base = None if done is None else (time.monotonic() if at is None else at, done)
-
-    def rate(self, done: int, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        if self.base is None:
-            self.base = (now, done)
-            return 0.0
-        t0, d0 = self.base
-        return (done - d0) / (now - t0) if done > d0 and now > t0 else 0.0
-
-
-def describe_status(st: JobStatus, *, rate: float | None = None, eta: float | None = None) -> str:
-    """One line for a pull: stage, bytes, speed and ETA while downloading; the message otherwise.
-
-    ``rate``/``eta``: the page's estimate, used while the pull's own report has none.
-    """
-    ev = st.last
-    if st.state == "failed":
-        return f"✗ {st.error}"
-    if st.state == "paused":
-        return "❚❚ Paused — Resume continues where it stopped"
-    if st.state == "cancelled":
-        return "Cancelled; the partial download was deleted"
-    if ev is None:
-        return "Starting…"
-    if st.state == "done":
-        return f"✓ {st.name} is installed"
-    if ev.stage in ("download", "verify") and ev.total:
-        speed = ev.rate or rate or 0.0
-        left = ev.eta if ev.eta is not None else eta
-        if left is None and speed > 0:
-            left = max(0.0, ev.total - ev.done) / speed
-        pace = human_rate(speed) if speed > 0 else "measuring speed…"
-        tail = f", about {clock(left)} left" if left is not None else ""
-        return f"Downloading {human_bytes(ev.done)} of {human_bytes(ev.total)} · {pace}{tail}"
-    return ev.message
 
 
 class ModelPage(QWidget):
@@ -131,8 +65,6 @@ class ModelPage(QWidget):
         self.jobs = jobs or manager()
         self.hw = hw or hardware.detect()
         self.rec = hardware.recommend(self.hw)
-        self._last_state: dict[str, str] = {}
-        self._speed: dict[str, SpeedEstimate] = {}
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()  # a small window scrolls the page instead of squeezing the table to one row
@@ -199,26 +131,12 @@ class ModelPage(QWidget):
         self.library_message.setWordWrap(True)
         lay.addWidget(self.library_message)
 
-        hub = QGroupBox("Download from Hugging Face")
-        hub_lay = QVBoxLayout(hub)
-        self.hub_box = hub
-        self.pull_rows: dict[str, dict[str, QWidget]] = {}
-        for item in catalog.CATALOG:
-            self._add_pull_row(hub_lay, item.repo, item.title, item.about)
-        self.jobs.adopt_pending(library)  # pulls an earlier run left unfinished: shown paused, ready to resume
-        self._other_rows: list[str] = [r for r in self.jobs.jobs if r not in self.pull_rows]
-        other = QHBoxLayout()
-        self.repo_edit = QLineEdit()
-        self.repo_edit.setPlaceholderText("Another repository: owner/name (a Qwen2.5-VL checkpoint or a GGUF + mmproj)")
-        other.addWidget(self.repo_edit, 1)
-        other_button = QPushButton("Download")
-        other_button.clicked.connect(self._pull_other)
-        other.addWidget(other_button)
-        hub_lay.addLayout(other)
-        self.other_box = hub_lay
-        for repo in self._other_rows:
-            self._add_pull_row(hub_lay, repo, repo.split("/")[-1], "")
-        lay.addWidget(hub)
+        self.downloads = DownloadList(library, self.jobs, self.hw, self.rec)
+        self.downloads.installed.connect(self._installed)
+        self.downloads.problem.connect(self.library_message.setText)
+        self.hub_box = self.downloads
+        self.pull_rows = self.downloads.pull_rows  # repository → its row's widgets
+        lay.addWidget(self.downloads)
 
         box = QGroupBox("Import a GGUF model + its mmproj")
         form = QVBoxLayout(box)
@@ -247,138 +165,12 @@ class ModelPage(QWidget):
         form.addWidget(self.message)
         lay.addWidget(box)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(300)
-        self._timer.timeout.connect(self._poll_jobs)
-        self._timer.start()
         self.refresh()
-        self._poll_jobs()
 
-    # ---- downloads ----------------------------------------------------------------------------
-    def _add_pull_row(self, parent: QVBoxLayout, repo: str, title: str, about: str) -> None:
-        head = QHBoxLayout()
-        label = QLabel(f"<b>{title}</b> — {repo}<br>{about}")
-        label.setWordWrap(True)
-        head.addWidget(label, 1)
-        quant = QComboBox()
-        for q in QUANTS:
-            item = next((c for c in catalog.CATALOG if c.repo == repo), None)
-            size = f" · {human_bytes(item.size(q))}" if item else ""
-            where = catalog.fits(self.hw, q)
-            fit = {"GPU": "fits your GPU", "CPU": "fits your RAM (CPU)", "no": "does not fit"}[where]
-            rec = " · recommended" if q == self.rec.quant else ""
-            quant.addItem(f"{q}{size} · {fit}{rec}", q)
-        quant.setCurrentIndex(max(0, quant.findData(self.rec.quant)))
-        head.addWidget(quant)
-        start = QPushButton("Download")
-        start.setObjectName("primary")
-        pause = QPushButton("Pause")
-        cancel = QPushButton("Cancel")
-        for b in (start, pause, cancel):
-            head.addWidget(b)
-        parent.addLayout(head)
-        bar = QProgressBar()
-        bar.setRange(0, 1000)
-        bar.setTextVisible(False)
-        policy = bar.sizePolicy()
-        policy.setRetainSizeWhenHidden(True)  # the row keeps its height: nothing below it jumps
-        bar.setSizePolicy(policy)
-        status = QLabel("")
-        status.setWordWrap(True)
-        status.setMinimumHeight(status.fontMetrics().lineSpacing() * 2)  # room for a two-line message
-        status.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
-        parent.addWidget(bar)
-        parent.addWidget(status)
-        widgets = {"quant": quant, "start": start, "pause": pause, "cancel": cancel, "bar": bar, "status": status}
-        self.pull_rows[repo] = widgets
-        start.clicked.connect(lambda _=False, r=repo: self.start_pull(r))
-        pause.clicked.connect(lambda _=False, r=repo: self.pause_pull(r))
-        cancel.clicked.connect(lambda _=False, r=repo: self.cancel_pull(r))
-
-    def start_pull(self, repo: str) -> None:
-        row = self.pull_rows[repo]
-        quant = row["quant"].currentData()  # type: ignore[attr-defined]
-        self._speed[repo] = SpeedEstimate(self._bytes_before(repo, quant))
-        try:
-            self.jobs.start(repo, quant, library=self.library)
-        except Exception as e:  # a bad name or quantization: say so on the row
-            row["status"].setText(f"✗ {e}")  # type: ignore[attr-defined]
-            return
-        self._poll_jobs()
-
-    def _bytes_before(self, repo: str, quant: str) -> int | None:
-        """Bytes a (re)started pull begins with: 0 for a new one, the last report's for a resumed one."""
-        job = self.jobs.get(repo)
-        if job is None or job.status.state in ("done", "cancelled") or job.job.quant != str(quant).upper():
-            return 0
-        ev = job.status.last
-        return ev.done if ev is not None and ev.stage in ("download", "verify") and ev.total else None
-
-    def pause_pull(self, repo: str) -> None:
-        job = self.jobs.get(repo)
-        if job is not None:
-            job.pause()
-        self._poll_jobs()
-
-    def cancel_pull(self, repo: str) -> None:
-        job = self.jobs.get(repo)
-        if job is not None:
-            job.cancel()
-        self._poll_jobs()
-
-    def _pull_other(self) -> None:
-        repo = self.repo_edit.text().strip()
-        if repo.count("/") != 1:
-            self.library_message.setText("✗ A repository is owner/name")
-            return
-        if repo not in self.pull_rows:
-            self._add_pull_row(self.other_box, repo, repo.split("/")[-1], "")
-        self.start_pull(repo)
-
-    def _poll_jobs(self) -> None:
-        for repo, row in self.pull_rows.items():
-            job = self.jobs.get(repo)
-            start, pause, cancel = row["start"], row["pause"], row["cancel"]
-            bar, status = row["bar"], row["status"]
-            installed = self.library.get(default_name(repo, row["quant"].currentData())) is not None  # type: ignore
-            if job is None or (job.status.state in ("done", "cancelled") and installed):
-                start.setText("Installed" if installed else "Download")  # type: ignore[attr-defined]
-                start.setEnabled(not installed)
-                pause.setEnabled(False)
-                cancel.setEnabled(False)
-                bar.setVisible(False)
-                if job is not None:
-                    status.setText(describe_status(job.status))  # type: ignore[attr-defined]
-                    row["quant"].setEnabled(True)
-                if job is not None and job.status.state == "done" and self._last_state.get(repo) != "done":
-                    self._last_state[repo] = "done"
-                    self.refresh()
-                    self.changed.emit()
-                continue
-            st = job.status
-            running = st.state == "running"
-            if st.state in ("running", "paused", "failed"):  # the row shows the job: Resume keeps its quantization
-                quant = row["quant"]
-                quant.setCurrentIndex(max(0, quant.findData(job.job.quant)))  # type: ignore[attr-defined]
-            start.setText("Resume" if st.state in ("paused", "failed") else "Download")  # type: ignore[attr-defined]
-            start.setEnabled(not running)
-            pause.setEnabled(running)
-            cancel.setEnabled(st.state in ("running", "paused", "failed"))
-            row["quant"].setEnabled(st.state in ("done", "cancelled"))  # to change it: Cancel first
-            bar.setVisible(st.state != "cancelled")
-            ev = st.last
-            if st.state == "done":
-                bar.setValue(1000)  # type: ignore[attr-defined]
-            elif ev is not None and ev.total:
-                bar.setValue(int(1000 * ev.done / ev.total))  # type: ignore[attr-defined]
-            rate = 0.0
-            if running and ev is not None and ev.stage in ("download", "verify") and ev.total and not ev.rate:
-                rate = self._speed.setdefault(repo, SpeedEstimate(None)).rate(ev.done)
-            status.setText(describe_status(st, rate=rate))  # type: ignore[attr-defined]
-            if st.state == "done" and self._last_state.get(repo) != "done":
-                self.refresh()
-                self.changed.emit()
-            self._last_state[repo] = st.state
+    def _installed(self) -> None:
+        """A download finished: the new model is in the table, and the window offers it."""
+        self.refresh()
+        self.changed.emit()
 
     # ---- installed models ---------------------------------------------------------------------
     def refresh(self) -> None:

@@ -1,16 +1,19 @@
 """The trainer's PyTorch runtime in the app: its state, a progress bar while it installs, removal.
 
-A thin shell over :class:`app.trainer.runtime.TrainerRuntime`: the install runs on a plain thread and
-its progress events cross to the UI thread through a Qt signal (queued), so the window stays live
-during the minutes pip takes. Closing the dialog mid-install is refused (the install would go on
-unseen); quitting the app is not, and the next install resumes where it stopped.
+A thin shell over :class:`app.trainer.runtime.TrainerRuntime`: the install is a
+:class:`~app.ui.background.BackgroundOp` whose progress events reach the bar on the UI thread, so the
+window stays live during the minutes pip takes. Closing the dialog mid-install is refused (the install
+would go on unseen); quitting the app is not, and the next install resumes where it stopped.
+
+A source install with the ``train`` extra already trains on its own interpreter
+(:func:`app.trainer.own_trainer.own_trainer`): then the dialog says so and offers no install, since
+the runtime would be a 1.5 GB second copy that nothing uses.
 """
 
 from __future__ import annotations
 
-import threading
+import logging
 
-from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -23,32 +26,38 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.errors import DuetError, describe
+from app.trainer.own_trainer import TRAINER_IMPORTS, own_trainer
 from app.trainer.runtime import RuntimeSetupError, TrainerRuntime
+from app.ui.background import BackgroundOp
 
-
-class _Bridge(QObject):
-    progress = Signal(dict)
-    finished = Signal(str)  # "" on success, else the error message
+log = logging.getLogger("duet.ui.runtime")
 
 
 class RuntimeDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None, runtime: TrainerRuntime | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, runtime: TrainerRuntime | None = None, *,
+                 needs: tuple[str, ...] = TRAINER_IMPORTS) -> None:
+        """``needs``: the packages that make this interpreter able to train (tests name one that is absent
+        to see the installed app's dialog from a source checkout that has PyTorch)."""
         super().__init__(parent)
         self.setWindowTitle("Training runtime")
         self.setMinimumWidth(560)
         self.runtime = runtime or TrainerRuntime()
+        self.own = own_trainer(needs)
         self.busy = False
-        self._thread: threading.Thread | None = None
-        self._bridge = _Bridge(self)
-        self._bridge.progress.connect(self._on_progress)
-        self._bridge.finished.connect(self._on_finished)
 
         lay = QVBoxLayout(self)
-        intro = QLabel("Training uses PyTorch, which Duet installs on first use into a private folder "
-                       "(the CPU build, or the CUDA build your NVIDIA driver supports). Watching and "
-                       "narrating never need it.")
-        intro.setWordWrap(True)
-        lay.addWidget(intro)
+        self.intro = QLabel("Training uses PyTorch, which Duet installs on first use into a private folder "
+                            "(the CPU build, or the CUDA build your NVIDIA driver supports). Watching and "
+                            "narrating never need it.")
+        self.intro.setWordWrap(True)
+        lay.addWidget(self.intro)
+        said = self.own.describe()
+        self.own_label = QLabel(said[:1].upper() + said[1:])
+        self.own_label.setWordWrap(True)
+        self.own_label.setObjectName("runtimeOwn")
+        self.own_label.setVisible(bool(self.own.describe()))
+        lay.addWidget(self.own_label)
         self.state_label = QLabel()
         self.state_label.setWordWrap(True)
         self.state_label.setObjectName("runtimeState")
@@ -73,38 +82,42 @@ class RuntimeDialog(QDialog):
         row.addStretch(1)
         row.addWidget(self.close_button)
         lay.addLayout(row)
+        if self.own.usable:  # nothing to install: this interpreter trains (a private runtime left over stays removable)
+            self.intro.setText("Training uses PyTorch. Watching and narrating never need it.")
+            self.install_button.hide()
+            self.bar.hide()
+            self.step_label.hide()  # until a removal of a leftover runtime has something to say
         self.refresh()
 
     def refresh(self) -> None:
         st = self.runtime.status()
-        self.state_label.setText(st.describe())
+        if self.own.usable:
+            self.state_label.setText("" if st.state == "absent" else
+                                     f"a private runtime is also installed, unused while this install has "
+                                     f"PyTorch: {st.describe()}")
+        else:
+            self.state_label.setText(st.describe())
+        self.state_label.setVisible(bool(self.state_label.text()))
         self.install_button.setText({"absent": "Install", "ready": "Installed"}.get(st.state, "Repair"))
-        self.install_button.setEnabled(not self.busy and st.state != "ready")
+        self.install_button.setEnabled(not self.busy and st.state != "ready" and not self.own.usable)
         self.remove_button.setEnabled(not self.busy and st.state != "absent")
         self.close_button.setEnabled(not self.busy)
         if not self.busy:
             self.bar.setValue(1000 if st.ready else 0)
 
     def install(self) -> None:
-        if self.busy:
+        if self.busy or self.own.usable:
             return
         self.busy = True
         self.refresh()
         self.state_label.setText("installing: a few minutes (about 1.5 GB for the CPU build); if Duet is closed "
                                  "meanwhile, the next install resumes")
         self.step_label.setText("starting …")
-
-        def work() -> None:
-            try:
-                self.runtime.install(self._bridge.progress.emit)
-                self._bridge.finished.emit("")
-            except RuntimeSetupError as e:
-                self._bridge.finished.emit(str(e))
-            except Exception as e:  # noqa: BLE001 - shown to the user, never a silent thread death
-                self._bridge.finished.emit(f"{type(e).__name__}: {e}")
-
-        self._thread = threading.Thread(target=work, name="duet-runtime-install", daemon=True)
-        self._thread.start()
+        runtime = self.runtime
+        BackgroundOp(self, lambda report: runtime.install(report), progress=self._on_progress,
+                     success=lambda _status: self._on_finished(""),
+                     failure=self._failed,
+                     name="duet-runtime-install").run()
 
     def remove(self) -> None:
         if self.busy:
@@ -115,11 +128,17 @@ class RuntimeDialog(QDialog):
             self.step_label.setText("not removed: " + str(e).splitlines()[0])
         else:
             self.step_label.setText("removed")
+        self.step_label.show()
         self.refresh()
 
-    def _on_progress(self, event: dict) -> None:
-        self.bar.setValue(int(event.get("fraction", 0) * 1000))
+    def _on_progress(self, event: dict[str, object]) -> None:
+        self.bar.setValue(int(float(event.get("fraction", 0) or 0) * 1000))  # type: ignore[arg-type]
         self.step_label.setText(f"{event.get('phase', '')}: {event.get('message', '')}")
+
+    def _failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, (DuetError, OSError)):  # a bug: its traceback goes to the log, its name to the user
+            log.error("runtime install failed", exc_info=(type(exc), exc, exc.__traceback__))
+        self._on_finished(describe(exc))
 
     def _on_finished(self, error: str) -> None:
         self.busy = False

@@ -1,7 +1,11 @@
 """The Sessions page: every saved session, its transcript with thumbnails, feedback, export.
 
 Feedback given here is appended to the session's own log (never a rewrite), exactly like feedback
-given live, so the trainer reads one format. A mark or an export that cannot be written (a full
+given live, so the trainer reads one format. It is the feedback ``duet sessions feedback`` gives: the
+reply marks, "wrong" with a correction (✎ correct…, a dialog that names the reply's time), and "missed"
+at a moment (:mod:`app.ui.session_marks`, which also lists every mark in force, the CLI's included).
+Re-reading the open session (Refresh, a session that ends) keeps the list's and the transcript's
+scroll positions, and waits while a correction dialog is open. A mark or an export that cannot be written (a full
 disk) says so in the page's banner; the log and any earlier export file are left as they were. An
 export that was written says where, with a button that opens its folder.
 
@@ -35,10 +39,12 @@ from PySide6.QtWidgets import (
 from app.capture.parse import canonical_spec
 from app.core.atomic import write_text_atomic
 from app.core.errors import describe_write_failure
+from app.core.feedback import FeedbackError
 from app.core.session_export import export_json, export_markdown
 from app.core.session_read import SavedSession, load_session
-from app.core.sessions import CUT_SHORT, SessionStore, add_feedback, is_running
+from app.core.sessions import CUT_SHORT, SessionStore, add_feedback, add_mark, is_running
 from app.ui.chat_view import THUMB_W, ChatView
+from app.ui.session_marks import MarksPanel
 from app.ui.source_picker import describe
 
 LIST_MIN_WIDTH = 300  # the saved-sessions column: wide enough for "2026-01-01 12:00 · Video file · name"
@@ -83,8 +89,13 @@ class SessionsPage(QWidget):
         self.list.currentItemChanged.connect(self._open_item)
         self.header = ElidedLabel("Pick a session")
         self.header.setObjectName("sourceName")
-        self.chat = ChatView()
+        self.chat = ChatView(corrections=True)
         self.chat.feedback.connect(self._feedback)
+        self.chat.correction.connect(lambda turn, text: self._feedback(turn, "wrong", True, text))
+        self.chat.editing.connect(lambda on: on or not self._refresh_waiting or self.refresh())
+        self._refresh_waiting = False  # a refresh asked for while a correction dialog was open
+        self.marks = MarksPanel()
+        self.marks.missed.connect(self._missed)
         self.md_button = QPushButton("Export Markdown…")
         self.json_button = QPushButton("Export JSON…")
         self.md_button.clicked.connect(lambda: self._export("md"))
@@ -125,6 +136,7 @@ class SessionsPage(QWidget):
         rl.addWidget(self.banner)
         rl.addWidget(self.export_row)
         rl.addWidget(self.chat, 1)
+        rl.addWidget(self.marks)
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(right)
@@ -138,8 +150,16 @@ class SessionsPage(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the list; the open session stays open (and is re-read), or the pane is cleared."""
+        """Re-read the list; the open session stays open (and is re-read), or the pane is cleared.
+
+        Nothing moves under the user: the list keeps its scroll position, the transcript its own, and while
+        a correction dialog is open the re-read waits for it to close."""
+        if self.chat.editing_now:
+            self._refresh_waiting = True
+            return
+        self._refresh_waiting = False
         keep = self.current.directory if self.current is not None else None
+        list_at = self.list.verticalScrollBar().value()
         self.list.blockSignals(True)
         self.list.clear()
         row = -1
@@ -154,10 +174,13 @@ class SessionsPage(QWidget):
                 row = self.list.count() - 1
         self.list.blockSignals(False)
         if row >= 0:
+            self.list.blockSignals(True)  # selecting it again must not scroll the list to it
             self.list.setCurrentRow(row)
+            self.list.blockSignals(False)
             self.open(keep)  # type: ignore[arg-type]
         else:
             self.clear_detail()
+        self.list.verticalScrollBar().setValue(list_at)
 
     @staticmethod
     def _started(s: SavedSession) -> str:
@@ -203,6 +226,7 @@ class SessionsPage(QWidget):
         self.chat.clear()
         self.md_button.setEnabled(False)
         self.json_button.setEnabled(False)
+        self.marks.show_session(None)
 
     def _open_item(self, item: QListWidgetItem | None, _prev: object = None) -> None:
         if item is not None:
@@ -211,21 +235,33 @@ class SessionsPage(QWidget):
             self.clear_detail()
 
     def open(self, path: Path) -> None:
+        again = self.current is not None and self.current.directory == Path(path)
+        chat_at = self.chat.verticalScrollBar().value()
         s = self.current = load_session(path)
         self.header.setText(self.title(s))
         self.export_row.hide()  # it spoke of another session's export
         self.chat.clear()
+        if again:
+            self.chat.keep_position(chat_at)
+        asked = [q for q in s.questions if isinstance(q.get("time"), (int, float))]  # when each was typed
+        corrections = {m.turn: m.text for m in s.marks if m.kind == "wrong" and m.text}
         for step in s.steps:
             if step.get("question"):
-                self.chat.add_question(step["question"], float(step.get("time", 0)))
+                self._add_questions(step["question"], float(step.get("time", 0)), asked)
             if step.get("silent"):
                 continue
             thumb = None
             if step.get("thumb"):
                 pix = QPixmap(str(path / step["thumb"]))
                 thumb = None if pix.isNull() else pix.scaledToWidth(THUMB_W, Qt.TransformationMode.SmoothTransformation)
-            self.chat.add_reply(step.get("text", ""), float(step.get("time", 0)), int(step["turn"]), thumb=thumb,
-                                feedback_on=s.feedback.get(int(step["turn"]), set()))
+            turn = int(step["turn"])
+            bubble = self.chat.add_reply(step.get("text", ""), float(step.get("time", 0)), turn, thumb=thumb,
+                                         feedback_on=s.feedback.get(turn, set()))
+            if bubble is not None and turn in corrections:
+                bubble.show_correction(corrections[turn])
+        replies = s.replies
+        self.marks.at = float(replies[-1].get("time", 0.0)) if replies else 0.0
+        self.marks.show_session(s)
         if is_running(s.directory):
             self.chat.add_notice("This session is running now; press Refresh to see its newest turns.")
         elif not s.ended:
@@ -239,11 +275,26 @@ class SessionsPage(QWidget):
         self.banner.setText(text)
         self.banner.show()
 
-    def _feedback(self, turn: int, kind: str, on: bool) -> None:
+    def _add_questions(self, question: str, step_time: float, asked: list[dict]) -> None:
+        """A step's question(s) stamped as the live chat stamped them: when typed, and the step that carried
+        them. Sessions saved before questions kept their time show the step's time, as they did."""
+        mine = [q for q in asked if str(q.get("text", "")).strip() and str(q["text"]).strip() in question]
+        if not mine:
+            self.chat.add_question(question, step_time)
+            return
+        for q in mine:
+            asked.remove(q)
+            self.chat.add_question(str(q["text"]), float(q["time"]), spoken=bool(q.get("spoken")), pending=True)
+        self.chat.settle_questions(question, step_time)
+
+    def _feedback(self, turn: int, kind: str, on: bool, text: str = "") -> None:
         if self.current is None:
             return
         try:
-            add_feedback(self.current.directory, turn, kind, on)
+            add_feedback(self.current.directory, turn, kind, on, text)
+        except FeedbackError as e:  # the schema refused it (a text it cannot keep): said, nothing written
+            self.show_problem(f"This mark could not be kept: {e}.")
+            return
         except OSError as e:
             self.show_problem(describe_write_failure(
                 e, "Your mark could not be saved",
@@ -256,6 +307,27 @@ class SessionsPage(QWidget):
                     button.blockSignals(False)
             return
         self.banner.hide()
+        self._show_marks()
+
+    def _missed(self, mark: object) -> None:
+        if self.current is None:
+            return
+        try:
+            add_mark(self.current.directory, mark)  # type: ignore[arg-type]
+        except FeedbackError as e:
+            self.show_problem(f"This mark could not be kept: {e}.")
+            return
+        except OSError as e:
+            self.show_problem(describe_write_failure(
+                e, "Your mark could not be saved", "the session's log is as it was; add it again once there is room"))
+            return
+        self.banner.hide()
+        self._show_marks()
+
+    def _show_marks(self) -> None:
+        """The marks list as the log now says (the transcript itself is not re-read: it holds still)."""
+        if self.current is not None:
+            self.marks.show_session(load_session(self.current.directory))
 
     def export_to(self, path: Path, fmt: str) -> Path:
         """Write the open session; Markdown links thumbnails relative to where the file is written.

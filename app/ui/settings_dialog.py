@@ -1,7 +1,13 @@
-"""The settings dialog: speech (voice, rate, mute, spoken questions), overlay, shortcuts.
+"""The settings dialog: speech (voice, rate, mute, spoken questions), overlay, shortcuts, the engine.
 
-It edits a copy and hands it back on OK; the main window applies and saves it. Session knobs
-(interval, frames per turn, talkativeness) live in the main window, where they are used.
+It edits a copy and hands it back on OK; the main window takes what :func:`edits` names and saves it.
+Session knobs (interval, frames per turn, talkativeness) live in the main window, where they are used.
+Its number controls are bound to the copy through a :class:`~app.ui.settings_model.SettingsModel`, which
+gives each its declared range. The Engine tab holds what the engine starts with: the GPU choice
+(``[session] gpu``: the GPUs hardware detection found, as ``duet models recommend`` numbers them, plus
+"Automatic" and "CPU only"), the context window (``[session] n_ctx``, as ``--n-ctx``) and the CPU threads
+(``[session] n_threads``, as ``--threads``); the window turns them into the engine's
+:class:`~app.core.config.BackendSettings` at the next Start.
 """
 
 from __future__ import annotations
@@ -29,10 +35,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.config import GPU_AUTO, GPU_CPU_ONLY
 from app.core.settings import Settings
+from app.modelhub.hardware import GpuInfo
 from app.speech.recorder import input_devices
 from app.speech.stt import MODEL_SIZES_MB, find_model, model_filename, models_dir
 from app.ui.chat_view import soft_wrap
+from app.ui.settings_model import SettingsModel
+
+# What the dialog edits, by settings.toml section (None: all of it). The rest of the settings are the Watch
+# tab's (source, model, pace) or where the windows are, which the dialog must not put back as they were.
+EDITS: dict[str, tuple[str, ...] | None] = {
+    "speech": None, "shortcuts": None,
+    "overlay": ("visible", "click_through", "opacity", "fade_seconds", "font_size"),
+    "session": ("gpu", "n_ctx", "n_threads"),
+}
+
+
+def edits(section: str, key: str) -> bool:
+    """True for a setting the dialog edits (the window takes these on OK)."""
+    return section in EDITS and (EDITS[section] is None or key in EDITS[section])  # type: ignore[operator]
 
 SHORTCUT_LABELS = {
     "pause": "Pause / resume watching",
@@ -57,16 +79,19 @@ class SettingsDialog(QDialog):
     """Never wider than the screen: long messages wrap (even unbroken paths and URLs)."""
 
     def __init__(self, settings: Settings, *, voices: list[tuple[str, str]] | None = None,
-                 speech_note: str = "", voice_input: object = None, parent: QWidget | None = None) -> None:
+                 speech_note: str = "", voice_input: object = None, gpus: list[GpuInfo] | None = None,
+                 gpus_unused: list[GpuInfo] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Duet settings")
         self.resize(620, 460)
         self.value = copy.deepcopy(settings)
+        self.model = SettingsModel(self.value, parent=self)  # binds the controls below to the copy
         self.voice_input = voice_input
         tabs = QTabWidget()
         tabs.addTab(self._speech_tab(voices or [], speech_note), "Speech")
         tabs.addTab(self._overlay_tab(), "Overlay")
         tabs.addTab(self._shortcut_tab(), "Shortcuts")
+        tabs.addTab(self._engine_tab(gpus or [], gpus_unused or []), "Engine")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -84,7 +109,7 @@ class SettingsDialog(QDialog):
         page = QWidget()
         form = QFormLayout(page)
         self.muted = QCheckBox("Don't speak replies")
-        self.muted.setChecked(s.muted)
+        self.model.bind(self.muted, "speech", "muted")
         form.addRow("Speech", self.muted)
         self.voice = QComboBox()
         self.voice.addItem("System default", "")
@@ -94,9 +119,8 @@ class SettingsDialog(QDialog):
         self.voice.setCurrentIndex(max(0, i))
         form.addRow("Voice", self.voice)
         self.rate = QSpinBox()
-        self.rate.setRange(*_bounds("speech", "rate"))
         self.rate.setSuffix(" words/min")
-        self.rate.setValue(s.rate)
+        self.model.bind(self.rate, "speech", "rate")
         form.addRow("Rate", self.rate)
         if note:
             warn = QLabel(soft_wrap(note))
@@ -162,28 +186,24 @@ class SettingsDialog(QDialog):
             self._update_stt_status()
 
     def _overlay_tab(self) -> QWidget:
-        o = self.value.overlay
         page = QWidget()
         form = QFormLayout(page)
         self.overlay_visible = QCheckBox("Show the overlay")
-        self.overlay_visible.setChecked(o.visible)
+        self.model.bind(self.overlay_visible, "overlay", "visible")
         form.addRow("Overlay", self.overlay_visible)
         self.click_through = QCheckBox("Clicks pass through to the window below")
-        self.click_through.setChecked(o.click_through)
+        self.model.bind(self.click_through, "overlay", "click_through")
         form.addRow("Click-through", self.click_through)
         self.opacity = QDoubleSpinBox()
-        self.opacity.setRange(*_bounds("overlay", "opacity"))
         self.opacity.setSingleStep(0.05)
-        self.opacity.setValue(o.opacity)
+        self.model.bind(self.opacity, "overlay", "opacity")
         form.addRow("Background opacity", self.opacity)
         self.fade = QDoubleSpinBox()
-        self.fade.setRange(*_bounds("overlay", "fade_seconds"))
         self.fade.setSuffix(" s")
-        self.fade.setValue(o.fade_seconds)
+        self.model.bind(self.fade, "overlay", "fade_seconds")
         form.addRow("Replies fade after", self.fade)
         self.font_size = QSpinBox()
-        self.font_size.setRange(*_bounds("overlay", "font_size"))
-        self.font_size.setValue(o.font_size)
+        self.model.bind(self.font_size, "overlay", "font_size")
         form.addRow("Text size", self.font_size)
         return page
 
@@ -201,28 +221,51 @@ class SettingsDialog(QDialog):
         form.addRow(note)
         return page
 
+    def _engine_tab(self, gpus: list[GpuInfo], unused: list[GpuInfo]) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.gpu = QComboBox()
+        self.gpu.addItem("Automatic (llama.cpp's choice)", GPU_AUTO)
+        self.gpu.addItem("CPU only", GPU_CPU_ONLY)
+        for g in gpus:
+            memory = f" · {g.total / 2**30:.0f} GB" if g.total else ""
+            self.gpu.addItem(f"GPU {g.index}: {g.description or g.name}{memory}", g.index)
+        chosen = self.value.session.gpu
+        if self.gpu.findData(chosen) < 0:  # a GPU chosen earlier that detection does not find now: kept, said
+            self.gpu.addItem(f"GPU {chosen} (not found now: the engine will fail to use it)", chosen)
+        self.model.bind(self.gpu, "session", "gpu")
+        form.addRow("Run the model on", self.gpu)
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setSingleStep(1024)
+        self.n_ctx.setSuffix(" tokens")
+        self.model.bind(self.n_ctx, "session", "n_ctx")
+        form.addRow("Context window", self.n_ctx)
+        self.n_threads = QSpinBox()
+        self.n_threads.setSpecialValueText("Automatic")  # 0: the one thread policy (app.core.config.resolve_threads)
+        self.model.bind(self.n_threads, "session", "n_threads")
+        form.addRow("CPU threads", self.n_threads)
+        found = "No GPU this llama.cpp build can use was found" if not gpus else \
+            f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} found"
+        lines = [f"{found}. Takes effect at the next Start; in a terminal the same choices are "
+                 "`--gpu N` (or `--gpu-layers 0` for CPU only), `--n-ctx` and `--threads` for `duet run` and "
+                 "`duet serve`."]
+        lines += [f"GPU {g.index}: {g.name} is present but this build cannot use it (`make gpu`)." for g in unused]
+        note = QLabel(soft_wrap(" ".join(lines)))
+        note.setWordWrap(True)
+        note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.gpu_note = note
+        form.addRow(note)
+        return page
+
     def result_settings(self) -> Settings:
+        """The edited copy (the bound controls wrote theirs as they changed; these are read now)."""
         v = self.value
-        v.speech.muted = self.muted.isChecked()
         v.speech.voice = self.voice.currentData() or ""
-        v.speech.rate = self.rate.value()
         v.speech.stt_model = self.stt_model.currentData()
         v.speech.input_device = self.input_device.currentData() or ""
-        v.overlay.visible = self.overlay_visible.isChecked()
-        v.overlay.click_through = self.click_through.isChecked()
-        v.overlay.opacity = round(self.opacity.value(), 2)
-        v.overlay.fade_seconds = self.fade.value()
-        v.overlay.font_size = self.font_size.value()
         for key, edit in self.keys.items():
             seq = edit.keySequence().toString()
             if seq:
                 setattr(v.shortcuts, key, seq)
         return v
 
-
-def _bounds(section: str, key: str) -> tuple:
-    """A spin box's range: the one settings.toml is checked against (app/core/config.APP_LIMITS)."""
-    from app.core.config import APP_LIMITS
-
-    lim = APP_LIMITS[section, key]
-    return lim.low, lim.high

@@ -8,6 +8,7 @@ The dialog only produces a source *spec* string (``screen:1``, ``window:Firefox`
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def own_windows() -> tuple[set[int], set[str]]:
         if w.windowTitle():
             titles.add(w.windowTitle())
     return ids, titles
+
+
+def windows_message(windows: list[object], problem: BaseException | None) -> str:
+    """What the Windows tab says above its list: what is really missing when it is empty.
+
+    Window capture lists windows through libX11 itself, so it needs an X11 display (or XWayland) and
+    nothing else: no window manager. On such a display an empty list means there is no other window
+    (Duet's own are never offered), not that the desktop is wrong."""
+    if windows:
+        return "Pick a window; Duet follows it by title."
+    if not sys.platform.startswith("linux"):
+        return "Window capture works on Linux (X11) only for now: pick a Region around the window instead."
+    if problem is None:
+        return ("No other window is open on this display (Duet's own windows are not offered): open the window "
+                "to watch, then choose the source again.")
+    if not os.environ.get("DISPLAY"):
+        return ("Window capture needs an X11 display, and $DISPLAY is not set (a Wayland session without "
+                "XWayland, or no desktop): log in to an X11 session or enable XWayland.")
+    detail = str(problem).splitlines()[0] if str(problem) else type(problem).__name__
+    return f"Windows cannot be listed on this display: {detail}."
 
 
 def camera_devices() -> list[str]:
@@ -229,7 +250,7 @@ class SourcePicker(QDialog):
             mons = list_monitors()
         except (CaptureError, Exception) as e:  # no display, Wayland, mss missing
             self.screen_message.setText(f"Screen capture is not available here: {e}")
-            self.window_message.setText("Window capture is not available here.")
+            self.window_message.setText(windows_message([], e))
             return
         self.screen_message.setText("Pick a monitor. The overlay is hidden from Duet's own captures.")
         for m in mons:
@@ -239,16 +260,16 @@ class SourcePicker(QDialog):
             item.setData(Qt.ItemDataRole.UserRole + 1, {"left": m.left, "top": m.top, "width": m.width,
                                                          "height": m.height})
             self.monitors.addItem(item)
+        wins, problem = [], None
         try:
             from app.capture.x11windows import list_windows
 
             mine_ids, mine_titles = own_windows()
             wins = [w for w in list_windows() if w.title.strip() and w.width > 40 and w.height > 40
                     and w.id not in mine_ids and w.title not in mine_titles]
-        except Exception:
-            wins = []
-        self.window_message.setText("Pick a window; Duet follows it by title." if wins
-                                    else "No windows found (window capture needs X11).")
+        except Exception as e:  # noqa: BLE001 - no libX11, a display that went away: said in the tab
+            problem = e
+        self.window_message.setText(windows_message(wins, problem))
         for w in wins:
             item = QListWidgetItem(w.title[:40])
             item.setToolTip(w.title)

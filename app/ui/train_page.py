@@ -2,7 +2,8 @@
 
 A thin shell over the Qt-free trainer: Start runs ``duet train feedback …`` as its own process
 (``app.trainer.jobs.JobProcess``), so the job survives the window closing; the page polls the job's
-``progress.jsonl`` on a timer and draws the loss and reward curves, and on opening it reattaches to
+``progress.jsonl`` while the job runs (:class:`~app.ui.job_watcher.JobWatcher`, as the Models page follows
+its downloads) and draws the loss and reward curves, and on opening it reattaches to
 the newest job in the training folder. Cancel leaves a ``CANCEL`` file (the job checkpoints and
 exits); Resume runs the same command again, which continues from the checkpoint. "Use this model"
 selects the new library entry for watching (from the next Start, no restart of the app).
@@ -10,13 +11,11 @@ selects the new library entry for watching (from the next Start, no restart of t
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -35,72 +34,14 @@ from PySide6.QtWidgets import (
 from app.core.sessions import SessionStore, sessions_with_feedback
 from app.trainer import estimate
 from app.trainer.jobs import JobProcess
+from app.ui.job_watcher import JobWatcher
+from app.ui.train_curves import Curves
 
 DATA_CHOICES = {"sessions": "My sessions with feedback", "folder": "A dataset folder (Duet or ProactiveVideoQA)",
                 "synthetic": "Synthetic videos (the demo's world)"}
 # preset → (label, SFT steps, GRPO steps)
 PRESETS = {"quick": ("Quick: fine-tune on my feedback", 40, 0), "sft": ("SFT", 300, 0),
            "sft_grpo": ("SFT, then GRPO", 300, 16)}
-
-
-class Curves(QWidget):
-    """Loss (per SFT step) and reward (per GRPO step) as two line plots, drawn with QPainter."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setMinimumHeight(220)
-        self.loss: list[tuple[int, float]] = []
-        self.reward: list[tuple[int, float]] = []
-
-    def clear(self) -> None:
-        self.loss, self.reward = [], []
-        self.update()
-
-    def add(self, series: str, step: int, value: float) -> None:
-        if value is None or not math.isfinite(value):
-            return
-        pts = self.loss if series == "loss" else self.reward
-        pts[:] = [p for p in pts if p[0] < step]  # a resumed job repeats no step, but be safe
-        pts.append((step, value))
-        self.update()
-
-    def paintEvent(self, _event: object) -> None:  # noqa: N802
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor("#111318"))
-        panels = [("loss", self.loss, QColor("#5b8cff"))]
-        if self.reward:
-            panels.append(("reward", self.reward, QColor("#ffb347")))
-        w = self.width() / len(panels)
-        for k, (name, pts, colour) in enumerate(panels):
-            self._panel(p, k * w + 8, 8, w - 16, self.height() - 16, name, pts, colour)
-        p.end()
-
-    def _panel(self, p: QPainter, x: float, y: float, w: float, h: float, name: str,
-               pts: list[tuple[int, float]], colour: QColor) -> None:
-        p.setPen(QPen(QColor("#2c313d"), 1))
-        p.drawRect(int(x), int(y), int(w), int(h))
-        p.setPen(QColor("#8a93a6"))
-        last = f" = {pts[-1][1]:.3f} at step {pts[-1][0]}" if pts else " (no data yet)"
-        p.drawText(int(x + 8), int(y + 18), f"{name}{last}")
-        if len(pts) < 2:
-            return
-        xs = [s for s, _ in pts]
-        ys = [v for _, v in pts]
-        lo, hi = min(ys), max(ys)
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        x0, x1 = min(xs), max(xs)
-        left, top, pw, ph = x + 40, y + 28, w - 52, h - 44
-        p.drawText(int(x + 4), int(top + 10), f"{hi:.2f}")
-        p.drawText(int(x + 4), int(top + ph), f"{lo:.2f}")
-        p.drawText(int(left + pw - 40), int(y + h - 4), f"step {x1}")
-        path = QPainterPath()
-        for i, (s, v) in enumerate(pts):
-            pt = QPointF(left + pw * (s - x0) / max(1, x1 - x0), top + ph * (1 - (v - lo) / (hi - lo)))
-            path.moveTo(pt) if i == 0 else path.lineTo(pt)
-        p.setPen(QPen(colour, 2))
-        p.drawPath(path)
 
 
 class TrainPage(QWidget):
@@ -116,9 +57,8 @@ class TrainPage(QWidget):
         self.events: list[dict] = []
         self.pauc: dict[str, float | None] = {"before": None, "after": None}
         self._build()
-        self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self.poll)
+        self.watcher = JobWatcher(self, interval_ms=poll_ms)
+        self.watcher.tick.connect(self.poll)
         self.reattach()  # counting sessions and probing the GPU wait until the page is shown (app start stays fast)
 
     def showEvent(self, event: object) -> None:  # noqa: N802
@@ -150,6 +90,24 @@ class TrainPage(QWidget):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 100_000)
         self.steps_spin.setValue(PRESETS["quick"][1])
+        self.steps_spin.setToolTip("On your feedback: the steps of one round; after each round the new model plays "
+                                   "your marked sessions, and training goes on until it says every correction")
+        # The budget the user sees: training on feedback stops at the first of these, and says what was not learned.
+        self.max_steps_spin = QSpinBox()
+        self.max_steps_spin.setRange(1, 1_000_000)
+        self.max_steps_spin.setValue(4 * PRESETS["quick"][1])
+        self.max_steps_spin.setSuffix(" steps")
+        self.max_minutes_spin = QSpinBox()
+        self.max_minutes_spin.setRange(0, 100_000)
+        self.max_minutes_spin.setSpecialValueText("no time limit")
+        self.max_minutes_spin.setSuffix(" min")
+        self.steps_spin.valueChanged.connect(self.max_steps_spin.setMinimum)
+        self.max_steps_spin.setMinimum(self.steps_spin.value())
+        budget_row = QHBoxLayout()
+        budget_row.addWidget(QLabel("up to"))
+        budget_row.addWidget(self.max_steps_spin)
+        budget_row.addWidget(QLabel("and"))
+        budget_row.addWidget(self.max_minutes_spin)
         form = QFormLayout()
         form.addRow("Data", self.data_combo)
         form.addRow("Dataset folder", folder_row)
@@ -157,6 +115,7 @@ class TrainPage(QWidget):
         form.addRow("Start from", self.base_combo)
         form.addRow("New model name", self.name_edit)
         form.addRow("SFT steps", self.steps_spin)
+        form.addRow("Budget (your feedback)", budget_row)
         setup = QGroupBox("What to train")
         setup.setLayout(form)
 
@@ -196,6 +155,10 @@ class TrainPage(QWidget):
         self.curves = Curves()
         self.pauc_label = QLabel()
         self.pauc_label.setObjectName("sourceName")
+        # each mark's verdict: the new model played the marked sessions through the engine (app/trainer/feedback_check.py)
+        self.verdicts_label = QLabel()
+        self.verdicts_label.setWordWrap(True)
+        self.verdicts_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         left = QVBoxLayout()
         left.addWidget(setup)
@@ -207,6 +170,7 @@ class TrainPage(QWidget):
         right.addWidget(self.progress)
         right.addWidget(self.curves, 1)
         right.addWidget(self.pauc_label)
+        right.addWidget(self.verdicts_label)
         outer = QHBoxLayout(self)
         lw = QWidget()
         lw.setLayout(left)
@@ -255,7 +219,9 @@ class TrainPage(QWidget):
         return ok
 
     def _preset_changed(self) -> None:
-        self.steps_spin.setValue(PRESETS[self.preset_combo.currentData()][1])
+        steps = PRESETS[self.preset_combo.currentData()][1]
+        self.steps_spin.setValue(steps)
+        self.max_steps_spin.setValue(4 * steps)
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Dataset folder")
@@ -274,8 +240,10 @@ class TrainPage(QWidget):
                 "--steps", str(self.steps_spin.value())]
         if data == "sessions":
             if not sessions_with_feedback(self.sessions):
-                raise ValueError("No session has feedback yet: mark replies in the chat or the Sessions tab first.")
-            argv += ["--all"]
+                raise ValueError("No session has feedback yet: mark replies in the chat (✎ types a correction) or "
+                                 "the Sessions tab first; there is nothing to learn.")
+            argv += ["--all", "--max-steps", str(max(self.max_steps_spin.value(), self.steps_spin.value())),
+                     "--max-minutes", str(self.max_minutes_spin.value())]
         elif data == "folder":
             folder = Path(self.folder_edit.text().strip()).expanduser()
             files = sorted(folder.glob("*.jsonl")) + sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -374,8 +342,8 @@ class TrainPage(QWidget):
             self.events = []
             self.curves.clear()
             self.pauc = {"before": None, "after": None}
-        self._timer.start()
-        self.poll()
+            self.verdicts_label.clear()
+        self.watcher.watch("training", job)  # looks now, then while it runs, and once after it ends
 
     def trained_name(self) -> str | None:
         for e in reversed(self.events):
@@ -385,15 +353,13 @@ class TrainPage(QWidget):
 
     @Slot()
     def poll(self) -> None:
+        """Read the job's new events and show where it is (the watcher's tick)."""
         if self.job is None:
             return
         for e in self.job.read_events():
             self.events.append(e)
             self._on_event(e)
-        running = self.job.running()
-        if not running:
-            self._timer.stop()
-        self._show_state(running)
+        self._show_state(self.job.running())
 
     def _on_event(self, e: dict) -> None:
         ev, stage = e.get("event"), e.get("stage")
@@ -412,8 +378,21 @@ class TrainPage(QWidget):
         elif ev == "eval" and stage == "sft":
             key = "before" if int(e.get("step", 0)) == 0 else "after"
             self.pauc[key] = e.get("pauc")
+        elif stage == "feedback" and ev in ("precheck", "verdicts", "done") and e.get("verdicts") is not None:
+            self._show_verdicts(e)
         elif ev == "resume":
             self.status.setText(f"Resumed {stage} from step {e.get('step')}")
+
+    def _show_verdicts(self, e: dict) -> None:
+        """Each mark's verdict, as `duet train feedback` prints it (app/trainer/feedback_report.py)."""
+        from app.trainer.feedback_report import forgetting_line, verdict_lines
+
+        head = {"precheck": "The base model on your marks:", "verdicts": f"After step {e.get('step')}:",
+                "done": "The new model on your marks:"}[e["event"]]
+        lines = [head, *verdict_lines(e["verdicts"])]
+        if e["event"] == "done":
+            lines.append(forgetting_line(e.get("forgetting")))
+        self.verdicts_label.setText("\n".join(lines))
 
     def _show_state(self, running: bool) -> None:
         outcome = None if running else (self.job.outcome(self.events) if self.job else None)
@@ -424,11 +403,17 @@ class TrainPage(QWidget):
             self.status.setText(f"Training “{name}”: {stage}… (it keeps running if you close the window)")
             self.status.setStyleSheet("")
         elif outcome == "done":
-            self.status.setText(f"Done: “{self.trained_name()}” is in the model library.")
+            done = next((e for e in reversed(self.events) if e.get("event") == "done" and e.get("stage") == "feedback"),
+                        {})
+            learned = {True: " It says every correction.", False: " Not every correction was learned within the "
+                       "budget (below): raise it and Start again, or use the model as it is."}.get(done.get("learned"), "")
+            self.status.setText(f"Done: “{self.trained_name()}” is in the model library.{learned}")
             self.status.setStyleSheet("")
             self.progress.setFormat("finished: %v of %m steps")
         elif outcome == "cancelled":
             self.status.setText(f"“{name}” was cancelled; Resume continues from its last checkpoint.")
+        elif outcome == "error" and last_err is not None and last_err.get("kind") == "nothing-to-learn":
+            self._problem(f"Nothing trained: {last_err.get('message')}. To teach it: {last_err.get('advice', '')}")
         elif outcome == "error" and last_err is not None:
             self._problem(f"Failed: {last_err.get('message')} — {last_err.get('advice', '')}")
         b, a = self.pauc["before"], self.pauc["after"]

@@ -56,11 +56,12 @@ def make_tray(window: QWidget) -> QSystemTrayIcon | None:
     tray = QSystemTrayIcon(app_icon(), window)
     tray.setToolTip("Duet")
     menu = QMenu(window)
-    for label, slot in (("Show Duet", "show_and_raise"), ("Pause / resume", "toggle_pause"),
-                        ("Mute / unmute", "toggle_mute"), ("Show / hide overlay", "toggle_overlay"),
-                        ("Quit", "quit_app")):
+    sync = window.settings_sync  # type: ignore[attr-defined]  # settings actions (app/ui/window_settings.py)
+    for label, slot in (("Show Duet", window.show_and_raise), ("Pause / resume", window.toggle_pause),  # type: ignore[attr-defined]
+                        ("Mute / unmute", sync.toggle_mute), ("Show / hide overlay", sync.toggle_overlay),
+                        ("Quit", window.quit_app)):  # type: ignore[attr-defined]
         act = QAction(label, menu)
-        act.triggered.connect(getattr(window, slot))
+        act.triggered.connect(slot)
         menu.addAction(act)
     tray.setContextMenu(menu)
     tray.activated.connect(lambda reason: window.show_and_raise()  # type: ignore[attr-defined]

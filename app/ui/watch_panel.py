@@ -1,8 +1,9 @@
 """The Watch tab: source, preview, start / pause / stop, model, pace, the conversation and the ask box.
 
 Layout and presentation only. What the buttons do is wired by :class:`~app.ui.main_window.MainWindow`
-to the session controller; the ranges of the pace controls come from
-:class:`~app.core.config.SessionConfig`, so the GUI accepts exactly what a session accepts.
+to the session controller; the pace controls are bound to their settings by
+:class:`~app.ui.window_settings.SettingsSync`, which gives them the ranges
+:class:`~app.core.config.SessionConfig` declares, so the GUI accepts exactly what a session accepts.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.capture.parse import SourceSpecError, parse_spec
-from app.core.config import SessionConfig, limit
-from app.core.settings import SessionSettings
 from app.core.types import Frame, StepResult
 from app.engine.controller import State
 from app.ui.chat_view import ChatView
@@ -126,27 +125,19 @@ class WatchPanel(QWidget):
 
     def _pace(self) -> QGridLayout:
         grid = QGridLayout()
-        lim = limit(SessionConfig, "interval")
-        self.interval_spin = QDoubleSpinBox()
-        self.interval_spin.setRange(max(lim.low, 0.2), min(lim.high, 10.0))  # the useful part for a desktop
+        self.interval_spin = QDoubleSpinBox()  # ranges and tooltips: from the settings they are bound to
         self.interval_spin.setSingleStep(0.25)
         self.interval_spin.setSuffix(" s")
-        self.interval_spin.setToolTip(lim.help)
-        lim = limit(SessionConfig, "frames_per_turn")
         self.frames_spin = QSpinBox()
-        self.frames_spin.setRange(int(lim.low), int(lim.high))
-        self.frames_spin.setToolTip(lim.help)
-        lim = limit(SessionConfig, "talkativeness")
         self.talk_slider = QSlider(Qt.Orientation.Horizontal)
-        self.talk_slider.setRange(int(lim.low), int(lim.high))
-        self.talk_slider.setToolTip(lim.help)
-        self.talk_value = QLabel()
+        self.talk_value = QLabel(f"{self.talk_slider.value():+d}")
         self.talk_slider.valueChanged.connect(lambda v: self.talk_value.setText(f"{v:+d}"))
         self.pace_label = QLabel()
         self.pace_label.setObjectName("hint")
         self.pace_label.setWordWrap(True)
         self.interval_spin.valueChanged.connect(self._update_cadence)
         self.frames_spin.valueChanged.connect(self._update_cadence)
+        self._update_cadence()
         grid.addWidget(QLabel("Every"), 0, 0)
         grid.addWidget(self.interval_spin, 0, 1)
         grid.addWidget(QLabel("Frames per turn"), 1, 0)
@@ -184,19 +175,6 @@ class WatchPanel(QWidget):
     # ---- presentation --------------------------------------------------------------------------
     def _update_cadence(self) -> None:
         self.pace_label.setText(pace_text(self.interval_spin.value(), self.frames_spin.value()))
-
-    def show_session_settings(self, s: SessionSettings) -> None:
-        self.interval_spin.setValue(s.interval)
-        self.frames_spin.setValue(s.frames_per_turn)
-        self.talk_slider.setValue(round(s.talkativeness))
-        self.talk_value.setText(f"{self.talk_slider.value():+d}")
-        self._update_cadence()
-
-    def read_session_settings(self, s: SessionSettings) -> None:
-        s.model = self.model_combo.currentData() or s.model
-        s.interval = round(self.interval_spin.value(), 3)
-        s.frames_per_turn = self.frames_spin.value()
-        s.talkativeness = float(self.talk_slider.value())
 
     def show_state(self, state: State) -> None:
         idle = state == State.IDLE

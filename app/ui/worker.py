@@ -40,7 +40,7 @@ class SessionWorker(QObject):
     health = Signal(object)  # HealthChanged
     problem = Signal(str)  # something went wrong; the session goes on
     error = Signal(str)  # a message for the user; the session ends
-    finished = Signal(str)  # reason: "ended" | "stopped" | "error" | "max turns"
+    finished = Signal(str)  # an EndReason's value: "ended" | "stopped" | "error" | "max turns"
 
     def __init__(self, backend_factory: BackendFactory = default_backend,
                  source_factory: SourceFactory | None = None, exclude: object = None,
@@ -80,7 +80,7 @@ class SessionWorker(QObject):
         elif isinstance(event, events.Failed):
             self.error.emit(event.message)
         elif isinstance(event, events.Finished):
-            self.finished.emit(event.reason)
+            self.finished.emit(event.reason.value)
 
     @Slot(object)
     def run_session(self, request: RunRequest) -> None:

@@ -105,9 +105,12 @@ def _settings_options():
             else:
                 yield path, action
 
+    from app.engine.serve_policy import ServePolicy
+
     for cmd, action in walk(build_parser(), ""):
-        for cls in (SessionConfig, BackendSettings):
-            if action.dest in {f.name for f in dataclasses.fields(cls)}:
+        for cls in (SessionConfig, BackendSettings, ServePolicy):
+            declared = {f.name for f in dataclasses.fields(cls) if {"limit", "option"} & set(f.metadata)}
+            if action.dest in declared:
                 yield cmd, action, cls, action.dest
 
 
@@ -118,7 +121,8 @@ def test_every_settings_flag_is_generated_from_its_field():
     found = list(_settings_options())
     assert {(cmd, f) for cmd, _, _, f in found} >= {
         ("run", "n_ctx"), ("run", "n_threads"), ("run", "n_gpu_layers"), ("run", "flash_attn"), ("run", "cpu_variant"),
-        ("run", "interval"), ("eval", "n_ctx"), ("serve", "n_ctx")}
+        ("run", "interval"), ("eval", "n_ctx"), ("serve", "n_ctx"), ("serve", "max_tokens"),
+        ("serve", "tokens_per_image"), ("serve", "generation_timeout")}
     for cmd, action, cls, name in found:
         assert action.default == default(cls, name), f"duet {cmd} {action.option_strings}: re-defaulted"
         meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)

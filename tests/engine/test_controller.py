@@ -19,6 +19,7 @@ from app.core.config import BackendSettings, SessionConfig
 from app.core.sessions import SessionStore, load_session
 from app.core.types import StepResult
 from app.engine.controller import (
+    EndReason,
     Failed,
     Finished,
     FrameSampled,
@@ -126,7 +127,8 @@ def test_session_flow_start_question_pause_feedback_stop(tiny_backend, vtest_avi
     assert reasons == ["stopped"] and c.state == State.IDLE
     states = [e.state for e in rec.of(StateChanged)]
     assert states == [State.LOADING, State.RUNNING, State.PAUSED, State.RUNNING, State.STOPPING, State.IDLE]
-    assert rec.of(Finished) == [Finished("stopped")]
+    assert rec.of(Finished) == [Finished(EndReason.STOPPED)] and type(rec.of(Finished)[0].reason) is EndReason
+    assert type(reasons[0]) is EndReason and f"{reasons[0]}" == "stopped"  # a message names its value
 
     saved = load_session(next((tmp_path / "sessions").iterdir()))
     assert saved.ended == "stopped"
@@ -298,3 +300,81 @@ def test_the_backend_is_never_freed_while_a_session_uses_it(tiny_model, vtest_av
     c.stop()
     t.join(LONG)
     assert closed.is_set() and c.backend is None
+
+
+class _LateAfterPause(_LiveFeed):
+    """A live feed whose first frame after a pause comes ``delay`` seconds after the resume (a slow camera)."""
+
+    def __init__(self, path: str, resumed: threading.Event, delay: float) -> None:
+        super().__init__(path)
+        self.resumed, self.delay, self.was_paused = resumed, delay, False
+
+    def sample(self, interval: float):
+        for f in self.inner.sample(interval):
+            if self.was_paused:
+                self.was_paused = False
+                assert self.resumed.wait(LONG)
+                time.sleep(self.delay)
+            yield f
+
+    def pause(self) -> bool:
+        self.was_paused = True
+        return False
+
+
+def test_a_live_gap_lasts_from_pause_to_resume_not_to_the_next_frame(tiny_backend, vtest_avi) -> None:
+    """The gap is the time the user paused: measured to ``resume()``, not to the next frame, which a slow
+    source delivers later. Bounds from the test's own clock readings around the calls, no timing guess."""
+    resumed = threading.Event()
+    c, rec = _controller(tiny_backend, lambda r: _LateAfterPause(r.source, resumed, delay=1.0))
+    clock: dict[str, float] = {}
+
+    def resume_later() -> None:
+        time.sleep(0.3)
+        clock["before_resume"] = time.monotonic()
+        assert c.resume()
+        clock["after_resume"] = time.monotonic()
+        resumed.set()
+
+    def pause_once(event: object) -> None:
+        rec(event)
+        if isinstance(event, FrameSampled) and len(rec.of(FrameSampled)) == 3 and "before_pause" not in clock:
+            clock["before_pause"] = time.monotonic()
+            assert c.pause()
+            clock["after_pause"] = time.monotonic()
+            threading.Thread(target=resume_later, daemon=True).start()
+
+    c.listener = pause_once
+    cfg = SessionConfig(interval=0.3, frames_per_turn=2, talkativeness=-50, max_new_tokens=4)
+    t, reasons = _start(c, RunRequest(source=str(vtest_avi), model="tiny", config=cfg))
+    _wait(lambda: len(rec.of(Gap)) == 1 and len(rec.steps()) >= 3)
+    c.stop()
+    t.join(LONG)
+    (gap,) = rec.of(Gap)
+    assert clock["before_resume"] - clock["after_pause"] <= gap.seconds, gap
+    assert gap.seconds <= clock["after_resume"] - clock["before_pause"], \
+        f"the gap ({gap.seconds:.2f} s) ran past the resume: measured to the next frame, 1 s later"
+
+
+def test_the_frame_tap_holds_drops_and_stops_through_what_it_is_given(vtest_avi) -> None:
+    """FrameTap reads nothing of the controller: a stale frame (hold says so) is dropped, every frame let
+    through is reported in order, a stop ends the stream, and health is checked per frame and at a file's end."""
+    from app.engine.frame_tap import FrameTap
+
+    passed: list[float] = []
+    health: list[int] = []
+    holds = iter([True, False, False, False, False])  # the first frame predates a (live) pause
+    stop_after = 3
+    tap = FrameTap(VideoFileSource(str(vtest_avi), realtime=False), stopping=lambda: len(passed) >= stop_after,
+                   hold=lambda: next(holds), check_health=lambda: health.append(len(passed)), passed=lambda f: passed.append(f.time))
+    with tap:
+        got = [f.time for f in tap.sample(0.5)]
+    assert got == passed and len(got) == stop_after and got[0] > 0.0  # frame 0 dropped: never reaches the model
+    assert got == sorted(got) and health == [0, 1, 2]  # a stop is no health news: no check after it
+
+    ended: list[int] = []
+    tap = FrameTap(VideoFileSource(str(vtest_avi), realtime=False), stopping=lambda: False, hold=lambda: False,
+                   check_health=lambda: ended.append(1), passed=lambda f: None)
+    with tap:
+        n = sum(1 for _ in tap.sample(60.0))
+    assert len(ended) == n + 1  # each frame, then once more when the file ends by itself

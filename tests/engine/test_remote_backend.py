@@ -208,3 +208,90 @@ def test_a_refusal_names_the_server_and_strips_escapes():
         with pytest.raises(BackendError) as e:
             RemoteBackend(f"{base}/v1", timeout=5, retries=0).step(frames(0), "hi")
     assert str(e.value) == f"{base}/v1/chat/completions refused the request (HTTP 401): no key"
+
+
+# ---- issue 24 #8/#10: the first-byte wait, bounded bodies, passwords, over-long replies ---------------------
+@pytest.mark.timeout(60)
+def test_a_server_that_accepts_and_never_answers_fails_at_the_first_byte_wait_not_the_deadline():
+    """It cost the whole 120 s deadline before any message; now the first-byte wait (1 s here) and a probe
+    of /v1/models that goes unanswered too end it, long before the deadline (60 s here)."""
+    stop = threading.Event()
+    with serve_http(lambda h, rec: stop.wait(60)) as (base, rec):
+        b = RemoteBackend(f"{base}/v1", model="m", timeout=60, retries=2, first_byte_timeout=1)
+        try:
+            with pytest.raises(BackendError) as e:
+                b.step(frames(0), "hi")
+        finally:
+            stop.set()
+    assert str(e.value) == (f"{base}/v1/chat/completions took the request but sent nothing back within 1 s, and "
+                            f"does not answer GET {base}/v1/models either: the server is hung or overloaded. "
+                            "Check (or restart) it, then start again.")
+    assert [(m, p) for m, p, _ in rec.requests] == [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_is_slow_but_alive_is_waited_for_and_the_wait_is_reported():
+    def handle(h, rec):
+        if h.command == "GET":  # alive: the model list is answered at once, mid-generation
+            send_json(h, 200, {"object": "list", "data": [{"id": "m"}]})
+        else:
+            time.sleep(2.5)
+            send_json(h, 200, chat_reply("A red circle."))
+
+    status: list[str] = []
+    with serve_http(handle) as (base, rec):
+        b = RemoteBackend(f"{base}/v1", model="m", timeout=30, retries=0, first_byte_timeout=0.5,
+                          on_status=status.append)
+        out = b.step(frames(0), "hi")
+    assert out.text == "A red circle."
+    assert status and status[0].startswith(f"waiting for {base}/v1/chat/completions: no answer yet after ")
+    assert status[0].endswith("s; the server answers, so it is working on this step (Duet waits up to 30 s)")
+
+
+@pytest.mark.timeout(120)
+def test_an_endless_model_list_is_read_up_to_its_bound():
+    stop = threading.Event()
+
+    def endless(h, rec):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.end_headers()
+        h.wfile.write(b'{"data": [')
+        while not stop.is_set():
+            try:
+                h.wfile.write(b'{"id": "m"},' * 4096)
+            except OSError:
+                return
+
+    with serve_http(endless) as (base, _):
+        try:
+            with pytest.raises(BackendError) as e:
+                RemoteBackend(f"{base}/v1", model="", timeout=60, retries=0)
+        finally:
+            stop.set()
+    assert str(e.value) == f"{base}/v1/models: the answer is larger than 16 MB"
+
+
+def test_a_password_in_the_url_is_in_no_error(monkeypatch):
+    with refused_port() as port:
+        with pytest.raises(BackendError) as e:
+            RemoteBackend(f"http://user:hunter2@127.0.0.1:{port}/v1", model="m", timeout=2,
+                          retries=0).step(frames(0), "hi")
+    assert "hunter2" not in str(e.value) and "user" not in str(e.value)
+    assert str(e.value).startswith(f"http://127.0.0.1:{port}/v1/chat/completions is not answering (")
+    with serve_http(lambda h, rec: send_json(h, 200, b"not json")) as (base, _):
+        evil = base.replace("http://", "http://admin:s3cret@")
+        with pytest.raises(BackendError) as e:
+            RemoteBackend(f"{evil}/v1", model="", timeout=5, retries=0)
+    assert "s3cret" not in str(e.value) and str(e.value).startswith(f"{base}/v1/models answered")
+
+
+def test_an_over_long_reply_is_cut_to_what_max_new_tokens_allows_and_said(caplog):
+    huge = "A red circle. " * 150_000  # 2.1 MB: a server that ignores max_tokens
+    with serve_http(lambda h, rec: send_json(h, 200, chat_reply(huge))) as (base, _):
+        b = RemoteBackend(f"{base}/v1", model="m", timeout=30, retries=0)
+        with caplog.at_level("WARNING", logger="duet.remote"):
+            out = b.step(frames(0), "hi", max_new_tokens=32)
+    assert len(out.text) <= 32 * 16 + 2 and out.text.endswith(" …") and out.text.startswith("A red circle.")
+    assert b.messages[-1]["content"] == out.text  # what is re-sent with every later turn is the cut reply
+    assert f"sent a reply of {len(huge):,} characters, more than 32 tokens can be; it was cut to 512" in caplog.text

@@ -78,7 +78,7 @@ def allowed_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(stock_app, allowed_dir):
-    policy = ServePolicy(api_key=KEY, allow_files=allowed_dir, max_body_bytes=2 * 1024 * 1024,
+    policy = ServePolicy(api_key=KEY, allow_files=allowed_dir, max_body_mb=2.0,
                          max_image_pixels=200 * 200, fetch_timeout=2.0, body_timeout=2.0, max_tokens=8)
     with serve_asgi(secure(stock_app, policy)) as base:
         yield base
@@ -399,6 +399,7 @@ def test_a_chat_whose_client_disconnects_is_cancelled_and_the_next_is_served(sto
     control = handler_control()
     guarded = secure(stock_app, ServePolicy(api_key=KEY, max_tokens=LONG))
     with caplog.at_level(logging.WARNING, logger="duet.serve"), serve_asgi(guarded) as base:
+        control.tokens = 0  # an earlier test's count: this chat's own generation must have started
         leaver = open_chat(base, chat(png_url(), max_tokens=LONG))
         wait_for(lambda: control.tokens > 0, "generation started")
         leaver.close()  # mid-generation
@@ -418,6 +419,7 @@ def test_a_queued_chat_whose_client_disconnects_never_reaches_the_model(stock_ap
     control = handler_control()
     guarded = secure(stock_app, ServePolicy(api_key=KEY, max_tokens=LONG))
     with caplog.at_level(logging.WARNING, logger="duet.serve"), serve_asgi(guarded) as base:
+        control.tokens = 0  # an earlier test's count: the first chat's own generation must have started
         first = open_chat(base, chat(png_url(), max_tokens=LONG))
         wait_for(lambda: control.tokens > 0, "the first chat is generating")
         queued = open_chat(base, chat(png_url(seed=2), max_tokens=LONG))

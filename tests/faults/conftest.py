@@ -38,7 +38,10 @@ def run(capsys, caplog) -> Callable[..., Outcome]:
         capsys.readouterr()
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            rc = duet([str(a) for a in argv])
+            try:
+                rc = duet([str(a) for a in argv])
+            except SystemExit as e:  # argparse refused a flag (its range comes from the settings field): exit 2
+                rc = e.code if isinstance(e.code, int) else 1
         cap = capsys.readouterr()
         logs = "\n".join(r.getMessage() for r in caplog.records)
         assert "Traceback" not in cap.err + cap.out

@@ -124,18 +124,18 @@ def saved_session(root: Path, replies: int = 3) -> Path:
 # ---- a live session whose disk fills up ----------------------------------------------------------
 def test_a_live_session_goes_on_unsaved_and_keeps_what_it_saved(qtbot, window, disk, room, vtest_avi):
     w = window()
-    w.set_source(str(vtest_avi))
-    w.model_combo.setCurrentIndex(w.model_combo.findData("tiny"))
-    w.interval_spin.setValue(0.5)
-    w.frames_spin.setValue(1)
-    w.talk_slider.setValue(50)  # the untrained model speaks every turn: every turn writes a thumbnail
+    w.settings_sync.set_source(str(vtest_avi))
+    w.watch.model_combo.setCurrentIndex(w.watch.model_combo.findData("tiny"))
+    w.watch.interval_spin.setValue(0.5)
+    w.watch.frames_spin.setValue(1)
+    w.watch.talk_slider.setValue(50)  # the untrained model speaks every turn: every turn writes a thumbnail
     w.start()
-    qtbot.waitUntil(lambda: len(w.chat.replies()) >= 2, timeout=LONG)
+    qtbot.waitUntil(lambda: len(w.watch.chat.replies()) >= 2, timeout=LONG)
     directory = w.controller.writer.directory
     disk.fill()
     qtbot.waitUntil(lambda: "The transcript could not be written" in w.last_error, timeout=LONG)
-    shown = len(w.chat.replies())
-    qtbot.waitUntil(lambda: len(w.chat.replies()) >= shown + 2, timeout=LONG)  # the session goes on
+    shown = len(w.watch.chat.replies())
+    qtbot.waitUntil(lambda: len(w.watch.chat.replies()) >= shown + 2, timeout=LONG)  # the session goes on
     banner = w.watch.banner
     assert banner.isVisible() and banner.text() == w.last_error
     assert re.fullmatch(
@@ -150,7 +150,7 @@ def test_a_live_session_goes_on_unsaved_and_keeps_what_it_saved(qtbot, window, d
     assert saved.damaged_lines == 0 and saved.problem is None  # whole records only
     assert saved.ended == CUT_SHORT
     turns = [int(s["turn"]) for s in saved.steps]
-    assert turns == list(range(len(turns))) and 2 <= len(turns) < len(w.chat.replies())
+    assert turns == list(range(len(turns))) and 2 <= len(turns) < len(w.watch.chat.replies())
     assert all((directory / s["thumb"]).is_file() for s in saved.steps)
     assert not [p for p in directory.rglob("*") if p.name.endswith(".tmp")]
     w.sessions_page.refresh()
@@ -165,7 +165,7 @@ def test_settings_on_a_full_disk_keep_the_saved_file(qtbot, window, disk, room):
     path = room / "config" / "settings.toml"
     before = path.read_bytes()
     disk.fill()
-    dlg = w.open_settings()
+    dlg = w.settings_sync.open_settings()
     dlg.accept()  # OK in the Settings dialog saves
     expected = (f"Settings could not be saved: the disk is full (writing {path}). Free some space; the settings "
                 "saved before are kept.")
@@ -266,7 +266,7 @@ def test_closing_on_a_full_disk_asks_before_the_settings_are_lost(qtbot, window,
     path = room / "config" / "settings.toml"
     before = path.read_bytes()
     disk.fill()
-    w.interval_spin.setValue(4.0)  # a change that cannot be saved
+    w.watch.interval_spin.setValue(4.0)  # a change that cannot be saved
     asked: list[str] = []
 
     def answer(button: QMessageBox.StandardButton) -> None:

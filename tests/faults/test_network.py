@@ -22,9 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(("extra", "env", "message"), [
     (["--allow-files", "/nonexistent/folder"], {}, "--allow-files /nonexistent/folder: not a folder"),
-    (["--max-body-mb", "0"], {}, "--max-body-mb and --timeout must be > 0"),
-    (["--timeout", "-1"], {}, "--max-body-mb and --timeout must be > 0"),
-    (["--max-tokens", "0"], {}, "--max-tokens ≥ 1"),
+    (["--max-body-mb", "0"], {}, "--max-body-mb must be within 0.01 to 4096 MB, got 0.0"),
+    (["--timeout", "-1"], {}, "--timeout must be within 1 to 86400 s, got -1.0"),
+    (["--max-tokens", "0"], {}, "--max-tokens must be within 1 to 32768 tokens, got 0"),
+    (["--tokens-per-image", "2000"], {}, "--tokens-per-image must be within 4 to 1024 tokens, got 2000"),
     (["--cors-origin", "*"], {}, "--cors-origin '*': name each allowed origin as scheme://host[:port]"),
     (["--cors-origin", "https://ok.example", "--cors-origin", "https://x.example/path"], {}, "'https://x.example/path'"),
     ([], {"DUET_SERVE_API_KEY": "short"}, "DUET_SERVE_API_KEY must be 16 to 512 printable ASCII characters"),

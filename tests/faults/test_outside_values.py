@@ -159,3 +159,83 @@ def test_a_data_dir_that_is_a_file_is_said_not_shown_as_empty(args, message, dat
 def test_importing_into_a_data_dir_that_is_a_file(data_file, run, tiny_model):
     r = run("models", "import", "mine", tiny_model.model, tiny_model.mmproj)
     assert r.rc == 2 and f"the model library cannot be used: {data_file} is a file" in r.err
+
+
+# ---- issue 24 #8: a checkpoint's config.json whose numbers would make the converter run for ever ----------
+BAD_CONFIGS = {  # (path in config.json, value) → the message
+    "vocab_size 10^12": (("text_config", "vocab_size"), 10**12,
+                         "vocab_size = 1,000,000,000,000 is out of range; a Qwen2.5-VL checkpoint has 1 to 1,048,576"),
+    "10^9 layers": (("text_config", "num_hidden_layers"), 10**9,
+                    "num_hidden_layers = 1,000,000,000 is out of range; a Qwen2.5-VL checkpoint has 1 to 1,024"),
+    "0 heads (a division by zero)": (("text_config", "num_attention_heads"), 0,
+                                     "num_attention_heads = 0 is out of range"),
+    "a vision depth of 10^9": (("vision_config", "depth"), 10**9, "vision_config.depth = 1,000,000,000 is out"),
+    "a word for a number": (("text_config", "hidden_size"), "big", "a setting is not a number of the right kind"),
+    "a list for a number": (("text_config", "vocab_size"), [1, 2], "a setting is not a number of the right kind"),
+    "NaN epsilon": (("text_config", "rms_norm_eps"), float("nan"), "rms_norm_eps = nan must be a finite number > 0"),
+    "a block index past the depth": (("vision_config", "fullatt_block_indexes"), [1, 10**9],
+                                     "vision_config.fullatt_block_indexes must list whole numbers from 0 to 3"),
+}
+
+
+@pytest.mark.timeout(60)  # before the limits, the first two cases ran for ever
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_a_config_with_absurd_sizes_is_refused_naming_the_field(case, hf_copy, run, data_dir, tmp_path):
+    (section, key), value, message = BAD_CONFIGS[case]
+    cfg = json.loads((hf_copy / "config.json").read_text())
+    cfg[section][key] = value
+    (hf_copy / "config.json").write_text(json.dumps(cfg))
+    r = run("models", "convert", hf_copy, "--out", tmp_path / "gguf")
+    assert r.rc == 2, r.err
+    assert f"{hf_copy / 'config.json'}: {message}" in r.err
+    assert not list((tmp_path / "gguf").glob("*")) if (tmp_path / "gguf").exists() else True
+
+
+# ---- issue 24 #8: a correction of 120 KB made one training step take 374 s ---------------------------------
+def test_an_over_long_correction_is_refused_with_the_cap(saved, run):
+    before = (saved / "events.jsonl").read_bytes()
+    r = run("sessions", "feedback", saved.name, "--at", "4", "--kind", "wrong", "--correction", "x" * 120_000)
+    assert r.rc == 2
+    assert "--correction may be at most 1,000 characters (what the model says in one turn), and this one has " \
+           "120,000; write the sentence or two the model should have said" in r.err
+    assert (saved / "events.jsonl").read_bytes() == before
+    assert run("sessions", "feedback", saved.name, "--at", "4", "--kind", "wrong", "--correction", "y" * 1000).rc == 0
+
+
+def test_an_over_long_mark_from_the_window_or_an_old_log_is_refused(saved):
+    """The Sessions page and the chat mark through Feedback; a record written by hand is damage when read."""
+    from app.core import feedback as fbk
+    from app.core.sessions import load_session
+
+    with pytest.raises(fbk.FeedbackError, match="a correction may be at most 1,000 characters"):
+        fbk.Feedback("missed", 3.0, None, "z" * 1001)
+    with open(saved / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"type": "feedback", "v": 2, "kind": "missed", "turn": None, "time": 3.0,
+                             "text": "z" * 120_000, "to_time": None, "on": True}) + "\n")
+    s = load_session(saved)
+    assert s.marks == [] and s.damaged_lines == 1
+
+
+@pytest.mark.timeout(300)
+def test_training_data_refuses_a_session_turn_of_megabytes(data_dir, tree_avi):
+    """A session saved from a server that ignored max_tokens holds a 480 KB reply: it is not trained on as is."""
+    from app.core import feedback as fbk
+    from app.core.sessions import add_mark, load_session
+    from app.trainer.dialogue import DataError, read_turn_frames
+    from app.trainer.session_dialogues import session_dialogue
+
+    frames = read_turn_frames(tree_avi, 1.0, 2, 16)[:3]
+    w = SessionStore().create(session_meta(str(tree_avi), "demo", interval=1.0, frames_per_turn=2,
+                                           tokens_per_frame=16, talkativeness=0.0), durable=False)
+    for i, f in enumerate(frames):
+        text = "A tree. " * 60_000 if i == 1 else "NO REPLY"  # 480 KB (stripped: 479,999): a line the reader takes (< 1 MiB)
+        w.add_step(StepResult(turn=i, video_time=f.time, text=text, silent=i != 1,
+                              frames=tuple(Frame(im, time=f.time) for im in f.images)))
+    w.close("ended")
+    with pytest.raises(DataError) as e:
+        session_dialogue(load_session(w.directory))
+    assert f"the reply at {frames[1].time:g} s has 479,999 characters; a turn trains on at most 2,000" in str(e.value)
+    # Marked 'wrong' with a correction, the turn trains on the correction: fine.
+    add_mark(w.directory, fbk.Feedback("wrong", frames[1].time, 1, "A tree sways."))
+    d = session_dialogue(load_session(w.directory))
+    assert d.turns[1].target == "A tree sways."

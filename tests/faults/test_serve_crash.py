@@ -72,3 +72,27 @@ def test_duet_serve_survives_a_crash_of_its_server_and_serves_again(tiny_model, 
     assert "duet serve: The model's engine stopped (SIGSEGV)" in err, err[-3000:]
     assert "restarting the server (CPU only, portable kernels)" in err
     assert "Traceback" not in err
+
+
+def test_the_server_child_ends_when_its_supervisor_is_killed(tiny_model, tmp_path) -> None:
+    """A SIGKILLed supervisor cannot stop its child; left running, the child would hold the port with nobody to
+    restart or stop it (one did, for 18 minutes, in a test run). The child watches its parent and ends."""
+    key = "k" * 32
+    env = {**os.environ, "DUET_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO), "DUET_SERVE_API_KEY": key}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", str(tiny_model.model), "--mmproj",
+                             str(tiny_model.mmproj), "--port", "0", "--gpu-layers", "0", "--n-ctx", "1024"],
+                            cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        port = listening_port(proc)
+        assert _models(port, key)["data"]
+        (server,) = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{server}").exists() and Path(f"/proc/{server}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < deadline, "the server child outlived its supervisor"
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()

@@ -167,3 +167,51 @@ def test_a_mark_refuses_a_log_that_is_not_a_file(saved):
     with pytest.raises(UnsafeFile, match="is a FIFO"):
         add_mark(saved, fbk.Feedback("good", 2.0, 0))
     assert (saved / "events.jsonl").is_fifo()
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_serve_key_file_that_is_not_a_file_is_refused(case, run, data_dir, tiny_model, tmp_path):
+    """`duet serve --api-key-file` at a FIFO blocked the start for ever; /dev/zero never ended."""
+    make, words = SPECIAL[case]
+    key = make(tmp_path / "serve-api-key")
+    r = run("serve", "--model", tiny_model.model, "--mmproj", tiny_model.mmproj, "--api-key-file", key,
+            "--port", "0")
+    assert r.rc == 2 and f"{key} {words}" in r.err, r.err
+
+
+@pytest.mark.parametrize("case", ["a FIFO", "/dev/zero"])
+def test_run_jsonl_that_is_not_a_regular_file_is_refused(case, run, data_dir, vtest_avi, tmp_path):
+    """`duet run --jsonl FIFO` blocked at the open until a reader came (for ever); /dev/zero swallowed it."""
+    if case == "a FIFO":
+        out, words = _fifo(tmp_path / "steps.jsonl"), "is a FIFO (named pipe), not a regular file"
+    else:
+        out, words = Path("/dev/zero"), "is a character device, not a regular file"
+    r = run("run", "--source", vtest_avi, "--model", "tiny", "--fast", "--max-turns", "1", "--jsonl", out)
+    assert r.rc == 2 and f"--jsonl {out} {words}; give the path of a file to write" in r.err, r.err
+
+
+@pytest.mark.parametrize("case", ["a FIFO", "/dev/zero"])
+def test_quantize_out_that_is_not_a_regular_file_is_refused(case, run, data_dir, tiny_model, tmp_path):
+    """Even with --overwrite: the rename would have replaced a FIFO (or tried /dev/zero)."""
+    if case == "a FIFO":
+        out, words = _fifo(tmp_path / "q.gguf"), "is a FIFO (named pipe), not a regular file"
+    else:
+        out, words = Path("/dev/zero"), "is a character device, not a regular file"
+    r = run("models", "quantize", tiny_model.model, "--type", "Q8_0", "--out", out, "--overwrite")
+    assert r.rc == 2 and f"--out {out} {words}" in r.err, r.err
+    assert out.is_fifo() or out.is_char_device()
+
+
+def test_convert_out_that_is_not_a_folder_is_refused(run, data_dir, tiny_model, tmp_path):
+    out = _fifo(tmp_path / "out")
+    r = run("models", "convert", tiny_model.hf_dir, "--out", out)
+    assert r.rc == 2 and f"--out {out}: exists and is not a folder; give a folder to write the pair into" in r.err
+    assert out.is_fifo()
+
+
+@pytest.mark.parametrize("case", SPECIAL)
+def test_a_checkpoint_config_that_is_not_a_file_is_refused(case, run, data_dir, hf_copy, tmp_path):
+    make, words = SPECIAL[case]
+    make(hf_copy / "config.json")
+    r = run("models", "convert", hf_copy, "--out", tmp_path / "gguf")
+    assert r.rc == 2 and f"{hf_copy / 'config.json'} {words}" in r.err, r.err

@@ -11,7 +11,11 @@ Serves, for each repository it holds, what ``HfApi.model_info(files_metadata=Tru
 Faults are switched on per test: ``status`` (every request answers it: 401, 404, 429, 500 …),
 ``hang`` (accept the connection, never answer), ``corrupt`` (names whose bytes are altered while the
 metadata stays right, as a broken mirror would), ``rate`` (bytes per second, so a test can kill a
-pull mid-file) and ``token`` (requests without ``Authorization: Bearer <token>`` get 401).
+pull mid-file) and ``token`` (requests without ``Authorization: Bearer <token>`` get 401). A hub that
+misbehaves in other ways: ``api_body`` (the listing answered 200 with these bytes: a proxy's login page),
+``endless_api`` (the listing's body never ends), ``no_hash`` (names listed without their LFS record, as a
+mirror that leaves the hashes out), ``short`` (names served as their first half, the answer's length saying so)
+and ``endless`` (names whose body never ends).
 
 A hostile hub: a repository's names may be any string (``../../../../evil-q8_0.gguf``, an absolute
 path); the HTTP client normalises the ``..`` out of the URL it requests, so ``by_path`` answers exact
@@ -44,6 +48,11 @@ class Faults:
     corrupt: set[str] = field(default_factory=set)
     rate: int = 0  # bytes per second for file bodies; 0 = as fast as possible
     token: str | None = None
+    api_body: bytes | None = None
+    endless_api: bool = False
+    no_hash: set[str] = field(default_factory=set)
+    short: set[str] = field(default_factory=set)
+    endless: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
 
 
@@ -55,6 +64,7 @@ class StandInHub:
         self.faults = Faults()
         self.by_path: dict[str, tuple[str, bytes]] = {}  # request path → (listed name, bytes): see above
         self._hung: list[threading.Event] = []
+        self._closing = threading.Event()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,7 +101,23 @@ class StandInHub:
                     return True
                 return False
 
+            def _endless(self) -> None:
+                """200 with a body that never ends (no length: it lasts until the client hangs up)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                piece = b"x" * 65536
+                while not hub._closing.is_set():
+                    self.wfile.write(piece)
+
             def _api(self, head: bool) -> None:
+                if hub.faults.endless_api:
+                    self._endless()
+                    return
+                if hub.faults.api_body is not None:
+                    self._send(200, hub.faults.api_body, {"Content-Type": "text/html"}, head)
+                    return
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/?]+))?(?:\?.*)?", self.path)
                 if not m or m.group(1) not in hub.repos:
                     self._send(404, b'{"error":"Repository not found"}',
@@ -105,7 +131,7 @@ class StandInHub:
                 siblings = []
                 for name, data in sorted(hub.repos[m.group(1)].items()):
                     s = {"rfilename": name, "size": len(data), "blobId": git_blob_id(data)}
-                    if name.endswith(LFS_SUFFIXES):
+                    if name.endswith(LFS_SUFFIXES) and name not in hub.faults.no_hash:
                         s["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
                         s["blobId"] = git_blob_id(b"version https://git-lfs.github.com/spec/v1\n")
                     siblings.append(s)
@@ -146,6 +172,11 @@ class StandInHub:
                 if head:
                     self._send(200, b"", headers, head=True, length=len(data))
                     return
+                if name in hub.faults.endless:
+                    self._endless()
+                    return
+                if name in hub.faults.short:  # a whole answer, of half the file: its length says so too
+                    body = body[:len(body) // 2]
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -185,6 +216,7 @@ class StandInHub:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         for ev in self._hung:
             ev.set()
         self.server.shutdown()

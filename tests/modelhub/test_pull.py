@@ -340,3 +340,26 @@ def test_pause_mid_file_then_resume(hub, lib):
     assert entry.name == "tiny-vl-q8_0"
     downloads = [e for e in events if e.stage == "download" and e.total]
     assert downloads[-1].done == downloads[-1].total  # the count includes the resumed part exactly once
+
+
+def test_a_small_non_lfs_file_is_checked_by_its_git_hash(hub, lib, tmp_path):
+    """config.json is no LFS file: the hub lists only its git blob id. Altered bytes of the same size are
+    refused like an LFS file's, by that id, and nothing is imported."""
+    from app.modelhub.hub import RemoteFile, verify
+    from tests.modelhub.hub_server import git_blob_id
+
+    good = b'{"model_type": "qwen2_5_vl"}\n'
+    remote = RemoteFile("config.json", len(good), None, git_blob_id(good))
+    f = tmp_path / "config.json"
+    f.write_bytes(good)
+    verify(f, remote)  # the right bytes pass
+    f.write_bytes(good.replace(b"qwen", b"QWEN"))  # same size, other content
+    with pytest.raises(HubError, match=r"config\.json.*git-sha1") as e:
+        verify(f, remote)
+    assert e.value.kind == "integrity" and not f.exists()
+
+    hub.faults.corrupt = {"config.json"}
+    with pytest.raises(HubError, match=r"config\.json") as e:
+        PullJob(NAME, quant="Q8_0", library=lib).run()
+    assert e.value.kind == "integrity"
+    assert lib.user_entries() == [] and not list((lib.root / ".pulls").rglob("config.json"))

@@ -67,7 +67,7 @@ def make_window(qtbot, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPat
                        tray=False, **kwargs)  # type: ignore[arg-type]
         qtbot.addWidget(w)
         if source:
-            w.set_source(source)
+            w.settings_sync.set_source(source)
         windows.append(w)
         return w
 
@@ -78,7 +78,7 @@ def make_window(qtbot, tmp_path: Path, tiny_model, monkeypatch: pytest.MonkeyPat
 
 
 def configure(w: MainWindow, *, interval: float = 0.5, frames: int = 1, talk: int = 50) -> None:
-    w.model_combo.setCurrentIndex(w.model_combo.findData("tiny"))
-    w.interval_spin.setValue(interval)
-    w.frames_spin.setValue(frames)
-    w.talk_slider.setValue(talk)
+    w.watch.model_combo.setCurrentIndex(w.watch.model_combo.findData("tiny"))
+    w.watch.interval_spin.setValue(interval)
+    w.watch.frames_spin.setValue(frames)
+    w.watch.talk_slider.setValue(talk)

@@ -71,3 +71,22 @@ def test_a_failing_success_handler_is_reported_too(qtbot) -> None:
     assert w.problems == ["Unexpected error: RuntimeError: drawing failed"]
     assert describe(OSError(28, "No space left on device")) == ("the disk is full. Free some space and try again "
                                                               "(what was saved before is kept)")
+
+
+def test_progress_reaches_the_gui_thread_in_order_before_success(qtbot) -> None:
+    w = Window()
+    qtbot.addWidget(w)
+    seen: list[tuple[str, object, bool]] = []
+    done = threading.Event()
+
+    def work(report) -> str:  # type: ignore[no-untyped-def]
+        for i in range(5):
+            report(i)
+        return "ok"
+
+    def on_gui(kind: str):  # type: ignore[no-untyped-def]
+        return lambda value: seen.append((kind, value, threading.get_ident() == threading.main_thread().ident))
+
+    BackgroundOp(w, work, progress=on_gui("progress"), success=on_gui("success"), finally_=done.set).run()
+    qtbot.waitUntil(done.is_set, timeout=5000)
+    assert seen == [("progress", i, True) for i in range(5)] + [("success", "ok", True)]

@@ -16,12 +16,12 @@ LONG = 30_000
 
 
 def _expect_message(qtbot, w, *needles: str) -> str:
-    qtbot.waitUntil(lambda: w.state == "idle" and not w.banner.isHidden(), timeout=LONG)
-    text = w.banner.text()
+    qtbot.waitUntil(lambda: w.state == "idle" and not w.watch.banner.isHidden(), timeout=LONG)
+    text = w.watch.banner.text()
     for n in needles:
         assert n.lower() in text.lower(), text
-    assert text in w.chat.notices()
-    assert w.start_button.isEnabled(), "the user can try again"
+    assert text in w.watch.chat.notices()
+    assert w.watch.start_button.isEnabled(), "the user can try again"
     return text
 
 
@@ -51,7 +51,7 @@ def test_missing_video_file(qtbot, make_window, tmp_path: Path) -> None:
 def test_missing_model_file(qtbot, make_window, vtest_avi: Path, tmp_path: Path) -> None:
     w = make_window(source=str(vtest_avi))
     configure(w)
-    w.set_model(str(tmp_path / "mmduet2-q4.gguf"))
+    w.settings_sync.set_model(str(tmp_path / "mmduet2-q4.gguf"))
     w.start()
     text = _expect_message(qtbot, w, "model could not be loaded", "mmduet2-q4.gguf")
     assert "no such file" in text.lower()
@@ -91,8 +91,8 @@ def test_camera_unplugged_mid_session(qtbot, make_window) -> None:
     w.start()
     qtbot.waitUntil(lambda: w.state == "running", timeout=LONG)
     # The banner and the status label are refreshed by separate reads of the source: wait for both.
-    qtbot.waitUntil(lambda: not w.banner.isHidden() and "camera lost" in w.banner.text(), timeout=LONG)
-    qtbot.waitUntil(lambda: "lost" in w.source_status.text(), timeout=LONG)
+    qtbot.waitUntil(lambda: not w.watch.banner.isHidden() and "camera lost" in w.watch.banner.text(), timeout=LONG)
+    qtbot.waitUntil(lambda: "lost" in w.status.source_status.text(), timeout=LONG)
     assert w.state == "running", "the session waits for the camera to come back"
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
@@ -101,18 +101,18 @@ def test_camera_unplugged_mid_session(qtbot, make_window) -> None:
 def test_no_audio_device(qtbot, make_window) -> None:
     w = make_window(sd=FakeSoundDevice(has_input=False))
     w.push_to_talk()
-    qtbot.waitUntil(lambda: not w.banner.isHidden(), timeout=5000)
-    assert "No microphone" in w.banner.text()
-    assert w.voice.current == "idle" and not w.talk_button.isChecked()
+    qtbot.waitUntil(lambda: not w.watch.banner.isHidden(), timeout=5000)
+    assert "No microphone" in w.watch.banner.text()
+    assert w.voice.current == "idle" and not w.watch.talk_button.isChecked()
 
 
 def test_push_to_talk_without_a_speech_model(qtbot, make_window) -> None:
     w = make_window(sd=FakeSoundDevice(np.zeros(16000, np.float32)))
     w.push_to_talk()
-    assert w.voice.current == "recording" and w.talk_button.isChecked()
+    assert w.voice.current == "recording" and w.watch.talk_button.isChecked()
     w.push_to_talk()
-    qtbot.waitUntil(lambda: w.voice.current == "idle" and not w.banner.isHidden(), timeout=LONG)
-    assert "not downloaded yet" in w.banner.text()
+    qtbot.waitUntil(lambda: w.voice.current == "idle" and not w.watch.banner.isHidden(), timeout=LONG)
+    assert "not downloaded yet" in w.watch.banner.text()
 
 
 def test_spoken_question_reaches_the_session(qtbot, make_window, vtest_avi: Path,
@@ -144,6 +144,6 @@ def test_spoken_question_reaches_the_session(qtbot, make_window, vtest_avi: Path
     qtbot.waitUntil(lambda: w.voice.recorder.recording and w.voice.recorder._frames >= 32000, timeout=5000)
     w.push_to_talk()
     qtbot.waitUntil(lambda: any(r.question == "is the water boiling" for r in got), timeout=LONG)
-    assert any(b.who == "you" and b.text == "is the water boiling" for b in w.chat.bubbles)
+    assert any(b.who == "you" and b.text == "is the water boiling" for b in w.watch.chat.bubbles)
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)

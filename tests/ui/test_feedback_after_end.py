@@ -35,11 +35,11 @@ def test_marks_after_the_clip_ended_are_written_to_the_finished_session(qtbot, m
     w = make_window(source=str(_clip(tmp_path / "square.avi")))
     configure(w, interval=0.5, talk=50)  # +50: the untrained model speaks every turn
     w.start()
-    qtbot.waitUntil(lambda: any("source ended" in n for n in w.chat.notices()), timeout=LONG)
+    qtbot.waitUntil(lambda: any("source ended" in n for n in w.watch.chat.notices()), timeout=LONG)
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
     assert w.controller.writer is None, "the session is closed: no transcript takes marks any more"
     directory = w.sessions.find(w.controller.last_session_id)
-    first, last = w.chat.replies()[0], w.chat.replies()[-1]
+    first, last = w.watch.chat.replies()[0], w.watch.chat.replies()[-1]
 
     first.buttons["wrong"].click()
     last.buttons["good"].click()
@@ -48,7 +48,7 @@ def test_marks_after_the_clip_ended_are_written_to_the_finished_session(qtbot, m
     assert saved.feedback[first.turn] == {"wrong"}
     assert saved.feedback[last.turns[0]] >= {"good", "wrong"}
     assert ("wrong", "A red square crosses from left to right.") in [(m.kind, m.text) for m in saved.marks]
-    assert first.buttons["wrong"].isChecked() and w.banner.isHidden()
+    assert first.buttons["wrong"].isChecked() and w.watch.banner.isHidden()
     first.buttons["wrong"].click()  # and withdrawn
     assert load_session(directory).feedback.get(first.turn, set()) == set()
 
@@ -57,4 +57,4 @@ def test_marks_after_the_clip_ended_are_written_to_the_finished_session(qtbot, m
     first.buttons["good"].click()
     assert not first.buttons["good"].isChecked()
     assert first.buttons["good"].toolTip().startswith("Not saved:") and "gone" in first.buttons["good"].toolTip()
-    assert not w.banner.isHidden() and "gone" in w.banner.text()
+    assert not w.watch.banner.isHidden() and "gone" in w.watch.banner.text()

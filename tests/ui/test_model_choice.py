@@ -40,11 +40,11 @@ def fresh_window(qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_first_start_offers_no_test_model_and_explains_instead_of_starting(qtbot, fresh_window,
                                                                            tmp_path: Path) -> None:
     w = fresh_window()
-    names = [w.model_combo.itemData(i) for i in range(w.model_combo.count())]
-    labels = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
+    names = [w.watch.model_combo.itemData(i) for i in range(w.watch.model_combo.count())]
+    labels = [w.watch.model_combo.itemText(i) for i in range(w.watch.model_combo.count())]
     assert "tiny" not in names and not any("test model" in t for t in labels)
-    assert w.model_combo.currentData() is None and "No model yet" in w.model_combo.currentText()
-    assert not w.banner.isHidden() and "No model yet" in w.banner.text() and "Models" in w.banner.text()
+    assert w.watch.model_combo.currentData() is None and "No model yet" in w.watch.model_combo.currentText()
+    assert not w.watch.banner.isHidden() and "No model yet" in w.watch.banner.text() and "Models" in w.watch.banner.text()
     w.start()
     assert w.state == "idle", "nothing starts without a usable model"
     assert not (tmp_path / "sessions").exists() or not list((tmp_path / "sessions").iterdir())
@@ -54,8 +54,8 @@ def test_the_demo_model_is_the_default_when_installed(qtbot, fresh_window, tiny_
     lib = ModelLibrary(tmp_path / "models")
     lib.add("demo", tiny_model.model, tiny_model.mmproj, source="demo", copy=False)
     w = fresh_window(lib)
-    assert w.model_combo.currentData() == "demo"
-    assert w.banner.isHidden()
+    assert w.watch.model_combo.currentData() == "demo"
+    assert w.watch.banner.isHidden()
 
 
 def test_developers_can_still_choose_the_tiny_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

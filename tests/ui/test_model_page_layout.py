@@ -15,8 +15,9 @@ from app.modelhub import catalog
 from app.modelhub.jobs import JobStatus
 from app.modelhub.library import ModelLibrary
 from app.modelhub.pull import PullEvent, default_name
+from app.ui.download_rows import human_rate
 from app.ui.main_window import MainWindow
-from app.ui.model_page import ModelPage, human_rate
+from app.ui.model_page import ModelPage
 from app.ui.speech_bridge import SpeechBridge
 
 REPO = catalog.CATALOG[0].repo
@@ -89,12 +90,12 @@ def test_deleting_the_chosen_model_chooses_another_or_says_how_to_get_one(
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     _select(page, "mine")
     page.default_button.click()
-    assert w.model_combo.currentData() == "mine"
+    assert w.watch.model_combo.currentData() == "mine"
 
     _select(page, "mine")
     page.delete_button.click()
-    assert w.model_combo.currentData() == "other", "the Watch tab moved to a model that is still there"
-    assert w.model_combo.findData("mine") < 0
+    assert w.watch.model_combo.currentData() == "other", "the Watch tab moved to a model that is still there"
+    assert w.watch.model_combo.findData("mine") < 0
     assert page.library_message.text() == "Deleted mine. The Watch tab now uses other."
     assert not page.table.selectionModel().selectedRows(), "no row is left selected for the next Delete"
 
@@ -102,11 +103,11 @@ def test_deleting_the_chosen_model_chooses_another_or_says_how_to_get_one(
     page.default_button.click()
     _select(page, "other")
     page.delete_button.click()
-    assert w.model_combo.currentData() is None and "No model yet" in w.model_combo.currentText()
+    assert w.watch.model_combo.currentData() is None and "No model yet" in w.watch.model_combo.currentText()
     assert "No model is left" in page.library_message.text()
-    assert "No model yet" in w.banner.text()
+    assert "No model yet" in w.watch.banner.text()
     w.start()  # says what to do instead of failing on a deleted file
-    assert w.state == "idle" and "No model yet" in w.banner.text() and "no such file" not in w.banner.text()
+    assert w.state == "idle" and "No model yet" in w.watch.banner.text() and "no such file" not in w.watch.banner.text()
     assert w.store.load().session.model in ("", "demo")
 
 

@@ -45,9 +45,9 @@ def test_glitched_replies_reach_chat_and_overlay_clean_and_identical_ones_are_co
                "a red square", "Two\x07 people\x1b[31m wave.", "A red square."]
     for turn, text in enumerate(replies):
         w.worker.step.emit(_step(turn, text))
-    qtbot.waitUntil(lambda: len(w.chat.replies()) == 4, timeout=LONG)
+    qtbot.waitUntil(lambda: len(w.watch.chat.replies()) == 4, timeout=LONG)
     qtbot.wait(100)  # any late step would land now
-    bubbles = w.chat.replies()
+    bubbles = w.watch.chat.replies()
     assert [b.body.text() for b in bubbles] == ["A yellow circle", "A red square.", "Two people wave.",
                                                 "A red square."]
     # Three identical replies in a row: one bubble, with the count and the latest time in its head.
@@ -82,11 +82,11 @@ def test_a_real_session_shows_every_saved_reply_once(qtbot, make_window, vtest_a
     w = make_window(source=str(vtest_avi))
     configure(w, talk=50)
     w.start()
-    qtbot.waitUntil(lambda: sum(b.count for b in w.chat.replies()) >= 3, timeout=LONG)
+    qtbot.waitUntil(lambda: sum(b.count for b in w.watch.chat.replies()) >= 3, timeout=LONG)
     directory = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
     saved = load_session(directory)
     shown = [shown_text(s["text"]) for s in saved.replies]
-    assert sum(b.count for b in w.chat.replies()) == len([t for t in shown if t])
-    assert all(b.body.text() == shown_text(b.body.text()) for b in w.chat.replies())
+    assert sum(b.count for b in w.watch.chat.replies()) == len([t for t in shown if t])
+    assert all(b.body.text() == shown_text(b.body.text()) for b in w.watch.chat.replies())

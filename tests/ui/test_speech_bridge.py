@@ -24,17 +24,17 @@ def test_no_player_is_said_in_the_window(qtbot, tmp_path: Path, monkeypatch: pyt
                    library=ModelLibrary(tmp_path / "models"), speech=speech, tray=False)
     qtbot.addWidget(w)
     try:
-        said = [n for n in w.chat.notices() if "aplay" in n]
+        said = [n for n in w.watch.chat.notices() if "aplay" in n]
         assert len(said) == 1 and "alsa-utils" in said[0]
-        assert "aplay" in w.banner.text()
-        assert "no sound" in w.mute_button.text() and "aplay" in w.mute_button.toolTip()
+        assert "aplay" in w.watch.banner.text()
+        assert "no sound" in w.watch.mute_button.text() and "aplay" in w.watch.mute_button.toolTip()
         w.speech.say("A reply nobody can hear.")  # not handed to espeak: no `aplay: not found` per reply
         assert w.speech.speaker.idle() and not w.speech.speaker.spoken
         assert speech.check_output() is not None
-        assert len([n for n in w.chat.notices() if "aplay" in n]) == 1, "said once, not at every check"
-        w.set_muted(True)
-        assert w.mute_button.text() == "Voice off"
-        w.set_muted(False)  # turning the voice on checks again and says it again
-        assert len([n for n in w.chat.notices() if "aplay" in n]) == 2
+        assert len([n for n in w.watch.chat.notices() if "aplay" in n]) == 1, "said once, not at every check"
+        w.settings_sync.set_muted(True)
+        assert w.watch.mute_button.text() == "Voice off"
+        w.settings_sync.set_muted(False)  # turning the voice on checks again and says it again
+        assert len([n for n in w.watch.chat.notices() if "aplay" in n]) == 2
     finally:
         w.close()

@@ -47,6 +47,7 @@ def test_start_progress_cancel_resume_and_use_the_model(qtbot, page_env) -> None
     page.base_combo.setEditText(str(base))
     page.name_edit.setText("mine")
     page.steps_spin.setValue(40)
+    page.max_steps_spin.setValue(40)  # one round: the random tiny model cannot learn the correction anyway
     assert page.start()
     assert page.cancel_button.isEnabled() and not page.start_button.isEnabled()
     qtbot.waitUntil(lambda: len(page.curves.loss) >= 1, timeout=180_000)  # live progress from the process
@@ -99,4 +100,4 @@ def test_use_this_model_selects_it_in_the_window(make_window) -> None:
     w = make_window()
     w.train_page.use_model.emit("my-duet")
     assert w.settings.session.model == "my-duet"
-    assert w.model_combo.currentData() == "my-duet"
+    assert w.watch.model_combo.currentData() == "my-duet"

@@ -23,22 +23,22 @@ def test_session_on_a_real_video_fills_chat_overlay_voice_and_transcript(
     w.start()
     qtbot.waitUntil(lambda: w.state == "running", timeout=LONG)
     assert w.overlay.capturing, "the overlay shows that capture is on"
-    qtbot.waitUntil(lambda: len(w.chat.replies()) >= 4, timeout=LONG)
+    qtbot.waitUntil(lambda: len(w.watch.chat.replies()) >= 4, timeout=LONG)
 
     # Inference ran, and never on the GUI thread.
     assert step_threads and threading.main_thread().ident not in step_threads
     # The chat has time-stamped replies with thumbnails of the frame they answered.
-    bubble = w.chat.replies()[0]
+    bubble = w.watch.chat.replies()[0]
     assert bubble.turn == 0
-    assert bubble.findChild(type(w.preview), "thumb") is not None
-    assert not w.preview.pixmap().isNull(), "the preview shows the video"
+    assert bubble.findChild(type(w.watch.preview), "thumb") is not None
+    assert not w.watch.preview.pixmap().isNull(), "the preview shows the video"
     # The overlay shows replies; near-repeats of the untrained model's babble may have been folded.
     assert w.overlay.cards
     # Status line: latency, real-time factor, context fill, device.
-    assert w.latency_label.text().endswith("ms")
-    assert w.rtf_label.text().startswith("RTF ")
-    assert "%" in w.context_label.text()
-    assert "CPU" in w.device_label.text()
+    assert w.status.latency_label.text().endswith("ms")
+    assert w.status.rtf_label.text().startswith("RTF ")
+    assert "%" in w.status.context_label.text()
+    assert "CPU" in w.status.device_label.text()
     # Spoken through real espeak-ng into WAV files.
     qtbot.waitUntil(lambda: len(w.speech.speaker.files) >= 1, timeout=LONG)
 
@@ -54,7 +54,7 @@ def test_session_on_a_real_video_fills_chat_overlay_voice_and_transcript(
     folded = [s for s in saved.steps if s.get("folded")]
     # The transcript keeps even folded replies; the chat shows each one it could show (identical ones in a
     # row share a bubble that counts them; one made only of special tokens shows nothing).
-    assert len([s for s in saved.replies if shown_text(s["text"])]) == sum(b.count for b in w.chat.replies())
+    assert len([s for s in saved.replies if shown_text(s["text"])]) == sum(b.count for b in w.watch.chat.replies())
     assert len(w.overlay.cards) + len(folded) <= len(saved.replies)
 
 
@@ -65,14 +65,14 @@ def test_a_typed_question_reaches_the_model(qtbot, make_window, vtest_avi: Path)
     w.worker.step.connect(got.append)
     w.start()
     qtbot.waitUntil(lambda: w.state == "running" and len(got) >= 1, timeout=LONG)
-    w.question.setText("What is the man in the blue coat doing?")
-    qtbot.keyClick(w.question, "\r")
-    assert w.question.text() == ""
+    w.watch.question.setText("What is the man in the blue coat doing?")
+    qtbot.keyClick(w.watch.question, "\r")
+    assert w.watch.question.text() == ""
     qtbot.waitUntil(lambda: any(r.question for r in got), timeout=LONG)
     asked = next(r for r in got if r.question)
     assert asked.question == "What is the man in the blue coat doing?"
     assert asked.silent  # talkativeness −50
-    assert [b.who for b in w.chat.bubbles] == ["you"]
+    assert [b.who for b in w.watch.chat.bubbles] == ["you"]
     session_dir = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
@@ -91,7 +91,7 @@ def test_pause_holds_the_model_and_stop_ends_the_session(qtbot, make_window, vte
     w.toggle_pause()
     at_pause = len(got)
     qtbot.waitUntil(lambda: w.state == "paused", timeout=LONG)
-    assert w.pause_button.text().endswith("Resume")
+    assert w.watch.pause_button.text().endswith("Resume")
     assert not w.overlay.capturing, "the watching sign goes off while paused"
     qtbot.wait(2000)  # almost seven intervals
     # The step already inside the model when the pause came may still finish (however slow the machine); no other.
@@ -105,7 +105,7 @@ def test_pause_holds_the_model_and_stop_ends_the_session(qtbot, make_window, vte
     after = len(got)
     qtbot.wait(800)
     assert len(got) == after
-    assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
+    assert w.watch.start_button.isEnabled() and not w.watch.stop_button.isEnabled()
     assert w.controller.source is None and w.runner.thread.isRunning()  # ready for the next session
     # A second session reuses the loaded model on the same thread.
     w.start()
@@ -169,7 +169,7 @@ def test_a_video_file_plays_in_the_app_in_step_with_the_model(qtbot, make_window
     w.start()
     qtbot.waitUntil(lambda: w.state == "running" and w.player.active, timeout=LONG)
     qtbot.waitUntil(lambda: len(frames) >= 6 and w.player.frames_shown >= 10, timeout=LONG)
-    assert not w.preview.pixmap().isNull()
+    assert not w.watch.preview.pixmap().isNull()
     assert abs(w.player.position - frames[-1].time) < 2.0  # within a sampling interval plus the drift limit
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
@@ -185,8 +185,8 @@ def test_without_in_app_playback_the_preview_shows_the_sampled_frames(qtbot, mak
     w.start()
     qtbot.waitUntil(lambda: len(frames) >= 2, timeout=LONG)
     assert not w.player.active
-    assert not w.preview.pixmap().isNull()
-    assert w.preview.pixmap().width() <= w.preview.width()
+    assert not w.watch.preview.pixmap().isNull()
+    assert w.watch.preview.pixmap().width() <= w.watch.preview.width()
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
 
@@ -208,7 +208,7 @@ def test_pausing_a_video_in_the_window_stops_the_film_and_the_session_clock(qtbo
         qtbot.waitUntil(lambda: w.player.active and w.player.frames_shown >= 2 and w.player.position > 0,
                         timeout=LONG)
     w.toggle_pause()
-    assert w.state == "paused" and w.pause_button.text().endswith("Resume")
+    assert w.state == "paused" and w.watch.pause_button.text().endswith("Resume")
     film_at_pause = w.player.position
     qtbot.wait(3000)
     if film:

@@ -22,24 +22,24 @@ def test_a_new_session_shows_no_old_figures_and_an_error_leaves_no_opening_messa
     w = make_window(source=str(vtest_avi))
     configure(w, talk=-50)
     w.start()
-    qtbot.waitUntil(lambda: w.latency_label.text().endswith("ms"), timeout=LONG)
+    qtbot.waitUntil(lambda: w.status.latency_label.text().endswith("ms"), timeout=LONG)
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=LONG)
-    assert w.rtf_label.text() != "RTF —" and w.context_label.text() != "context —"
+    assert w.status.rtf_label.text() != "RTF —" and w.status.context_label.text() != "context —"
 
     messages: list[str] = []
     w.statusBar().messageChanged.connect(messages.append)
     junk = tmp_path / "holiday.mp4"
     junk.write_bytes(np.random.default_rng(2).bytes(100_000))
-    w.set_source(str(junk))
+    w.settings_sync.set_source(str(junk))
     w.start()
     # Before the new session's first step: none of the last session's figures.
-    assert (w.latency_label.text(), w.rtf_label.text(), w.context_label.text()) == ("step —", "RTF —", "context —")
-    qtbot.waitUntil(lambda: w.state == "idle" and not w.banner.isHidden(), timeout=LONG)
-    assert "holiday.mp4" in w.banner.text()
+    assert (w.status.latency_label.text(), w.status.rtf_label.text(), w.status.context_label.text()) == ("step —", "RTF —", "context —")
+    qtbot.waitUntil(lambda: w.state == "idle" and not w.watch.banner.isHidden(), timeout=LONG)
+    assert "holiday.mp4" in w.watch.banner.text()
     assert any(m.startswith("Opening") for m in messages), "the source was being opened"
     assert w.statusBar().currentMessage() == "", "the error replaced “Opening …”"
-    assert w.latency_label.text() == "step —"
+    assert w.status.latency_label.text() == "step —"
 
 
 def test_ctrl_q_quits_from_any_duet_window(qtbot, make_window) -> None:
@@ -88,8 +88,8 @@ def test_the_sessions_list_is_readable_and_a_video_reads_one_way(qtbot, make_win
         headers.append((page.header.text(), page.header.toolTip()))
     assert headers[0] == headers[1] and headers[0][1].endswith(f" · {long_name}")  # elided to fit, whole on hover
     # The Watch tab keeps the one form too, however the video was chosen.
-    w.set_source(f"file:{long_name}")
-    assert w.settings.session.source == long_name and w.source_label.toolTip() == long_name
+    w.settings_sync.set_source(f"file:{long_name}")
+    assert w.settings.session.source == long_name and w.watch.source_label.toolTip() == long_name
     assert canonical_spec("file:camera") == "file:camera", "a video named like a source kind keeps file:"
     assert canonical_spec("camera:2") == "camera:2"
 
@@ -113,3 +113,30 @@ def test_an_export_says_where_it_went_and_opens_its_folder(qtbot, make_window, t
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: False)  # no file manager on this desktop
     page.open_folder_button.click()
     assert f"the folder is {out.parent}" in page.export_note.text()
+
+
+def test_the_apps_flags_work_without_gui(qtbot, tmp_path: Path, monkeypatch) -> None:
+    """``duet --no-first-run --source …`` (no ``gui``) opens the window at once: no wizard, the source taken."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.cli import main
+
+    monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path / "data"))
+    seen: list[tuple[str, str]] = []
+
+    def look_then_close() -> None:
+        for top in QApplication.topLevelWidgets():
+            if top.isVisible() and top.windowTitle() in ("Duet", "Welcome to Duet"):
+                seen.append((top.windowTitle(), getattr(getattr(getattr(top, "watch", None), "source_label", None), "text", str)()))
+        for top in QApplication.topLevelWidgets():
+            if top.windowTitle() == "Welcome to Duet" and top.isVisible():
+                top.reject()  # only if the flag was ignored: never hang the test on a modal wizard
+        for top in QApplication.topLevelWidgets():
+            if top.windowTitle() == "Duet":
+                top.close()
+
+    QTimer.singleShot(1500, look_then_close)
+    assert main(["--no-first-run", "--no-tray", f"--config-dir={tmp_path / 'cfg'}", "--source", "camera:2"]) == 0
+    assert [title for title, _ in seen] == ["Duet"], "the main window, and no first-run wizard"
+    assert seen[0][1] == "Camera 2", "the flags reached the app"

@@ -19,19 +19,19 @@ from .conftest import configure
 def test_settings_survive_a_restart(qtbot, make_window) -> None:
     w = make_window(source="camera:3")
     configure(w, interval=0.75, frames=1, talk=-12)
-    w.set_muted(True)
-    w.set_overlay_visible(False)
+    w.settings_sync.set_muted(True)
+    w.settings_sync.set_overlay_visible(False)
     w.resize(1111, 777)
     w.close()
 
     again = make_window()
     assert again.settings.session.source == "camera:3"
-    assert again.source_label.text() == "Camera 3"
-    assert again.interval_spin.value() == 0.75
-    assert again.frames_spin.value() == 1
-    assert again.talk_slider.value() == -12
-    assert again.mute_button.isChecked() and again.speech.muted
-    assert not again.overlay_button.isChecked()
+    assert again.watch.source_label.text() == "Camera 3"
+    assert again.watch.interval_spin.value() == 0.75
+    assert again.watch.frames_spin.value() == 1
+    assert again.watch.talk_slider.value() == -12
+    assert again.watch.mute_button.isChecked() and again.speech.muted
+    assert not again.watch.overlay_button.isChecked()
     assert (again.width(), again.height()) == (1111, 777)
 
 
@@ -40,7 +40,7 @@ def test_a_damaged_settings_file_is_reported_and_replaced(qtbot, make_window, tm
     cfg.mkdir()
     (cfg / "settings.toml").write_text("this is = = not toml [", encoding="utf-8")
     w = make_window()
-    assert not w.banner.isHidden() and "damaged" in w.banner.text()
+    assert not w.watch.banner.isHidden() and "damaged" in w.watch.banner.text()
     assert w.settings == Settings()
     assert list(cfg.glob("settings.corrupt-*.toml"))
 
@@ -113,16 +113,16 @@ def test_live_feedback_lands_in_the_running_session(qtbot, make_window, vtest_av
     w = make_window(source=str(vtest_avi))
     configure(w, talk=50)
     w.start()
-    qtbot.waitUntil(lambda: len(w.chat.replies()) >= 1, timeout=30_000)
-    w.chat.replies()[0].buttons["redundant"].click()
-    w.chat.replies()[0].apply_correction("Two people cross the hall.")  # what "✎ correct…" records
+    qtbot.waitUntil(lambda: len(w.watch.chat.replies()) >= 1, timeout=30_000)
+    w.watch.chat.replies()[0].buttons["redundant"].click()
+    w.watch.chat.replies()[0].apply_correction("Two people cross the hall.")  # what "✎ correct…" records
     directory = w.controller.writer.directory
     w.stop()
     qtbot.waitUntil(lambda: w.state == "idle", timeout=30_000)
     saved = load_session(directory)
-    assert saved.feedback[w.chat.replies()[0].turn] == {"redundant", "wrong"}
+    assert saved.feedback[w.watch.chat.replies()[0].turn] == {"redundant", "wrong"}
     assert [(m.kind, m.text) for m in saved.marks if m.kind == "wrong"] == [("wrong", "Two people cross the hall.")]
-    assert w.chat.replies()[0].buttons["wrong"].isChecked()
+    assert w.watch.chat.replies()[0].buttons["wrong"].isChecked()
 
 
 def test_model_page_validates_and_imports_a_pair(qtbot, make_window, tiny_model, tmp_path: Path) -> None:
@@ -144,12 +144,12 @@ def test_model_page_validates_and_imports_a_pair(qtbot, make_window, tiny_model,
     page.start_import()
     qtbot.waitUntil(lambda: page.message.text().startswith("✓ Imported"), timeout=30_000)
     assert [e.name for e in w.library.user_entries()] == ["mine"]
-    assert w.model_combo.findData("mine") >= 0
+    assert w.watch.model_combo.findData("mine") >= 0
 
 
 def test_settings_dialog_round_trip(qtbot, make_window) -> None:
     w = make_window()
-    dlg = w.open_settings()
+    dlg = w.settings_sync.open_settings()
     assert isinstance(dlg, SettingsDialog)
     assert dlg.voice.count() > 1, "espeak-ng voices are listed"
     dlg.rate.setValue(222)
@@ -200,9 +200,9 @@ def test_keyboard_shortcuts(qtbot, make_window) -> None:
     mods = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
     assert not w.speech.muted
     qtbot.keyClick(w.windowHandle(), Qt.Key.Key_M, mods)  # Ctrl+Shift+M: mute
-    assert w.speech.muted and w.mute_button.text() == "Voice off"
+    assert w.speech.muted and w.watch.mute_button.text() == "Voice off"
     shown = w.overlay.isVisible()
     qtbot.keyClick(w.windowHandle(), Qt.Key.Key_O, mods)  # Ctrl+Shift+O: overlay
     assert w.overlay.isVisible() != shown
     qtbot.keyClick(w.windowHandle(), Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)  # Ctrl+L: ask
-    assert w.question.hasFocus()
+    assert w.watch.question.hasFocus()
