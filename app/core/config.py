@@ -17,7 +17,8 @@ Why these ranges:
 - ``talkativeness`` −50…50: a logit bias on speaking at the first token; ±50 already decides every step.
 - ``max_new_tokens`` 1–1024: replies are a sentence or two; 0 would mean "never say anything".
 - ``max_turns`` 0–10⁹: 0 means explicitly "until the source ends".
-- ``n_ctx`` 1024–131072: below 1024 the system prompt and one turn of frames do not fit
+- ``n_ctx`` 256–131072: below 256 not even the system prompt and one small turn fit; a window too small
+  for one turn at the chosen tokens per frame is refused at the first step with the cells it needs
   (docs/llamacpp.md §Context); Qwen2.5-VL's trained window is 128 Ki.
 """
 
@@ -135,7 +136,7 @@ class BackendSettings:
     ``n_threads`` 0 means the one policy in :func:`resolve_threads`.
     """
 
-    n_ctx: int = setting(8192, 1024, 131072, "context window", "tokens")
+    n_ctx: int = setting(8192, 256, 131072, "context window", "tokens")
     n_threads: int = setting(0, 0, 1024, "CPU threads (0 = automatic)")
     n_gpu_layers: int = setting(-1, -1, 10_000, "layers on the GPU (-1 = all, 0 = CPU only)")
     flash_attn: str = _option("auto", "auto (default): llama.cpp's choice on a GPU; on the CPU off for the text "

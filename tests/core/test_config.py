@@ -38,7 +38,7 @@ def test_defaults_are_valid_and_declared_once() -> None:
     assert default(SessionConfig, "max_new_tokens") == 128 and limit(SessionConfig, "frames_per_turn").high == 4
     b = BackendSettings()
     assert (b.n_ctx, b.n_threads, b.n_gpu_layers, b.flash_attn) == (8192, 0, -1, "auto")
-    with pytest.raises(SettingError, match="n_ctx must be within 1024 to 131072"):
+    with pytest.raises(SettingError, match="n_ctx must be within 256 to 131072"):
         BackendSettings(n_ctx=16)
     with pytest.raises(SettingError, match="flash_attn"):
         BackendSettings(flash_attn="maybe")
@@ -51,7 +51,7 @@ def test_the_one_thread_policy() -> None:
 
 
 @pytest.mark.parametrize(("flags", "words"), [
-    (["--n-ctx", "16"], "--n-ctx must be within 1024 to 131072 tokens, got 16"),
+    (["--n-ctx", "16"], "--n-ctx must be within 256 to 131072 tokens, got 16"),
     (["--talkativeness", "nan"], "--talkativeness must be within -50 to 50, got nan"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be within 1 to 1024 tokens, got 0"),
     (["--max-turns", "-1"], "--max-turns must be within 0 to 1000000000 turns, got -1"),
@@ -70,7 +70,7 @@ def test_duet_eval_takes_the_same_ranges(capsys) -> None:
 
     with pytest.raises(SystemExit):
         duet_eval(["data.jsonl", "--n-ctx", "16"])
-    assert "--n-ctx must be within 1024 to 131072" in capsys.readouterr().err
+    assert "--n-ctx must be within 256 to 131072" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         duet_eval(["data.jsonl", "--interval", "0"])
     assert "--interval must be within 0.1 to 60 s" in capsys.readouterr().err

@@ -82,3 +82,31 @@ def test_session_falls_behind_and_stays_live(tiny_model, vtest_avi):
     assert live[-1].video_time == pytest.approx((8 + skipped) * interval)
     assert live[-1].cadence.tokens_per_frame == 16
     assert live[-1].to_json()["cadence"]["frames_skipped"] == skipped
+
+
+def test_live_carries_the_part_of_a_frame_it_did_not_skip():
+    """3.5 s late at 1 s a frame: 3 frames skipped and 0.5 s carried; a later 0.5 s makes the carried part a
+    whole frame (dropping the carry would lose it: a session 1.5 s behind a live clock forever)."""
+    c = Cadence("live", interval=1.0, frames_per_turn=2, tokens_per_frame=128)
+    c.after_step(5500.0, frames(2))
+    assert sum(c.skip(f, source_live=False) for f in frames(5)) == 3
+    c.after_step(2500.0, frames(2))  # 0.5 s late: with the 0.5 s carried, one whole frame is stale
+    assert [c.skip(f, source_live=False) for f in frames(3)] == [True, False, False]
+    assert c.frames_skipped == 4
+    c.after_step(2000.0, frames(2))  # on time, nothing carried: nothing to skip
+    assert not any(c.skip(f, source_live=False) for f in frames(3))
+
+
+def test_live_tokens_change_only_outside_the_hysteresis_band():
+    """Lowered only above 1.0× real time, raised only below 0.6×; between them (and at both ends) unchanged."""
+    def after(rtf: float, tokens: int = 64) -> int:
+        c = Cadence("live", interval=1.0, frames_per_turn=2, tokens_per_frame=128, min_tokens_per_frame=16)
+        c.tokens_per_frame = tokens
+        return c.after_step(rtf * 2000.0, frames(2)).tokens_per_frame
+
+    assert after(1.0) == 64  # exactly real time: not behind
+    assert after(1.25) == 51  # behind: scaled by 1 / 1.25
+    assert after(0.99) == 64 and after(0.8) == 64  # just under real time: the band, no change
+    assert after(0.6) == 64  # the band's lower end is still in it
+    assert after(0.59) == 80  # well under real time: raised by 1.25×
+    assert after(0.3, tokens=120) == 128  # never above the configured

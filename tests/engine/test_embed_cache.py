@@ -51,3 +51,20 @@ def test_memory_is_bounded_lru():
     assert not EmbeddingCache(0).enabled
     with pytest.raises(ValueError):
         EmbeddingCache(10, near_threshold=-1)
+
+
+def test_the_key_covers_every_row_column_and_channel():
+    """A one-bit change anywhere in the frame is another key: not only at [0, 0, 0], but in every row (a key
+    over every other row, or over the first rows only, would hand a changed picture the old embeddings)."""
+    a = frame(3, (7, 5, 3))  # odd sizes: a stride of 2 misses the last row, column and the middle channel
+    base = frame_key(a)
+    for r in range(a.shape[0]):
+        for col, ch in ((0, 0), (a.shape[1] - 1, 1), (a.shape[1] // 2, 2)):
+            b = a.copy()
+            b[r, col, ch] ^= 1
+            assert frame_key(b) != base, f"a change at row {r}, column {col}, channel {ch} kept the key"
+    c = EmbeddingCache(1 << 20)
+    c.put(c.get(a)[0], a, np.ones(10, np.float32))
+    b = a.copy()
+    b[1, 2, 1] ^= 0x80  # an odd row, in the middle: the cache must not hand back a's embeddings
+    assert c.get(b)[1] is None and c.stats.hits == 0

@@ -210,3 +210,38 @@ def test_flash_attention_auto_is_chosen_per_part_and_device():
     for name, want in (("on", 1), ("off", 0)):
         s = LlamaSettings(flash_attn=name)
         assert {s.flash_attn_type(on_gpu=g, projector=p) for g in (False, True) for p in (False, True)} == {want}
+
+
+def test_evicting_the_first_turn_keeps_the_system_prompt(tiny_model):
+    """Turn 0 is silent, so it is evicted whole once its frames are gone; the system prompt before it stays.
+
+    The system prompt sits at positions [0, S) ahead of turn 0. Every removal is recorded and must start at
+    or after S, and llama.cpp's own memory must still hold position 0 after turn 0 is gone (a turn 0 that
+    began at position 0, or an eviction that took its head along, fails both)."""
+    import llama_cpp
+
+    rng = np.random.default_rng(11)
+    frame = [rng.integers(0, 256, (56, 84, 3), dtype=np.uint8) for _ in range(2)]
+    with LlamaBackend(tiny_model.model, tiny_model.mmproj, LlamaSettings(n_ctx=1024, n_gpu_layers=0)) as b:
+        system_tokens = len(b.model.tokenize(protocol.system_turn()))
+        removed: list[tuple[int, int]] = []
+        real_remove = b.ctx.remove
+
+        def remove(p0: int, p1: int) -> bool:
+            removed.append((p0, p1))
+            return real_remove(p0, p1)
+
+        b.ctx.remove = remove  # type: ignore[method-assign]
+        first = None
+        for _ in range(400):  # ends as soon as turn 0 is gone
+            out = b.step(frame, "", talkativeness=-30.0, max_new_tokens=4)
+            assert out.silent
+            first = first or b.turns[0]
+            if first.removed:
+                break
+        assert first is not None and first.index == 0 and first.removed, "the stream should have evicted turn 0"
+        assert first.start >= system_tokens, f"turn 0 starts at {first.start}, inside the system prompt"
+        assert removed and min(p0 for p0, _ in removed) >= system_tokens, f"a removal reached the system prompt: {removed}"
+        assert llama_cpp.llama_memory_seq_pos_min(b.ctx.mem, 0) == 0, "the system prompt's first cell is gone"
+        assert b.n_cells >= system_tokens
+        b.step(frame, "Where is the dog?", talkativeness=-30.0, max_new_tokens=4)  # the session goes on

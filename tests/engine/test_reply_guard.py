@@ -33,3 +33,16 @@ def test_trim_to_sentence():
     assert trim_to_sentence(" A man walks in. He carries a red") == " A man walks in."
     assert trim_to_sentence(" A man walks in and carries") == " A man walks in and carries"
     assert trim_to_sentence(" Who? Nobody! Then a dog") == " Who? Nobody!"
+
+
+def test_loops_exactly_loop_ngram_long_are_found_and_one_longer_are_not():
+    """The boundary of ``loop_ngram``: an n-gram of exactly that many tokens is looked for, one more is not."""
+    for n in (2, 3, 8):
+        g = ReplyGuard(loop_ngram=n)
+        unit = list(range(10, 10 + n))
+        assert g.loop_tail([1] + unit * 3) == 2 * n, f"a {n}-token loop with loop_ngram={n}"
+        assert g.loop_tail([1] + unit * 2) == 0  # two copies are not yet a loop
+        longer = list(range(10, 11 + n))
+        assert g.loop_tail([1] + longer * 3) == 0, f"a {n + 1}-token unit is longer than loop_ngram={n}"
+    assert ReplyGuard().loop_tail([1] + list(range(10, 18)) * 3) == 16  # the default: 8-grams are loops
+    assert ReplyGuard(loop_ngram=0).loop_tail([7] * 10) == 0  # 0 switches loop detection off

@@ -88,6 +88,13 @@ def test_overlap_judge_maps_f1_onto_three_levels() -> None:
     assert j.score("q", "The man opens the door.", "Someone lets himself in.") == 0
 
 
+def test_overlap_judge_thresholds_are_inclusive() -> None:
+    """An F1 exactly at a threshold earns that level: half the words right (F1 = 0.5) at mostly=0.5 is a 2."""
+    assert token_f1("red circle", "red square") == 0.5
+    assert OverlapJudge(mostly=0.5, partly=0.25).score("q", "red square", "red circle") == 2
+    assert OverlapJudge(mostly=0.9, partly=0.5).score("q", "red square", "red circle") == 1
+
+
 def test_overlap_repetition_is_word_containment() -> None:
     j = OverlapJudge()
     assert j.is_repetition(["A man opens the door.", "He walks in."], "The man walks in.")
