@@ -87,9 +87,24 @@ class _CancellableMtmd:
 
 class MMDuet2ChatHandler(Qwen25VLChatHandler):
     DEFAULT_SYSTEM_MESSAGE = protocol.SYSTEM_PROMPT
-    # The stock template with its final newline emitted by an expression, which Jinja does not trim.
-    CHAT_FORMAT = Qwen25VLChatHandler.CHAT_FORMAT.removesuffix("<|im_start|>assistant\n") + (
-        "<|im_start|>assistant{{ '\\n' }}")
+    # The stock template, with two changes. Its final newline is emitted by an expression, which Jinja does
+    # not trim. And a chat that ends with an assistant message is *continued*, not closed: that message is the
+    # start of the reply (the protocol's "I must reply." prefill, docs/protocol.md §1.4; what vLLM calls
+    # continue_final_message), so it gets no <|im_end|> and no new assistant header after it.
+    CHAT_FORMAT = (
+        "{% for message in messages %}"
+        "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+        "{{ self.DEFAULT_SYSTEM_MESSAGE }}<|im_end|>\n{% endif %}"
+        "{% if loop.last and message['role'] == 'assistant' and message['content'] is string %}"
+        "<|im_start|>assistant{{ '\\n' }}{{ message['content'] }}"
+        "{% else %}<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+        "{% else %}{% for content in message['content'] %}"
+        "{% if content['type'] == 'image_url' %}"
+        "{% if content.image_url is string %}{{ content.image_url }}{% else %}{{ content.image_url.url }}{% endif %}"
+        "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endif %}{% endif %}{% endfor %}"
+        "{% if messages[-1]['role'] != 'assistant' %}<|im_start|>assistant{{ '\\n' }}{% endif %}")
 
     generation_timeout: float | None = None
 

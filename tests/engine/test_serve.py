@@ -447,3 +447,26 @@ def test_a_client_that_stays_gets_its_whole_reply(stock_app, caplog):
             assert status == 200 and out["choices"][0]["finish_reason"] == "length", out
     assert guarded.served == 3 and guarded.cancelled == 0
     assert not [r for r in caplog.records if "closed the connection" in r.getMessage()]
+
+
+def test_a_chat_ending_with_an_assistant_message_is_continued_not_closed():
+    """The protocol's "I must reply." prefill (docs/protocol.md §1.4) reaches the model as the start of its reply:
+    no <|im_end|> after it and no second assistant header. Any other chat renders as the stock template does."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from llama_cpp.llama_chat_format import Qwen25VLChatHandler
+
+    from app.engine.serve_handler import MMDuet2ChatHandler
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def render(fmt: str, messages: list[dict]) -> str:
+        return env.from_string(fmt).render(messages=messages, add_generation_prompt=True)
+
+    chat = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "IMG"}},
+                                         {"type": "text", "text": "What happens?"}]},
+            {"role": "assistant", "content": "NO REPLY"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": "IMG2"}]}]
+    mine = render(MMDuet2ChatHandler.CHAT_FORMAT, chat)
+    assert mine == render(Qwen25VLChatHandler.CHAT_FORMAT, chat) + "\n"  # the newline the model was trained on
+    prefilled = render(MMDuet2ChatHandler.CHAT_FORMAT, [*chat, {"role": "assistant", "content": "I must reply.\n"}])
+    assert prefilled == mine + "I must reply.\n"
