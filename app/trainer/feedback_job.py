@@ -32,6 +32,8 @@ from app.trainer.jobs import JobError, Reporter, StopFlag
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "models" / "recipes" / "demo.toml"
+# How much a token of a turn the user marked weighs against a replay token (docs/feedback.md: measured).
+MARKED_WEIGHT = 8.0
 # A base whose weights are smaller than this is fully fine-tuned; larger ones get LoRA.
 FULL_FINETUNE_MAX_BYTES = 200 * 2**20
 # The new model's name: a library name (app/modelhub/library.check_name) without '+' — it becomes the
@@ -57,9 +59,11 @@ def _demo_cfg() -> TrainConfig:
 
 def resolve_base(base: str) -> tuple[Path, bool]:
     """(HF checkpoint folder, is_demo) for ``--base``."""
+    from app.trainer.bundled_demo import DEMO_MARK
+
     p = Path(base).expanduser()
     if (p / "config.json").is_file():
-        return p, False
+        return p, (p / DEMO_MARK).is_file()  # the bundled demo's folder trains as `--base demo` does
     if base == "demo":
         cfg = _demo_cfg()
         for out in (cfg.out, REPO / cfg.out_dir):
@@ -97,13 +101,23 @@ def marks_digest(session_dirs: list[Path]) -> str:
 
 def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int = 40, replay: list[str] | None = None,
                  out_dir: Path | None = None, lr: float | None = None, synthetic: bool = False,
-                 grpo_steps: int = 0) -> tuple[TrainConfig, dict[str, Any]]:
+                 grpo_steps: int = 0, max_steps: int | None = None, max_minutes: float = 0.0,
+                 weight: float = MARKED_WEIGHT,
+                 overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
     """The recipe of a job (a TrainConfig), and the raw dict it was built from.
 
     ``session_dirs`` are the marked sessions; ``replay`` dataset files and ``synthetic`` (the demo's
     synthetic set, per_family 12) are mixed in, and are the whole training set when no session is
     given (the Train page's "dataset folder" and "synthetic" choices). ``grpo_steps`` > 0 adds GRPO
     after SFT (it needs gold answers, so it trains on the datasets, not on the sessions).
+
+    With sessions, training runs in rounds of ``steps`` until the exported model does what every mark asks,
+    up to ``max_steps`` in all (default 4 rounds) and ``max_minutes`` (0: no time limit); the marked turns'
+    tokens weigh ``weight`` times a replay token (app/trainer/feedback_run.py).
+
+    ``overrides`` (``--set KEY=VALUE``: dotted keys, as for a recipe) are applied last, on the recipe built here:
+    e.g. ``data.heldout_synthetic=false`` skips the held-out PAUC and the forgetting check (a quick trial, the
+    tests). ``sft.steps``, ``out_dir`` and ``export.name`` are the command's own flags and cannot be set so.
     """
     if not NAME_RE.match(name) or name in ("demo", "tiny"):
         raise JobError("config", f"--name {name!r}: use 1–64 letters, digits, '.', '_' or '-', starting "
@@ -117,6 +131,10 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
                        code=2)
     if steps < 1:
         raise JobError("config", "--steps must be ≥ 1", code=2)
+    max_steps = 4 * steps if max_steps is None else max_steps
+    if max_steps < steps or not max_minutes >= 0:
+        raise JobError("config", f"--max-steps ({max_steps}) must be ≥ --steps ({steps}) and --max-minutes ≥ 0",
+                       code=2)
     hf, is_demo = resolve_base(base)
     size = sum(f.stat().st_size for f in hf.glob("*.safetensors"))
     lora = size > FULL_FINETUNE_MAX_BYTES
@@ -140,9 +158,13 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
                                          "per_family": h.per_family, "seed": h.seed, "size": h.size}
     n_replay = 96 if (is_demo or synthetic) else 0
     data["sessions_repeat"] = max(1, round(n_replay / (3 * len(session_dirs)))) if session_dirs else 1
+    if session_dirs:
+        data["sessions_weight"] = weight
     raw["data"] = data
     raw["sft"] = {"steps": steps, "batch": 4, "lr": lr if lr is not None else (5e-4 if not lora else 1e-4),
-                  "warmup": min(5, steps), "min_lr_ratio": 0.1, "lora": lora, "freeze_vision": True,
+                  # constant after warm-up when rounds may extend the run (a cosine's end moves with the total)
+                  "warmup": min(5, steps), "min_lr_ratio": 1.0 if session_dirs else 0.1, "lora": lora,
+                  "freeze_vision": True,
                   "ckpt_every": max(1, min(25, steps)), "eval_every": 0, "gradient_checkpointing": lora}
     if lora:
         raw["model"]["dtype"] = "bfloat16"  # the 3B: bf16 weights (docs/training-estimates.md)
@@ -152,39 +174,95 @@ def build_recipe(base: str, name: str, session_dirs: list[Path], *, steps: int =
         raw["grpo"] = {"steps": grpo_steps, "lora": lora, "lr": 1e-4 if not lora else 1e-5, "ckpt_every": 4,
                        "freeze_vision": True}
     raw["export"] = {"name": name, "source": "trained", "quant": "Q8_0", "stage": "grpo" if grpo_steps else "sft"}
+    _apply_overrides(raw, overrides or {})
     try:
         cfg = _build(TrainConfig, raw, f"duet train feedback --name {name}")
         cfg.path = str(out / "recipe.json")
         check(cfg)
     except ValueError as e:
         raise JobError("config", str(e), code=2) from e
-    return cfg, raw | {"demo_family": is_demo}
+    extra: dict[str, Any] = {"demo_family": is_demo}
+    if session_dirs:
+        extra["budget"] = {"round_steps": steps, "max_steps": max_steps, "max_minutes": max_minutes}
+    return cfg, raw | extra
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``--set`` on a feedback recipe: dotted keys set in ``raw`` (a bad key is a config error, before any work)."""
+    flags = {"sft.steps": "--steps", "out_dir": "--name", "export.name": "--name"}
+    for dotted, value in overrides.items():
+        if dotted in flags:
+            raise JobError("config", f"--set {dotted}: use {flags[dotted]} for that", code=2)
+        node: Any = raw
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            if node.get(k) is None or node.get(k) is False:
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, dict):
+                raise JobError("config", f"--set {dotted}: {k} is not a table in this recipe", code=2)
+        node[leaf] = value
 
 
 def run_feedback(cfg: TrainConfig, raw: dict[str, Any], reporter: Reporter, stop: StopFlag | None = None, *,
                  parity: bool = False, library_root: Path | None = None) -> Any:
-    """SFT on the recipe, then export + register; writes ``<out>/summary.json`` (PAUC before/after)."""
+    """Train, export + register; writes ``<out>/summary.json`` (PAUC before/after).
+
+    With marked sessions (and no GRPO): :func:`app.trainer.feedback_run.run_sessions_job` (refuses when there is
+    nothing to learn, trains until each correction is said or the budget is spent, checks the held-out clips;
+    ``<out>/feedback_report.json``). Without: SFT (then GRPO) on the datasets, as a recipe would.
+
+    Every rank of a ``--gpus N`` job calls this: all of them train; rank 0 alone writes the recipe, verifies,
+    exports, registers and writes the summary (the others return None).
+    """
+    from app.trainer.distributed import context
     from app.trainer.export import run_export
     from app.trainer.sft import run_sft
 
+    main = context().is_main
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "recipe.json").write_text(json.dumps(raw, indent=1))
+    if main:
+        (cfg.out / "recipe.json").write_text(json.dumps(raw, indent=1))
     reporter.emit("start", stage="feedback", name=cfg.export.name, base=cfg.model.base,
-                  sessions=len(cfg.data.sessions), lora=cfg.sft.lora, steps=cfg.sft.steps)
-    run_sft(cfg, reporter, stop)
-    if raw.get("grpo"):
-        from app.trainer.grpo import run_grpo
+                  sessions=len(cfg.data.sessions), lora=cfg.sft.lora, steps=cfg.sft.steps,
+                  budget=raw.get("budget"), processes=context().world)
+    report: dict[str, Any] = {}
+    if cfg.data.sessions and not raw.get("grpo"):
+        from app.trainer.feedback_run import REPORT, run_sessions_job
 
-        run_grpo(cfg, reporter, stop)
-    entry = run_export(cfg, reporter, parity=parity, library_root=library_root)
+        entry, report = run_sessions_job(cfg, raw, reporter, stop, parity=parity, library_root=library_root)
+    else:
+        run_sft(cfg, reporter, stop)
+        if raw.get("grpo"):
+            from app.trainer.grpo import run_grpo
+
+            run_grpo(cfg, reporter, stop)
+        entry = run_export(cfg, reporter, parity=parity, library_root=library_root) if main else None
+    if not main:
+        return None
     sft = json.loads((cfg.out / "sft" / "summary.json").read_text())
     evals = sft.get("evals", [])
     summary = {"name": entry.name, "model": str(entry.model), "base": cfg.model.base, "lora": cfg.sft.lora,
-               "sessions": cfg.data.sessions, "steps": cfg.sft.steps, "losses": sft.get("losses", []),
+               "sessions": cfg.data.sessions, "steps": sft.get("step", cfg.sft.steps), "losses": sft.get("losses", []),
                "pauc_before": evals[0]["pauc"] if evals else None,
                "pauc_after": evals[-1]["pauc"] if len(evals) > 1 else None}
-    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if report:
+        summary |= {"learned": report["learned"], "corrections": report["summary"],
+                    "report": str(cfg.out / REPORT)}
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     reporter.emit("done", stage="feedback", name=entry.name, model=str(entry.model),
                   pauc_before=summary["pauc_before"], pauc_after=summary["pauc_after"],
-                  summary=str(cfg.out / "summary.json"))
+                  summary=str(cfg.out / "summary.json"), learned=report.get("learned"),
+                  corrections=report.get("summary"), verdicts=report.get("verdicts"),
+                  forgetting=_forgetting_brief(report.get("forgetting")))
     return entry
+
+
+def _forgetting_brief(f: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The held-out comparison in a few numbers (the full lists stay in the report file)."""
+    if not f:
+        return None
+    return {"clips": f["clips"], "turns": f["turns"], "decisions_changed": len(f["decisions_changed"]),
+            "decisions_unexplained": len(f.get("decisions_unexplained", [])),
+            "texts_changed": len(f["texts_changed"]), "pauc_base": f["pauc_base"], "pauc_new": f["pauc_new"],
+            "one_reply_noise": f["one_reply_noise"]["mean"], "within_noise": f["within_noise"]}

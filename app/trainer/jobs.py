@@ -249,10 +249,41 @@ def run_guarded(fn: Any, reporter: Reporter, stage: str) -> int:
         if isinstance(e, KeyboardInterrupt):
             reporter.emit("cancelled", stage=stage, message="interrupted")
             return EXIT_CANCELLED
+        if _peer_failed(e):
+            reporter.emit("error", stage=stage, kind="peer", message="another training process of this job stopped "
+                          f"({str(e).splitlines()[0][:200]})", advice="torchrun restarts the processes from the last "
+                          "checkpoint while --max-restarts allows; otherwise run the same command again")
+            return EXIT_FAILED
         reporter.emit("error", stage=stage, kind="internal", message=f"{type(e).__name__}: {e}",
                       advice="this is a bug; the progress log and the last checkpoint are kept")
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _peer_failed(e: BaseException) -> bool:
+    """Whether a collective failed because another rank died (gloo/NCCL), not because of this rank's own bug."""
+    from app.trainer.distributed import context
+
+    if not context().enabled:
+        return False
+    import torch.distributed as dist
+
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(s in text for s in ("Connection closed by peer", "Connection reset",
+                                                                    "NCCL", "gloo"))
+
+
+def gpus_args(gpus: int) -> list[str]:
+    """What a job's argv gets for the Train page's device choice: nothing for one device, ``--gpus N`` for N.
+
+    The page offers what :func:`app.trainer.distributed.available_devices` lists (the CPU, then each CUDA GPU;
+    ``gpus`` of the k-th GPU entry is k), appends this to the ``train sft|grpo|feedback`` argv it starts with
+    :meth:`JobProcess.start`, and reads the choice back from ``job.json``'s ``argv``. The job itself then runs
+    under torchrun (app/trainer/distributed.py).
+    """
+    if gpus < 0:
+        raise ValueError(f"gpus must be >= 0, got {gpus}")
+    return ["--gpus", str(gpus)] if gpus > 1 else []
 
 
 def set_threads(n: int) -> None:

@@ -40,7 +40,8 @@ def recipe_hash(cfg: TrainConfig, stage: str) -> str:
     data = asdict(cfg.data)
     # Keys added with session training are left out at their defaults, and the old (empty) feedback_files
     # key kept, so checkpoints made before them (the cached demo model) stay valid.
-    for key, default in (("sessions", []), ("sessions_repeat", 1), ("sessions_digest", ""), ("window_turns", 32)):
+    for key, default in (("sessions", []), ("sessions_repeat", 1), ("sessions_digest", ""), ("window_turns", 32),
+                         ("sessions_weight", 1.0)):
         if data.get(key) == default:
             data.pop(key)
     data.setdefault("feedback_files", [])
@@ -66,8 +67,11 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> list[int]:
     return out
 
 
-def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
+def dialogue_loss(model: Any, enc: Any, e: Any, device: Any, weights: Any = None) -> Any:
     """Mean cross-entropy over the dialogue's trained (assistant) tokens.
+
+    ``weights`` (one per input position, or None) scale each token's term before the mean over the
+    trained tokens: the turns a user's mark changed weigh more than the replay's (docs/feedback.md).
 
     Logits are computed only where a trained token is predicted (``logits_to_keep``): a 152 k-word
     vocabulary at every position of a window of frames would cost ~1.5 MB a token in fp32 with its
@@ -79,7 +83,10 @@ def dialogue_loss(model: Any, enc: Any, e: Any, device: Any) -> Any:
     pos = (labels != -100).nonzero().squeeze(1)
     out = model(**e.model_inputs(enc.image_pad, device), logits_to_keep=pos.to(device))
     logits = out.logits[0].float()
-    return F.cross_entropy(logits, labels[pos].to(logits.device))
+    if weights is None:
+        return F.cross_entropy(logits, labels[pos].to(logits.device))
+    ce = F.cross_entropy(logits, labels[pos].to(logits.device), reduction="none")
+    return (ce * weights[1:][pos].to(ce.device)).mean()
 
 
 def make_judge(name: str, url: str = "", model: str = "") -> Any:
@@ -105,6 +112,7 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     import torch
 
     from app.trainer.data import load_sources, training_dialogues
+    from app.trainer.distributed import context
     from app.trainer.encode import Encoder
     from app.trainer.eval_tf import heldout_dialogues, shuffled_frames, teacher_forced
     from app.trainer.modeling import (
@@ -122,16 +130,22 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     out = cfg.out / "sft"
     final = out / "final"
     set_threads(cfg.threads)
-    device, warning = pick_device(cfg.device)
+    ctx = context()  # one process, or one rank of a torchrun job (app/trainer/distributed.py)
+    ctx.check_divides("sft.batch", s.batch)
+    device, warning = (ctx.device, None) if ctx.enabled else pick_device(cfg.device)
     if warning:
         reporter.emit("warning", stage="sft", message=warning)
     torch.manual_seed(cfg.seed)
-    base = base_checkpoint(cfg)
+    with ctx.main_first():  # one rank builds the tiny base and the synthetic videos, the others read them
+        base = base_checkpoint(cfg)
+        src = load_sources(cfg, cfg.out / "data")
     enc = Encoder(base)
-    src = load_sources(cfg, cfg.out / "data")
     dialogues = training_dialogues(src, cfg.data.nqna_fraction, cfg.data.variants, cfg.seed,
                                    cfg.data.sessions_repeat)
     encoded = [enc.encode(d) for d in dialogues]
+    from app.trainer.session_dialogues import marked_weights
+
+    weights = [marked_weights(e, d, cfg.data.sessions_weight) for e, d in zip(encoded, dialogues, strict=True)]
     held = _heldout(cfg, s.eval_limit, src)
     model = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision, lora=s.lora,
                         lora_r=s.lora_r, lora_alpha=s.lora_alpha, train_embeddings=s.train_embeddings,
@@ -150,12 +164,13 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
         opt.load_state_dict(opt_state)
         state = st
         reporter.emit("resume", stage="sft", step=state["step"], path=str(ck))
+    train_model = ctx.wrap(model)  # DDP with several ranks: the same weights everywhere, gradients summed
     judge = make_judge("exact")
     n_trained = sum(p.numel() for p in params)
     reporter.emit("start", stage="sft", steps=s.steps, device=device, dialogues=len(encoded),
                   heldout=len(held), trainable_params=n_trained,
                   target_tokens=sum(e.n_target_tokens for e in encoded),
-                  replies=sum(d.n_replies for d in dialogues), lora=s.lora)
+                  replies=sum(d.n_replies for d in dialogues), lora=s.lora, processes=ctx.world)
 
     held_dlg = heldout_dialogues(src, held, cfg.seed)
     held_tf = [enc.encode(d) for d in held_dlg]
@@ -172,20 +187,25 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
         state["evals"].append({"step": step, **r})
         reporter.emit("eval", stage="sft", step=step, **r)
 
-    if state["step"] == 0 and len(held):
+    if state["step"] == 0 and len(held) and ctx.is_main:
         evaluate(0)
     eta = Eta(state["step"], s.steps)
     step = state["step"]
     while step < s.steps:
         step += 1
+        ctx.fault("sft", step)
         lr = lr_at(step, s.lr, s.warmup, s.steps, s.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
         total = 0.0
-        for i in batch_indices(step, s.batch, len(encoded), cfg.seed):
-            loss = dialogue_loss(model, enc, encoded[i], device) / s.batch
-            loss.backward()
-            total += float(loss.detach())
+        # This rank's share of the step's global batch; DDP averages over the ranks, hence × world.
+        mine = ctx.shard(batch_indices(step, s.batch, len(encoded), cfg.seed))
+        for k, i in enumerate(mine):
+            with ctx.no_sync(train_model, last=k == len(mine) - 1):
+                loss = dialogue_loss(train_model, enc, encoded[i], device, weights[i]) / s.batch * ctx.world
+                loss.backward()
+            total += float(loss.detach()) / ctx.world
+        total = ctx.sum([total])[0] if ctx.enabled else total
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, s.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -193,18 +213,22 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
         state["losses"].append(round(total, 6))
         reporter.emit("step", stage="sft", step=step, steps=s.steps, loss=round(total, 5), lr=lr,
                       grad_norm=round(gnorm, 4), eta_s=round(eta(step), 1))
-        if s.eval_every and step % s.eval_every == 0 and step < s.steps and len(held):
+        if s.eval_every and step % s.eval_every == 0 and step < s.steps and len(held) and ctx.is_main:
             evaluate(step)
-        want_ckpt = step % s.ckpt_every == 0 or step == s.steps or bool(stop)
-        if want_ckpt:
+        stopping = ctx.any(bool(stop))  # every rank stops at the same step
+        want_ckpt = step % s.ckpt_every == 0 or step == s.steps or stopping
+        if want_ckpt and ctx.is_main:  # rank 0 writes the unwrapped model: the same files under any --gpus
             path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
             reporter.emit("checkpoint", stage="sft", step=step, path=str(path))
-        if stop and step < s.steps:
+        if stopping and step < s.steps:
+            ctx.barrier()  # the checkpoint is on disk before any rank exits
             raise Cancelled()
-    if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
-        evaluate(step)
-    save_hf(model, base, final)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in state.items()}, indent=1))
+    if ctx.is_main:
+        if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
+            evaluate(step)
+        save_hf(model, base, final)
+        (out / "summary.json").write_text(json.dumps({k: v for k, v in state.items()}, indent=1))
+    ctx.barrier()  # a following stage (GRPO) on another rank reads sft/final
     reporter.emit("done", stage="sft", step=step, path=str(final), loss_first=state["losses"][:1],
                   loss_last=state["losses"][-1:], evals=[{k: e[k] for k in ("step", "pauc", "replies")}
                                                          for e in state["evals"]])

@@ -116,6 +116,12 @@ class TrainPage(QWidget):
         form.addRow("New model name", self.name_edit)
         form.addRow("SFT steps", self.steps_spin)
         form.addRow("Budget (your feedback)", budget_row)
+        # Several GPUs: one process per GPU through torchrun (app/trainer/distributed.py); the job's batch of 4 is
+        # split evenly, so 2 or 4 of them. Filled by refresh() from what PyTorch sees.
+        self.devices_combo = QComboBox()
+        self.devices_combo.addItem("One device (a GPU if PyTorch sees one, else the CPU)", 1)
+        self.devices_combo.setToolTip("With several NVIDIA GPUs, train on 2 or 4 of them at once (torchrun)")
+        form.addRow("Devices", self.devices_combo)
         setup = QGroupBox("What to train")
         setup.setLayout(form)
 
@@ -204,6 +210,12 @@ class TrainPage(QWidget):
             for d in sorted(root.iterdir()):
                 if (d / "sft" / "final" / "config.json").is_file() and d.name not in known:
                     self.base_combo.addItem(d.name)
+        from app.trainer.distributed import available_devices
+
+        cuda = sum(d["kind"] == "cuda" for d in available_devices())
+        for n in (2, 4):
+            if n <= cuda and self.devices_combo.findData(n) < 0:
+                self.devices_combo.addItem(f"{n} GPUs (one process each, torchrun)", n)
         self.hardware_check()
 
     def hardware_check(self) -> bool:
@@ -262,7 +274,9 @@ class TrainPage(QWidget):
             if data == "sessions":
                 raise ValueError("GRPO needs clips with gold answers: choose a dataset folder or synthetic videos.")
             argv += ["--grpo-steps", str(grpo)]
-        return argv
+        from app.trainer.jobs import gpus_args
+
+        return argv + gpus_args(int(self.devices_combo.currentData() or 1))
 
     # ---- actions --------------------------------------------------------------------------------
     @Slot()

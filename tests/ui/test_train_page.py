@@ -101,3 +101,27 @@ def test_use_this_model_selects_it_in_the_window(make_window) -> None:
     w.train_page.use_model.emit("my-duet")
     assert w.settings.session.model == "my-duet"
     assert w.watch.model_combo.currentData() == "my-duet"
+
+
+def test_several_gpus_are_offered_and_reach_the_command_line(qtbot, page_env, monkeypatch) -> None:
+    """With 4 CUDA GPUs (what PyTorch would list; none exist here, so the list is given at that boundary) the page
+    offers 2 and 4 of them, and the choice becomes `--gpus N` for torchrun; one device adds no flag."""
+    import app.trainer.distributed as distributed
+
+    store, _base, _data = page_env
+    four = [{"kind": "cpu", "name": "CPU", "gpus": 0}] + [
+        {"kind": "cuda", "index": i, "name": "GPU", "memory_gib": 80.0, "gpus": i + 1} for i in range(4)]
+    monkeypatch.setattr(distributed, "available_devices", lambda: four)
+    page = TrainPage(store, poll_ms=100)
+    qtbot.addWidget(page)
+    page.refresh()
+    offered = [page.devices_combo.itemData(i) for i in range(page.devices_combo.count())]
+    assert offered == [1, 2, 4]
+    assert "--gpus" not in page.command()
+    page.devices_combo.setCurrentIndex(page.devices_combo.findData(2))
+    assert page.command()[-2:] == ["--gpus", "2"]
+    monkeypatch.setattr(distributed, "available_devices", lambda: four[:1])
+    other = TrainPage(store, poll_ms=100)
+    qtbot.addWidget(other)
+    other.refresh()
+    assert other.devices_combo.count() == 1  # no GPU: one device only
