@@ -39,7 +39,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # Hand-written mutants of every package's safety checks and promises against their tests
-# (bench/mutants.py, docs/testing.md); about an hour on 2 busy cores, so not part of `make test` or CI.
+# (bench/mutants.py, docs/testing.md); about 35 minutes on 2 busy cores, so not part of `make test` or CI.
 mutation: $(STAMP)
 	QT_QPA_PLATFORM=offscreen nice -n 10 $(PY) bench/mutation.py --json bench/results/mutation.json
 

@@ -1,6 +1,6 @@
 """Copy the trained demo model into ``assets/models/demo`` with its provenance (run by hand, then commit).
 
-    duet train demo                      # SFT → GRPO → export (≈ 4–5 min on 2 cores), or reuse .cache/train/demo
+    duet train demo                      # SFT → export (≈ 3–4 min on 2 cores; --with-grpo adds GRPO)
     python assets/bundle_demo.py [--from OUT_DIR]
 
 ``OUT_DIR`` is the recipe's ``out_dir`` (default ``.cache/train/demo``); its ``export/`` folder holds the
@@ -60,9 +60,12 @@ def main() -> int:
     commit = a.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                         text=True).stdout.strip()
     summary_path = a.src / "demo_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # `duet train demo` runs GRPO only with --with-grpo; the summary says which stages made the exported model
+    stages = ("SFT + GRPO" if "grpo" in summary else "SFT") if summary else "SFT (GRPO unknown: no demo_summary.json)"
     prov = {
         "name": "demo",
-        "what": "the offline demo model: a tiny Qwen2.5-VL taken by SFT + GRPO from silent to useful on "
+        "what": f"the offline demo model: a tiny Qwen2.5-VL taken by {stages} from silent to useful on "
                 "synthetic proactive videos (it only knows that synthetic world)",
         "made_by": "duet train demo",
         "recipe": str(a.recipe.relative_to(REPO)),
@@ -71,8 +74,7 @@ def main() -> int:
         "bundled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }
-    if summary_path.is_file():  # the held-out evaluations and the engine parity (not the loss curve)
-        summary = json.loads(summary_path.read_text())
+    if summary:  # the held-out evaluations and the engine parity (not the loss curve)
         prov["heldout"] = {stage: summary[stage].get("evals", []) for stage in ("sft", "grpo") if stage in summary}
         if "parity" in summary:
             prov["parity"] = summary["parity"]

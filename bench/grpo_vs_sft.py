@@ -19,6 +19,17 @@ run with the same seed. A control run with the learning rate at its floor (``--s
 the SFT policy, same clips, same sampling seeds) removes that: ``--compare NAME --control CONTROL``
 prints, per quarter of the run, the mean paired difference of the step reward (learning − control)
 with its standard error, read from the two results files (nothing is trained).
+
+A starting point that leaves timing to learn (issue 25): ``--sft-late-s D`` trains the SFT stage
+once (``--sft-steps``, default the recipe's) on the recipe's training clips with every answer's spans
+moved D seconds later, so SFT teaches replies D seconds (D / 2 turns) after the event; GRPO then trains
+on the same clips with their true spans (the PAUC reward), and held-out PAUC is scored on true spans.
+``--sft-steps N`` alone trains a shorter SFT on the true spans. These SFT models live in
+``.cache/train/grpo-exp/sft-late<D>-<N>`` and are reused by later calls (delete one to retrain it).
+``--breakdown NAME`` then says how a run's held-out PAUC moved: per gold answer right, silent or wrong.
+
+    nice .venv/bin/python bench/grpo_vs_sft.py --name late2 --sft-late-s 2 --seeds 0,1,2 \\
+        --set grpo.lr=3e-4 --set grpo.steps=40 --set grpo.eval_every=10
 """
 
 from __future__ import annotations
@@ -38,9 +49,74 @@ from bench._common import REPO, print_table, write_results  # noqa: E402
 
 EXP = REPO / ".cache" / "train" / "grpo-exp"
 DEMO_SFT = REPO / ".cache" / "train" / "demo" / "sft"
+RECIPE = REPO / "models" / "recipes" / "demo.toml"
 
 
-def one_run(name: str, seed: int, overrides: dict, per_family: int, keep: bool) -> dict:
+def late_dataset(cfg, delay: float, work: Path) -> Path:
+    """The recipe's synthetic training set with every answer's reply and related spans ``delay`` s later.
+
+    Spans are clipped to the video; an answer whose span would start after the video's end keeps its
+    last second (so it lands on the last turn, late, instead of being dropped from training).
+    """
+    from dataclasses import replace
+
+    from app.eval.dataset import write_dataset
+    from app.trainer.data import load_examples, synthetic_dataset
+
+    exs = load_examples(synthetic_dataset(cfg.data.train_synthetic, work))
+
+    def shift(span, dur):
+        if span is None:
+            return None
+        a, b = span
+        return (min(a + delay, dur - 1.0), min(b + delay, dur))
+
+    late = [replace(ex, video=str(ex.video_path), answers=[
+        replace(a, reply_span=shift(a.reply_span, ex.duration), related_span=shift(a.related_span, ex.duration))
+        for a in ex.answers]) for ex in exs]
+    return write_dataset(late, work / f"late{delay:g}" / "dataset.jsonl")
+
+
+def ensure_sft(late_s: float, steps: int | None, overrides: dict) -> tuple[Path, dict]:
+    """The SFT model the GRPO runs start from: the demo's (copied once), or one trained here."""
+    if not late_s and steps is None:
+        if not (EXP / "sft" / "final" / "config.json").is_file():
+            if not (DEMO_SFT / "final" / "config.json").is_file():
+                raise SystemExit(f"no SFT model at {DEMO_SFT / 'final'}: run `duet train demo` (or the trainer tests) "
+                                 "first")
+            # a snapshot: the test suite retrains the demo (deleting its sft/) whenever the training code changes
+            shutil.copytree(DEMO_SFT / "final", EXP / "sft" / "final")
+            shutil.copy2(DEMO_SFT / "summary.json", EXP / "sft" / "summary.json")
+        return EXP / "sft", {"from": "the demo's SFT (demo.toml)"}
+    from app.trainer.config import load_config
+    from app.trainer.jobs import Reporter
+    from app.trainer.sft import run_sft
+
+    cfg = load_config(RECIPE, {k: v for k, v in overrides.items() if not k.startswith("grpo.")})
+    steps = steps or cfg.sft.steps
+    tag = f"sft-late{late_s:g}-{steps}"
+    home = EXP / tag
+    info = {"from": tag, "late_s": late_s, "steps": steps}
+    if (home / "sft" / "final" / "config.json").is_file():
+        return home / "sft", info
+    (EXP / "data").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "data").exists():
+        (home / "data").symlink_to(EXP / "data")
+    cfg.out_dir, cfg.sft.steps = str(home), steps
+    cfg.sft.ckpt_every = max(cfg.sft.ckpt_every, steps)  # one checkpoint: the final one
+    if late_s:
+        cfg.data.train_files = [str(late_dataset(cfg, late_s, EXP / "data"))]
+        cfg.data.train_synthetic = None
+    t0 = time.perf_counter()
+    print(f"training {tag} (once) ...", flush=True)
+    run_sft(cfg, Reporter(log_path=home / "progress.jsonl"))
+    print(f"{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
+    shutil.rmtree(home / "sft" / "ckpt", ignore_errors=True)
+    return home / "sft", info
+
+
+def one_run(name: str, seed: int, overrides: dict, per_family: int, keep: bool, sft: Path) -> dict:
     from app.trainer.config import load_config
     from app.trainer.grpo import run_grpo
     from app.trainer.jobs import Reporter
@@ -50,10 +126,10 @@ def one_run(name: str, seed: int, overrides: dict, per_family: int, keep: bool) 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (EXP / "data").mkdir(parents=True, exist_ok=True)
-    for link, target in (("sft", EXP / "sft"), ("data", EXP / "data")):
+    for link, target in (("sft", sft), ("data", EXP / "data")):
         if not (out / link).exists():
             (out / link).symlink_to(target)
-    cfg = load_config(REPO / "models" / "recipes" / "demo.toml",
+    cfg = load_config(RECIPE,
                       {**overrides, "out_dir": str(out), "seed": seed,
                        "data.heldout_synthetic.per_family": per_family})
     t0 = time.perf_counter()
@@ -93,36 +169,88 @@ def compare(name: str, control: str) -> int:
     return 0
 
 
+def breakdown(name: str, per_family: int) -> int:
+    """Per gold answer of the held-out set, for the SFT start and each seed's final model of run NAME: right (its
+    PAUC above the silent 0.25), silent (= 0.25) or wrong (below: an in-span reply judged wrong), and the replies.
+    Greedy, as the evaluations of the run; reads the models the run left, trains nothing."""
+    from dataclasses import replace
+
+    import torch
+
+    from app.eval.dataset import Dataset
+    from app.eval.scoring import score_dataset
+    from app.trainer.config import load_config
+    from app.trainer.data import load_examples, read_turn_frames, synthetic_dataset
+    from app.trainer.encode import Encoder
+    from app.trainer.modeling import load_policy
+    from app.trainer.rollout import greedy_predictions
+    from app.trainer.sft import make_judge
+    from bench._common import RESULTS
+
+    res = json.loads((RESULTS / f"grpo_vs_sft_{name}.json").read_text())
+    torch.set_num_threads(1)
+    cfg = load_config(RECIPE, {"data.heldout_synthetic.per_family": per_family})
+    held = Dataset([replace(e, id=f"heldout/{e.id}")
+                    for e in load_examples(synthetic_dataset(cfg.data.heldout_synthetic, EXP / "data"))])
+    d = cfg.data
+    frames = {e.id: read_turn_frames(e.video_path, d.interval, d.frames_per_turn, d.tokens_per_frame) for e in held}
+    judge = make_judge(cfg.grpo.judge)
+    tag = res.get("sft", {}).get("late_s") is not None and res["sft"]["from"]  # trained by ensure_sft, or the demo's
+    sft = EXP / tag / "sft" if tag else EXP / "sft"
+    models = {"sft": sft / "final", **{f"seed {r['seed']}": EXP / f"{name}-s{r['seed']}" / "grpo" / "final"
+                                       for r in res["runs"]}}
+    rows, out = [], {}
+    for label, path in models.items():
+        enc = Encoder(path)
+        preds = greedy_predictions(enc=enc, model=load_policy(path), dataset=held, frames=frames)
+        sc = score_dataset(held, preds, judge)
+        ps = [t.pauc[0.5] for t in sc.turns]
+        right = [x for x in ps if x > 0.25 + 1e-9]
+        wrong = sum(x < 0.25 - 1e-9 for x in ps)
+        rec = {"pauc": sc.summary.pauc[0.5], "replies": sum(len(v.replies) for v in preds.values()),
+               "out_of_span": sc.summary.out_of_span_replies, "right": len(right),
+               "right_mean_pauc": statistics.fmean(right) if right else None, "silent": len(ps) - len(right) - wrong,
+               "wrong": wrong}
+        out[label] = rec
+        rows.append([label, f"{rec['pauc']:.4f}", rec["replies"], rec["out_of_span"], rec["right"],
+                     f"{rec['right_mean_pauc'] or 0:.3f}", rec["silent"], rec["wrong"]])
+    print_table(f"held-out gold answers, {name}", ["model", "PAUC", "replies", "out of span", "right",
+                                                   "mean PAUC of right", "silent", "wrong"], rows)
+    write_results(f"grpo_vs_sft_{name}_breakdown", {"name": name, "heldout_per_family": per_family, "models": out})
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name")
     ap.add_argument("--compare", help="a results name to compare with --control (reads results, trains nothing)")
     ap.add_argument("--control", help="the results name of a run at grpo.lr=1e-12 with the same seeds")
+    ap.add_argument("--breakdown", metavar="NAME", help="right / silent / wrong held-out answers of the SFT start and "
+                    "of each seed's final model of run NAME (reads its models, trains nothing)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", action="append", default=[], help="recipe override KEY=VALUE (as `duet train --set`)")
     ap.add_argument("--heldout-per-family", type=int, default=24)
     ap.add_argument("--keep", action="store_true", help="resume runs left by an earlier call instead of restarting")
+    ap.add_argument("--sft-late-s", type=float, default=0.0,
+                    help="start from an SFT trained with every answer labelled this many seconds late (trained once)")
+    ap.add_argument("--sft-steps", type=int, help="start from an SFT of this many steps (trained once)")
     args = ap.parse_args()
+    if args.breakdown:
+        return breakdown(args.breakdown, args.heldout_per_family)
     if args.compare or args.control:
         if not (args.compare and args.control):
             raise SystemExit("--compare and --control go together")
         return compare(args.compare, args.control)
     if not args.name:
         raise SystemExit("--name is required (or --compare NAME --control NAME)")
-    if not (EXP / "sft" / "final" / "config.json").is_file():
-        if not (DEMO_SFT / "final" / "config.json").is_file():
-            raise SystemExit(f"no SFT model at {DEMO_SFT / 'final'}: run `duet train demo` (or the trainer tests) first")
-        # a snapshot: the test suite retrains the demo (deleting its sft/) whenever the training code changes
-        shutil.copytree(DEMO_SFT / "final", EXP / "sft" / "final")
-        shutil.copy2(DEMO_SFT / "summary.json", EXP / "sft" / "summary.json")
-
     from app.trainer.cli import _overrides
 
     overrides = _overrides(args.set)
     load0 = os.getloadavg()
+    sft, sft_info = ensure_sft(args.sft_late_s, args.sft_steps, overrides)
     runs = []
     for seed in (int(x) for x in args.seeds.split(",")):
-        r = one_run(args.name, seed, overrides, args.heldout_per_family, args.keep)
+        r = one_run(args.name, seed, overrides, args.heldout_per_family, args.keep, sft)
         runs.append(r)
         print(f"seed {seed}: " + ", ".join(f"step {e['step']} PAUC {e['pauc']:.4f}" for e in r["evals"])
               + f" ({r['wall_s']:.0f} s)", flush=True)
@@ -143,7 +271,7 @@ def main() -> int:
     base, final = curve[0], curve[-1]
     print(f"SFT alone {base['mean']:.4f}; after {steps[-1]} GRPO steps {final['mean']:.4f} ± {final['sd']:.4f} "
           f"(Δ {final['mean'] - base['mean']:+.4f}); load average {load0} → {os.getloadavg()}")
-    write_results(f"grpo_vs_sft_{args.name}", {"overrides": args.set, "heldout_per_family": args.heldout_per_family,
+    write_results(f"grpo_vs_sft_{args.name}", {"overrides": args.set, "sft": sft_info, "heldout_per_family": args.heldout_per_family,
                                                "loadavg_start": load0, "loadavg_end": os.getloadavg(),
                                                "curve": curve, "mean_reward_per_step": rw, "runs": runs})
     return 0

@@ -12,6 +12,10 @@ With ``ppo_epochs = 1`` and one mini-batch (the paper's setting) the ratio is ex
 clipped loss reduces to the policy gradient; more epochs exercise the clip.
 
 Rollout seeds derive from (seed, step, clip, member), so a resumed run replays the same rollouts.
+With ``--gpus N`` (app/trainer/distributed.py) each rank rolls out every N-th clip of the step (its whole
+group, so advantages need nothing from the other ranks), the rewards are summed into one table that every
+rank reports from, and the gradients of all ranks are summed before the clip and the optimizer step: the
+same rollouts and the same update as one process, whatever N.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from app.trainer.jobs import (
 )
 
 ADV_EPS = 1e-6
+# What each rollout's reward contributes to a step's record; ranks sum them as one table (RewardParts' fields).
+REWARD_FIELDS = ("total", "pauc", "rep", "in_span", "pfx", "n_replies")
 
 
 def group_advantages(rewards: list[float]) -> list[float]:
@@ -72,6 +78,7 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
     import torch
 
     from app.trainer.data import load_sources
+    from app.trainer.distributed import context
     from app.trainer.encode import Encoder
     from app.trainer.modeling import load_policy, load_trainable, pick_device, save_hf, trainable_state
     from app.trainer.reward import EvalJudgeReward, Weights, gold_spans, pauc_reward
@@ -85,11 +92,14 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
     if not (start / "config.json").is_file():
         raise JobError("missing", f"no SFT model at {start}", "run `duet train sft` with the same recipe first", code=2)
     set_threads(cfg.threads)
-    device, warning = pick_device(cfg.device)
+    ctx = context()  # one process, or one rank of a torchrun job (app/trainer/distributed.py)
+    ctx.check_divides("grpo.clips_per_step", g.clips_per_step)
+    device, warning = (ctx.device, None) if ctx.enabled else pick_device(cfg.device)
     if warning:
         reporter.emit("warning", stage="grpo", message=warning)
     enc = Encoder(start)
-    src = load_sources(cfg, cfg.out / "data")
+    with ctx.main_first():  # one rank generates the synthetic videos, the others read them
+        src = load_sources(cfg, cfg.out / "data")
     clips = src.train
     if not clips:
         raise JobError("data", "GRPO needs videos with timed answers (data.train_synthetic or data.train_files)",
@@ -114,7 +124,7 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
     judge = EvalJudgeReward(eval_judge)
     weights = Weights(g.w_pauc, g.w_rep, g.w_in_span, g.w_pfx)
     reporter.emit("start", stage="grpo", steps=g.steps, device=device, clips=len(clips), group=g.group,
-                  clips_per_step=g.clips_per_step, judge=judge.id)
+                  clips_per_step=g.clips_per_step, judge=judge.id, processes=ctx.world)
 
     def evaluate(step: int) -> None:
         r = heldout_pauc(model, enc, held, src.frames, eval_judge, g.max_new_tokens, device)
@@ -122,15 +132,20 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
         state["evals"].append({"step": step, **r})
         reporter.emit("eval", stage="grpo", step=step, **r)
 
-    if state["step"] == 0 and len(held):
+    if state["step"] == 0 and len(held) and ctx.is_main:
         evaluate(0)
     eta = Eta(state["step"], g.steps)
     step = state["step"]
     while step < g.steps:
         step += 1
+        ctx.fault("grpo", step)
         batch: list[tuple[Any, float]] = []  # (encoded rollout, advantage)
-        parts_all = []
+        # Each rank rolls out its share of the step's clips (a whole group each: advantages stay local);
+        # the rewards are then summed into one table that every rank holds.
+        table = torch.zeros(g.clips_per_step, g.group, len(REWARD_FIELDS), dtype=torch.float64)
         for ci, idx in enumerate(batch_indices(step, g.clips_per_step, len(clips), cfg.seed + 1)):
+            if ci % ctx.world != ctx.rank:
+                continue
             ex = clips[idx]
             dlg = stream_dialogue(ex, src.frames[ex.id])
             gold = gold_spans(ex)
@@ -140,12 +155,14 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
                          max_new_tokens=g.max_new_tokens, seed=rollout_seed(cfg.seed, step, ci, m), device=device)
                 parts = pauc_reward(r.times, r.texts, gold, judge, weights=weights, prefix_chars=g.prefix_chars)
                 group.append((r, parts))
-                parts_all.append(parts)
+                table[ci, m] = torch.tensor([float(getattr(parts, f)) for f in REWARD_FIELDS], dtype=torch.float64)
             advs = group_advantages([p.total for _, p in group])
             for (r, _), a in zip(group, advs, strict=True):
                 if abs(a) > 1e-8:
                     batch.append((enc.encode(dlg, targets=r.reply_ids), a))
-        n_tokens = sum(e.n_target_tokens for e, _ in batch)
+        table = ctx.sum_tensor(table)
+        local_tokens = sum(e.n_target_tokens for e, _ in batch)
+        n_tokens, n_trained = ctx.sum([local_tokens, len(batch)]) if ctx.enabled else (local_tokens, len(batch))
         loss_total = 0.0
         if n_tokens:
             olds: list[Any] = []
@@ -157,29 +174,36 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
                     loss = clipped_loss_sum(lp, olds[k], a, g.clip) / n_tokens
                     loss.backward()
                     loss_total += float(loss.detach())
+                ctx.sum_grads(params)
                 torch.nn.utils.clip_grad_norm_(params, g.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-        mean = {k: statistics.fmean(getattr(p, k) for p in parts_all) for k in ("total", "pauc", "rep", "in_span", "pfx")}
-        replies = statistics.fmean(p.n_replies for p in parts_all)
+            loss_total = ctx.sum([loss_total])[0] if ctx.enabled else loss_total
+        rows = table.reshape(-1, len(REWARD_FIELDS)).tolist()
+        mean = {k: statistics.fmean(r[i] for r in rows) for i, k in enumerate(REWARD_FIELDS)}
         rec = {"step": step, "reward": mean["total"], "pauc": mean["pauc"], "rep": mean["rep"],
-               "in_span": mean["in_span"], "pfx": mean["pfx"], "replies_per_rollout": replies,
-               "trained_rollouts": len(batch), "loss": loss_total}
+               "in_span": mean["in_span"], "pfx": mean["pfx"], "replies_per_rollout": mean["n_replies"],
+               "trained_rollouts": int(n_trained), "loss": loss_total}
         state["rewards"].append(rec)
         state["step"] = step
         reporter.emit("step", stage="grpo", steps=g.steps, eta_s=round(eta(step), 1),
                       **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()})
-        if g.eval_every and step % g.eval_every == 0 and step < g.steps and len(held):
+        if g.eval_every and step % g.eval_every == 0 and step < g.steps and len(held) and ctx.is_main:
             evaluate(step)
-        if step % g.ckpt_every == 0 or step == g.steps or bool(stop):
+        stopping = ctx.any(bool(stop))  # every rank stops at the same step
+        if (step % g.ckpt_every == 0 or step == g.steps or stopping) and ctx.is_main:
             path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
             reporter.emit("checkpoint", stage="grpo", step=step, path=str(path))
-        if stop and step < g.steps:
+        if stopping and step < g.steps:
+            ctx.barrier()  # the checkpoint is on disk before any rank exits
             raise Cancelled()
-    if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
-        evaluate(step)
-    final = save_hf(model, start, out / "final")
-    (out / "summary.json").write_text(json.dumps(state, indent=1))
+    final = out / "final"
+    if ctx.is_main:
+        if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
+            evaluate(step)
+        final = save_hf(model, start, out / "final")
+        (out / "summary.json").write_text(json.dumps(state, indent=1))
+    ctx.barrier()
     reporter.emit("done", stage="grpo", step=step, path=str(final),
                   rewards=[round(r["reward"], 4) for r in state["rewards"]],
                   evals=[{k: e[k] for k in ("step", "pauc", "replies")} for e in state["evals"]])

@@ -12,14 +12,13 @@ import collections
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from app.trainer.data import Dialogue, DialogueTurn, read_turn_frames  # noqa: E402
-from app.trainer.encode import Encoder  # noqa: E402
-from app.trainer.grpo import token_logps  # noqa: E402
-from app.trainer.modeling import load_policy  # noqa: E402
-from app.trainer.rollout import TurnCache, play, vision_token_ids  # noqa: E402
+from app.trainer.data import Dialogue, DialogueTurn, read_turn_frames
+from app.trainer.encode import Encoder
+from app.trainer.grpo import token_logps
+from app.trainer.modeling import load_policy
+from app.trainer.rollout import TurnCache, play, vision_token_ids
 
 TURNS = 6
 MAX_NEW = 6
