@@ -249,4 +249,4 @@ def test_an_os_error_names_the_file_without_a_traceback(run, tmp_path, data_dir)
     r = run("run", "--source", OPENCV / "vtest.avi", "--model", "tiny", "--fast", "--max-turns", "1",
             "--jsonl", ro / "out.jsonl")
     assert r.rc == 2
-    assert f"duet: error: {ro / 'out.jsonl'}: Is a directory" in r.err
+    assert f"duet: error: --jsonl {ro / 'out.jsonl'} is a folder, not a regular file" in r.err

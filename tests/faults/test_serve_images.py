@@ -119,4 +119,4 @@ def test_a_chat_whose_client_leaves_during_its_images_is_ended_before_the_next(s
 def test_serve_refuses_a_tokens_per_image_outside_the_settings_range(value, run, data_dir, bundled_demo_model):
     model, mmproj = bundled_demo_model
     r = run("serve", "--model", model, "--mmproj", mmproj, "--tokens-per-image", value)
-    assert (r.rc, f"--tokens-per-image must be within 4–1024, got {value}" in r.err) == (2, True), r.err
+    assert (r.rc, f"--tokens-per-image must be within 4 to 1024 tokens, got {value}" in r.err) == (2, True), r.err

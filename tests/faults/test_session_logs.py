@@ -135,7 +135,9 @@ def test_a_remote_password_is_never_recorded_printed_or_exported(run, data_dir, 
         r = run("run", "--source", vtest_avi, "--remote", url, "--remote-model", "mmduet2", "--fast",
                 "--max-turns", "2", "--save-session")
     assert r.rc == 0, r.err
-    assert rec.requests and all(p == "/v1/chat/completions" for _, p, _ in rec.requests)
+    # The model list once (which server this is: vllm_remote.is_vllm), then chats; the password in none of them.
+    assert rec.requests and all(p in ("/v1/chat/completions", "/v1/models") for _, p, _ in rec.requests)
+    assert not any("authorization" in h for _, _, h in rec.requests)
     assert "hunter2" not in r.out + r.err
     sid = r.out.split("session ")[-1].strip()
     d = data_dir / "sessions" / sid
