@@ -30,12 +30,12 @@ import threading
 import time
 import weakref
 
-from app.capture.base import CaptureError, FrameSource, SourceHealth
+from app.capture.base import FrameSource, SourceHealth
 from app.core.config import SessionConfig
 from app.core.errors import DuetError
 from app.core.sessions import SessionStore, SessionWriter
 from app.core.types import Frame, StepResult
-from app.engine.backend import Backend, BackendError
+from app.engine.backend import Backend
 from app.engine.events import (
     EndReason,
     Event,
@@ -53,6 +53,7 @@ from app.engine.events import (
     StepDone,
 )
 from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
+from app.engine.failure import StartError, describe_failure
 from app.engine.frame_tap import FrameTap, close_quietly
 from app.engine.session import ProactiveSession
 from app.engine.transcript import Transcript
@@ -92,9 +93,7 @@ class SessionController:
         self._pauses = 0  # pauses so far; the loop compares with the ones it has handled
         self._pauses_seen = 0
         self._held = False  # the source held its own clock for the current pause
-        self._stopping = False
-        self._in_run = False
-        self._reserved = False
+        self._reserved = False  # reserve() claimed the controller for the next run() (the GUI's Start)
         self._free_after_run = False
         self._health = SourceHealth.OK
         self._early: list[tuple[str, bool, float | None, float | None]] = []  # questions asked while loading (ask)
@@ -125,12 +124,22 @@ class SessionController:
             except Exception:  # a broken listener must not kill the session
                 log.exception("session listener failed on %s", type(event).__name__)
 
-    def _set_state(self, state: State) -> None:
+    def _move(self, to: State, *, allowed: tuple[State, ...]) -> bool:
+        """The one way the state changes: to ``to`` if it is one of ``allowed`` now, atomically (callers hold the
+        lock for what goes with the change, and say it with :meth:`_said` once they let go). Whether a session
+        is on (not IDLE), stopping (STOPPING) or paused is read from the state alone, never from flags beside it."""
         with self._lock:
-            if self._state == state:
-                return
-            self._state = state
+            if self._state not in allowed:
+                return False
+            self._state = to
+            return True
+
+    def _said(self, state: State) -> None:
         self._emit(StateChanged(state))
+
+    @property
+    def _stopping(self) -> bool:
+        return self._state is State.STOPPING
 
     # ---- control from any thread --------------------------------------------------------------
     def ask(self, text: str, *, spoken: bool = False, at: float | None = None, asked_at: float | None = None) -> bool:
@@ -141,7 +150,7 @@ class SessionController:
         wait for a state they cannot see, and type it again."""
         text = text.strip()
         with self._lock:
-            session, early = self.session, self._state == State.LOADING and not self._stopping
+            session, early = self.session, self._state is State.LOADING
             if text and early:
                 self._early.append((text, spoken, at, asked_at))
         if early or not text or session is None or self._state not in (State.RUNNING, State.PAUSED):
@@ -171,7 +180,7 @@ class SessionController:
     def pause(self) -> bool:
         """Hold the stream; the step inside the model (if any) still finishes. False if not running."""
         with self._lock:
-            if self._state != State.RUNNING:
+            if not self._move(State.PAUSED, allowed=(State.RUNNING,)):
                 return False
             self._resume.clear()
             self._paused_at = time.monotonic()
@@ -179,18 +188,18 @@ class SessionController:
             self._pauses += 1
             source = self.source
             self._held = bool(source.pause()) if source is not None else False
-        self._set_state(State.PAUSED)
+        self._said(State.PAUSED)
         return True
 
     def resume(self) -> bool:
         with self._lock:
-            if self._state != State.PAUSED:
+            if not self._move(State.RUNNING, allowed=(State.PAUSED,)):
                 return False
             source = self.source
             if source is not None and self._held:
                 source.resume()
             self._resumed_at = time.monotonic()
-        self._set_state(State.RUNNING)
+        self._said(State.RUNNING)
         self._resume.set()
         return True
 
@@ -201,11 +210,10 @@ class SessionController:
         """Ask the session to end soon; returns at once (the source is closed from a helper thread,
         because closing a screen source from the GUI thread could deadlock with its overlay hiding)."""
         with self._lock:
-            if self._state not in (State.LOADING, State.RUNNING, State.PAUSED):
+            if not self._move(State.STOPPING, allowed=(State.LOADING, State.RUNNING, State.PAUSED)):
                 return
-            self._stopping = True
             session, source = self.session, self.source
-        self._set_state(State.STOPPING)
+        self._said(State.STOPPING)
         self._resume.set()
         if session is not None:
             session.stop()
@@ -230,7 +238,7 @@ class SessionController:
     def release_backend(self) -> None:
         """Free the model now if no session uses it, else as soon as the running one ends."""
         with self._lock:
-            if self._in_run:
+            if self._state is not State.IDLE:
                 self._free_after_run = True
                 return
             backend, self.backend, self._backend_key = self.backend, None, None
@@ -261,29 +269,32 @@ class SessionController:
         A GUI calls this on its own thread when Start is pressed, then hands :meth:`run` to its
         worker thread: a second click can then never queue a second session.
         """
+        if not self._claim():
+            return False
         with self._lock:
-            if self._in_run:
-                return False
-            self._in_run = True
             self._reserved = True
-            self._stopping = False
+        return True
+
+    def _claim(self) -> bool:
+        """idle → loading, with this run's fresh bookkeeping; False if a session is on."""
+        with self._lock:
+            if not self._move(State.LOADING, allowed=(State.IDLE,)):
+                return False
             self._resume.set()
             self._health = SourceHealth.OK
             self._pauses_seen = self._pauses
             self.transcript.reset()
             self.last_result = None
             self._early, self._seen = [], None
-        self._set_state(State.LOADING)
+        self._said(State.LOADING)
         return True
 
     def run(self, request: RunRequest) -> EndReason:
         """Run one session to its end and return why it ended."""
         with self._lock:
             reserved, self._reserved = self._reserved, False
-        if not reserved and not self.reserve():
+        if not reserved and not self._claim():
             raise RuntimeError("a session is already running on this controller")
-        with self._lock:
-            self._reserved = False
         reason = EndReason.ENDED
         try:
             reason = self._run(request)
@@ -292,7 +303,7 @@ class SessionController:
             crash = next((x for x in (e, e.__cause__) if getattr(x, "fallback", None) is not None), None)
             if crash is not None:  # the engine's process died (app/engine/engine_process.py): never reuse it
                 self._drop_dead_backend(crash)
-            self._emit(Failed(self._describe(e)))
+            self._emit(Failed(describe_failure(e)))
         except Exception as e:  # never die silently: the user gets the message, the log the traceback
             log.exception("session crashed")
             reason = EndReason.ERROR
@@ -305,7 +316,7 @@ class SessionController:
         try:
             backend = self._ensure_backend(request)
         except (DuetError, OSError) as e:
-            raise _StartError(f"The model could not be loaded: {e}") from e
+            raise StartError(f"The model could not be loaded: {e}") from e
         source = self._open_source(request)
         with self._lock:
             self.source = source
@@ -317,15 +328,14 @@ class SessionController:
         device = backend.device
         self.transcript.open(request, device, source.name)
         with self._lock:
-            go = not self._stopping
-            if go:  # the questions asked while loading go now: ask() queues no more once the state changes
-                self._state = State.RUNNING
+            # the questions asked while loading go now: ask() queues no more once the state changes
+            go = self._move(State.RUNNING, allowed=(State.LOADING,))
             early, self._early = self._early, []
         for text, spoken, at, asked_at in early if go else ():
             session.ask(text, at=at)
             self.transcript.question(text, spoken=spoken, asked_at=asked_at)
         if go:
-            self._emit(StateChanged(State.RUNNING))
+            self._said(State.RUNNING)
         self._emit(Started(device, source.name))
         tap = FrameTap(source, stopping=lambda: self._stopping, hold=self._hold_while_paused,
                        check_health=self.check_health, passed=self._frame_passed)
@@ -391,25 +401,13 @@ class SessionController:
             close_quietly(source)
         self.transcript.close(reason.value)  # a session that never got a turn (the reason was shown) leaves none
         with self._lock:
-            self._in_run = False
             free = self._free_after_run
             self._free_after_run = False
+            self._move(State.IDLE, allowed=tuple(State))
         if free:
             self.release_backend()
-        self._set_state(State.IDLE)
+        self._said(State.IDLE)
         self._emit(Finished(reason))
-
-    @staticmethod
-    def _describe(e: DuetError) -> str:
-        if isinstance(e, _StartError):
-            return str(e)
-        if isinstance(e, CaptureError):
-            return f"The source stopped working: {e}"
-        if getattr(e, "fallback", None) is not None:  # the engine's process died: its message is the user's
-            return str(e)
-        if isinstance(e, BackendError):
-            return f"The model failed: {e}"
-        return str(e)
 
     # ---- the loop thread, called by its FrameTap ----------------------------------------------
     def _frame_passed(self, frame: Frame) -> None:
@@ -437,10 +435,6 @@ class SessionController:
         self.transcript.gap(at, seconds, dropped)
         self._emit(Gap(at, seconds, dropped))
         return True
-
-
-class _StartError(DuetError):
-    """A failure to start whose message is already written for the user."""
 
 
 def _call_alive(method: weakref.WeakMethod, event: Event) -> None:

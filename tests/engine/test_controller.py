@@ -378,3 +378,25 @@ def test_the_frame_tap_holds_drops_and_stops_through_what_it_is_given(vtest_avi)
     with tap:
         n = sum(1 for _ in tap.sample(60.0))
     assert len(ended) == n + 1  # each frame, then once more when the file ends by itself
+
+
+def test_stop_while_paused_wins_and_every_state_change_is_said_once(tiny_backend, vtest_avi) -> None:
+    """The state is the one truth (no flags beside it): a stop during a pause ends the session, a pause or
+    resume after the stop is refused, and a second run cannot start until the first is back to idle."""
+    c, rec = _controller(tiny_backend, lambda r: VideoFileSource(r.source, realtime=True))
+    cfg = SessionConfig(interval=0.3, frames_per_turn=1, max_new_tokens=4)
+    request = RunRequest(source=str(vtest_avi), model="tiny", config=cfg)
+    t, reasons = _start(c, request)
+    _wait(lambda: len(rec.steps()) >= 1)
+    assert c.pause() and c.state == State.PAUSED
+    assert not c.reserve()  # a session is on: a second Start is refused
+    c.stop()
+    assert c.state in (State.STOPPING, State.IDLE)
+    assert not c.pause() and not c.resume()  # stopping is final
+    t.join(LONG)
+    assert reasons == [EndReason.STOPPED] and c.state == State.IDLE
+    assert [e.state for e in rec.of(StateChanged)] == [State.LOADING, State.RUNNING, State.PAUSED, State.STOPPING,
+                                                       State.IDLE]
+    assert c.reserve() and c.state == State.LOADING  # idle again: the next Start claims it
+    c.stop()  # a reserved session stopped before it ran: back to idle when run() sees it
+    assert c.run(request) == EndReason.STOPPED and c.state == State.IDLE
