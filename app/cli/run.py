@@ -58,21 +58,17 @@ class _JsonlOut:
 
 def cmd_run(a: argparse.Namespace) -> int:
     """Headless session: the same controller the GUI drives, with replies printed as they come."""
-    from app.capture.parse import open_source
     from app.core.config import SessionConfig, from_args
+    from app.core.sessions import SessionStore
     from app.core.textsafe import terminal_safe, without_userinfo
     from app.engine.backend import BackendError
     from app.engine.controller import Failed, Problem, RunRequest, SessionController, StepDone
+    from app.engine.factory import RemoteSpec
 
-    config = from_args(SessionConfig, a)
-    source = open_source(a.source, realtime=not a.fast)  # fail fast on a bad source, before loading a model
-    try:
-        backend = make_backend(a)
-    except BaseException as e:
-        source.close()
-        if isinstance(e, BackendError) and e.args and isinstance(e.args[0], str):
-            e.args = (without_userinfo(e.args[0]), *e.args[1:])  # a --remote URL's password is not printed
-        raise
+    request = RunRequest(source=a.source, model=a.model, mmproj=a.mmproj, config=from_args(SessionConfig, a),
+                         backend=backend_settings(a), realtime=not a.fast,
+                         remote=RemoteSpec(a.remote, a.remote_model, a.api_key_env) if a.remote else None,
+                         questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
     out = _JsonlOut(a.jsonl) if a.jsonl else None
     write_error: list[OSError] = []  # a full disk stops the session; the error is reported after it
     failures: list[str] = []
@@ -101,23 +97,23 @@ def cmd_run(a: argparse.Namespace) -> int:
                 write_error.append(e)
                 controller.stop()
 
-    from app.core.sessions import SessionStore
-
     store = SessionStore() if a.save_session else None  # the same store, meta and records as the app
-    controller = SessionController(lambda _r: backend, lambda _r: source, listener=show, store=store)
-    # A remote session runs the server's model, not --model (whose default, demo, it was recorded as): the
-    # session records which model on which server (the URL without any user:password@).
-    served = getattr(backend, "model", a.remote_model)  # the name the server listed, when not given
-    model = f"{served} at {without_userinfo(a.remote)}" if a.remote else a.model
-    request = RunRequest(source=a.source, model=model, config=config,
-                         questions=[(q, None) for q in a.ask] + [(q, t) for t, q in a.ask_at])
-    if getattr(backend, "device", "") == "CPU" and not a.remote:
+    controller = SessionController(store=store, listener=show)  # the factories the GUI's controller uses
+    try:  # the source first (a bad one fails before the slow part), then the model: what run() starts with
+        backend = controller.prepare(request)
+    except BaseException as e:
+        if out:
+            out.close()
+        if isinstance(e, BackendError) and e.args and isinstance(e.args[0], str):
+            e.args = (without_userinfo(e.args[0]), *e.args[1:])  # a --remote URL's password is not printed
+        raise
+    if backend.device == "CPU" and not a.remote:
         from app.modelhub.hardware import detect, switch_hint
 
         hint = switch_hint(detect())  # a GPU is here but this llama.cpp build cannot use it
         if hint:
             print(f"Duet: {hint}", file=sys.stderr)
-    print(f"Duet: {a.source} · {without_userinfo(getattr(backend, 'device', '?'))} · every {a.interval:g} s, "
+    print(f"Duet: {a.source} · {without_userinfo(backend.device)} · every {a.interval:g} s, "
           f"{a.frames_per_turn} frame(s) a turn", file=sys.stderr)
     reason = "ended"
     try:
@@ -147,15 +143,6 @@ def backend_settings(a: argparse.Namespace):
     from app.core.config import BackendSettings, from_args
 
     return from_args(BackendSettings, a)
-
-
-def make_backend(a: argparse.Namespace):
-    """The backend a command's flags ask for: in-process llama.cpp, or a remote server."""
-    from app.engine.factory import RemoteSpec
-    from app.engine.factory import make_backend as build
-
-    remote = RemoteSpec(a.remote, a.remote_model, a.api_key_env) if getattr(a, "remote", None) else None
-    return build(a.model, a.mmproj, backend_settings(a), remote=remote)
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,6 @@ step can be using it (:meth:`release_backend`). What a session records on disk g
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -52,9 +51,10 @@ from app.engine.events import (
     StateChanged,
     StepDone,
 )
-from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend
+from app.engine.factory import BackendFactory, RunRequest, SourceFactory, default_backend, recorded_model
 from app.engine.failure import StartError, describe_failure
 from app.engine.frame_tap import FrameTap, close_quietly
+from app.engine.model_slot import ModelSlot
 from app.engine.session import ProactiveSession
 from app.engine.transcript import Transcript
 
@@ -70,12 +70,12 @@ class SessionController:
     def __init__(self, backend_factory: BackendFactory = default_backend, source_factory: SourceFactory | None = None,
                  *, store: SessionStore | None = None, listener: Listener | None = None,
                  exclude: object = None) -> None:
-        self.backend_factory = backend_factory
+        emit = weakref.WeakMethod(self._emit)
+        self.model = ModelSlot(backend_factory, loading=lambda what: _call_alive(emit, Loading(what)),
+                               status=lambda message: _call_alive(emit, Problem(message)))
         self.source_factory = source_factory
         self.listener = listener
         self.exclude = exclude  # windows a screen source hides while grabbing (the overlay)
-        self.backend: Backend | None = None
-        self._backend_key: tuple[object, ...] | None = None
         self.session: ProactiveSession | None = None
         self.source: FrameSource | None = None
         # The transcript reports through this controller without holding it: a controller ↔ transcript
@@ -94,15 +94,22 @@ class SessionController:
         self._pauses_seen = 0
         self._held = False  # the source held its own clock for the current pause
         self._reserved = False  # reserve() claimed the controller for the next run() (the GUI's Start)
-        self._free_after_run = False
         self._health = SourceHealth.OK
         self._early: list[tuple[str, bool, float | None, float | None]] = []  # questions asked while loading (ask)
         self._seen: tuple[float, float] | None = None  # the newest frame's time, and when it came (stream_time)
-        # After the engine's process died (app/engine/engine_process.py): the BackendSettings changes the next
-        # start uses (CPU only, portable kernels), for as long as this controller lives.
-        self.fallback: dict[str, object] = {}
+        self._prepared: tuple[str, FrameSource] | None = None  # prepare()'s opened source, for the run after it
 
     # ---- state --------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend | None:
+        """The model loaded now (kept between sessions: :class:`~app.engine.model_slot.ModelSlot`)."""
+        return self.model.backend
+
+    @property
+    def fallback(self) -> dict[str, object]:
+        """The safer settings every start uses since the engine's process died (empty before)."""
+        return self.model.fallback
+
     @property
     def state(self) -> State:
         return self._state
@@ -237,13 +244,12 @@ class SessionController:
 
     def release_backend(self) -> None:
         """Free the model now if no session uses it, else as soon as the running one ends."""
-        with self._lock:
-            if self._state is not State.IDLE:
-                self._free_after_run = True
-                return
-            backend, self.backend, self._backend_key = self.backend, None, None
-        if backend is not None:
-            backend.close()
+        with self._lock:  # decided under the lock: no Start can take the model between the check and the release
+            backend = self.model.release(in_use=self._state is not State.IDLE)
+            prepared, self._prepared = self._prepared, None  # a source prepare() opened for a run that never came
+        for thing in (backend, prepared[1] if prepared else None):
+            if thing is not None:
+                thing.close()
 
     # ---- source health ------------------------------------------------------------------------
     def check_health(self) -> SourceHealth:
@@ -302,7 +308,7 @@ class SessionController:
             reason = EndReason.ERROR
             crash = next((x for x in (e, e.__cause__) if getattr(x, "fallback", None) is not None), None)
             if crash is not None:  # the engine's process died (app/engine/engine_process.py): never reuse it
-                self._drop_dead_backend(crash)
+                self.model.drop_dead(crash)
             self._emit(Failed(describe_failure(e)))
         except Exception as e:  # never die silently: the user gets the message, the log the traceback
             log.exception("session crashed")
@@ -314,7 +320,7 @@ class SessionController:
 
     def _run(self, request: RunRequest) -> EndReason:
         try:
-            backend = self._ensure_backend(request)
+            backend = self.model.ensure(request)
         except (DuetError, OSError) as e:
             raise StartError(f"The model could not be loaded: {e}") from e
         source = self._open_source(request)
@@ -326,7 +332,7 @@ class SessionController:
         for text, at in request.questions:
             session.ask(text, at=at)
         device = backend.device
-        self.transcript.open(request, device, source.name)
+        self.transcript.open(request, device, source.name, recorded_model(request, backend))
         with self._lock:
             # the questions asked while loading go now: ask() queues no more once the state changes
             go = self._move(State.RUNNING, allowed=(State.LOADING,))
@@ -350,37 +356,39 @@ class SessionController:
         cap = request.config.max_turns
         return EndReason.MAX_TURNS if cap and session.turn >= cap else EndReason.ENDED
 
-    def _drop_dead_backend(self, crash: BaseException) -> None:
-        with self._lock:
-            backend, self.backend, self._backend_key = self.backend, None, None
-            self.fallback.update(getattr(crash, "fallback", {}) or {})
-        if backend is not None:
-            backend.close()  # reaps the dead process and frees its shared memory
+    def prepare(self, request: RunRequest) -> Backend:
+        """Open the source, then load the model (or keep the one loaded): what :meth:`run` starts with.
 
-    def _ensure_backend(self, request: RunRequest) -> Backend:
-        if self.fallback:
-            settings = dataclasses.replace(request.backend, **self.fallback)
-            request = dataclasses.replace(request, backend=settings)
-        key = (request.model, request.mmproj, request.backend)
-        if self.backend is None or self._backend_key != key:
-            if self.backend is not None:
-                self.backend.close()
-                self.backend = None
-            self._emit(Loading(f"Loading model {request.model}…"))
-            self.backend = self.backend_factory(request)
-            self._backend_key = key
-            if hasattr(self.backend, "on_status"):  # a remote server's long wait is said while it lasts
-                emit = weakref.WeakMethod(self._emit)
-                self.backend.on_status = lambda message: _call_alive(emit, Problem(message))
-        return self.backend
+        ``duet run`` calls it first, so a bad source fails before the slow part and the terminal can say what
+        runs where; :meth:`run` (the GUI's Start) does the same steps itself. A failure is the DuetError that
+        says what is wrong, and nothing stays open.
+        """
+        source = self._build_source(request)
+        source.open()
+        try:
+            backend = self.model.ensure(request)
+        except BaseException:
+            close_quietly(source)
+            raise
+        with self._lock:
+            self._prepared = (request.source, source)
+        return backend
+
+    def _build_source(self, request: RunRequest) -> FrameSource:
+        with self._lock:
+            prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == request.source:
+            return prepared[1]
+        if prepared is not None:
+            close_quietly(prepared[1])
+        if self.source_factory is not None:
+            return self.source_factory(request)
+        from app.capture.parse import build_source
+
+        return build_source(request.source, realtime=request.realtime, exclude=self.exclude)
 
     def _open_source(self, request: RunRequest) -> FrameSource:
-        if self.source_factory is not None:
-            source = self.source_factory(request)
-        else:
-            from app.capture.parse import build_source
-
-            source = build_source(request.source, realtime=request.realtime, exclude=self.exclude)
+        source = self._build_source(request)
         self._emit(Loading(f"Opening {source.name}…"))
         try:
             source.open()
@@ -401,11 +409,10 @@ class SessionController:
             close_quietly(source)
         self.transcript.close(reason.value)  # a session that never got a turn (the reason was shown) leaves none
         with self._lock:
-            free = self._free_after_run
-            self._free_after_run = False
             self._move(State.IDLE, allowed=tuple(State))
-        if free:
-            self.release_backend()
+            backend = self.model.session_ended()
+        if backend is not None:
+            backend.close()
         self._said(State.IDLE)
         self._emit(Finished(reason))
 

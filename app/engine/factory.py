@@ -74,6 +74,7 @@ class RunRequest:
     questions: list[tuple[str, float | None]] = field(default_factory=list)  # (text, video time or None)
     realtime: bool = True  # video files: follow the wall clock (False = every frame, as fast as possible)
     interactive: bool = False  # a GUI is running: the thread policy leaves it a core
+    remote: RemoteSpec | None = None  # an OpenAI-compatible server instead of the engine (duet run --remote)
 
 
 BackendFactory = Callable[[RunRequest], Backend]
@@ -81,4 +82,15 @@ SourceFactory = Callable[[RunRequest], FrameSource]
 
 
 def default_backend(request: RunRequest) -> Backend:
-    return make_backend(request.model, request.mmproj, request.backend, interactive=request.interactive)
+    return make_backend(request.model, request.mmproj, request.backend, remote=request.remote,
+                        interactive=request.interactive)
+
+
+def recorded_model(request: RunRequest, backend: Backend) -> str:
+    """The model a session records: ``request.model``, or for a remote one the model the server runs and where
+    (the URL without any ``user:password@``), not ``--model``'s default that it never ran."""
+    if request.remote is None:
+        return request.model
+    from app.core.textsafe import without_userinfo
+
+    return f"{getattr(backend, 'model', request.remote.model)} at {without_userinfo(request.remote.url)}"

@@ -400,3 +400,39 @@ def test_stop_while_paused_wins_and_every_state_change_is_said_once(tiny_backend
     assert c.reserve() and c.state == State.LOADING  # idle again: the next Start claims it
     c.stop()  # a reserved session stopped before it ran: back to idle when run() sees it
     assert c.run(request) == EndReason.STOPPED and c.state == State.IDLE
+
+
+def test_prepare_checks_the_source_before_the_model_and_run_starts_from_what_it_prepared(tiny_backend, tiny_model,
+                                                                                         vtest_avi, tmp_path) -> None:
+    """duet run and the GUI start the same way: prepare() opens the source (a bad one fails before the slow part,
+    with no model loaded), loads the model, and run() takes both as they are, opening nothing twice."""
+    from app.capture.base import CaptureError
+
+    loads: list[str] = []
+
+    def factory(r: RunRequest):
+        loads.append(r.model)
+        return tiny_backend
+
+    c = SessionController(factory)  # the controller's own source building, as duet run uses it
+    with pytest.raises(CaptureError):
+        c.prepare(RunRequest(source=str(tmp_path / "missing.avi"), model="tiny"))
+    assert loads == []
+    opened: list[VideoFileSource] = []
+
+    def source(r: RunRequest):
+        s = VideoFileSource(r.source, realtime=False)
+        opened.append(s)
+        return s
+
+    c = SessionController(factory, source)
+    request = RunRequest(source=str(vtest_avi), model="tiny",
+                         config=SessionConfig(interval=0.5, frames_per_turn=1, max_turns=2, max_new_tokens=4))
+    assert c.prepare(request) is tiny_backend and c.state == State.IDLE
+    assert c.run(request) == EndReason.MAX_TURNS
+    assert len(opened) == 1 and loads == ["tiny"]  # the prepared source and model, nothing built again
+    own = make_backend(str(tiny_model.model), str(tiny_model.mmproj), BackendSettings(n_ctx=4096))
+    c = SessionController(lambda _r: own, source)  # its own model: release closes it
+    c.prepare(request)  # prepared, then given up: release frees the model and the source it opened
+    c.release_backend()
+    assert len(opened) == 2 and c.backend is None and opened[-1]._closed
