@@ -103,6 +103,8 @@ class TrainPage(QWidget):
         self.max_minutes_spin.setSuffix(" min")
         self.steps_spin.valueChanged.connect(self.max_steps_spin.setMinimum)
         self.max_steps_spin.setMinimum(self.steps_spin.value())
+        self.max_steps_spin.setToolTip("Training on your feedback stops at the first of these, and says which "
+                                       "corrections were not learned")
         budget_row = QHBoxLayout()
         budget_row.addWidget(QLabel("up to"))
         budget_row.addWidget(self.max_steps_spin)
@@ -115,12 +117,13 @@ class TrainPage(QWidget):
         form.addRow("Start from", self.base_combo)
         form.addRow("New model name", self.name_edit)
         form.addRow("SFT steps", self.steps_spin)
-        form.addRow("Budget (your feedback)", budget_row)
+        form.addRow("Budget", budget_row)
         # Several GPUs: one process per GPU through torchrun (app/trainer/distributed.py); the job's batch of 4 is
         # split evenly, so 2 or 4 of them. Filled by refresh() from what PyTorch sees.
         self.devices_combo = QComboBox()
-        self.devices_combo.addItem("One device (a GPU if PyTorch sees one, else the CPU)", 1)
-        self.devices_combo.setToolTip("With several NVIDIA GPUs, train on 2 or 4 of them at once (torchrun)")
+        self.devices_combo.addItem("One device", 1)
+        self.devices_combo.setToolTip("One device: a GPU if PyTorch sees one, else the CPU. With several NVIDIA "
+                                       "GPUs, train on 2 or 4 of them at once (torchrun)")
         form.addRow("Devices", self.devices_combo)
         setup = QGroupBox("What to train")
         setup.setLayout(form)
