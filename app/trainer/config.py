@@ -25,6 +25,7 @@ from typing import Any
 import tomllib
 
 from app.core.errors import InputError
+from app.core.protocol import DEFAULT_FRAMES_PER_TURN, DEFAULT_INTERVAL_S
 from app.core.settings import KIND_NAMES, coerce_like
 
 DEFAULT_DEMO_RECIPE = Path(__file__).resolve().parents[2] / "models" / "recipes" / "demo.toml"  # `duet train demo`
@@ -48,9 +49,9 @@ class SyntheticSource:
 @dataclass
 class DataConfig:
     # Stream geometry: must equal what inference uses (the eval runner's RunSettings / SessionConfig).
-    interval: float = 1.0
-    frames_per_turn: int = 2
-    tokens_per_frame: int = 16
+    interval: float = DEFAULT_INTERVAL_S
+    frames_per_turn: int = DEFAULT_FRAMES_PER_TURN
+    tokens_per_frame: int = 16  # the demo's (a tiny model, small frames); MMDuet2 recipes set 128
     nqna_fraction: float = 0.5  # share of dialogues whose question is re-timed to a random turn (nQnA form)
     variants: int = 1  # dialogues built per training video (different nQnA question times)
     train_synthetic: SyntheticSource | None = field(default_factory=SyntheticSource)
@@ -106,6 +107,8 @@ class SFTConfig:
     freeze_vision: bool = True
     train_embeddings: bool = True
     gradient_checkpointing: bool = False
+    # --gpus N: shard a full fine-tune with FSDP2 (auto = yes for a full fine-tune, not LoRA), or DDP replicas (off)
+    fsdp: str = "auto"
     ckpt_every: int = 50
     eval_every: int = 0  # 0 = only before and after
     eval_limit: int = 0  # held-out examples used for in-training PAUC (0 = all)
@@ -239,6 +242,11 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"{cfg.path}: grpo.group must be >= 2 (advantages are normalised within a group)")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{cfg.path}: device must be auto, cpu or cuda")
+    if cfg.sft.fsdp not in ("auto", "on", "off"):
+        raise ConfigError(f"{cfg.path}: sft.fsdp = {cfg.sft.fsdp!r}: it must be auto, on or off")
+    if cfg.sft.fsdp == "on" and cfg.sft.lora:
+        raise ConfigError(f"{cfg.path}: sft.fsdp = \"on\" shards a full fine-tune; LoRA trains through DDP "
+                          "(set sft.fsdp = \"auto\" or \"off\", or sft.lora = false)")
     if cfg.grpo.judge not in ("exact", "overlap", "llm"):
         raise ConfigError(f"{cfg.path}: grpo.judge must be exact, overlap or llm")
     for key, value, lo, hi in _RANGES(cfg):
