@@ -24,11 +24,12 @@ Why the result does not depend on N (tests/trainer/test_distributed.py):
 the others wait for its decision (:meth:`DistContext.decide`: another round up to step S, or stop), so every rank
 enters the next round together and only rank 0 writes verdicts.
 
-The wrapper: SFT trains through DDP (``torch.nn.parallel.DistributedDataParallel``), a full replica per GPU,
-right for the small model and for LoRA; GRPO sums the gradients itself once per step (:meth:`sum_grads`:
-its ranks run different numbers of backward passes). Duet does not wrap with FSDP: sharding the optimizer
-state (``torch.distributed.fsdp.fully_shard``) is the documented path for a full fine-tune of the 3B on
-GPUs and is neither built nor tested here (docs/scaling.md).
+The wrapper (:meth:`DistContext.wrap`): a full SFT fine-tune is sharded with FSDP2 (``fully_shard`` per decoder
+layer and the root, app/trainer/fsdp.py: each rank holds 1/N of the weights, gradients and AdamW state; rank 0
+gathers the whole state for checkpoints, evaluation and the final model); LoRA trains through DDP
+(``torch.nn.parallel.DistributedDataParallel``), a full replica per GPU, as does ``sft.fsdp = "off"``. GRPO
+sums the gradients itself once per step (:meth:`sum_grads`: its ranks run different numbers of backward
+passes) on full replicas.
 """
 
 from __future__ import annotations
@@ -90,19 +91,28 @@ class DistContext:
                            f"use --gpus {' or '.join(map(str, ok)) or 1}, or --set {what}={n + self.world - n % self.world}",
                            code=EXIT_BAD_INPUT)
 
-    def wrap(self, model: Any) -> Any:
-        """The model that trains: DDP around ``model`` when there are several ranks, else ``model`` itself."""
+    def wrap(self, model: Any, *, lora: bool, fsdp: str = "auto") -> Any:
+        """The model that trains: ``model`` itself in one process; with several ranks, ``model`` sharded in place
+        by FSDP2 for a full fine-tune (``fsdp`` auto/on, app/trainer/fsdp.py), else DDP around it (LoRA, or off)."""
         if not self.enabled:
             return model
+        from app.trainer import fsdp as fsdp_mod
+
+        if fsdp_mod.wanted(fsdp, world=self.world, lora=lora):
+            return fsdp_mod.shard(model, self.device, self.world)
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.local_rank] if self.device.startswith("cuda") else None
         return DistributedDataParallel(model, device_ids=ids)
 
     def no_sync(self, wrapped: Any, last: bool) -> contextlib.AbstractContextManager[Any]:
-        """Gradient accumulation: DDP reduces only on the last backward of a step."""
+        """Gradient accumulation: DDP reduces only on the last backward of a step (FSDP reduce-scatters each one,
+        so that no rank holds a whole gradient)."""
         if self.enabled and not last:
-            return wrapped.no_sync()
+            from app.trainer.fsdp import is_sharded
+
+            if not is_sharded(wrapped):
+                return wrapped.no_sync()
         return contextlib.nullcontext()
 
     def join(self, wrapped: Any) -> contextlib.AbstractContextManager[Any]:

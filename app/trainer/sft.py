@@ -36,7 +36,7 @@ from app.trainer.jobs import (
 
 def recipe_hash(cfg: TrainConfig, stage: str) -> str:
     """What a checkpoint's validity depends on (step counts and logging cadence excluded)."""
-    skip = {"steps", "ckpt_every", "eval_every", "eval_limit"}
+    skip = {"steps", "ckpt_every", "eval_every", "eval_limit", "fsdp"}  # fsdp: how N ranks hold it, not what
     data = asdict(cfg.data)
     # Keys added with session training are left out at their defaults, and the old (empty) feedback_files
     # key kept, so checkpoints made before them (the cached demo model) stay valid.
@@ -111,6 +111,7 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     """Train; returns the final HF checkpoint folder (``<out>/sft/final``). Resumes when possible."""
     import torch
 
+    from app.trainer import fsdp
     from app.trainer.data import load_sources, training_dialogues
     from app.trainer.distributed import context
     from app.trainer.encode import Encoder
@@ -150,34 +151,56 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
     model = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision, lora=s.lora,
                         lora_r=s.lora_r, lora_alpha=s.lora_alpha, train_embeddings=s.train_embeddings,
                         gradient_checkpointing=s.gradient_checkpointing)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.95))
     h = recipe_hash(cfg, "sft")
     state: dict[str, Any] = {"step": 0, "recipe": h, "losses": [], "evals": []}
     ck = latest_checkpoint(out / "ckpt")
+    opt_state = None
     if ck is not None:
         tensors, opt_state, st = load_checkpoint(ck)
         if st.get("recipe") != h:
             raise JobError("config", f"{ck} was made with a different recipe (model/data/sft settings changed)",
                            f"delete {out} to start over, or restore the recipe", code=2)
-        load_trainable(model, tensors)
-        opt.load_state_dict(opt_state)
+        load_trainable(model, tensors)  # before sharding: every rank starts from the whole tensors
         state = st
+    # Several ranks: FSDP2 shards a full fine-tune in place (its parameters become shards, so the optimizer is
+    # made after), DDP replicates LoRA; either way the same weights as one process, gradients averaged.
+    train_model = ctx.wrap(model, lora=s.lora, fsdp=s.fsdp)
+    sharded = fsdp.is_sharded(train_model) if ctx.enabled else False
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.95))
+    if opt_state is not None:
+        if sharded:
+            fsdp.load_optimizer(model, opt, opt_state)
+        else:
+            opt.load_state_dict(opt_state)
         reporter.emit("resume", stage="sft", step=state["step"], path=str(ck))
-    train_model = ctx.wrap(model)  # DDP with several ranks: the same weights everywhere, gradients summed
+
+    def whole_model() -> Any:
+        """The model as one process holds it, on rank 0: under FSDP every rank gathers the trained tensors into
+        a fresh unsharded copy on rank 0 (evaluation and the final save run on rank 0 alone)."""
+        if not sharded:
+            return model
+        tensors, _ = fsdp.full_state(model, opt)
+        if not ctx.is_main:
+            return None
+        plain = load_policy(base, dtype=cfg.model.dtype, device=device, freeze_vision=s.freeze_vision,
+                            train_embeddings=s.train_embeddings)
+        load_trainable(plain, tensors)
+        return plain
     judge = make_judge("exact")
     n_trained = sum(p.numel() for p in params)
     reporter.emit("start", stage="sft", steps=s.steps, device=device, dialogues=len(encoded),
                   heldout=len(held), trainable_params=n_trained,
                   target_tokens=sum(e.n_target_tokens for e in encoded),
-                  replies=sum(d.n_replies for d in dialogues), lora=s.lora, processes=ctx.world)
+                  replies=sum(d.n_replies for d in dialogues), lora=s.lora, processes=ctx.world,
+                  fsdp=sharded)
 
     held_dlg = heldout_dialogues(src, held, cfg.seed)
     held_tf = [enc.encode(d) for d in held_dlg]
     shuf_dlg = shuffled_frames(held_dlg)
     shuf_tf = [enc.encode(d) for d in shuf_dlg]
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int, model: Any) -> None:
         r = heldout_pauc(model, enc, held, src.frames, judge, device=device)
         r.pop("predictions")
         # Per-turn teacher-forced accuracy, and the same with frames swapped between clips of a task:
@@ -187,8 +210,10 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
         state["evals"].append({"step": step, **r})
         reporter.emit("eval", stage="sft", step=step, **r)
 
-    if state["step"] == 0 and len(held) and ctx.is_main:
-        evaluate(0)
+    if state["step"] == 0 and len(held) and (ctx.is_main or sharded):
+        whole = whole_model()
+        if ctx.is_main:
+            evaluate(0, whole)
     eta = Eta(state["step"], s.steps)
     step = state["step"]
     while step < s.steps:
@@ -206,27 +231,34 @@ def run_sft(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) 
                 loss.backward()
             total += float(loss.detach()) / ctx.world
         total = ctx.sum([total])[0] if ctx.enabled else total
-        gnorm = float(torch.nn.utils.clip_grad_norm_(params, s.grad_clip))
+        gnorm = fsdp.grad_norm(torch.nn.utils.clip_grad_norm_(params, s.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
         state["step"] = step
         state["losses"].append(round(total, 6))
         reporter.emit("step", stage="sft", step=step, steps=s.steps, loss=round(total, 5), lr=lr,
                       grad_norm=round(gnorm, 4), eta_s=round(eta(step), 1))
-        if s.eval_every and step % s.eval_every == 0 and step < s.steps and len(held) and ctx.is_main:
-            evaluate(step)
+        if s.eval_every and step % s.eval_every == 0 and step < s.steps and len(held) and (ctx.is_main or sharded):
+            whole = whole_model()
+            if ctx.is_main:
+                evaluate(step, whole)
         stopping = ctx.any(bool(stop))  # every rank stops at the same step
         want_ckpt = step % s.ckpt_every == 0 or step == s.steps or stopping
+        if want_ckpt and sharded:  # every rank gathers; rank 0 gets the whole state
+            ck_tensors, ck_opt = fsdp.full_state(model, opt)
+        elif want_ckpt and ctx.is_main:
+            ck_tensors, ck_opt = trainable_state(model), opt.state_dict()
         if want_ckpt and ctx.is_main:  # rank 0 writes the unwrapped model: the same files under any --gpus
-            path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
+            path = save_checkpoint(out / "ckpt", ck_tensors, ck_opt, state)
             reporter.emit("checkpoint", stage="sft", step=step, path=str(path))
         if stopping and step < s.steps:
             ctx.barrier()  # the checkpoint is on disk before any rank exits
             raise Cancelled()
+    whole = whole_model()
     if ctx.is_main:
         if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
-            evaluate(step)
-        save_hf(model, base, final)
+            evaluate(step, whole)
+        save_hf(whole, base, final)
         (out / "summary.json").write_text(json.dumps({k: v for k, v in state.items()}, indent=1))
     ctx.barrier()  # a following stage (GRPO) on another rank reads sft/final
     reporter.emit("done", stage="sft", step=step, path=str(final), loss_first=state["losses"][:1],

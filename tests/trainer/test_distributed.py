@@ -4,10 +4,10 @@ Each run is a real `python -m app.trainer.cli` process (torchrun's for --gpus 2)
 with a few steps. What must hold:
 
 * 2 processes with the same global batch reach the weights of 1 process (max |Δ| ≤ TOL: the ranks' gradients
-  are summed in another order than one process accumulates them);
+  are summed in another order than one process accumulates them); the demo's full fine-tune is sharded by FSDP2;
 * a rank SIGKILLed mid-run (DUET_TRAIN_FAULT) is restarted by torchrun, resumes from the last checkpoint and
   ends on the same weights as the uninterrupted 2-process run;
-* a checkpoint written by 2 processes resumes in 1 process;
+* a checkpoint written by 2 processes (gathered from FSDP's shards) resumes in 1 process;
 * GRPO's rollouts are split over the ranks and their rewards gathered: the same rewards as 1 process;
 * `duet train feedback --gpus 2` (its rounds: every rank trains, rank 0 verifies on the engine) gives the verdicts
   and the weights of 1 process, with a rank killed mid-round; "nothing to learn" is refused before launch.
@@ -64,7 +64,7 @@ def one_process(tmp_path_factory) -> Path:
 def test_two_processes_reach_the_weights_of_one(one_process, tmp_path):
     _, ev = _run(tmp_path, "sft", ["sft.steps=4", *SFT], gpus=2)
     start = next(e for e in ev if e["event"] == "start")
-    assert start["processes"] == 2
+    assert start["processes"] == 2 and start["fsdp"] is True  # a full fine-tune: sharded by FSDP2, not DDP
     assert [e["event"] for e in ev].count("step") == 4  # rank 0 alone reports
     delta = _max_delta(one_process / "sft" / "final", tmp_path / "sft" / "final")
     assert delta <= TOL, f"2 processes moved the weights by {delta} from 1 process"
@@ -211,3 +211,13 @@ def test_shard_is_a_deterministic_split_and_devices_list_the_cpu():
     from app.trainer.jobs import gpus_args
 
     assert gpus_args(1) == [] and gpus_args(4) == ["--gpus", "4"]
+
+
+def test_the_fsdp_switch_is_checked(tmp_path):
+    from app.trainer.config import ConfigError, load_config
+
+    assert load_config(REPO / "models/recipes/demo.toml").sft.fsdp == "auto"
+    for sets, words in (({"sft.fsdp": "yes"}, "auto, on or off"), ({"sft.fsdp": "on", "sft.lora": True}, "LoRA")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(REPO / "models/recipes/demo.toml", sets)  # check() refuses it
+    assert distributed.DistContext(rank=0, world=1).wrap(obj := object(), lora=False) is obj  # one process: as is
