@@ -61,7 +61,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from app.core.protocol import MODEL_NAME
 from app.engine.serve_handler import GenerationControl, MMDuet2ChatHandler, PromptCancelled  # noqa: F401
 from app.engine.serve_policy import (  # noqa: F401 - re-exported: callers and tests import them from here
     ImageRefused,
@@ -400,7 +399,7 @@ class _TooLarge(Exception):
 
 
 def create_server_app(model: Path | str, mmproj: Path | str, n_ctx: int = 8192, n_gpu_layers: int = -1,
-                      n_threads: int | None = None, alias: str = MODEL_NAME, policy: ServePolicy | None = None):
+                      n_threads: int | None = None, alias: str = ServePolicy.alias, policy: ServePolicy | None = None):
     """The stock llama-cpp-python FastAPI app with the MMDuet2 chat handler, behind a :class:`ServeGuard`.
 
     The pair is validated before llama.cpp loads it (a mismatched pair would otherwise "serve" and
