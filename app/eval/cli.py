@@ -147,7 +147,7 @@ def _remote_factories(a: argparse.Namespace):
 
     from app.core.textsafe import without_userinfo
     from app.engine.backend import BackendError
-    from app.engine.remote_backend import RemoteBackend
+    from app.engine.vllm_remote import remote_backend
 
     urls = [u.strip() for u in a.remote.split(",") if u.strip()]
     if not urls:
@@ -159,7 +159,7 @@ def _remote_factories(a: argparse.Namespace):
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise InputError(f"--remote {without_userinfo(url)}: not an http(s) URL")
         try:
-            backends.append(RemoteBackend(url, model=a.remote_model, api_key_env=a.api_key_env))
+            backends.append(remote_backend(url, model=a.remote_model, api_key_env=a.api_key_env))  # vLLM's own
         except BackendError as e:
             raise BackendError(without_userinfo(str(e))) from None
     models = {b.model for b in backends}
