@@ -38,7 +38,9 @@ class Transcript:
         """A new session is about to start: no reply of the last one takes feedback any more."""
         self.replies = {}
 
-    def open(self, request: RunRequest, device: str, source_name: str, model: str) -> None:
+    def open(self, request: RunRequest, device: str, source_name: str, model: str | None = None) -> None:
+        """Start the session's file. ``model``: what it records as the model (default ``request.model``; the
+        controller passes :func:`~app.engine.factory.recorded_model`, which names a remote server's)."""
         self.session_id = None
         if self.store is None:
             return
@@ -48,7 +50,7 @@ class Transcript:
             video = str(Path(spec.path).resolve()) if spec.kind == "file" and spec.path else None
         except CaptureError:
             video = None
-        meta = session_meta(request.source, model, interval=c.interval, frames_per_turn=c.frames_per_turn,
+        meta = session_meta(request.source, model or request.model, interval=c.interval, frames_per_turn=c.frames_per_turn,
                             tokens_per_frame=c.tokens_per_frame, talkativeness=c.talkativeness, video=video)
         # A remote backend's device names its URL: never with the user:password@ it may have been given.
         meta.update(max_new_tokens=c.max_new_tokens, device=without_userinfo(device), source_name=source_name)
