@@ -14,20 +14,13 @@ from pathlib import Path
 import pytest
 
 from app.modelhub.library import ModelLibrary
-from tests.modelhub.hub_server import COMMIT, StandInHub
+from tests.modelhub.hub_server import COMMIT, hub_for_duet
 
 
 @pytest.fixture
 def hub(tiny_model, data_dir, monkeypatch):
     """The stand-in hub, empty; HF_ENDPOINT points at it and offline mode is off."""
-    from huggingface_hub import constants
-
-    with StandInHub({}) as h:
-        monkeypatch.setenv("HF_ENDPOINT", h.url)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("DUET_HUB_TIMEOUT", "5")
+    with hub_for_duet({}, monkeypatch, timeout=5) as h:
         yield h
 
 

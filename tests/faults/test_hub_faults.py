@@ -15,7 +15,7 @@ import pytest
 
 from app.modelhub import hub as hubmod
 from app.modelhub.library import ModelLibrary
-from tests.modelhub.hub_server import StandInHub
+from tests.modelhub.hub_server import StandInHub, hub_for_duet
 
 pytestmark = pytest.mark.timeout(180)
 REPO_ID = "duet/tiny-gguf"
@@ -25,16 +25,9 @@ MODEL, MMPROJ = "tiny-f32.gguf", "mmproj-tiny-f32.gguf"
 @pytest.fixture
 def hub(tiny_model, data_dir, monkeypatch):
     """The stand-in hub serving a repository of the tiny model's ready GGUF pair."""
-    from huggingface_hub import constants
-
     repos = {REPO_ID: {MODEL: tiny_model.model.read_bytes(), MMPROJ: tiny_model.mmproj.read_bytes(),
                        "README.md": b"# a ready GGUF pair\n"}}
-    with StandInHub(repos) as h:
-        monkeypatch.setenv("HF_ENDPOINT", h.url)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("DUET_HUB_TIMEOUT", "5")
+    with hub_for_duet(repos, monkeypatch, timeout=5) as h:
         yield h
 
 

@@ -29,9 +29,12 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 COMMIT = "5d1a0e2b7c9f4a3e8d6b0c1f2e3d4c5b6a798081"
 LFS_SUFFIXES = (".safetensors", ".gguf", ".bin")
@@ -221,6 +224,21 @@ class StandInHub:
             ev.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def hub_for_duet(repos: dict[str, dict[str, bytes]], monkeypatch: Any, *, timeout: float = 5) -> Iterator[StandInHub]:
+    """The stand-in hub serving ``repos``, with Duet's hub client pointed at it: HF_ENDPOINT set, offline mode and any
+    token off, and hub requests timed out after ``timeout`` seconds (a hung stand-in fails the test quickly)."""
+    from huggingface_hub import constants
+
+    with StandInHub(repos) as h:
+        monkeypatch.setenv("HF_ENDPOINT", h.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("DUET_HUB_TIMEOUT", str(timeout))
+        yield h
 
 
 def partial_bytes(root: Path) -> int:

@@ -22,7 +22,7 @@ from app.modelhub import hardware
 from app.modelhub.hub import HubError
 from app.modelhub.library import ModelLibrary
 from app.modelhub.pull import PullError, PullJob, PullStopped
-from tests.modelhub.hub_server import StandInHub, partial_bytes, repo_from_folder
+from tests.modelhub.hub_server import StandInHub, hub_for_duet, partial_bytes, repo_from_folder
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "duet/tiny-vl"
@@ -35,18 +35,11 @@ def sha(path: Path) -> str:
 @pytest.fixture
 def hub(tiny_model, monkeypatch):
     """The stand-in hub serving the tiny checkpoint; HF_ENDPOINT points at it and offline mode is off."""
-    from huggingface_hub import constants
-
     repos = {NAME: repo_from_folder(tiny_model.hf_dir),
              "duet/tiny-gguf": {"tiny-f32.gguf": tiny_model.model.read_bytes(),
                                 "mmproj-tiny-f32.gguf": tiny_model.mmproj.read_bytes(),
                                 "README.md": b"# a ready GGUF pair\n"}}
-    with StandInHub(repos) as h:
-        monkeypatch.setenv("HF_ENDPOINT", h.url)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("DUET_HUB_TIMEOUT", "2")
+    with hub_for_duet(repos, monkeypatch, timeout=2) as h:
         yield h
 
 
