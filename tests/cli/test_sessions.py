@@ -5,26 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.cli import main
-from app.core.sessions import SessionStore, load_session, session_meta
-from app.core.types import Frame, StepResult
+from app.core.sessions import load_session
+from tests.core.saved_session import write_session
 
 
 @pytest.fixture
 def saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DUET_DATA_DIR", str(tmp_path))
-    w = SessionStore().create(session_meta("clip.avi", "demo", interval=1.0, frames_per_turn=2, tokens_per_frame=16,
-                                           talkativeness=0.0, video=str(tmp_path / "clip.avi")))
-    img = np.full((16, 16, 3), 90, np.uint8)
-    for i, text in enumerate(["NO REPLY", "A red circle appeared.", "NO REPLY", "A red circle appeared."]):
-        t = 2.0 * (i + 1)
-        w.add_step(StepResult(turn=i, video_time=t, text=text, silent=text == "NO REPLY",
-                              frames=(Frame(img, time=t - 1), Frame(img, time=t))))
-    w.close("ended")
-    return w.id
+    return write_session(video=str(tmp_path / "clip.avi"), durable=True).name
 
 
 def test_list_show_export(saved: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

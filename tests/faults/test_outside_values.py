@@ -15,12 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.core.sessions import SessionStore, session_meta
 from app.core.settings import Settings, SettingsStore
 from app.core.types import Frame, StepResult
+from tests.core.saved_session import write_session
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,16 +67,7 @@ def test_the_settings_defaults_and_the_dialog_ranges_are_within_the_limits():
 @pytest.fixture
 def saved(data_dir) -> Path:
     """An 8 s video's session: four 2-second turns, replies at 4 s and 8 s."""
-    meta = session_meta("clip.avi", "demo", interval=1.0, frames_per_turn=2, tokens_per_frame=16,
-                        talkativeness=0.0)
-    w = SessionStore().create(meta, durable=False)
-    img = np.full((16, 16, 3), 90, np.uint8)
-    for i, text in enumerate(["NO REPLY", "A red circle appeared.", "NO REPLY", "A red circle appeared."]):
-        t = 2.0 * (i + 1)
-        w.add_step(StepResult(turn=i, video_time=t, text=text, silent=text == "NO REPLY",
-                              frames=(Frame(img, time=t - 1), Frame(img, time=t))))
-    w.close("ended")
-    return w.directory
+    return write_session()
 
 
 FEEDBACK_CASES = {

@@ -13,12 +13,11 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from app.core.sessions import SessionStore, load_session, session_meta
+from app.core.sessions import load_session
 from app.core.settings import Settings, SettingsStore
-from app.core.types import Frame, StepResult
+from tests.core.saved_session import write_session
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,15 +40,7 @@ SPECIAL = {"a FIFO": (_fifo, "is a FIFO (named pipe), not a regular file"),
 
 @pytest.fixture
 def saved(data_dir) -> Path:
-    meta = session_meta("clip.avi", "demo", interval=1.0, frames_per_turn=2, tokens_per_frame=16,
-                        talkativeness=0.0)
-    w = SessionStore().create(meta, durable=False)
-    img = np.full((16, 16, 3), 90, np.uint8)
-    for i in range(2):
-        w.add_step(StepResult(turn=i, video_time=2.0 * (i + 1), text="A red circle.", silent=False,
-                              frames=(Frame(img, time=2.0 * (i + 1)),)))
-    w.close("ended")
-    return w.directory
+    return write_session(["A red circle.", "A red circle."], frames_per_turn=1)
 
 
 @pytest.mark.parametrize("case", SPECIAL)
