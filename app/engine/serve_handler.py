@@ -35,6 +35,26 @@ log = logging.getLogger("duet.serve")
 class PromptCancelled(RuntimeError):
     """The chat was ended while its prompt (images included) was being evaluated."""
 
+    MESSAGE = "the client went away while its prompt was evaluated"
+
+    @staticmethod
+    def quiet() -> None:
+        """Stop llama-cpp-python printing a traceback for a chat whose client left during its prompt.
+
+        Its route handler prints a traceback for every error that matches none of its message patterns
+        (``RouteErrorHandler.pattern_and_formatters``, the library's own table for that), and a client leaving is
+        not a fault of the server: the guard has already logged one line for it. The answer (499, nginx's "client
+        closed request") goes to nobody: the guard drops what is sent after the client has gone.
+        """
+        import re
+
+        from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
+
+        def gone(_body: Any, _match: Any) -> tuple[int, Any]:
+            return 499, ErrorResponse(message=PromptCancelled.MESSAGE, type="client_closed_request", param=None, code=None)
+
+        RouteErrorHandler.pattern_and_formatters.setdefault(re.compile(re.escape(PromptCancelled.MESSAGE)), gone)
+
 
 class GenerationControl:
     """Lets the guard end the chat in progress when its client has gone away.
@@ -112,6 +132,7 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
         super().__init__(*args, **kwargs)
         self.control = GenerationControl()
         self._mtmd_cpp = _CancellableMtmd(self._mtmd_cpp, self)
+        PromptCancelled.quiet()
 
     def check_prompt(self) -> None:
         """Raise :class:`PromptCancelled` if the chat's client has left (called before each image chunk).
@@ -121,7 +142,7 @@ class MMDuet2ChatHandler(Qwen25VLChatHandler):
         """
         if self.control.stop_requested():
             log.warning("chat cancelled during its prompt, after %d chunks: the client went away", self.control.chunks)
-            raise PromptCancelled("the client went away while its prompt was evaluated")
+            raise PromptCancelled(PromptCancelled.MESSAGE)
 
     def load_image(self, image_url: str) -> bytes:
         """Inline data only: the guard has already turned every allowed file or URL into a data URL."""

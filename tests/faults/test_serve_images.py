@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from app.core.vision import max_pixels_for, smart_resize
-from app.engine.serve import ServePolicy, create_server_app, secure
+from app.engine.serve import PromptCancelled, ServePolicy, create_server_app, secure
 from app.engine.serve_conn import uvicorn_options
 from app.engine.serve_images import budget_size, fit_to_budget
 from tests.engine.loopback import serve_asgi
@@ -91,8 +91,10 @@ def test_the_budget_follows_tokens_per_image():
         assert w % 28 == 0 and h % 28 == 0 and w * h <= max_pixels_for(tokens)
 
 
-def test_a_chat_whose_client_leaves_during_its_images_is_ended_before_the_next(stock_app, caplog):
-    """Seven images at 256 tokens each: the client leaves once the first is encoded; the rest never are."""
+def test_a_chat_whose_client_leaves_during_its_images_is_ended_before_the_next(stock_app, caplog, capfd):
+    """Seven images at 256 tokens each: the client leaves once the first is encoded; the rest never are.
+
+    The server logs the one line, and no traceback (a client leaving is not a fault of the server)."""
     control = handler_control()
     policy = ServePolicy(api_key=KEY, max_tokens=4, tokens_per_image=256)
     body = chat(big_png(1200, 1200))  # resized to 448×448 (16 × 16 tokens)
@@ -113,6 +115,8 @@ def test_a_chat_whose_client_leaves_during_its_images_is_ended_before_the_next(s
                                  r.getMessage()))]
     assert 1 <= n < 7
     assert guarded.cancelled == 1 and guarded.served == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and PromptCancelled.MESSAGE not in err, err
 
 
 @pytest.mark.parametrize("value", ["2", "2000"])
