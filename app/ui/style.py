@@ -1,5 +1,7 @@
 """One stylesheet for the whole app: a calm dark theme where the chat is what the eye lands on."""
 
+from app.core.assets import assets_dir
+
 STYLE = """
 QMainWindow, QDialog { background: #14161c; }
 QWidget { color: #e6e8ee; font-size: 13px; }
@@ -24,6 +26,20 @@ QPushButton#talk:checked { background: #c0303f; color: white; }
 QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QKeySequenceEdit {
   background: #10121a; border: 1px solid #2c313d; border-radius: 8px; padding: 6px 8px; }
 QLineEdit:focus { border: 1px solid #5b8cff; }
+/* Styling a spin box's frame drops the platform's buttons to a few pixels with no arrows: draw them here
+   (the arrows: assets/icons/arrow-*.svg). */
+QSpinBox, QDoubleSpinBox { padding-right: 22px; }
+QSpinBox::up-button, QDoubleSpinBox::up-button, QSpinBox::down-button, QDoubleSpinBox::down-button {
+  subcontrol-origin: border; width: 20px; background: #1b1e26; border-left: 1px solid #2c313d; }
+QSpinBox::up-button, QDoubleSpinBox::up-button { subcontrol-position: top right; border-top-right-radius: 8px; }
+QSpinBox::down-button, QDoubleSpinBox::down-button { subcontrol-position: bottom right;
+  border-bottom-right-radius: 8px; }
+QSpinBox::up-button:hover, QDoubleSpinBox::up-button:hover, QSpinBox::down-button:hover,
+QDoubleSpinBox::down-button:hover { background: #2e3340; }
+QSpinBox::up-arrow, QDoubleSpinBox::up-arrow { image: url(ICONS/arrow-up.svg); width: 10px; height: 8px; }
+QSpinBox::down-arrow, QDoubleSpinBox::down-arrow { image: url(ICONS/arrow-down.svg); width: 10px; height: 8px; }
+QSpinBox::up-arrow:disabled, QDoubleSpinBox::up-arrow:disabled { image: url(ICONS/arrow-up-off.svg); }
+QSpinBox::down-arrow:disabled, QDoubleSpinBox::down-arrow:disabled { image: url(ICONS/arrow-down-off.svg); }
 QScrollArea#chat { background: #111318; border: none; border-radius: 12px; }
 /* A page that scrolls (Models) shows the window's dark background, not the palette's light base. */
 QScrollArea#pageScroll, QScrollArea#pageScroll > QWidget#qt_scrollarea_viewport, QWidget#modelPage {
@@ -65,4 +81,4 @@ QCheckBox::indicator { width: 14px; height: 14px; border: 1px solid #5b6170; bor
 QCheckBox::indicator:checked { background: #3d6df2; border-color: #5b8cff; }
 QCheckBox::indicator:disabled { background: #1e2129; border-color: #323745; }
 QToolTip { background: #23262f; color: #e6e8ee; border: 1px solid #3a3f4d; }
-"""
+""".replace("ICONS", (assets_dir() / "icons").as_posix())

@@ -110,3 +110,30 @@ def test_the_first_run_wizard_wears_the_dark_theme(qtbot, tmp_path: Path) -> Non
     px = _pixels(wizard)
     colours, counts = np.unique(px.reshape(-1, 3), axis=0, return_counts=True)
     assert _luminance(colours[counts.argmax()][None])[0] < 0.05  # mostly the window's dark background, not white
+
+
+def test_a_spin_box_shows_its_arrows(qtbot) -> None:
+    """The themed frame dropped Qt's own buttons to slivers with no arrows: each button now shows one,
+    light on the dark button, and every image the sheet names exists."""
+    import re
+
+    from PySide6.QtWidgets import QDoubleSpinBox
+
+    for url in re.findall(r"url\(([^)]+)\)", STYLE):
+        assert Path(url).is_file(), url
+    host = QWidget()
+    host.setStyleSheet(STYLE)
+    spin = QDoubleSpinBox(host)
+    spin.setRange(0.1, 60.0)
+    spin.setValue(1.0)
+    spin.resize(200, 40)
+    host.resize(220, 60)
+    host.show()
+    qtbot.waitExposed(host)
+    img = spin.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, :img.width() * 3]
+    arr = arr.reshape(img.height(), img.width(), 3)
+    buttons = _luminance(arr[:, -20:])  # the 20 px button column
+    top, bottom = buttons[: img.height() // 2], buttons[img.height() // 2:]
+    for half in (top, bottom):  # an arrow: a few pixels much lighter than the button around it
+        assert (half > 0.3).sum() >= 6, half.max()
