@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.core.child_job import ChildJob
 from app.core.errors import ResourceError
 
 EXIT_OK = 0
@@ -297,101 +298,27 @@ def set_threads(n: int) -> None:
 # a job as a process the app can leave and find again
 
 
-class JobProcess:
-    """A training job running as its own process, known by its folder (``<folder>/job.json``).
+class JobProcess(ChildJob):
+    """A training job as a :class:`~app.core.child_job.ChildJob`, known by its folder (``<folder>/job.json``).
 
     Why a detached process: training takes minutes to hours and must survive the window closing
-    (or the app crashing); the Train page finds it again from the folder. Progress is read from
-    ``progress.jsonl`` (the Reporter appends every event there), cancellation is the ``CANCEL``
-    file the job polls (it checkpoints, then exits 130), and resuming is starting the same command
-    again. Nothing here imports Qt: the page polls :meth:`read_events` on a timer.
+    (or the app crashing); the Train page finds it again from the folder. The job writes its own
+    ``progress.jsonl`` (the Reporter appends every event there; its streams go to ``job.log``),
+    cancelling is the ``CANCEL`` file the job polls (it checkpoints, then exits 130), and resuming
+    is starting the same command again. Nothing here imports Qt: the page reads on its watcher's tick.
     """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self._popen: Any = None
-        self._offset = 0
-
-    @property
-    def progress_path(self) -> Path:
-        return self.folder / "progress.jsonl"
 
     @classmethod
     def start(cls, argv: list[str], folder: Path, env: dict[str, str] | None = None) -> JobProcess:
-        import subprocess
-
-        from app.core.atomic import write_json_atomic
-
         job = cls(folder)
         if job.running():
             raise JobError("busy", f"a job is already running in {folder}", "cancel it or wait for it", code=2)
-        job.folder.mkdir(parents=True, exist_ok=True)
-        (job.folder / "CANCEL").unlink(missing_ok=True)
-        with open(job.folder / "job.log", "ab") as log:
-            job._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, env=env)
-        write_json_atomic(job.folder / "job.json", {"pid": job._popen.pid, "argv": argv, "started": time.time()})
+        job.launch(argv, env=env)
         return job
-
-    def info(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.folder / "job.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    def running(self) -> bool:
-        if self._popen is not None:
-            return self._popen.poll() is None
-        pid = self.info().get("pid")
-        if not isinstance(pid, int) or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        stat = Path(f"/proc/{pid}/stat")
-        if stat.exists():  # Linux: a zombie is not running, and a recycled pid runs something else
-            try:
-                if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                    return False
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                return False
-            argv = self.info().get("argv") or []
-            return bool(argv) and all(a in cmd for a in argv[-3:])
-        return True
 
     def cancel(self) -> None:
         """Ask the job to stop at the next step (it writes a checkpoint first)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "CANCEL").touch()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        if self._popen is None:
-            return None
-        return self._popen.wait(timeout)
-
-    def continue_after(self, other: JobProcess) -> None:
-        """Read on from where ``other`` (an earlier handle on the same folder) stopped."""
-        self._offset = other._offset
-
-    def read_events(self) -> list[dict[str, Any]]:
-        """Events appended since the last call (whole lines only)."""
-        try:
-            with self.progress_path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        self.request_stop()
 
     def outcome(self, events: list[dict[str, Any]]) -> str | None:
         """done | cancelled | error (from the job's last top-level event), or None while it runs."""

@@ -2,9 +2,9 @@
 its quantization, Download/Resume, Pause, Cancel, a progress bar and a status line.
 
 Downloads are :class:`app.modelhub.jobs.PullProcess` children owned by the app-wide manager, not by
-this box: it shows their status through a :class:`~app.ui.job_watcher.JobWatcher` (polling only while a
-pull runs), so closing or rebuilding the page loses nothing and a pull keeps going (or stays paused)
-until the app quits. Pause stops the child; resume starts a new one that continues from the pull's state
+this box: on each tick of a :class:`~app.ui.job_watcher.JobWatcher` (polling only while a pull runs) it
+reads what each pull's child reported (``update()``) and shows it, so closing or rebuilding the page loses
+nothing and a pull keeps going (or stays paused) until the app quits. Pause stops the child; resume starts a new one that continues from the pull's state
 file. A row keeps its height whether its progress bar shows or not, so nothing moves under the pointer as
 downloads come and go. Speeds below 1 MB/s read in KB/s; until the pull's own rate has two samples the
 row estimates speed and time left from what it saw since the download started.
@@ -112,8 +112,7 @@ class DownloadList(QGroupBox):
         self.library, self.jobs, self.hw, self.rec = library, jobs, hw, rec
         self._last_state: dict[str, str] = {}
         self._speed: dict[str, SpeedEstimate] = {}
-        # A pull is live until its reader thread has recorded how it ended (a moment after its process exits).
-        self.watcher = JobWatcher(self, interval_ms=poll_ms, live=lambda job: job.status.state == "running")
+        self.watcher = JobWatcher(self, interval_ms=poll_ms)
         self.watcher.tick.connect(self._poll_jobs)
         self.lay = QVBoxLayout(self)
         self.pull_rows: dict[str, dict[str, QWidget]] = {}
@@ -234,6 +233,8 @@ class DownloadList(QGroupBox):
         """Show each row's job as it is now (the watcher's tick, and after every button)."""
         for repo, row in self.pull_rows.items():
             job = self.jobs.get(repo)
+            if job is not None:
+                job.update()  # what its child reported since the last look, and how it ended
             start, pause, cancel = row["start"], row["pause"], row["cancel"]
             bar, status = row["bar"], row["status"]
             installed = self.library.get(default_name(repo, row["quant"].currentData())) is not None  # type: ignore

@@ -38,7 +38,7 @@ def test_wizard_once_with_choices_saved_and_pull_started(qtbot, tmp_path: Path, 
     assert not should_show(store)
     job = jobs.get("wangyueqian/MMDuet2")
     assert job is not None and job.job.quant == "Q4_K_M"  # the CPU recommendation for this machine
-    qtbot.waitUntil(lambda: job.status.state == "failed", timeout=60_000)
+    qtbot.waitUntil(lambda: job.update().state == "failed", timeout=60_000)  # the Models page reads it so
     assert "offline mode" in job.status.error  # HF_HUB_OFFLINE honoured, with the reason shown
     job.cancel()
 

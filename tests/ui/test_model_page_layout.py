@@ -24,11 +24,17 @@ REPO = catalog.CATALOG[0].repo
 
 
 class FakePull:
-    """A download the test steers: the page polls ``status`` as it polls a real pull's child process."""
+    """A download the test steers: the page reads it (``running``, ``update``) as it reads a real pull's child."""
 
     def __init__(self, repo: str, quant: str) -> None:
         self.status = JobStatus(repo, quant, default_name(repo, quant))
         self.job = SimpleNamespace(quant=quant)
+
+    def running(self) -> bool:
+        return self.status.state == "running"
+
+    def update(self) -> JobStatus:
+        return self.status
 
     def pause(self) -> None:
         self.status.state = "paused"
