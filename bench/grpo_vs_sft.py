@@ -243,7 +243,7 @@ def main() -> int:
         return compare(args.compare, args.control)
     if not args.name:
         raise SystemExit("--name is required (or --compare NAME --control NAME)")
-    from app.trainer.cli import _overrides
+    from app.trainer.cli_worker import parse_overrides as _overrides
 
     overrides = _overrides(args.set)
     load0 = os.getloadavg()

@@ -31,7 +31,7 @@ def main() -> int:
 
     import torch
 
-    from app.trainer.cli import _overrides
+    from app.trainer.cli_worker import parse_overrides as _overrides
     from app.trainer.config import load_config
     from app.trainer.data import load_sources, training_dialogues
     from app.trainer.encode import Encoder

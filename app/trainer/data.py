@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.core import protocol
-from app.eval.dataset import DatasetError, Example, load_dataset
+from app.eval.dataset import Dataset, DatasetError, Example, load_dataset
 from app.trainer.dialogue import DataError, Dialogue, DialogueTurn, TurnFrames, read_turn_frames
 
 log = logging.getLogger("duet.trainer.data")
@@ -141,14 +141,12 @@ class Sources:
 
     train: list[Example]
     feedback: list[Dialogue]
-    heldout: Any  # app.eval.dataset.Dataset
+    heldout: Dataset
     frames: dict[str, list[TurnFrames]]
 
 
 def load_sources(cfg: Any, work_dir: Path) -> Sources:
     """Read (and for synthetic sets, generate once) the recipe's training and held-out data."""
-    from app.eval.dataset import Dataset
-
     d = cfg.data
     train: list[Example] = []
     if d.train_synthetic is not None:
@@ -175,6 +173,13 @@ def load_sources(cfg: Any, work_dir: Path) -> Sources:
         frames[ex.id] = read_turn_frames(ex.video_path, d.interval, d.frames_per_turn, d.tokens_per_frame,
                                          f"record {ex.id!r}: ")
     return Sources(train, feedback, Dataset(held), frames)
+
+
+def heldout_subset(src: Sources, limit: int) -> Dataset:
+    """What a stage evaluates on (``eval_limit``) and export checks parity on: the first ``limit`` held-out
+    examples, all of them when ``limit`` is 0 (a few clips keep a periodic evaluation cheap)."""
+    exs = list(src.heldout)
+    return Dataset(exs[:limit] if limit else exs)
 
 
 def training_dialogues(src: Sources, nqna_fraction: float, variants: int, seed: int, repeat: int = 1) -> list[Dialogue]:

@@ -45,7 +45,7 @@ _STAGE_DIRS = ("sft", "grpo", "data")  # what a stale run leaves that a new one 
 def demo_key(cfg: TrainConfig) -> dict[str, str]:
     """What a cached demo run's validity depends on: the stages' recipe hashes and their code."""
     from app.core.codekey import code_key
-    from app.trainer.sft import recipe_hash
+    from app.trainer.loop import recipe_hash
 
     return {"code": code_key("app.trainer.sft", "app.trainer.grpo"), "sft": recipe_hash(cfg, "sft"),
             "grpo": recipe_hash(cfg, "grpo")}

@@ -107,11 +107,10 @@ def compare(hf_preds: dict, engine_preds: dict, frames: dict) -> dict[str, Any]:
 
 
 def run_export(cfg: TrainConfig, reporter: Reporter, *, parity: bool = True, library_root: Path | None = None) -> Any:
-    from app.trainer.data import load_sources
+    from app.trainer.data import heldout_subset, load_sources
     from app.trainer.encode import Encoder
     from app.trainer.modeling import load_policy
     from app.trainer.rollout import greedy_predictions
-    from app.trainer.sft import _heldout
 
     e = cfg.export
     hf = export_stage_dir(cfg)
@@ -122,7 +121,7 @@ def run_export(cfg: TrainConfig, reporter: Reporter, *, parity: bool = True, lib
     result: dict[str, Any] = {}
     if parity:
         src = load_sources(cfg, cfg.out / "data")
-        held = _heldout(cfg, cfg.sft.eval_limit, src)
+        held = heldout_subset(src, cfg.sft.eval_limit)
         if len(held):
             enc = Encoder(hf)
             pol = load_policy(hf, device="cpu")

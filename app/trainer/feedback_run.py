@@ -111,7 +111,8 @@ def train_until_learned(cfg: TrainConfig, raw: dict[str, Any], reporter: Reporte
     from app.trainer.export import export_model
     from app.trainer.feedback_check import summary_line, verify
     from app.trainer.jobs import Cancelled
-    from app.trainer.sft import recipe_hash, run_sft
+    from app.trainer.loop import recipe_hash
+    from app.trainer.sft import run_sft
 
     ctx = context()
     budget = raw.get("budget") or {}

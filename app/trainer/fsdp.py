@@ -54,6 +54,17 @@ def trainable_names(model: Any) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
+def full_weights(model: Any) -> dict[str, Any]:
+    """The trainable tensors unsharded on rank 0's CPU ({} on the other ranks), for evaluation: the optimizer's
+    state is left alone, since gathering it before the first step would first create it with a zero-lr step
+    (torch's ``_init_optim_state``), which advances AdamW's step count and so changes every later update.
+    Every rank must call it (it gathers)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    tensors = get_model_state_dict(model, options=_options())
+    return {n: tensors[n].contiguous() for n in trainable_names(model)} if tensors else {}
+
+
 def full_state(model: Any, opt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(trainable tensors, optimizer state_dict) unsharded on rank 0's CPU, as one process has them; ({}, {}) on
     the other ranks. Every rank must call it (it gathers)."""

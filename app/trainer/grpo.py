@@ -20,23 +20,13 @@ same rollouts and the same update as one process, whatever N.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from app.trainer.config import TrainConfig
-from app.trainer.jobs import (
-    Cancelled,
-    Eta,
-    JobError,
-    Reporter,
-    StopFlag,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    set_threads,
-)
+from app.trainer.jobs import JobError, Reporter, StopFlag
+from app.trainer.loop import Policy, open_job, train
 
 ADV_EPS = 1e-6
 # What each rollout's reward contributes to a step's record; ranks sum them as one table (RewardParts' fields).
@@ -75,28 +65,27 @@ def rollout_seed(seed: int, step: int, clip: int, member: int) -> int:
 
 
 def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None) -> Path:
+    """Train from ``<out>/sft/final``; returns the final HF checkpoint folder (``<out>/grpo/final``). Resumes when
+    possible.
+
+    The resume, the checkpoints, the evaluations and the end are :func:`app.trainer.loop.train`'s; this is
+    the GRPO data, model and step.
+    """
     import torch
 
-    from app.trainer.data import load_sources
-    from app.trainer.distributed import context
+    from app.trainer.data import heldout_subset, load_sources
     from app.trainer.encode import Encoder
-    from app.trainer.modeling import load_policy, load_trainable, pick_device, save_hf, trainable_state
+    from app.trainer.modeling import load_policy
     from app.trainer.reward import EvalJudgeReward, Weights, gold_spans, pauc_reward
     from app.trainer.rollout import heldout_pauc, play, stream_dialogue
-    from app.trainer.sft import _heldout, batch_indices, make_judge, recipe_hash
+    from app.trainer.sft import batch_indices, make_judge
 
-    stop = stop if stop is not None else StopFlag()  # not `stop or …`: an unset flag is falsy
     g = cfg.grpo
-    out = cfg.out / "grpo"
     start = cfg.out / "sft" / "final"
     if not (start / "config.json").is_file():
         raise JobError("missing", f"no SFT model at {start}", "run `duet train sft` with the same recipe first", code=2)
-    set_threads(cfg.threads)
-    ctx = context()  # one process, or one rank of a torchrun job (app/trainer/distributed.py)
-    ctx.check_divides("grpo.clips_per_step", g.clips_per_step)
-    device, warning = (ctx.device, None) if ctx.enabled else pick_device(cfg.device)
-    if warning:
-        reporter.emit("warning", stage="grpo", message=warning)
+    job = open_job(cfg, "grpo", "rewards", "clips_per_step", reporter, stop)
+    ctx, device = job.ctx, job.device
     enc = Encoder(start)
     with ctx.main_first():  # one rank generates the synthetic videos, the others read them
         src = load_sources(cfg, cfg.out / "data")
@@ -104,41 +93,27 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
     if not clips:
         raise JobError("data", "GRPO needs videos with timed answers (data.train_synthetic or data.train_files)",
                        code=2)
-    held = _heldout(cfg, g.eval_limit, src)
+    held = heldout_subset(src, g.eval_limit)
     model = load_policy(start, dtype=cfg.model.dtype, device=device, freeze_vision=g.freeze_vision, lora=g.lora,
                         lora_r=g.lora_r, lora_alpha=g.lora_alpha)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=g.lr, weight_decay=g.weight_decay)
-    h = recipe_hash(cfg, "grpo")
-    state: dict[str, Any] = {"step": 0, "recipe": h, "rewards": [], "evals": []}
-    ck = latest_checkpoint(out / "ckpt")
-    if ck is not None:
-        tensors, opt_state, st = load_checkpoint(ck)
-        if st.get("recipe") != h:
-            raise JobError("config", f"{ck} was made with a different recipe", f"delete {out} to start over", code=2)
-        load_trainable(model, tensors)
-        opt.load_state_dict(opt_state)
-        state = st
-        reporter.emit("resume", stage="grpo", step=state["step"], path=str(ck))
+    policy = Policy(model, opt, start)  # full replicas on every rank: GRPO sums the gradients itself
+    job.resume_optimizer(policy, job.resume(model))
     eval_judge = make_judge(g.judge, g.judge_url, g.judge_model)
     judge = EvalJudgeReward(eval_judge)
     weights = Weights(g.w_pauc, g.w_rep, g.w_in_span, g.w_pfx)
-    reporter.emit("start", stage="grpo", steps=g.steps, device=device, clips=len(clips), group=g.group,
-                  clips_per_step=g.clips_per_step, judge=judge.id, processes=ctx.world)
+    job.emit("start", steps=g.steps, device=device, clips=len(clips), group=g.group, clips_per_step=g.clips_per_step,
+             judge=judge.id, processes=ctx.world)
 
-    def evaluate(step: int) -> None:
-        r = heldout_pauc(model, enc, held, src.frames, eval_judge, g.max_new_tokens, device)
+    def evaluate(whole: Any) -> dict[str, Any]:
+        """Held-out PAUC of the policy, greedy, with the recipe's judge."""
+        r = heldout_pauc(whole, enc, held, src.frames, eval_judge, g.max_new_tokens, device)
         r.pop("predictions")
-        state["evals"].append({"step": step, **r})
-        reporter.emit("eval", stage="grpo", step=step, **r)
+        return r
 
-    if state["step"] == 0 and len(held) and ctx.is_main:
-        evaluate(0)
-    eta = Eta(state["step"], g.steps)
-    step = state["step"]
-    while step < g.steps:
-        step += 1
-        ctx.fault("grpo", step)
+    def grpo_step(step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Roll out the step's clips, then the clipped update: (the step's reward record, the step event's fields)."""
         batch: list[tuple[Any, float]] = []  # (encoded rollout, advantage)
         # Each rank rolls out its share of the step's clips (a whole group each: advantages stay local);
         # the rewards are then summed into one table that every rank holds.
@@ -184,27 +159,7 @@ def run_grpo(cfg: TrainConfig, reporter: Reporter, stop: StopFlag | None = None)
         rec = {"step": step, "reward": mean["total"], "pauc": mean["pauc"], "rep": mean["rep"],
                "in_span": mean["in_span"], "pfx": mean["pfx"], "replies_per_rollout": mean["n_replies"],
                "trained_rollouts": int(n_trained), "loss": loss_total}
-        state["rewards"].append(rec)
-        state["step"] = step
-        reporter.emit("step", stage="grpo", steps=g.steps, eta_s=round(eta(step), 1),
-                      **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()})
-        if g.eval_every and step % g.eval_every == 0 and step < g.steps and len(held) and ctx.is_main:
-            evaluate(step)
-        stopping = ctx.any(bool(stop))  # every rank stops at the same step
-        if (step % g.ckpt_every == 0 or step == g.steps or stopping) and ctx.is_main:
-            path = save_checkpoint(out / "ckpt", trainable_state(model), opt.state_dict(), state)
-            reporter.emit("checkpoint", stage="grpo", step=step, path=str(path))
-        if stopping and step < g.steps:
-            ctx.barrier()  # the checkpoint is on disk before any rank exits
-            raise Cancelled()
-    final = out / "final"
-    if ctx.is_main:
-        if len(held) and (not state["evals"] or state["evals"][-1]["step"] != step):
-            evaluate(step)
-        final = save_hf(model, start, out / "final")
-        (out / "summary.json").write_text(json.dumps(state, indent=1))
-    ctx.barrier()
-    reporter.emit("done", stage="grpo", step=step, path=str(final),
-                  rewards=[round(r["reward"], 4) for r in state["rewards"]],
-                  evals=[{k: e[k] for k in ("step", "pauc", "replies")} for e in state["evals"]])
-    return final
+        return rec, {k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items() if k != "step"}
+
+    return train(job, policy, grpo_step, evaluate if len(held) else None,
+                 lambda state: {"rewards": [round(r["reward"], 4) for r in state["rewards"]]})

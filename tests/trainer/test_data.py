@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from app.core import protocol
-from app.eval.dataset import Example, GoldAnswer, UserText
+from app.eval.dataset import Dataset, Example, GoldAnswer, UserText
 from app.trainer.data import (
     DataError,
+    Sources,
     TurnFrames,
     answer_turn,
     dialogue_from_example,
+    heldout_subset,
     load_examples,
     read_turn_frames,
 )
@@ -102,3 +104,10 @@ def test_unreadable_video_is_named(tmp_path):
         read_turn_frames(junk, 1.0, 2, 16, "record 'r': ")
     with pytest.raises(DataError, match="file not found"):
         read_turn_frames(tmp_path / "missing.avi", 1.0, 2, 16)
+
+
+def test_a_stage_evaluates_on_the_first_eval_limit_heldout_examples() -> None:
+    held = [Example(id=f"heldout/{k}", video=f"{k}.mp4", questions=(), answers=()) for k in range(5)]
+    src = Sources(train=[], feedback=[], heldout=Dataset(held), frames={})
+    assert [ex.id for ex in heldout_subset(src, 2)] == ["heldout/0", "heldout/1"]
+    assert len(heldout_subset(src, 0)) == 5 and len(heldout_subset(src, 9)) == 5  # 0: all of them

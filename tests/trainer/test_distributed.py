@@ -73,6 +73,19 @@ def test_two_processes_reach_the_weights_of_one(one_process, tmp_path):
     assert two == pytest.approx(one, abs=1e-4)  # each step's loss is the global batch's, summed over the ranks
 
 
+def test_evaluating_a_sharded_model_leaves_its_training_alone(tmp_path):
+    """The held-out evaluation at step 0 gathers the shards onto rank 0; gathering the optimizer's state too would
+    make torch create it with a zero-lr step, one AdamW step count ahead of one process from then on."""
+    held = ["sft.eval_every=2", "sft.eval_limit=2", "data.heldout_synthetic.per_family=1"]
+    sets = ["sft.steps=3", *[s for s in SFT if not s.startswith("data.heldout")], *held]
+    _, one = _run(tmp_path / "one", "sft", sets)
+    _, two = _run(tmp_path / "two", "sft", sets, gpus=2)
+    assert [e["step"] for e in two if e["event"] == "eval"] == [0, 2, 3]
+    assert [e["loss"] for e in two if e["event"] == "step"] == pytest.approx(
+        [e["loss"] for e in one if e["event"] == "step"], abs=1e-4)
+    assert _max_delta(tmp_path / "one" / "sft" / "final", tmp_path / "two" / "sft" / "final") <= TOL
+
+
 def test_a_killed_rank_is_restarted_and_the_run_resumes(one_process, tmp_path):
     # rank 1 dies (SIGKILL, no clean-up) at step 3, after the step-2 checkpoint; torchrun restarts both ranks
     _, ev = _run(tmp_path, "sft", ["sft.steps=4", *SFT], gpus=2, env={distributed.FAULT_ENV: "kill:1:sft:3"})
