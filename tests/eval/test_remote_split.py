@@ -194,6 +194,18 @@ def test_bad_server_lists_are_refused_before_anything_runs(synth, tmp_path, caps
     assert not (tmp_path / "x" / "predictions.jsonl").exists()
 
 
+def _read_all(master: int) -> str:
+    """Everything the closed pty's other end wrote: one read may return only a part of it."""
+    out = b""
+    try:
+        while chunk := os.read(master, 4096):
+            out += chunk
+    except OSError:  # EIO: the other end is closed and all was read (Linux)
+        pass
+    os.close(master)
+    return out.decode()
+
+
 def test_the_progress_line_is_rewritten_in_place_on_a_terminal():
     master, slave = os.openpty()
     with os.fdopen(slave, "w") as tty:
@@ -202,8 +214,7 @@ def test_the_progress_line_is_rewritten_in_place_on_a_terminal():
         line.message("warning: something")
         line.status("[2/3] b: 4 turns · ETA 00:01")
         line.close()
-    written = os.read(master, 4096).decode()
-    os.close(master)
+    written = _read_all(master)
     assert written.replace("\r\n", "\n") == (
         "\r\x1b[K[1/3] a: 4 turns · ETA 00:02"  # the line
         "\r\x1b[Kwarning: something\n"  # cleared for a message, which stays above it
