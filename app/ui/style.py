@@ -81,4 +81,14 @@ QCheckBox::indicator { width: 14px; height: 14px; border: 1px solid #5b6170; bor
 QCheckBox::indicator:checked { background: #3d6df2; border-color: #5b8cff; }
 QCheckBox::indicator:disabled { background: #1e2129; border-color: #323745; }
 QToolTip { background: #23262f; color: #e6e8ee; border: 1px solid #3a3f4d; }
+/* Every progress bar (downloads, training) and scroll bar in the theme: Qt's own are a white track. */
+QProgressBar { background: #10121a; border: 1px solid #2c313d; border-radius: 6px; text-align: center;
+  color: #e6e8ee; min-height: 18px; }
+QProgressBar::chunk { background: #3d6df2; border-radius: 5px; }
+QScrollBar:vertical { background: transparent; width: 10px; margin: 0; }
+QScrollBar:horizontal { background: transparent; height: 10px; margin: 0; }
+QScrollBar::handle { background: #323745; border-radius: 5px; min-height: 24px; min-width: 24px; }
+QScrollBar::handle:hover { background: #434a5c; }
+QScrollBar::add-line, QScrollBar::sub-line { width: 0; height: 0; }
+QScrollBar::add-page, QScrollBar::sub-page { background: transparent; }
 """.replace("ICONS", (assets_dir() / "icons").as_posix())

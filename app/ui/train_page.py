@@ -158,9 +158,6 @@ class TrainPage(QWidget):
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
-        self.progress.setStyleSheet("QProgressBar { background: #10121a; border: 1px solid #2c313d; border-radius: 6px;"
-                                    " text-align: center; color: #e6e8ee; min-height: 18px; }"
-                                    "QProgressBar::chunk { background: #3d6df2; border-radius: 5px; }")
         self.curves = Curves()
         self.pauc_label = QLabel()
         self.pauc_label.setObjectName("sourceName")
