@@ -137,3 +137,26 @@ def test_a_spin_box_shows_its_arrows(qtbot) -> None:
     top, bottom = buttons[: img.height() // 2], buttons[img.height() // 2:]
     for half in (top, bottom):  # an arrow: a few pixels much lighter than the button around it
         assert (half > 0.3).sum() >= 6, half.max()
+
+
+def test_progress_and_scroll_bars_are_dark(qtbot) -> None:
+    """Qt's own progress and scroll bars are a white track: on the dark pages they glared (the Models page)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QProgressBar, QScrollBar
+
+    host = QWidget()
+    host.setStyleSheet(STYLE)
+    bar = QProgressBar(host)
+    bar.setValue(10)
+    bar.setGeometry(0, 0, 300, 20)
+    scroll = QScrollBar(Qt.Orientation.Vertical, host)
+    scroll.setRange(0, 1000)
+    scroll.setGeometry(310, 0, 10, 200)
+    host.resize(330, 210)
+    host.show()
+    qtbot.waitExposed(host)
+    for widget, region in ((bar, (slice(5, 15), slice(150, 290))), (scroll, (slice(100, 190), slice(0, 10)))):
+        img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+        arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, :img.width() * 3]
+        track = arr.reshape(img.height(), img.width(), 3)[region]
+        assert _luminance(track).mean() < 0.1, (type(widget).__name__, _luminance(track).mean())
