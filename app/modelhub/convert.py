@@ -11,6 +11,7 @@ Outputs are written under a temporary name and renamed, so an interrupted run le
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from app.core.atomic import install_pair
 from app.core.bounded import read_regular_text
 from app.modelhub import vision_pad
 from app.modelhub.errors import ConversionError
-from app.modelhub.gguf_write import write_gguf
+from app.modelhub.gguf_write import PendingTensor, write_gguf
 from app.modelhub.leftovers import remove_stale_partials
 from app.modelhub.safetensors_index import CheckpointError, SafetensorsCheckpoint
 from app.modelhub.vocab import load_vocab
@@ -356,15 +357,19 @@ def convert(hf_dir: Path | str, out_dir: Path | str, outtype: str = "f16", name:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConversionError(f"{pre_path}: not valid JSON ({e})") from e
 
-    def tensors(vision: bool):
+    def made(p: TensorPlan, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+        data = p.transform([ckpt.load(s) for s in p.sources])
+        if tuple(data.shape) != p.shape:
+            raise ConversionError(f"{p.gguf_name}: produced shape {data.shape}, planned {p.shape}")
+        return _encode(data, qtype)
+
+    def tensors(vision: bool) -> list[PendingTensor]:  # read and converted one at a time, as each is written
+        out = []
         for p in plans:
-            if p.vision != vision:
-                continue
-            data = p.transform([ckpt.load(s) for s in p.sources])
-            if tuple(data.shape) != p.shape:
-                raise ConversionError(f"{p.gguf_name}: produced shape {data.shape}, planned {p.shape}")
-            qtype = _out_type(p, mmproj_outtype if vision else outtype)
-            yield p.gguf_name, _encode(data, qtype), qtype
+            if p.vision == vision:
+                qtype = _out_type(p, mmproj_outtype if vision else outtype)
+                out.append(PendingTensor.planned(p.gguf_name, p.shape, qtype, functools.partial(made, p, qtype)))
+        return out
 
     def text_kv(w: gguf.GGUFWriter) -> None:
         w.add_name(name)

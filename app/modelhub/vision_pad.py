@@ -19,7 +19,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from app.modelhub.gguf_write import write_gguf
+from app.modelhub.gguf_write import PendingTensor, write_gguf
 
 # The vision MLP's hidden width is padded with zeros to a multiple of this. ggml's tiled CPU matrix
 # multiply (llamafile's tinyBLAS) takes a product only when its inner dimension is a multiple of the SIMD
@@ -123,8 +123,9 @@ def pad_vision_mlp(src: Path | str, dst: Path | str) -> bool:
             else:
                 w.add_key_value(key, f.contents(), f.types[0])
 
-    tensors = ((t.name, np.ascontiguousarray(_padded(t, width, new) if ".ffn_" in t.name and t.name.startswith("v.blk.")
-                                             else t.data), t.tensor_type) for t in r.tensors)
+    tensors = (PendingTensor.of(t.name, np.ascontiguousarray(_padded(t, width, new) if ".ffn_" in t.name and
+                                                            t.name.startswith("v.blk.") else t.data), t.tensor_type)
+               for t in r.tensors)
     dst = Path(dst)
     os.replace(write_gguf(dst, r.fields["general.architecture"].contents(), kv, tensors), dst)
     return True
