@@ -39,6 +39,10 @@ FLOPS_PER_TOKEN = 6 * LM_PARAMS
 FLOPS_PER_VISUAL_TOKEN = FLOPS_PER_TOKEN + 2 * VISION_PARAMS * 4
 # assumed effective bf16 throughput (≈ 35 % of a typical card's dense tensor peak) per memory class
 ASSUMED_TFLOPS = {8: 15.0, 12: 20.0, 16: 30.0, 24: 50.0}
+# Free disk a feedback job on the 3B needs at its peak (docs/training-estimates.md), in GiB: the merged bf16
+# checkpoint (7.0), the base's and the new model's Q8_0 pairs (5.6 each: 3.1 text + 2.5 f32 mmproj) and, while a
+# round's export quantizes, its f32 text model (11.5). The demo base needs half a GiB.
+DISK_NEED_GIB = {"large": 30.0, "demo": 0.5}
 MIN_WINDOW_TURNS = 8  # below this a dialogue holds too little context to teach timing
 
 

@@ -225,7 +225,7 @@ class TrainPage(QWidget):
         large = base != "demo" and (Path(base).expanduser() / "config.json").is_file() and sum(
             f.stat().st_size for f in Path(base).expanduser().glob("*.safetensors")) > 200 * 2**20
         hw = estimate.hardware(data_root())
-        ok, msg = estimate.check(hw, large_base=large, disk_need_gib=20.0 if large else 0.5)
+        ok, msg = estimate.check(hw, large_base=large, disk_need_gib=estimate.DISK_NEED_GIB["large" if large else "demo"])
         self.hw_label.setText(msg)
         self.hw_label.setStyleSheet("" if ok else "color: #ffb4b4;")
         return ok
