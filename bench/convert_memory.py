@@ -36,8 +36,7 @@ def convert_once(shape: str, outtype: str, held: bool) -> dict:
 
     from app.modelhub import convert as conv
     from app.modelhub import gguf_write
-    from app.modelhub.tiny import build_tiny, write_processor_files
-    from bench.model_3b import TOKENIZER_FILES, RandomCheckpoint, config_for, hf_shapes
+    from bench.model_3b import RandomCheckpoint, config_for, hf_shapes, write_hf_dir
 
     if held:  # gguf's add_tensor: every tensor made and kept before the file is written
         write = gguf_write.write_gguf
@@ -49,15 +48,8 @@ def convert_once(shape: str, outtype: str, held: bool) -> dict:
         conv.write_gguf = write_held
     work = WORK / f"{shape}-{outtype}-{'held' if held else 'streamed'}"
     shutil.rmtree(work, ignore_errors=True)
-    hf = work / "hf"
-    hf.mkdir(parents=True)
     cfg = config_for(shape)
-    (hf / "config.json").write_text(json.dumps(cfg))
-    tiny = build_tiny()
-    for f in TOKENIZER_FILES:
-        if (tiny.hf_dir / f).exists():
-            shutil.copy(tiny.hf_dir / f, hf / f)
-    write_processor_files(hf, max_pixels=128 * 28 * 28)
+    hf = write_hf_dir(cfg, work / "hf")
     shapes = hf_shapes(cfg)
     largest = max(int(np.prod(s)) for s in shapes.values()) * 4
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

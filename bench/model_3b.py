@@ -104,6 +104,19 @@ def hf_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     return {n: tuple(t.shape) for n, t in model.state_dict().items()}
 
 
+def write_hf_dir(cfg: dict, hf: Path) -> Path:
+    """An HF folder without weights: ``cfg`` as config.json, the tiny model's tokenizer, processor files.
+    The converter reads its config and vocabulary; the weights come from a :class:`RandomCheckpoint`."""
+    hf.mkdir(parents=True, exist_ok=True)
+    (hf / "config.json").write_text(json.dumps(cfg, indent=2))
+    tiny = build_tiny()
+    for f in TOKENIZER_FILES:
+        if (tiny.hf_dir / f).exists():
+            shutil.copy(tiny.hf_dir / f, hf / f)
+    write_processor_files(hf, max_pixels=128 * 28 * 28)
+    return hf
+
+
 def _reuse(work: Path, cfg_key: str) -> dict | None:
     """The record of an earlier ``build`` in ``work`` of the same config whose files are all still there, else None.
     A 3B conversion takes minutes; a GPU run (``bench/gpu.sh``) converts while the CUDA wheel compiles and the
@@ -153,14 +166,7 @@ def build(quick: bool | str, work: Path, quant: str | None = "Q4_K_M", outtype: 
             out["sizes_mib"]["text_q4_k_m"] = q.path.stat().st_size / 2**20
             _record(work, out, cfg_key)
         return out
-    hf = work / "hf"
-    hf.mkdir(exist_ok=True)
-    (hf / "config.json").write_text(json.dumps(cfg, indent=2))
-    tiny = build_tiny()
-    for f in TOKENIZER_FILES:
-        if (tiny.hf_dir / f).exists():
-            shutil.copy(tiny.hf_dir / f, hf / f)
-    write_processor_files(hf, max_pixels=128 * 28 * 28)
+    hf = write_hf_dir(cfg, work / "hf")
     shapes = hf_shapes(cfg)
     n_params = sum(int(np.prod(s)) for n, s in shapes.items() if n != "lm_head.weight")
     name = {False: "rand3b", True: "rand3b-quick"}.get(quick, f"rand-{quick}")
