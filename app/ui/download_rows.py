@@ -5,8 +5,8 @@ Downloads are :class:`app.modelhub.jobs.PullProcess` children owned by the app-w
 this box: on each tick of a :class:`~app.ui.job_watcher.JobWatcher` (polling only while a pull runs) it
 reads what each pull's child reported (``update()``) and shows it, so closing or rebuilding the page loses
 nothing and a pull keeps going (or stays paused) until the app quits. Pause stops the child; resume starts a
-new one that continues from the pull's state file. A row keeps its height whether its progress bar shows or not, so nothing moves under the pointer as
-downloads come and go. Speeds below 1 MB/s read in KB/s; until the pull's own rate has two samples the
+new one that continues from the pull's state file. A row keeps its height whether its progress bar shows or
+not, so nothing moves under the pointer as downloads come and go. Speeds below 1 MB/s read in KB/s; until the pull's own rate has two samples the
 row estimates speed and time left from what it saw since the download started.
 """
 
