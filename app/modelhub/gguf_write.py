@@ -1,5 +1,5 @@
-"""Writing one GGUF file safely: to a temporary sibling, fsynced, a full disk reported as one, one tensor in
-memory at a time.
+"""Writing one GGUF file safely: to a temporary sibling, fsynced, a full disk reported as one, each tensor made
+only when it is written.
 
 Shared by the converter and :mod:`app.modelhub.vision_pad`; the caller renames the result into place
 (``os.replace``, or :func:`app.core.atomic.install_pair` for a model + projector pair).
@@ -7,7 +7,9 @@ Shared by the converter and :mod:`app.modelhub.vision_pad`; the caller renames t
 gguf's ``GGUFWriter.add_tensor`` keeps every tensor until the file is written: the whole model in memory at once
 (the 3B converted to f32 is 11.7 GB on top of what is being read; a fine-tune's export peaked at 17.7 GiB). Here
 the header is written from each tensor's planned shape and type (:class:`PendingTensor`), then each tensor is
-made, written and dropped in turn, with gguf's own ``add_tensor_info`` / ``write_tensor_data``.
+made, written and dropped in turn, with gguf's own ``add_tensor_info`` / ``write_tensor_data``. (A tensor given
+already made, :meth:`PendingTensor.of`, is held by its caller: vision_pad's are the source file's memory map,
+and only the few padded ones are arrays.)
 """
 
 from __future__ import annotations
